@@ -1,0 +1,95 @@
+"""Tokenise once, group examples of similar length, pad each batch only to its own longest post.
+
+Token ids live in one flat int32 array with offsets (no per-example Python objects), so building a
+batch is a handful of vectorised numpy operations and the step loop does no per-example work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+TOKENIZE_CHUNK = 4096
+
+
+@dataclass
+class TokenizedTexts:
+    """Token ids of many texts, concatenated: text i is ids[offsets[i]:offsets[i + 1]]."""
+
+    ids: np.ndarray  # int32, all texts back to back
+    offsets: np.ndarray  # int64, len(texts) + 1
+    pad_id: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) for `rows`, padded to the longest of them."""
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        width = int(lengths.max())
+        positions = np.arange(width)
+        mask = positions[None, :] < lengths[:, None]
+        gather = np.minimum(starts[:, None] + positions[None, :], len(self.ids) - 1)
+        ids = np.where(mask, self.ids[gather], self.pad_id)
+        return torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> TokenizedTexts:
+    """Tokenise with the fast tokenizer in chunks (special tokens added, truncated, unpadded)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("sentitune needs a fast (Rust) tokenizer; the model folder has only a slow one")
+    parts, lengths = [], []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        enc = tokenizer(
+            list(texts[start : start + TOKENIZE_CHUNK]),
+            truncation=True,
+            max_length=max_length,
+            add_special_tokens=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        for row in enc["input_ids"]:
+            parts.append(np.asarray(row, dtype=np.int32))
+            lengths.append(len(row))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    return TokenizedTexts(ids, offsets, int(tokenizer.pad_token_id or 0))
+
+
+def length_bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of similar-length examples.
+
+    Shuffle all examples, cut the order into pools of `pool_batches` batches, sort each pool by
+    length and cut it into batches, then shuffle the batches. Randomness stays (which examples meet
+    is random), padding nearly vanishes (neighbours in a sorted pool have similar lengths).
+    """
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Batches for inference: sorted by length, so padding is minimal; callers restore the order."""
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]

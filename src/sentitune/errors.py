@@ -1,0 +1,18 @@
+"""The one exception type a user's mistake becomes; the CLI turns it into `error: ...` and exit 2."""
+
+
+class SentituneError(Exception):
+    """A problem with the user's input or environment, stated with what was found and how to fix it."""
+
+
+def require_extra(module: str, extra: str, purpose: str):
+    """Import an optional dependency or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SentituneError(
+            f"{purpose} needs the Python package '{module}', which is not installed; "
+            f"run: pip install 'sentitune[{extra}]'"
+        ) from exc

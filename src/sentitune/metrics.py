@@ -1,0 +1,108 @@
+"""Classification metrics from a confusion matrix, and the run's two plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    return np.bincount(
+        n_classes * np.asarray(y_true) + np.asarray(y_pred), minlength=n_classes * n_classes
+    ).reshape(n_classes, n_classes)
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict:
+    """Loss, accuracy, macro-F1, macro-recall, per-class precision/recall/F1/support, confusion matrix.
+
+    Macro averages are over the classes present in `y_true` (a class with no examples has no recall).
+    """
+    y_true = np.asarray(y_true)
+    y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    picked = np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)
+    return {
+        "examples": int(len(y_true)),
+        "loss": float(-np.log(picked).mean()) if len(y_true) else float("nan"),
+        "accuracy": float(tp.sum() / max(len(y_true), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(labels)
+        },
+        "confusion_matrix": {"labels": list(labels), "rows_true_columns_predicted": cm.tolist()},
+    }
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in containers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(metrics: dict, path: Path, title: str) -> None:
+    plt = _pyplot()
+    labels = metrics["confusion_matrix"]["labels"]
+    cm = np.asarray(metrics["confusion_matrix"]["rows_true_columns_predicted"])
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training_curves(train_log: list[dict], history: list[dict], path: Path) -> None:
+    """Training loss/accuracy per log interval and validation loss/accuracy per evaluation."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.6))
+    if train_log:
+        x = [r["examples_seen"] for r in train_log]
+        ax_loss.plot(x, [r["loss"] for r in train_log], label="train", color="tab:blue")
+        ax_acc.plot(x, [r["accuracy"] for r in train_log], label="train", color="tab:blue")
+    if history:
+        x = [r["examples_seen"] for r in history]
+        ax_loss.plot(x, [r["val_loss"] for r in history], "o-", label="validation", color="tab:orange")
+        ax_acc.plot(x, [r["val_accuracy"] for r in history], "o-", label="validation", color="tab:orange")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("training examples seen")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

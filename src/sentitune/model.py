@@ -1,0 +1,196 @@
+"""Load or build the classifier, cut or freeze its layers, and read a run folder back.
+
+The classifier is whatever `AutoModelForSequenceClassification` builds for the encoder (for BERT:
+the pooled [CLS] output -> dropout -> linear, the walkthrough's head), so a run folder is a standard
+Hugging Face model folder that any transformers user can load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from sentitune import LABELS
+from sentitune.errors import SentituneError
+from sentitune.storage import exists, is_url, join, local_copy
+
+log = logging.getLogger("sentitune")
+
+# Encoder families whose sequence-classification head reads the whole post (not decoders).
+ENCODER_TYPES = {
+    "albert",
+    "bert",
+    "camembert",
+    "convbert",
+    "data2vec-text",
+    "deberta",
+    "deberta-v2",
+    "distilbert",
+    "electra",
+    "ernie",
+    "flaubert",
+    "funnel",
+    "ibert",
+    "megatron-bert",
+    "mobilebert",
+    "modernbert",
+    "mpnet",
+    "nezha",
+    "rembert",
+    "roberta",
+    "roberta-prelayernorm",
+    "roformer",
+    "squeezebert",
+    "xlm",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "xmod",
+    "nomic_bert",
+    "neobert",
+}
+RUN_CONFIG = "run_config.json"
+
+
+@dataclass
+class Classifier:
+    model: torch.nn.Module
+    tokenizer: object
+    labels: tuple[str, ...]
+    source: str
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "weights not initialised" is expected for a new head
+    hf_logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # "Writing model shards" bars in cloud logs
+    except ImportError:
+        pass
+
+
+def load_classifier(name_or_path: str, labels=LABELS, *, for_training: bool = True) -> Classifier:
+    """A sequence classifier with `labels`, from a hub id, a local folder or a run folder."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    _quiet_transformers()
+    source = str(name_or_path)
+    path = local_copy(source) if is_url(source) else source
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise SentituneError(
+            f"model folder {source} has no config.json; pass a Hugging Face model folder "
+            "or hub id (e.g. google/bert_uncased_L-2_H-128_A-2)"
+        )
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        where = (
+            "local folder" if os.path.isdir(path) else "hub id (needs network access, or pass a local folder)"
+        )
+        raise SentituneError(f"cannot load model {source} as a {where}: {str(exc).splitlines()[0]}") from exc
+    if config.model_type not in ENCODER_TYPES or getattr(config, "is_encoder_decoder", False):
+        raise SentituneError(
+            f"model {source} is a '{config.model_type}' model, not a BERT-family encoder; "
+            "pass an encoder such as bert, roberta, distilbert or deberta"
+        )
+    id2label = dict(enumerate(labels))
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            ignore_mismatched_sizes=for_training,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise SentituneError(f"cannot load model {source}: {str(exc).splitlines()[0]}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise SentituneError(f"model {source} has no fast tokenizer (tokenizer.json); sentitune needs one")
+    return Classifier(model, tokenizer, tuple(labels), source)
+
+
+def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The encoder's stack of transformer layers, whatever the family names it."""
+    base = model.base_model
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        node = base
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, torch.nn.ModuleList):
+            return node
+    raise SentituneError(
+        f"cannot find the encoder layers of {type(model).__name__}; "
+        "--keep-layers and --freeze-layers support BERT-like encoders"
+    )
+
+
+def keep_first_layers(model: torch.nn.Module, n: int) -> None:
+    layers = encoder_layers(model)
+    if n > len(layers):
+        raise SentituneError(f"--keep-layers {n} exceeds the model's {len(layers)} layers")
+    del layers[n:]
+    for attr in ("num_hidden_layers", "n_layers"):
+        if hasattr(model.config, attr):
+            setattr(model.config, attr, n)
+
+
+def freeze(model: torch.nn.Module, layers: int, head_only: bool) -> None:
+    """Freeze the embeddings and the first `layers` encoder layers, or everything but the head."""
+    base = model.base_model
+    if head_only:
+        for p in base.parameters():
+            p.requires_grad_(False)
+        return
+    if layers == 0:
+        return
+    stack = encoder_layers(model)
+    if layers > len(stack):
+        raise SentituneError(f"--freeze-layers {layers} exceeds the model's {len(stack)} layers")
+    for p in base.embeddings.parameters():
+        p.requires_grad_(False)
+    for layer in stack[:layers]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def load_run(run_dir: str) -> Classifier:
+    """The trained classifier of a run folder (local or URL), with its label names."""
+    if not exists(run_dir):
+        raise SentituneError(f"run folder not found: {run_dir}")
+    if not exists(join(run_dir, "config.json")) or not exists(join(run_dir, "model.safetensors")):
+        raise SentituneError(
+            f"{run_dir} is not a finished run (no config.json and model.safetensors); "
+            "pass the --job-dir of a `sentitune train` run"
+        )
+    from transformers import AutoConfig
+
+    path = local_copy(run_dir)
+    id2label = AutoConfig.from_pretrained(path).id2label
+    labels = tuple(id2label[i] for i in range(len(id2label)))
+    classifier = load_classifier(path, labels, for_training=False)
+    classifier.source = run_dir
+    classifier.model.eval()
+    return classifier
+
+
+def read_run_config(run_dir: str) -> dict:
+    from sentitune.storage import open_input
+
+    with open_input(join(run_dir, RUN_CONFIG), "rb") as f:
+        return json.load(f)

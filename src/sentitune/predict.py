@@ -1,0 +1,212 @@
+"""Predictor: load a run once, predict texts in length-sorted batches; and batch prediction of files."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sentitune.batching import TokenizedTexts, sorted_batches, tokenize
+from sentitune.errors import SentituneError
+
+log = logging.getLogger("sentitune")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SentituneError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SentituneError("--device mps: Apple's MPS backend is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    # Without AVX512-BF16 or AMX, bf16 matmuls are emulated and run ~100x slower than fp32.
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32."""
+    if name == "fp32":
+        return None
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_native_bf16() else None
+        return None
+    if name == "fp16" and device.type == "cpu":
+        raise SentituneError("--precision fp16 is for GPUs; use bf16 or fp32 on a CPU")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def infer_probs(
+    model: torch.nn.Module,
+    tokens: TokenizedTexts,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> np.ndarray:
+    """Class probabilities for every text, in the input order."""
+    was_training = model.training
+    model.eval()
+    out = None
+    for rows in sorted_batches(tokens.lengths, batch_size):
+        ids, mask = tokens.batch(rows)
+        with autocast(device, dtype):
+            logits = model(
+                input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True)
+            ).logits
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if out is None:
+            out = np.empty((len(tokens), probs.shape[1]), np.float32)
+        out[rows] = probs
+    model.train(was_training)
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class Prediction:
+    label: str
+    scores: dict[str, float]
+
+
+class Predictor:
+    """A trained run loaded once; `predict(texts)` returns labels and per-class probabilities."""
+
+    def __init__(
+        self,
+        run_dir: str,
+        device: str = "auto",
+        batch_size: int = 256,
+        precision: str = "auto",
+        max_length: int | None = None,
+    ):
+        from sentitune.model import load_run, read_run_config
+
+        self.classifier = load_run(run_dir)
+        self.labels = self.classifier.labels
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.batch_size = batch_size
+        try:
+            trained_length = read_run_config(run_dir)["train"]["max_length"]
+        except (SentituneError, KeyError):
+            trained_length = 100
+        self.max_length = max_length or trained_length
+        self.model = self.classifier.model.to(self.device)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = tokenize(self.classifier.tokenizer, [str(t) for t in texts], self.max_length)
+        if len(tokens) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return infer_probs(self.model, tokens, self.batch_size, self.device, self.dtype)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        probs = self.probabilities(texts)
+        return [
+            Prediction(
+                self.labels[int(p.argmax())], {n: float(v) for n, v in zip(self.labels, p, strict=True)}
+            )
+            for p in probs
+        ]
+
+    def predict_frame(self, df: pd.DataFrame, text_column: str) -> pd.DataFrame:
+        """`df` with a `label` column and one `score_<class>` column per class appended."""
+        texts = df[text_column].fillna("").astype(str).tolist()
+        probs = self.probabilities(texts)
+        out = df.copy()
+        out["label"] = [self.labels[i] for i in probs.argmax(axis=1)] if len(probs) else []
+        for i, name in enumerate(self.labels):
+            out[f"score_{name}"] = np.round(probs[:, i], 6) if len(probs) else []
+        return out
+
+
+def predict_file(
+    predictor: Predictor,
+    input_path: str,
+    output_path: str,
+    text_column: str | None,
+    chunk_rows: int = 50_000,
+    overwrite: bool = False,
+) -> int:
+    """Predict every row of `input_path` into `output_path` (CSV, TSV, JSONL or Parquet by extension),
+    keeping the input columns; chunked, written under a temporary name and renamed at the end."""
+    import os
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sentitune.data import file_format, pick_text_column, read_chunks
+    from sentitune.storage import is_url, url_to_fs
+
+    remote = is_url(output_path)
+    fs, inner = url_to_fs(output_path) if remote else (None, output_path)
+    if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
+        raise SentituneError(f"{output_path} exists; pass --overwrite to replace it")
+    fmt = file_format(output_path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=".sentitune-predict-",
+        suffix=f".{fmt}",
+        dir=None if remote else os.path.dirname(os.path.abspath(output_path)),
+    )
+    rows, column, writer = 0, None, None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            for df in read_chunks(input_path, chunk_rows):
+                if column is None:
+                    column = pick_text_column(
+                        [str(c) for c in df.columns],
+                        text_column or "bodyText",
+                        input_path,
+                        explicit=bool(text_column),
+                    )
+                out = predictor.predict_frame(df, column)
+                if fmt == "parquet":
+                    table = pa.Table.from_pandas(out, preserve_index=False)
+                    writer = writer or pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table)
+                elif fmt == "jsonl":
+                    out.to_json(handle, orient="records", lines=True, force_ascii=False)
+                else:  # CRLF rows: the csv module then quotes fields holding a bare CR (RFC 4180)
+                    out.to_csv(
+                        handle,
+                        index=False,
+                        header=rows == 0,
+                        sep="\t" if fmt == "tsv" else ",",
+                        lineterminator="\r\n",
+                    )
+                rows += len(out)
+        if writer is not None:
+            writer.close()
+        if remote:
+            fs.put_file(tmp, inner)
+            os.remove(tmp)
+        else:
+            os.replace(tmp, output_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return rows

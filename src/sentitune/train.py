@@ -1,0 +1,469 @@
+"""The training path: load data -> build model -> fit -> evaluate -> save, top to bottom.
+
+The step loop does no per-example Python work and no host sync except at log and evaluation
+points: batches come from pre-tokenised, length-bucketed ids; loss and accuracy accumulate on the
+device and are read only when a progress line is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from sentitune import LABELS, __version__
+from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
+from sentitune.config import TrainConfig
+from sentitune.data import LabelledTexts, find_split_files, read_labelled
+from sentitune.errors import SentituneError
+from sentitune.metrics import classification_metrics, plot_confusion_matrix, plot_training_curves
+from sentitune.model import (
+    RUN_CONFIG,
+    count_parameters,
+    encoder_layers,
+    freeze,
+    keep_first_layers,
+    load_classifier,
+)
+from sentitune.predict import autocast, infer_probs, resolve_device, resolve_precision
+from sentitune.storage import StagedOutput
+
+log = logging.getLogger("sentitune")
+RUN_MARKER = "metrics.json"
+
+
+@dataclass
+class TrainResult:
+    run_dir: str | None
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Fine-tune a classifier as `cfg` says and write the run folder (nothing when dry-running)."""
+    run_dir = cfg.job_dir or os.environ.get("AIP_MODEL_DIR")
+    if not run_dir and not cfg.dry_run:
+        raise SentituneError("no run folder: pass --job-dir DIR (or run with --dry-run)")
+    out = None
+    if not cfg.dry_run:  # refuse an occupied folder before spending minutes on training
+        out = StagedOutput(
+            run_dir,
+            occupied_by=[RUN_MARKER, RUN_CONFIG, "model.safetensors"],
+            marker=RUN_MARKER,
+            what="a finished run",
+            overwrite=cfg.overwrite,
+        )
+    with out or contextlib.nullcontext():
+        device = resolve_device(cfg.device)
+        dtype = resolve_precision(cfg.precision, device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+
+        splits = load_splits(cfg)
+        classifier, model_info = build_model(cfg)
+        t0 = time.perf_counter()
+        tokens = {name: tokenize(classifier.tokenizer, s.texts, cfg.max_length) for name, s in splits.items()}
+        tokenize_s = time.perf_counter() - t0
+        log.info(
+            "device %s, precision %s, %d threads; tokenised %s in %.1fs",
+            device,
+            "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "fp32",
+            torch.get_num_threads(),
+            ", ".join(f"{n} {len(t)}" for n, t in tokens.items()),
+            tokenize_s,
+        )
+
+        model = classifier.model.to(device)
+        fitted = fit(model, tokens, splits, cfg, device, dtype)
+        metrics = evaluate_splits(model, tokens, splits, cfg, device, dtype)
+        metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
+        _log_metrics(metrics)
+        if cfg.dry_run:
+            log.info("dry run finished: nothing written")
+            return TrainResult(None, metrics, fitted.history)
+        save_run(out, classifier, cfg, model_info, splits, metrics, fitted, device, dtype)
+        out.commit()
+        log.info("run folder: %s", run_dir)
+        return TrainResult(run_dir, metrics, fitted.history)
+
+
+# ----------------------------------------------------------------------------- data and model
+
+
+def load_splits(cfg: TrainConfig) -> dict[str, LabelledTexts]:
+    if cfg.data:
+        files = find_split_files(cfg.data)
+        paths = {"train": files["train"], "val": files["eval"], "test": files["test"]}
+    else:
+        paths = {"train": cfg.training_file, "val": cfg.validation_file, "test": cfg.testing_file}
+    splits = {}
+    for name, path in paths.items():
+        if path:
+            splits[name] = read_labelled(path, cfg.text_column, cfg.label_column)
+            counts = np.bincount(splits[name].labels, minlength=len(LABELS))
+            log.info(
+                "%s: %s, %d examples (%s)",
+                name,
+                path,
+                len(splits[name]),
+                ", ".join(f"{label} {c}" for label, c in zip(LABELS, counts, strict=True)),
+            )
+    if cfg.dry_run:  # one step of each: a handful of examples is enough
+        for name in splits:
+            n = cfg.batch_size if name == "train" else cfg.eval_batch_size
+            splits[name] = LabelledTexts(splits[name].path, splits[name].texts[:n], splits[name].labels[:n])
+    return splits
+
+
+def build_model(cfg: TrainConfig):
+    from sentitune.builtin import MODEL_DESCRIPTION, default_model
+
+    source = cfg.model
+    if source is None:
+        source = default_model()
+        log.info("model: the embedded %s", MODEL_DESCRIPTION)
+    classifier = load_classifier(source)
+    model = classifier.model
+    if cfg.keep_layers:
+        keep_first_layers(model, cfg.keep_layers)
+    freeze(model, cfg.freeze_layers, cfg.train_head_only)
+    total, trainable = count_parameters(model)
+    info = {
+        "source": cfg.model or "embedded:all-MiniLM-L6-v2",
+        "path": source,
+        "type": model.config.model_type,
+        "layers": len(encoder_layers(model)),
+        "hidden_size": model.config.hidden_size,
+        "parameters": total,
+        "trainable_parameters": trainable,
+    }
+    log.info(
+        "model: %s, %d layers x %d, %.1f M parameters (%.1f M trainable)",
+        info["source"],
+        info["layers"],
+        info["hidden_size"],
+        total / 1e6,
+        trainable / 1e6,
+    )
+    return classifier, info
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    train_log: list[dict]
+    stats: dict
+    best_step: int | None
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device.type in ("cpu", "cuda"))
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate, foreach=True)
+
+
+def _class_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (len(LABELS) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def fit(
+    model: torch.nn.Module,
+    tokens: dict[str, TokenizedTexts],
+    splits: dict[str, LabelledTexts],
+    cfg: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> FitResult:
+    from transformers import get_linear_schedule_with_warmup
+
+    train_tokens, train_labels = tokens["train"], splits["train"].labels
+    steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
+    total_steps = 1 if cfg.dry_run else (cfg.max_steps or cfg.epochs * steps_per_epoch)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    optimizer = _optimizer(model, cfg, device)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    weights = _class_weights(train_labels, cfg.class_weights)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    has_val = "val" in splits
+
+    progress = Progress(total_steps, cfg.log_every)
+    history, train_log = [], []
+    best_score, best_state, best_step, bad_evals = -1.0, None, None, 0
+    run_loss = torch.zeros((), device=device)
+    run_correct = torch.zeros((), dtype=torch.long, device=device)
+    run_n, step, seen, stop = 0, 0, 0, False
+    start = time.perf_counter()
+    first_step_s = None
+    model.train()
+    for epoch in range(epochs):
+        batches = length_bucketed_batches(
+            train_tokens.lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch])
+        )
+        for i, rows in enumerate(batches, 1):
+            ids, mask = train_tokens.batch(rows)
+            y = torch.from_numpy(train_labels[rows]).to(device, non_blocking=True)
+            with autocast(device, dtype):
+                logits = model(
+                    input_ids=ids.to(device, non_blocking=True),
+                    attention_mask=mask.to(device, non_blocking=True),
+                ).logits
+            loss = loss_fn(logits.float(), y)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            run_loss += loss.detach() * len(rows)
+            run_correct += (logits.detach().argmax(-1) == y).sum()
+            run_n += len(rows)
+            step += 1
+            seen += len(rows)
+            if first_step_s is None:
+                first_step_s = time.perf_counter() - start
+            last_of_epoch = i == len(batches)
+            if step % cfg.log_every == 0 or step == total_steps or last_of_epoch:
+                record = {
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "examples_seen": seen,
+                    "loss": run_loss.item() / run_n,
+                    "accuracy": run_correct.item() / run_n,
+                    "lr": scheduler.get_last_lr()[0],
+                    "elapsed_s": time.perf_counter() - start,
+                }
+                train_log.append(record)
+                progress.update(record, i, len(batches), epochs)
+                run_loss.zero_()
+                run_correct.zero_()
+                run_n = 0
+            due = (
+                step == total_steps
+                or (cfg.eval_every and step % cfg.eval_every == 0)
+                or (not cfg.eval_every and last_of_epoch)
+            )
+            if has_val and due:
+                val = _validate(model, tokens["val"], splits["val"].labels, cfg, device, dtype)
+                row = {
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "examples_seen": seen,
+                    "train_loss": train_log[-1]["loss"],
+                    "train_accuracy": train_log[-1]["accuracy"],
+                    "val_loss": val["loss"],
+                    "val_accuracy": val["accuracy"],
+                    "val_macro_f1": val["macro_f1"],
+                    "val_macro_recall": val["macro_recall"],
+                    "lr": scheduler.get_last_lr()[0],
+                    "elapsed_s": round(time.perf_counter() - start, 2),
+                }
+                history.append(row)
+                progress.note(
+                    f"validation at step {step}: loss {val['loss']:.4f}, accuracy {val['accuracy']:.4f}, "
+                    f"macro-F1 {val['macro_f1']:.4f}, macro-recall {val['macro_recall']:.4f}"
+                )
+                if val["macro_f1"] > best_score + 1e-9:
+                    best_score, best_step, bad_evals = val["macro_f1"], step, 0
+                    if not cfg.dry_run:
+                        best_state = {
+                            k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                        }
+                else:
+                    bad_evals += 1
+                    if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                        progress.note(f"early stopping: no better macro-F1 in {bad_evals} validations")
+                        stop = True
+            if step >= total_steps or stop:
+                break
+        if step >= total_steps or stop:
+            break
+    wall = time.perf_counter() - start
+    progress.close()
+    if best_state is not None and best_step != step:
+        log.info("restoring the best model (step %d, validation macro-F1 %.4f)", best_step, best_score)
+        model.load_state_dict(best_state)
+    stats = {
+        "steps": step,
+        "epochs_run": round(seen / len(train_tokens), 3),
+        "examples": seen,
+        "wall_s": round(wall, 2),
+        "examples_per_s": round(seen / wall, 1),
+        "time_to_first_step_s": round(first_step_s or 0.0, 3),
+        "stopped_early": stop,
+        "best_step": best_step,
+    }
+    log.info("trained %d steps (%d examples) in %.1fs: %.0f examples/s", step, seen, wall, seen / wall)
+    return FitResult(history, train_log, stats, best_step)
+
+
+def _validate(model, tokens, labels, cfg, device, dtype) -> dict:
+    return classification_metrics(
+        labels, infer_probs(model, tokens, cfg.eval_batch_size, device, dtype), LABELS
+    )
+
+
+class Progress:
+    """A progress bar on a terminal; a plain line every `log_every` steps otherwise (cloud logs)."""
+
+    def __init__(self, total_steps: int, log_every: int):
+        self.bar = None
+        self.start = time.perf_counter()
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.done = 0
+        self.seen = 0
+
+    def update(self, record: dict, batch: int, batches: int, epochs: int) -> None:
+        rate = record["examples_seen"] / max(record["elapsed_s"], 1e-9)
+        if self.bar is not None:
+            self.bar.update(record["step"] - self.done)
+            self.bar.set_postfix(
+                loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", ex_s=f"{rate:.0f}"
+            )
+        else:
+            log.info(
+                "epoch %d/%d batch %d/%d step %d: loss %.4f accuracy %.4f lr %.2e %.0f examples/s %.1fs",
+                record["epoch"],
+                epochs,
+                batch,
+                batches,
+                record["step"],
+                record["loss"],
+                record["accuracy"],
+                record["lr"],
+                rate,
+                record["elapsed_s"],
+            )
+        self.done = record["step"]
+
+    def note(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            log.info(message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------- evaluate and save
+
+
+def evaluate_splits(model, tokens, splits, cfg: TrainConfig, device, dtype) -> dict:
+    metrics = {}
+    for name in ("val", "test"):
+        if name in splits:
+            metrics[name] = _validate(model, tokens[name], splits[name].labels, cfg, device, dtype)
+    if cfg.train_eval_examples and not cfg.dry_run:
+        n = len(tokens["train"])
+        rows = np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_eval_examples]
+        rows.sort()
+        sample = TokenizedTexts(*_subset(tokens["train"], rows))
+        metrics["train"] = _validate(model, sample, splits["train"].labels[rows], cfg, device, dtype)
+        metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
+    return metrics
+
+
+def _subset(tokens: TokenizedTexts, rows: np.ndarray):
+    lengths = tokens.lengths[rows]
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = (
+        np.concatenate([tokens.ids[tokens.offsets[r] : tokens.offsets[r + 1]] for r in rows])
+        if len(rows)
+        else tokens.ids[:0]
+    )
+    return ids, offsets, tokens.pad_id
+
+
+def _log_metrics(metrics: dict) -> None:
+    for name in ("train", "val", "test"):
+        if name in metrics:
+            m = metrics[name]
+            log.info(
+                "%s: accuracy %.4f, macro-F1 %.4f, macro-recall %.4f, loss %.4f (%d examples)",
+                name,
+                m["accuracy"],
+                m["macro_f1"],
+                m["macro_recall"],
+                m["loss"],
+                m["examples"],
+            )
+
+
+def save_run(
+    out: StagedOutput,
+    classifier,
+    cfg: TrainConfig,
+    model_info: dict,
+    splits: dict,
+    metrics: dict,
+    fitted: FitResult,
+    device,
+    dtype,
+) -> None:
+    import transformers
+
+    model = classifier.model.to("cpu")
+    model.save_pretrained(out.root, safe_serialization=True)
+    classifier.tokenizer.save_pretrained(out.root)
+    run_config = {
+        "sentitune_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "train": asdict(cfg),
+        "model": model_info,
+        "labels": list(LABELS),
+        "data": {
+            name: {
+                "path": s.path,
+                "examples": len(s),
+                "class_counts": dict(
+                    zip(LABELS, np.bincount(s.labels, minlength=len(LABELS)).tolist(), strict=True)
+                ),
+            }
+            for name, s in splits.items()
+        },
+        "environment": {
+            "device": str(device),
+            "precision": str(dtype).replace("torch.", "") if dtype else "float32",
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": sys.version.split()[0],
+        },
+    }
+    out.path(RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
+    out.path("labels.json").write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
+    with open(out.path("history.jsonl"), "w") as f:
+        for row in fitted.history:
+            f.write(json.dumps(row) + "\n")
+    plot_training_curves(fitted.train_log, fitted.history, out.path("training_curves.png"))
+    if "test" in metrics:
+        plot_confusion_matrix(metrics["test"], out.path("confusion_matrix.png"), "test split")
+    out.path(RUN_MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
