@@ -72,6 +72,9 @@ def build_random_bert(
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    from sentitune.model import quiet_transformers
+
+    quiet_transformers()
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=30522,

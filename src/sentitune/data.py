@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -210,9 +210,12 @@ def parse_label_map(spec: str) -> dict[str, int]:
 
 
 def decide_label_rule(
-    values: pd.Series, source: str, neutral_band: float, label_map: str | None
+    values: pd.Series, source: str, neutral_band: float, label_map: str | None, integers_are_ids: bool = False
 ) -> LabelRule:
-    """Decide from the first non-empty labels whether they are scores or categories."""
+    """Decide from the distinct label values whether they are scores or categories.
+
+    Integers 0/1/2 are class ids when a 2 occurs, or always with `integers_are_ids` (split files,
+    whose integer labels are the walkthrough's `Target` ids even when a split lacks a class)."""
     if label_map:
         return LabelRule("category", mapping=parse_label_map(label_map))
     if source in ("score", "vader"):
@@ -221,7 +224,7 @@ def decide_label_rule(
     if len(numbers) and numbers.notna().all():
         integral = bool((numbers == numbers.round()).all())
         distinct = set(numbers.astype(float).unique())
-        if integral and distinct <= {0.0, 1.0, 2.0} and 2.0 in distinct:
+        if integral and distinct <= {0.0, 1.0, 2.0} and (2.0 in distinct or integers_are_ids):
             return LabelRule("category", mapping={"0": 0, "1": 1, "2": 2, "0.0": 0, "1.0": 1, "2.0": 2})
         if source == "category":
             if integral and distinct <= {-1.0, 0.0, 1.0}:
@@ -242,19 +245,23 @@ def score_to_class(scores: np.ndarray, neutral_band: float) -> np.ndarray:
     return cls
 
 
-def apply_label_rule(rule: LabelRule, values: pd.Series, texts: pd.Series, path: str) -> np.ndarray:
-    """Class ids as int8, -1 where the label is missing; unknown categories are an error."""
-    if rule.source == "vader":
-        analyzer = _vader()
-        scores = np.array([analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float64)
-        return score_to_class(scores, rule.neutral_band)
-    if rule.source == "score":
+def apply_label_rule(
+    rule: LabelRule, values: pd.Series, where: str | Callable[[np.ndarray], str]
+) -> np.ndarray:
+    """Class ids as int8, -1 where the label is missing; values that fit no class are an error.
+
+    `where` names the input in messages: a path, or a function of the offending rows' mask."""
+
+    def name(bad: pd.Series) -> str:
+        return where if isinstance(where, str) else where(bad.to_numpy())
+
+    if rule.source in ("score", "vader"):
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values.notna() & numbers.isna()
         if bad.any():
             examples = ", ".join(repr(v) for v in values[bad].unique()[:3])
             raise SentituneError(
-                f"{path}: label values {examples} are not numbers; pass --label-type category "
+                f"{name(bad)}: label values {examples} are not numbers; pass --label-type category "
                 "or --label-map if the column holds class names"
             )
         out = score_to_class(numbers.fillna(0).to_numpy(np.float64), rule.neutral_band)
@@ -266,11 +273,41 @@ def apply_label_rule(rule: LabelRule, values: pd.Series, texts: pd.Series, path:
     if unknown.any():
         examples = ", ".join(repr(v) for v in values[unknown].unique()[:5])
         raise SentituneError(
-            f"{path}: label value {examples} maps to no class (known: "
+            f"{name(unknown)}: label value {examples} maps to no class (known: "
             f"{', '.join(sorted(rule.mapping))}); pass --label-map VALUE=CLASS,..."
         )
     rule.seen.update(values.dropna().tolist())
     return ids.fillna(-1).to_numpy(np.int8)
+
+
+MISSING_LABELS = ("nan", "na", "n/a", "null", "none")
+
+
+def missing_as_na(values: pd.Series) -> pd.Series:
+    """Labels spelled as missing ('NaN', 'null', ...) become NA, as empty cells already are."""
+    return values.mask(values.str.strip().str.lower().isin(MISSING_LABELS))
+
+
+class DistinctLabels:
+    """The distinct raw label values seen, up to a cap: enough to tell scores from categories."""
+
+    CAP = 10_000
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+
+    def update(self, raw: pd.Series) -> None:
+        if len(self.values) < self.CAP:
+            self.values.update(raw.dropna().unique().tolist())
+
+    def sample(self) -> pd.Series:
+        return pd.Series(sorted(self.values), dtype="string")
+
+
+def vader_scores(texts: pd.Series) -> pd.Series:
+    """VADER's compound score of each text, as strings (the scratch file's raw-label type)."""
+    analyzer = _vader()
+    return pd.Series([repr(analyzer.polarity_scores(t)["compound"]) for t in texts], dtype="string")
 
 
 _VADER = None
@@ -333,7 +370,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         rows = _clean_inputs(cfg, inputs, explicit_text, scratch)
         keep, near = _deduplicate(rows, cfg.drop_near_duplicates)
         split_of = _stratified_split(rows["label"], keep, cfg)
-        counts = _write_splits(scratch, split_of, cfg, out, near)
+        counts = _write_splits(scratch, rows["label"], split_of, cfg, out, near)
         report = _report(cfg, inputs, rows, keep, near, counts)
         out.path("labels.json").write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
         out.path(SPLIT_MARKER).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -342,13 +379,16 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
 
 
 def _clean_inputs(cfg: PrepareConfig, inputs: list[str], explicit_text: bool, scratch: Path) -> dict:
-    """Pass 1: label and clean every chunk, spill (text, label) to Parquet, keep per-row arrays."""
-    hashes, norm_hashes, labels = [], [], []
+    """Pass 1: clean every chunk and spill (text, raw label) to Parquet, keeping per-row hashes. The
+    label rule is then decided from the distinct raw labels of all inputs (never from one chunk),
+    and the raw labels are mapped to class ids from the scratch file's label column."""
+    hashes, norm_hashes = [], []
     dropped = Counter()
-    stats, rule, columns_used = [], None, []
+    stats, columns_used = [], []
+    distinct = DistinctLabels()
     writer = None
     try:
-        for path in inputs:
+        for index, path in enumerate(inputs):
             st = InputStats(path)
             stats.append(st)
             text_col = label_col = None
@@ -361,27 +401,25 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], explicit_text: bool, sc
                     columns_used.append({"path": path, "text": text_col, "label": label_col})
                 # A bare CR inside a field is a line break to CSV readers; unify line breaks as LF.
                 texts = df[text_col].str.replace(_CR, "\n", regex=True).str.strip()
-                empty = texts.isna() | (texts == "")
-                raw_labels = df[label_col] if label_col else pd.Series(pd.NA, index=df.index, dtype="string")
-                if rule is None and (label_col is None or raw_labels.notna().any()):
-                    rule = decide_label_rule(
-                        raw_labels[~empty], cfg.label_source, cfg.neutral_band, cfg.label_map
-                    )
-                if rule is None:
-                    ids = np.full(len(df), -1, np.int8)
-                else:
-                    ids = apply_label_rule(rule, raw_labels.where(~empty), texts.fillna(""), path)
-                missing = (ids < 0) & ~empty.to_numpy()
+                empty = (texts.isna() | (texts == "")).to_numpy()
                 dropped["empty_text"] += int(empty.sum())
+                texts = texts[~empty].reset_index(drop=True)
+                if label_col is None:
+                    raw = vader_scores(texts)
+                else:
+                    raw = missing_as_na(df[label_col][~empty]).reset_index(drop=True)
+                missing = raw.isna().to_numpy()
                 dropped["missing_label"] += int(missing.sum())
-                ok = ~empty.to_numpy() & ~missing
-                texts = texts[ok].reset_index(drop=True)
-                ids = ids[ok]
+                texts, raw = texts[~missing].reset_index(drop=True), raw[~missing].reset_index(drop=True)
+                distinct.update(raw)
                 hashes.append(text_hashes(texts))
                 norm_hashes.append(text_hashes(normalise_for_near_duplicates(texts)))
-                labels.append(ids)
                 table = pa.table(
-                    {"text": pa.array(texts.astype(object), pa.string()), "label": pa.array(ids)}
+                    {
+                        "text": pa.array(texts.astype(object), pa.string()),
+                        "raw_label": pa.array(raw.astype(object), pa.string()),
+                        "input": pa.array(np.full(len(texts), index, np.int32)),
+                    }
                 )
                 if writer is None:
                     writer = pq.ParquetWriter(scratch, table.schema)
@@ -389,15 +427,25 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], explicit_text: bool, sc
     finally:
         if writer is not None:
             writer.close()
-    if rule is not None:
-        log.info("labels: %s", json.dumps(rule.describe(), ensure_ascii=False))
-    total = sum(len(a) for a in labels)
+    total = sum(len(h) for h in hashes)
     if total == 0:
         raise SentituneError(
             f"nothing left after cleaning ({sum(s.rows for s in stats)} rows read, "
             f"{dropped['empty_text']} empty, {dropped['missing_label']} without a label); "
             "check --text-column and --label-column"
         )
+    source = "score" if cfg.label_source == "vader" else cfg.label_source
+    rule = decide_label_rule(distinct.sample(), source, cfg.neutral_band, cfg.label_map)
+    if cfg.label_source == "vader":
+        rule.source = "vader"
+    labels = []
+    for batch in pq.ParquetFile(scratch).iter_batches(
+        batch_size=cfg.chunk_rows, columns=["raw_label", "input"]
+    ):
+        raw = batch.column("raw_label").to_pandas().astype("string")
+        origin = batch.column("input").to_numpy()
+        labels.append(apply_label_rule(rule, raw, lambda bad, origin=origin: inputs[origin[bad][0]]))
+    log.info("labels: %s", json.dumps(rule.describe(), ensure_ascii=False))
     return {
         "hash": np.concatenate(hashes),
         "norm": np.concatenate(norm_hashes),
@@ -460,7 +508,7 @@ def _stratified_split(labels: np.ndarray, keep: np.ndarray, cfg: PrepareConfig) 
 
 
 def _write_splits(
-    scratch: Path, split_of: np.ndarray, cfg: PrepareConfig, out: StagedOutput, near: dict
+    scratch: Path, labels: np.ndarray, split_of: np.ndarray, cfg: PrepareConfig, out: StagedOutput, near: dict
 ) -> dict:
     """Pass 2: stream the scratch file into one file per split, in input order."""
     counts = {s: Counter() for s in SPLITS}
@@ -469,8 +517,9 @@ def _write_splits(
     writers, handles = {}, {}
     offset = 0
     try:
-        for batch in pq.ParquetFile(scratch).iter_batches(batch_size=cfg.chunk_rows):
+        for batch in pq.ParquetFile(scratch).iter_batches(batch_size=cfg.chunk_rows, columns=["text"]):
             df = batch.to_pandas()
+            df["label"] = np.asarray(LABELS)[labels[offset : offset + len(df)]]
             where = split_of[offset : offset + len(df)]
             for i in wanted:
                 if offset <= i < offset + len(df):
@@ -480,9 +529,6 @@ def _write_splits(
                 part = df[where == sid]
                 if part.empty:
                     continue
-                part = pd.DataFrame(
-                    {"text": part["text"], "label": np.asarray(LABELS)[part["label"].to_numpy()]}
-                )
                 counts[name].update(part["label"].tolist())
                 _append(part, name, cfg.format, out, writers, handles)
     finally:
@@ -569,8 +615,8 @@ def read_labelled(
     """Read a labelled file: ours (text, label names), the walkthrough's (bodyText, Target ids), or any
     file whose label column holds names, ids or scores. Rows without text or label are skipped."""
     texts: list[str] = []
-    labels: list[np.ndarray] = []
-    rule = None
+    raw_labels: list[pd.Series] = []
+    distinct = DistinctLabels()
     text_col = label_col = None
     skipped = 0
     for df in read_chunks(path, chunk_rows):
@@ -579,20 +625,21 @@ def read_labelled(
             text_col = pick_text_column(cols, text_column or "bodyText", path, explicit=bool(text_column))
             label_col = pick_label_column(cols, label_column, path, TRAIN_LABEL_CANDIDATES)
         t = df[text_col].str.strip()
-        if rule is None and df[label_col].notna().any():
-            rule = decide_label_rule(df[label_col], "auto", 0.0, None)
-        ids = apply_label_rule(rule, df[label_col], t, path) if rule else np.full(len(df), -1, np.int8)
-        ok = (ids >= 0) & t.notna().to_numpy() & (t.fillna("") != "").to_numpy()
+        raw = missing_as_na(df[label_col])
+        ok = (t.notna() & (t != "") & raw.notna()).to_numpy(bool, na_value=False)
         skipped += int((~ok).sum())
         texts.extend(t[ok].tolist())
-        labels.append(ids[ok].astype(np.int64))
+        raw_labels.append(raw[ok])
+        distinct.update(raw[ok])
     if skipped:
         log.warning("%s: skipped %d rows without text or label", path, skipped)
     if not texts:
         raise SentituneError(
             f"{path} has no labelled rows (columns used: text '{text_col}', label '{label_col}')"
         )
-    return LabelledTexts(path, texts, np.concatenate(labels))
+    rule = decide_label_rule(distinct.sample(), "auto", 0.0, None, integers_are_ids=True)
+    labels = apply_label_rule(rule, pd.concat(raw_labels, ignore_index=True), path)
+    return LabelledTexts(path, texts, labels.astype(np.int64))
 
 
 def find_split_files(data_dir: str) -> dict[str, str | None]:

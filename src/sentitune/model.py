@@ -63,7 +63,7 @@ class Classifier:
     source: str
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "weights not initialised" is expected for a new head
@@ -80,7 +80,7 @@ def load_classifier(name_or_path: str, labels=LABELS, *, for_training: bool = Tr
     """A sequence classifier with `labels`, from a hub id, a local folder or a run folder."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     source = str(name_or_path)
     path = local_copy(source) if is_url(source) else source
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):

@@ -115,12 +115,14 @@ class StagedOutput:
             self.root = Path(tempfile.mkdtemp(prefix="sentitune-staging-"))
         else:
             parent = Path(self.dest).resolve().parent
-            parent.mkdir(parents=True, exist_ok=True)
+            while not parent.exists():  # missing parents are created at commit, not before
+                parent = parent.parent
             # Same filesystem as the destination, so the final move is a rename.
             self.root = Path(tempfile.mkdtemp(prefix=f".{Path(self.dest).name}.staging-", dir=parent))
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(self.root, 0o777 & ~umask)  # mkdtemp's 0700 would become the output's mode
+            self._file_mode = 0o666 & ~umask
 
     def path(self, name: str) -> Path:
         p = self.root / name
@@ -136,9 +138,13 @@ class StagedOutput:
                 fs.put_file(str(p), posixpath.join(inner, p.relative_to(self.root).as_posix()))
             shutil.rmtree(self.root, ignore_errors=True)
         elif not os.path.exists(self.dest):
+            for p in files:  # some writers (safetensors) create files as 0600
+                os.chmod(p, self._file_mode)
+            Path(self.dest).parent.mkdir(parents=True, exist_ok=True)
             os.rename(self.root, self.dest)
         else:
             for p in files:
+                os.chmod(p, self._file_mode)
                 target = Path(self.dest) / p.relative_to(self.root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(p, target)

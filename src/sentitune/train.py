@@ -49,6 +49,7 @@ class TrainResult:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Fine-tune a classifier as `cfg` says and write the run folder (nothing when dry-running)."""
+    started = time.perf_counter()
     run_dir = cfg.job_dir or os.environ.get("AIP_MODEL_DIR")
     if not run_dir and not cfg.dry_run:
         raise SentituneError("no run folder: pass --job-dir DIR (or run with --dry-run)")
@@ -83,7 +84,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
 
         model = classifier.model.to(device)
-        fitted = fit(model, tokens, splits, cfg, device, dtype)
+        fitted = fit(model, tokens, splits, cfg, device, dtype, started)
         metrics = evaluate_splits(model, tokens, splits, cfg, device, dtype)
         metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
         _log_metrics(metrics)
@@ -195,7 +196,9 @@ def fit(
     cfg: TrainConfig,
     device: torch.device,
     dtype: torch.dtype | None,
+    started: float | None = None,
 ) -> FitResult:
+    """Train `model` in place; `started` (perf_counter) is when the command began, for time to first step."""
     from transformers import get_linear_schedule_with_warmup
 
     train_tokens, train_labels = tokens["train"], splits["train"].labels
@@ -216,6 +219,7 @@ def fit(
     run_correct = torch.zeros((), dtype=torch.long, device=device)
     run_n, step, seen, stop = 0, 0, 0, False
     start = time.perf_counter()
+    started = started or start
     first_step_s = None
     model.train()
     for epoch in range(epochs):
@@ -224,12 +228,9 @@ def fit(
         )
         for i, rows in enumerate(batches, 1):
             ids, mask = train_tokens.batch(rows)
-            y = torch.from_numpy(train_labels[rows]).to(device, non_blocking=True)
+            y = _to(torch.from_numpy(train_labels[rows]), device)
             with autocast(device, dtype):
-                logits = model(
-                    input_ids=ids.to(device, non_blocking=True),
-                    attention_mask=mask.to(device, non_blocking=True),
-                ).logits
+                logits = model(input_ids=_to(ids, device), attention_mask=_to(mask, device)).logits
             loss = loss_fn(logits.float(), y)
             loss.backward()
             if cfg.max_grad_norm > 0:
@@ -243,9 +244,15 @@ def fit(
             step += 1
             seen += len(rows)
             if first_step_s is None:
-                first_step_s = time.perf_counter() - start
+                first_step_s = time.perf_counter() - started
             last_of_epoch = i == len(batches)
-            if step % cfg.log_every == 0 or step == total_steps or last_of_epoch:
+            validate_now = has_val and (
+                step == total_steps
+                or (cfg.eval_every and step % cfg.eval_every == 0)
+                or (not cfg.eval_every and last_of_epoch)
+            )
+            # A validation row carries the training loss since the last log line, so log first.
+            if step % cfg.log_every == 0 or step == total_steps or last_of_epoch or validate_now:
                 record = {
                     "step": step,
                     "epoch": epoch + 1,
@@ -260,12 +267,7 @@ def fit(
                 run_loss.zero_()
                 run_correct.zero_()
                 run_n = 0
-            due = (
-                step == total_steps
-                or (cfg.eval_every and step % cfg.eval_every == 0)
-                or (not cfg.eval_every and last_of_epoch)
-            )
-            if has_val and due:
+            if validate_now:
                 val = _validate(model, tokens["val"], splits["val"].labels, cfg, device, dtype)
                 row = {
                     "step": step,
@@ -317,6 +319,13 @@ def fit(
     }
     log.info("trained %d steps (%d examples) in %.1fs: %.0f examples/s", step, seen, wall, seen / wall)
     return FitResult(history, train_log, stats, best_step)
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host-to-device copy; from pinned memory and asynchronous on CUDA."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t if device.type == "cpu" else t.to(device)
 
 
 def _validate(model, tokens, labels, cfg, device, dtype) -> dict:

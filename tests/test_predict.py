@@ -1,0 +1,179 @@
+"""`sentitune predict` and the Predictor: labels and scores for texts, stdin and files."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import cli, cli_error, entries
+
+from sentitune import LABELS
+from sentitune.predict import Predictor
+
+POSTS = [
+    "@united thanks for the quick rebooking, great crew!",
+    "My flight got Cancelled Flightled again and nobody at the desk cares",
+    "Self-driving cars will be on sale in 2020 according to the report",
+    "",
+    "#DeflateGate is the only thing on the news tonight",
+]
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    return Predictor(str(trained_run), precision="fp32")
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_prediction(row: dict) -> None:
+    assert row["label"] in LABELS
+    assert set(row["scores"]) == set(LABELS)
+    assert sum(row["scores"].values()) == pytest.approx(1, abs=1e-5)
+    assert row["label"] == max(row["scores"], key=row["scores"].get)
+
+
+def test_texts_as_arguments_print_json_lines(capsys, trained_run, predictor):
+    texts = [t for t in POSTS if t]
+    code, out, err = cli(capsys, "predict", trained_run, *texts)
+    assert code == 0, err
+    rows = json_lines(out)
+    assert [r["text"] for r in rows] == texts
+    for row, expected in zip(rows, predictor.predict(texts), strict=True):
+        assert_prediction(row)
+        assert row["scores"] == pytest.approx(expected.scores, abs=1e-5)
+
+
+def test_texts_from_stdin(capsys, monkeypatch, trained_run):
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO("first post about @united\n\n  \nsecond post, a happy one :)\n")
+    )
+    code, out, err = cli(capsys, "predict", trained_run)
+    assert code == 0, err
+    rows = json_lines(out)
+    assert [r["text"] for r in rows] == ["first post about @united", "second post, a happy one :)"]
+    for row in rows:
+        assert_prediction(row)
+
+
+def _write_input(corpus: pd.DataFrame, path) -> pd.DataFrame:
+    """40 posts with extra columns, as a CSV with CRLF rows (an Excel export; the bare CR in one
+    post is then quoted)."""
+    frame = pd.DataFrame(
+        {
+            "post_id": [f"{i:05d}" for i in range(40)],
+            "bodyText": list(corpus["text"][:36]) + ["line one\rline two of the same post", "", "   ", "ok"],
+            "likes": [str(i * 3) for i in range(40)],
+            "source": ["twitter", "facebook"] * 20,
+        }
+    )
+    frame.to_csv(path, index=False, lineterminator="\r\n")
+    assert b'"line one\rline two of the same post"' in path.read_bytes()
+    return frame
+
+
+READERS = {
+    "csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False),
+    "jsonl": lambda p: pd.read_json(p, lines=True, dtype=False).fillna(""),
+    "parquet": lambda p: pd.read_parquet(p).fillna(""),
+}
+
+
+@pytest.mark.parametrize("fmt", READERS)
+def test_input_file_to_output_file_keeps_every_column_and_row(
+    tmp_path, capsys, corpus, trained_run, predictor, fmt
+):
+    frame = _write_input(corpus, tmp_path / "posts.csv")
+    out_path = tmp_path / f"labelled.{fmt}"
+    code, out, err = cli(
+        capsys, "predict", trained_run, "--input", tmp_path / "posts.csv", "--output", out_path
+    )
+    assert code == 0, err
+    assert "labelled 40 rows" in out
+
+    got = READERS[fmt](out_path)
+    assert list(got.columns) == [*frame.columns, "label", "score_negative", "score_neutral", "score_positive"]
+    pd.testing.assert_frame_equal(got[frame.columns].astype(str), frame, check_dtype=False)
+    scores = got[["score_negative", "score_neutral", "score_positive"]].astype(float).to_numpy()
+    np.testing.assert_allclose(scores.sum(axis=1), 1, atol=1e-5)
+    assert got["label"].tolist() == [LABELS[i] for i in scores.argmax(axis=1)]
+    expected = predictor.probabilities(frame["bodyText"].str.strip().tolist())
+    np.testing.assert_allclose(scores, expected, atol=2e-6)
+    assert entries(tmp_path) == {"posts.csv", out_path.name}
+
+
+def test_input_file_without_output_prints_json_lines(tmp_path, capsys, corpus, trained_run):
+    frame = _write_input(corpus, tmp_path / "posts.csv")
+    code, out, err = cli(capsys, "predict", trained_run, "--input", tmp_path / "posts.csv")
+    assert code == 0, err
+    rows = json_lines(out)
+    assert [r["post_id"] for r in rows] == frame["post_id"].tolist()
+    assert all(r["label"] in LABELS for r in rows)
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path, capsys, corpus, trained_run):
+    _write_input(corpus, tmp_path / "posts.csv")
+    (tmp_path / "labelled.csv").write_text("keep me\n")
+    before = entries(tmp_path)
+    message = cli_error(
+        capsys,
+        "predict",
+        trained_run,
+        "--input",
+        tmp_path / "posts.csv",
+        "--output",
+        tmp_path / "labelled.csv",
+    )
+    assert str(tmp_path / "labelled.csv") in message and "exists" in message and "--overwrite" in message
+    assert (tmp_path / "labelled.csv").read_text() == "keep me\n"
+    assert entries(tmp_path) == before
+
+    code, _, err = cli(
+        capsys,
+        "predict",
+        trained_run,
+        "--input",
+        tmp_path / "posts.csv",
+        "--output",
+        tmp_path / "labelled.csv",
+        "--overwrite",
+    )
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "labelled.csv")) == 40
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["some text", "--output", "x.csv"], ["--output needs --input"]),
+        (["some text", "--input", "posts.csv"], ["not both"]),
+    ],
+)
+def test_conflicting_predict_options(tmp_path, capsys, trained_run, args, words):
+    message = cli_error(capsys, "predict", trained_run, *args)
+    assert all(w in message for w in words), message
+
+
+def test_predict_with_a_folder_that_is_not_a_run(tmp_path, capsys, prepared):
+    message = cli_error(capsys, "predict", prepared, "hello")
+    assert "not a finished run" in message and "--job-dir" in message
+    message = cli_error(capsys, "predict", tmp_path / "nope", "hello")
+    assert "run folder not found" in message
+
+
+def test_batching_does_not_change_probabilities(trained_run, corpus, predictor):
+    texts = corpus["text"].tolist()[:50] + POSTS
+    batched = predictor.probabilities(texts)
+    one_by_one = Predictor(str(trained_run), batch_size=1, precision="fp32")
+    single = np.concatenate([one_by_one.probabilities([t]) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    predictions = predictor.predict(texts)
+    assert [p.label for p in predictions] == [LABELS[i] for i in single.argmax(axis=1)]
+    for p, row in zip(predictions, single, strict=True):
+        assert list(p.scores.values()) == pytest.approx(row.tolist(), abs=1e-5)

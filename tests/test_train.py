@@ -1,0 +1,281 @@
+"""`sentitune train`: the run folder, the walkthrough's flags, layer options, determinism, early stopping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import PNG_SIGNATURE, RUN_ARGS, cli, entries, label_ids
+from safetensors.torch import load_file
+
+from sentitune import LABELS
+from sentitune.config import TrainConfig
+from sentitune.data import read_labelled
+from sentitune.train import train
+
+METRIC_KEYS = {"examples", "loss", "accuracy", "macro_f1", "macro_recall", "per_class", "confusion_matrix"}
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    """The encoder and head tensors of a saved model, named as in a base BertModel (no `bert.` prefix)."""
+    return {k.removeprefix("bert."): v for k, v in load_file(str(folder / "model.safetensors")).items()}
+
+
+def train_cli(capsys, prepared, tiny_model, job_dir, *flags) -> dict:
+    code, out, err = cli(
+        capsys,
+        "train",
+        "--data",
+        prepared,
+        "--job-dir",
+        job_dir,
+        "--model",
+        tiny_model,
+        "--batch-size",
+        "16",
+        "--train-eval-examples",
+        "20",
+        *flags,
+    )
+    assert code == 0, err
+    assert f"run folder: {job_dir}" in out
+    return json.loads((job_dir / "metrics.json").read_text())
+
+
+def changed(a: dict, b: dict, prefix: str) -> set[bool]:
+    names = [k for k in b if k.startswith(prefix)]
+    assert names, prefix
+    return {not torch.equal(a[k], b[k]) for k in names}
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+
+def test_run_folder_is_complete_and_self_describing(trained_run, prepared):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "metrics.json",
+        "history.jsonl",
+        "run_config.json",
+        "labels.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+    } <= names
+    assert not any(n.startswith(".") for n in names)
+
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    assert config["architectures"] == ["BertForSequenceClassification"]
+
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for split in ("train", "val", "test"):
+        m = metrics[split]
+        assert METRIC_KEYS <= set(m), split
+        assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1 and 0 <= m["macro_recall"] <= 1
+        assert np.isfinite(m["loss"]) and m["loss"] > 0
+        assert set(m["per_class"]) == set(LABELS)
+        for c in m["per_class"].values():
+            assert {"precision", "recall", "f1", "support"} <= set(c)
+        cm = np.array(m["confusion_matrix"]["rows_true_columns_predicted"])
+        assert cm.shape == (3, 3) and cm.sum() == m["examples"]
+        assert [c["support"] for c in m["per_class"].values()] == cm.sum(axis=1).tolist()
+        assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert metrics["train"]["examples"] == 50
+    assert metrics["training"]["steps"] == RUN_ARGS["max_steps"]
+    assert metrics["test"]["examples"] == len(read_labelled(str(prepared / "test.csv")))
+
+    history = [json.loads(line) for line in (trained_run / "history.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in history] == [RUN_ARGS["max_steps"]]  # one validation: at the last step
+    assert {"val_loss", "val_accuracy", "val_macro_f1", "val_macro_recall", "train_loss"} <= set(history[0])
+
+    run_config = json.loads((trained_run / "run_config.json").read_text())
+    assert run_config["train"]["max_steps"] == RUN_ARGS["max_steps"]
+    assert run_config["train"]["data"] == str(prepared)
+    assert run_config["labels"] == list(LABELS)
+    assert run_config["model"]["layers"] == 2
+
+    for plot in ("training_curves.png", "confusion_matrix.png"):
+        assert (trained_run / plot).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_run_folder_loads_with_plain_transformers(trained_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(trained_run).eval()
+    tokenizer = AutoTokenizer.from_pretrained(trained_run)
+    with torch.no_grad():
+        logits = model(**tokenizer(["@united thanks for the upgrade!"], return_tensors="pt")).logits
+    assert logits.shape == (1, 3)
+    assert model.config.id2label[2] == "positive"
+
+
+def _walkthrough_files(folder, corpus):
+    """The walkthrough's split files: text in `bodyText`, class id in `Target` (0/1/2)."""
+    frame = pd.DataFrame({"bodyText": corpus["text"], "Target": label_ids(corpus["sentiment"])})
+    paths = {}
+    for name, part in (("train", frame[:240]), ("validation", frame[240:270]), ("test", frame[270:])):
+        paths[name] = folder / f"{name}.csv"
+        part.to_csv(paths[name], index=False)
+    return paths
+
+
+def test_walkthrough_job_arguments(tmp_path, capsys, corpus, tiny_model):
+    files = _walkthrough_files(tmp_path, corpus)
+    code, out, err = cli(
+        capsys,
+        "train",
+        "--training-file",
+        files["train"],
+        "--validation-file",
+        files["validation"],
+        "--testing-file",
+        files["test"],
+        "--job-dir",
+        tmp_path / "job",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--learning-rate",
+        "0.0001",
+        "--model",
+        tiny_model,
+    )
+    assert code == 0, err
+    assert "test accuracy" in out
+
+    metrics = json.loads((tmp_path / "job" / "metrics.json").read_text())
+    assert metrics["training"]["steps"] == 2  # ceil(240 / 128): one epoch
+    assert metrics["test"]["examples"] == 30 and metrics["val"]["examples"] == 30
+    run_config = json.loads((tmp_path / "job" / "run_config.json").read_text())
+    assert run_config["train"]["learning_rate"] == 0.0001
+    for name, split in (("train", "train"), ("val", "validation"), ("test", "test")):
+        counts = pd.read_csv(files[split])["Target"].value_counts()
+        assert run_config["data"][name]["class_counts"] == {
+            label: int(counts.get(i, 0)) for i, label in enumerate(LABELS)
+        }
+
+
+def test_target_ids_are_class_ids_even_when_a_file_lacks_class_2(tmp_path, corpus):
+    # a small validation file of the walkthrough's schema that happens to hold no positive post
+    part = corpus[corpus.sentiment != "positive"][:40]
+    pd.DataFrame({"bodyText": part["text"], "Target": label_ids(part["sentiment"])}).to_csv(
+        tmp_path / "validation.csv", index=False
+    )
+    got = read_labelled(str(tmp_path / "validation.csv"))
+    assert got.labels.tolist() == label_ids(part["sentiment"]).tolist()
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys, prepared, tiny_model):
+    before = entries(tmp_path)
+    code, _, err = cli(
+        capsys, "train", "--data", prepared, "--job-dir", tmp_path / "job", "--model", tiny_model, "--dry-run"
+    )
+    assert code == 0, err
+    assert not (tmp_path / "job").exists()
+    assert entries(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- model options
+
+
+def test_keep_layers_saves_a_smaller_model(tmp_path, capsys, prepared, tiny_model):
+    train_cli(capsys, prepared, tiny_model, tmp_path / "job", "--max-steps", "2", "--keep-layers", "1")
+    assert json.loads((tmp_path / "job" / "config.json").read_text())["num_hidden_layers"] == 1
+    saved = weights(tmp_path / "job")
+    assert any(k.startswith("encoder.layer.0.") for k in saved)
+    assert not any(k.startswith("encoder.layer.1.") for k in saved)
+
+    from sentitune.predict import Predictor
+
+    assert Predictor(str(tmp_path / "job")).predict(["on time and friendly crew"])[0].label in LABELS
+
+
+def test_train_head_only_leaves_the_encoder_unchanged(tmp_path, capsys, prepared, tiny_model):
+    train_cli(
+        capsys,
+        prepared,
+        tiny_model,
+        tmp_path / "job",
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "0.01",
+        "--train-head-only",
+    )
+    before, after = weights(tiny_model), weights(tmp_path / "job")
+    assert changed(before, after, "embeddings.") == {False}
+    assert changed(before, after, "encoder.") == {False}
+    assert changed(before, after, "pooler.") == {False}
+    run_config = json.loads((tmp_path / "job" / "run_config.json").read_text())
+    assert run_config["model"]["trainable_parameters"] == 32 * 3 + 3
+
+
+def test_freeze_layers_freezes_embeddings_and_the_first_layers(tmp_path, capsys, prepared, tiny_model):
+    train_cli(
+        capsys,
+        prepared,
+        tiny_model,
+        tmp_path / "job",
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "0.01",
+        "--freeze-layers",
+        "1",
+    )
+    before, after = weights(tiny_model), weights(tmp_path / "job")
+    assert changed(before, after, "embeddings.") == {False}
+    assert changed(before, after, "encoder.layer.0.") == {False}
+    assert True in changed(before, after, "encoder.layer.1.")
+
+
+def test_same_seed_gives_identical_weights(tmp_path, trained_run, prepared, tiny_model):
+    result = train(
+        TrainConfig(data=str(prepared), job_dir=str(tmp_path / "again"), model=str(tiny_model), **RUN_ARGS)
+    )
+    assert result.run_dir == str(tmp_path / "again")
+    assert result.metrics["test"] == json.loads((tmp_path / "again" / "metrics.json").read_text())["test"]
+    first, again = weights(trained_run), weights(tmp_path / "again")
+    assert first.keys() == again.keys()
+    for name in first:
+        assert torch.equal(first[name], again[name]), name
+    # and the training did change the weights it started from
+    assert True in changed(weights(tiny_model), again, "encoder.")
+
+
+def test_early_stopping_when_macro_f1_does_not_improve(tmp_path, capsys, prepared, tiny_model):
+    metrics = train_cli(
+        capsys,
+        prepared,
+        tiny_model,
+        tmp_path / "job",
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "1",
+        "--early-stopping-patience",
+        "2",
+        "--learning-rate",
+        "1e-9",
+    )
+    history = [json.loads(line) for line in (tmp_path / "job" / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 2 + 1
+    assert [row["step"] for row in history] == [1, 2, 3]
+    assert metrics["training"]["stopped_early"] is True
+    assert metrics["training"]["steps"] == 3
+
+
+def test_class_weights_auto(tmp_path, capsys, prepared, tiny_model):
+    metrics = train_cli(
+        capsys, prepared, tiny_model, tmp_path / "job", "--max-steps", "2", "--class-weights", "auto"
+    )
+    assert metrics["training"]["steps"] == 2
+    assert json.loads((tmp_path / "job" / "run_config.json").read_text())["train"]["class_weights"] == "auto"
