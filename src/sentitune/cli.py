@@ -9,12 +9,21 @@ sentitune predict RUN_DIR [TEXT ...] [--input FILE --output FILE]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 
 from sentitune import __version__
-from sentitune.config import PrepareConfig, TrainConfig, add_arguments, from_namespace
+from sentitune.config import (
+    DEVICES,
+    PRECISIONS,
+    PrepareConfig,
+    ServeSettings,
+    TrainConfig,
+    add_arguments,
+    from_namespace,
+)
 from sentitune.errors import SentituneError
 
 log = logging.getLogger("sentitune")
@@ -85,6 +94,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_io_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(run=_predict)
+
+    p = commands.add_parser(
+        "serve",
+        help="serve a run over HTTP, following the Vertex AI prediction container contract",
+        description='Load RUN_DIR once, then answer POST {"instances": [...]} on $AIP_PREDICT_ROUTE '
+        "(default /predict) and GET $AIP_HEALTH_ROUTE (default /health) on $AIP_HTTP_PORT "
+        "(default 8080). Needs: pip install 'sentitune[serve]'.",
+    )
+    p.add_argument(
+        "run_dir",
+        nargs="?",
+        metavar="RUN_DIR",
+        help="run folder (local or URL) written by train (default: $AIP_STORAGE_URI)",
+    )
+    add_arguments(p, ServeSettings, skip=("health_route", "predict_route"))  # routes: AIP_* variables only
+    p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="default: auto")
+    p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(run=_serve)
+
+    from sentitune.baseline import BaselineConfig
+
+    p = commands.add_parser(
+        "baseline",
+        help="fit TF-IDF + logistic regression on train's data, to compare runs against",
+        description="Fit TF-IDF word 1-2 and character 2-5 grams + logistic regression with scikit-learn "
+        "in seconds, and write metrics.json in train's layout, confusion_matrix.png and the model "
+        "(JSON + safetensors, no pickle). Needs: pip install 'sentitune[baseline]'.",
+    )
+    add_arguments(p, BaselineConfig)
+    p.set_defaults(run=_baseline)
     return parser
 
 
@@ -157,6 +197,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from sentitune.baseline import BaselineConfig, baseline
+
+    result = baseline(from_namespace(BaselineConfig, args))
+    which = "test" if "test" in result.metrics else "validation" if "val" in result.metrics else None
+    if which:
+        final = result.metrics["test" if which == "test" else "val"]
+        print(
+            f"baseline {which} accuracy {final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f}, "
+            f"macro-recall {final['macro_recall']:.4f} ({result.metrics['training']['wall_s']:.1f}s)"
+        )
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from sentitune.evaluate import evaluate
 
@@ -222,6 +277,16 @@ def _predict(args: argparse.Namespace) -> int:
                 ensure_ascii=False,
             )
         )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sentitune.serve import serve
+
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings) if hasattr(args, f.name)
+    }
+    serve(args.run_dir, device=args.device, precision=args.precision, num_threads=args.num_threads, **given)
     return 0
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 from sentitune.errors import SentituneError
 
@@ -179,6 +181,60 @@ class TrainConfig:
         if self.max_length > 512:
             problems.append(f"--max-length {self.max_length} exceeds BERT's 512 positions")
         _check(problems, "train options")
+
+
+VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI refuses prediction requests over 1.5 MB
+
+
+@dataclass
+class ServeSettings:
+    """Where the server listens, its routes, how it batches and what it accepts."""
+
+    host: str = opt("0.0.0.0", "address to listen on (0.0.0.0: every interface, as Vertex AI needs)")
+    port: int = opt(8080, "port to listen on; Vertex AI passes it as AIP_HTTP_PORT")
+    health_route: str = opt("/health", "GET route answering 200 once the model is loaded (AIP_HEALTH_ROUTE)")
+    predict_route: str = opt("/predict", "POST route answering predictions (AIP_PREDICT_ROUTE)")
+    max_batch: int = opt(64, "most instances merged into one model call")
+    max_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others to join it")
+    max_instances: int = opt(1000, "most instances in one request (more: 413)")
+    max_text_chars: int = opt(
+        10_000, "longest text in characters (longer: 413); shorter texts are cut to the run's max length"
+    )
+    max_body_bytes: int = opt(VERTEX_BODY_LIMIT, "largest request body in bytes (larger: 413)")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be in 0..65535, got {self.port}")
+        for name in ("health_route", "predict_route"):
+            if not str(getattr(self, name)).startswith("/"):
+                problems.append(f"{name} must start with '/', got {getattr(self, name)!r}")
+        if self.health_route == self.predict_route:
+            problems.append(f"the health and predict routes must differ, both are {self.health_route!r}")
+        for name in ("max_batch", "max_instances", "max_text_chars", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            problems.append(f"--max-wait-ms must be at least 0, got {self.max_wait_ms}")
+        if problems:
+            raise SentituneError("invalid server settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **given: Any) -> ServeSettings:
+        """Settings from the Vertex AI variables, overridden by the `given` values that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if "port" not in values and env.get("AIP_HTTP_PORT"):
+            try:
+                values["port"] = int(env["AIP_HTTP_PORT"])
+            except ValueError:
+                raise SentituneError(
+                    f"AIP_HTTP_PORT must be a port number, got {env['AIP_HTTP_PORT']!r}"
+                ) from None
+        for name, variable in (("health_route", "AIP_HEALTH_ROUTE"), ("predict_route", "AIP_PREDICT_ROUTE")):
+            if name not in values and env.get(variable):
+                values[name] = env[variable]
+        return cls(**values)
 
 
 # ----------------------------------------------------------------------------- CLI derivation

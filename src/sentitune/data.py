@@ -642,6 +642,29 @@ def read_labelled(
     return LabelledTexts(path, texts, labels.astype(np.int64))
 
 
+def load_splits(cfg) -> dict[str, LabelledTexts]:
+    """The train/val/test splits named by a config with `data` (a prepared folder) or
+    `training_file` / `validation_file` / `testing_file`, plus `text_column` and `label_column`."""
+    if cfg.data:
+        files = find_split_files(cfg.data)
+        paths = {"train": files["train"], "val": files["eval"], "test": files["test"]}
+    else:
+        paths = {"train": cfg.training_file, "val": cfg.validation_file, "test": cfg.testing_file}
+    splits = {}
+    for name, path in paths.items():
+        if path:
+            splits[name] = read_labelled(path, cfg.text_column, cfg.label_column)
+            counts = np.bincount(splits[name].labels, minlength=len(LABELS))
+            log.info(
+                "%s: %s, %d examples (%s)",
+                name,
+                path,
+                len(splits[name]),
+                ", ".join(f"{label} {c}" for label, c in zip(LABELS, counts, strict=True)),
+            )
+    return splits
+
+
 def find_split_files(data_dir: str) -> dict[str, str | None]:
     """The train/eval/test files of a prepared folder (csv or parquet; 'val' accepted for 'eval')."""
     from sentitune.storage import join, listdir_names

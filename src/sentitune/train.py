@@ -22,7 +22,8 @@ import torch
 from sentitune import LABELS, __version__
 from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
 from sentitune.config import TrainConfig
-from sentitune.data import LabelledTexts, find_split_files, read_labelled
+from sentitune.data import LabelledTexts
+from sentitune.data import load_splits as read_splits
 from sentitune.errors import SentituneError
 from sentitune.metrics import classification_metrics, plot_confusion_matrix, plot_training_curves
 from sentitune.model import (
@@ -101,23 +102,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def load_splits(cfg: TrainConfig) -> dict[str, LabelledTexts]:
-    if cfg.data:
-        files = find_split_files(cfg.data)
-        paths = {"train": files["train"], "val": files["eval"], "test": files["test"]}
-    else:
-        paths = {"train": cfg.training_file, "val": cfg.validation_file, "test": cfg.testing_file}
-    splits = {}
-    for name, path in paths.items():
-        if path:
-            splits[name] = read_labelled(path, cfg.text_column, cfg.label_column)
-            counts = np.bincount(splits[name].labels, minlength=len(LABELS))
-            log.info(
-                "%s: %s, %d examples (%s)",
-                name,
-                path,
-                len(splits[name]),
-                ", ".join(f"{label} {c}" for label, c in zip(LABELS, counts, strict=True)),
-            )
+    splits = read_splits(cfg)
     if cfg.dry_run:  # one step of each: a handful of examples is enough
         for name in splits:
             n = cfg.batch_size if name == "train" else cfg.eval_batch_size

@@ -1,0 +1,601 @@
+"""`sentitune serve`: an HTTP prediction server that follows the Vertex AI custom-container contract.
+
+Vertex AI starts the container with AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE and
+AIP_STORAGE_URI (where it copied the model); locally they default to 8080, /health, /predict and the
+RUN_DIR argument. A prediction request is `{"instances": [...], "parameters": {...}}`, an instance being
+a string or `{"text": ...}`; the answer is `{"predictions": [{"label": ..., "scores": {...}}, ...]}`.
+
+Requests that arrive together are merged into one model call by `MicroBatcher` (bounded wait, bounded
+batch), so throughput grows with concurrency. Every answer that is not a prediction is a JSON
+`{"error": "..."}` with a 4xx status (5xx only for our own bugs), and every request leaves one JSON log
+line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from sentitune import __version__
+from sentitune.config import ServeSettings
+from sentitune.errors import SentituneError, require_extra
+
+require_extra("fastapi", "serve", "sentitune serve")
+require_extra("uvicorn", "serve", "sentitune serve")
+
+import uvicorn  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from pydantic import BaseModel, Field, StrictStr  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+
+log = logging.getLogger("sentitune.serve")
+
+
+def serve(
+    run_dir: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    num_threads: int | None = None,
+    **limits: Any,
+) -> None:
+    """Load the run in `run_dir` (default: $AIP_STORAGE_URI), then serve it until interrupted.
+
+    `limits` are the other `ServeSettings` fields (max_batch, max_wait_ms, max_instances, ...).
+    Every problem with the settings or the model is raised here, before the server answers anything.
+    """
+    settings = ServeSettings.from_env(host=host, port=port, **limits)
+    run_dir = run_dir or os.environ.get("AIP_STORAGE_URI")
+    if not run_dir:
+        raise SentituneError(
+            "no model to serve: pass RUN_DIR (a folder written by `sentitune train`) or set AIP_STORAGE_URI"
+        )
+    use_json_logs()
+    # The port is taken before the (slow) model load: a port in use fails at once, and Vertex AI's TCP
+    # liveness probe connects while the model loads; requests wait in the backlog until it is ready.
+    sock = open_socket(settings.host, settings.port)
+    try:
+        predictor = load_predictor(run_dir, device=device, precision=precision, num_threads=num_threads)
+        app = create_app(predictor, settings)
+        host_shown, port_shown = sock.getsockname()[:2]
+        log.info(
+            f"serving {run_dir} on http://{host_shown}:{port_shown}",
+            extra={
+                "json_fields": {
+                    "model": run_dir,
+                    "labels": list(predictor.labels),
+                    "health_route": settings.health_route,
+                    "predict_route": settings.predict_route,
+                    "device": str(predictor.device),
+                }
+            },
+        )
+        uvicorn_server(app).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def load_predictor(
+    run_dir: str, device: str = "auto", precision: str = "auto", num_threads: int | None = None
+):
+    """The run's Predictor, warmed up by one prediction; any failure is a SentituneError naming the folder."""
+    import torch
+
+    from sentitune.predict import Predictor
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    started = time.perf_counter()
+    try:
+        predictor = Predictor(run_dir, device=device, precision=precision)
+        predictor.probabilities(["warm-up"])  # first call allocates; a broken model fails here, not later
+    except SentituneError as exc:
+        raise SentituneError(f"cannot serve {run_dir}: {exc}") from exc
+    except Exception as exc:
+        raise SentituneError(
+            f"cannot serve {run_dir}: the model failed to load ({type(exc).__name__}: {exc}); "
+            "pass the --job-dir of a finished `sentitune train` run"
+        ) from exc
+    log.info(
+        f"loaded {run_dir} in {time.perf_counter() - started:.1f} s",
+        extra={"json_fields": {"model": run_dir, "load_s": round(time.perf_counter() - started, 3)}},
+    )
+    return predictor
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: a free one), or an error that says how to pick another port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # Protocol IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it Nagle's algorithm and delayed ACKs add ~40 ms to every keep-alive request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise SentituneError(
+            f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}; "
+            "pass another --port or --host"
+        ) from exc
+    return sock
+
+
+def uvicorn_server(app: FastAPI) -> uvicorn.Server:
+    """A uvicorn server for `app` whose logs go through the root logger (JSON under `serve`)."""
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=10
+    )
+    return uvicorn.Server(config)
+
+
+# ----------------------------------------------------------------------------- request and response
+
+
+class TextInstance(BaseModel):
+    """An instance given as an object; fields other than `text` are ignored."""
+
+    text: str = Field(description="the post to classify")
+
+
+class PredictRequest(BaseModel):
+    """The Vertex AI prediction request."""
+
+    instances: list[StrictStr | TextInstance] = Field(
+        description="posts to classify: strings, or objects with a `text` field",
+        examples=[["what a great day", {"text": "worst service ever"}]],
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="accepted for Vertex AI compatibility; no parameter is used"
+    )
+
+
+class LabelScores(BaseModel):
+    label: str = Field(description="the most probable class")
+    scores: dict[str, float] = Field(description="probability of every class; they sum to 1")
+
+
+class PredictResponse(BaseModel):
+    """The Vertex AI prediction response: one prediction per instance, in order."""
+
+    predictions: list[LabelScores]
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="'ok' once the model is loaded")
+    model: str = Field(description="the run folder or URL being served")
+    labels: list[str] = Field(description="the classes, in score order")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what is wrong with the request and how to fix it")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "the body is not valid JSON"},
+    413: {"model": ErrorResponse, "description": "too large: body, instance count or text length"},
+    415: {"model": ErrorResponse, "description": "the Content-Type is not application/json"},
+    422: {"model": ErrorResponse, "description": "the JSON does not match the request schema"},
+}
+
+
+# ----------------------------------------------------------------------------- the application
+
+
+def create_app(predictor, settings: ServeSettings) -> FastAPI:
+    """The FastAPI app serving `predictor` (anything with `.probabilities(texts)`, `.labels` and
+    `.classifier.source`) under `settings`; the micro-batcher runs while the app's lifespan does."""
+    labels = list(predictor.labels)
+    source = str(predictor.classifier.source)
+    batcher = MicroBatcher(predictor.probabilities, settings.max_batch, settings.max_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            log.info(
+                f"stopped serving {source}",
+                extra={
+                    "json_fields": {
+                        "model_calls": batcher.batches,
+                        "largest_batch_requests": batcher.largest_batch_requests,
+                    }
+                },
+            )
+
+    app = FastAPI(
+        title="sentitune",
+        version=__version__,
+        description=(
+            f"Sentiment ({', '.join(labels)}) of social-media posts with the model in {source}. "
+            "Follows the Vertex AI custom prediction container contract."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.state.settings = settings
+
+    @app.get(settings.health_route, response_model=HealthResponse, summary="health check")
+    async def health() -> dict:
+        return {"status": "ok", "model": source, "labels": labels}
+
+    @app.post(
+        settings.predict_route,
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        summary="label posts",
+        description=(
+            f"At most {settings.max_instances} instances of at most {settings.max_text_chars} characters "
+            f"each, in a body of at most {settings.max_body_bytes} bytes sent as application/json. "
+            "Texts longer than the run's max length in tokens are truncated."
+        ),
+    )
+    async def predict(body: PredictRequest, request: Request) -> dict:
+        texts = [i if isinstance(i, str) else i.text for i in body.instances]
+        request.state.instances = len(texts)
+        check_texts(texts, settings)
+        probs, batch_requests = await batcher.predict(texts)
+        request.state.batch_requests = batch_requests
+        return {
+            "predictions": [
+                {"label": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist(), strict=True))}
+                for row in probs
+            ]
+        }
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = describe_validation_errors(exc.errors(), exc.body)
+        return error_response(request, status, message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, and uvicorn logs the traceback.
+        return error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}")
+
+    app.add_middleware(RequestGuard, settings=settings)
+    return app
+
+
+def error_response(request: Request, status: int, message: str, headers=None) -> JSONResponse:
+    request.state.error = message  # for the request's log line
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def check_texts(texts: Sequence[str], settings: ServeSettings) -> None:
+    """Raise a 413 or 422 HTTPException naming every instance that cannot be predicted."""
+    if not texts:
+        raise HTTPException(422, "'instances' is empty; send at least one text")
+    if len(texts) > settings.max_instances:
+        raise HTTPException(
+            413,
+            f"{len(texts)} instances in one request; the limit is {settings.max_instances} "
+            "(--max-instances): split the request",
+        )
+    too_long = [i for i, t in enumerate(texts) if len(t) > settings.max_text_chars]
+    if too_long:
+        raise HTTPException(
+            413,
+            "; ".join(f"instances[{i}] is {len(texts[i])} characters long" for i in too_long[:5])
+            + _more(too_long)
+            + f"; the limit is {settings.max_text_chars} characters (--max-text-chars)",
+        )
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise HTTPException(
+            422,
+            ", ".join(f"instances[{i}]" for i in empty[:5])
+            + _more(empty)
+            + (" is" if len(empty) == 1 else " are")
+            + " empty or only whitespace; send text to classify",
+        )
+
+
+def describe_validation_errors(errors: Sequence[dict], body: Any) -> tuple[int, str]:
+    """FastAPI's validation errors as one message a caller can act on, and the status to send."""
+    shape = 'send {"instances": ["a post", {"text": "another post"}]}'
+    messages: list[str] = []
+    bad_instances: list[int] = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))[1:]  # drop "body"
+        if error.get("type") == "json_invalid":
+            where = f" at character {loc[0]}" if loc else ""
+            reason = (error.get("ctx") or {}).get("error", "JSON decode error")
+            return 400, f"the request body is not valid JSON ({reason}{where}); {shape}"
+        if not loc:
+            got = "nothing" if body in (None, b"", "") else f"a JSON {_json_type(body)}"
+            messages.append(f"the request body must be a JSON object, got {got}; {shape}")
+        elif loc[0] == "instances" and len(loc) == 1:
+            if error.get("type") == "missing":
+                messages.append(f"the request has no 'instances' field; {shape}")
+            else:
+                got = _json_type(body.get("instances")) if isinstance(body, dict) else "?"
+                messages.append(f"'instances' must be a list, got a JSON {got}; {shape}")
+        elif loc == ("parameters",):
+            got = _json_type(body.get("parameters")) if isinstance(body, dict) else "?"
+            messages.append(f"'parameters' must be a JSON object or null, got a JSON {got}")
+        elif loc[0] == "instances" and isinstance(loc[1], int):
+            if loc[1] not in bad_instances:
+                bad_instances.append(loc[1])
+        else:
+            messages.append(f"{'.'.join(str(p) for p in loc)}: {error.get('msg')}")
+    for i in bad_instances[:5]:
+        value = body["instances"][i] if isinstance(body, dict) else None
+        messages.append(
+            f'instances[{i}] must be a string or an object {{"text": "..."}}, got {_preview(value)}'
+        )
+    if len(bad_instances) > 5:
+        messages.append(f"{len(bad_instances) - 5} more instances are wrong the same way")
+    return 422, "; ".join(messages) or "the request does not match the schema"
+
+
+def _more(indices: list[int]) -> str:
+    return f" (and {len(indices) - 5} more)" if len(indices) > 5 else ""
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _preview(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- micro-batching
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Merges requests that arrive together into one model call.
+
+    A single worker task takes the first waiting request, then gathers more until the batch holds
+    `max_batch` instances or `max_wait_ms` has passed since it started waiting, and runs the model
+    on one thread off the event loop. A request larger than `max_batch` runs alone; one that would
+    overflow the batch waits for the next. While the model runs, new requests queue up and form the
+    next batch at once, so under load batches fill without any waiting.
+    """
+
+    def __init__(self, run_model: Callable[[list[str]], np.ndarray], max_batch: int, max_wait_ms: float):
+        self.run_model = run_model
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.batches = 0
+        self.largest_batch_requests = 0
+
+    async def start(self) -> None:
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sentitune-model")
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._worker
+        self._executor.shutdown(wait=True)
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the server is shutting down"))
+
+    async def predict(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Class probabilities of `texts`, and how many requests shared their model call."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(texts, future))
+        self._arrived.set()
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        held: _Pending | None = None
+        while True:
+            first = held if held is not None else await self._queue.get()
+            held = None
+            batch, size = [first], len(first.texts)
+            deadline = loop.time() + self.max_wait_s
+            while size < self.max_batch:
+                if self._queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    # An Event rather than wait_for(queue.get()): a timed-out get can lose an item.
+                    self._arrived.clear()
+                    try:
+                        await asyncio.wait_for(self._arrived.wait(), remaining)
+                    except TimeoutError:
+                        break
+                    continue
+                item = self._queue.get_nowait()
+                if size + len(item.texts) > self.max_batch:
+                    held = item
+                    break
+                batch.append(item)
+                size += len(item.texts)
+            await self._run_batch(loop, batch)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        texts = [t for pending in batch for t in pending.texts]
+        try:
+            probs = await loop.run_in_executor(self._executor, self.run_model, texts)
+        except Exception as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.largest_batch_requests = max(self.largest_batch_requests, len(batch))
+        start = 0
+        for pending in batch:
+            end = start + len(pending.texts)
+            if not pending.future.done():  # a caller that went away
+                pending.future.set_result((probs[start:end], len(batch)))
+            start = end
+
+
+# ----------------------------------------------------------------------------- transport and logs
+
+
+class RequestGuard:
+    """ASGI middleware: checks the body size and content type before FastAPI parses anything, and
+    writes one JSON log line per request (route, status, instances, latency)."""
+
+    def __init__(self, app, settings: ServeSettings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        status, logged = 500, False
+
+        async def send_and_log(message) -> None:
+            nonlocal status, logged
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body") and not logged:
+                # Logged before the last byte leaves, so a client that has its answer sees the log line.
+                logged = True
+                self._log(scope, state, status, started)
+            await send(message)
+
+        try:
+            body, problem = b"", None
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                body, problem = await self._read_body(receive)
+                if body is None:  # the client went away
+                    return
+            problem = problem or self._check_content_type(scope)
+            if problem is not None:
+                state["error"] = problem[1]
+                response = JSONResponse({"error": problem[1]}, status_code=problem[0])
+                await response(scope, receive, send_and_log)
+                return
+            await self.app(scope, _replay(body, receive), send_and_log)
+        except Exception:
+            if not logged:
+                self._log(scope, state, 500, started)
+            raise
+
+    def _check_content_type(self, scope) -> tuple[int, str] | None:
+        if scope["method"] != "POST" or scope["path"] != self.settings.predict_route:
+            return None
+        content_type = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-type"), ""
+        )
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+            return None
+        got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+        return 415, f"the request has {got}; send the JSON body with Content-Type: application/json"
+
+    async def _read_body(self, receive) -> tuple[bytes | None, tuple[int, str] | None]:
+        """The whole body, or the problem with it. An oversized body is still read to its end (up to a
+        bound) so that the client, still sending, gets our 413 rather than a reset connection."""
+        limit = self.settings.max_body_bytes
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None, None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            if not message.get("more_body") or size > 16 * limit:
+                break
+        if size > limit:
+            return b"", (
+                413,
+                f"the request body is over {limit} bytes (--max-body-bytes): "
+                "send fewer or shorter instances per request",
+            )
+        return b"".join(chunks), None
+
+    def _log(self, scope, state: dict, status: int, started: float) -> None:
+        fields_ = {
+            "method": scope["method"],
+            "route": scope["path"],
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        for key in ("instances", "batch_requests", "error"):
+            if key in state:
+                fields_[key] = state[key]
+        level = logging.WARNING if status >= 500 else logging.INFO
+        log.log(level, f"{scope['method']} {scope['path']} {status}", extra={"json_fields": fields_})
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that hands the already-read body to the app, then defers to the client's."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the fields Cloud Logging reads (`severity`, `message`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "severity": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "json_fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def use_json_logs() -> None:
+    """Every log line on stderr as JSON, uvicorn's and Python warnings included."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+        root.setLevel(logging.INFO)
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())
+    logging.captureWarnings(True)

@@ -1,0 +1,363 @@
+"""`sentitune serve`: a real uvicorn server on 127.0.0.1 in front of the session's tiny trained run,
+driven over real HTTP; the Vertex AI variables and start-up failures through the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import cli_error
+
+from sentitune import LABELS
+from sentitune.cli import build_parser
+from sentitune.errors import SentituneError
+from sentitune.predict import Predictor
+
+pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'sentitune[serve]'")
+pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'sentitune[serve]'")
+httpx = pytest.importorskip("httpx", reason="needs httpx (the dev extra)")
+
+from sentitune.serve import (  # noqa: E402
+    JsonFormatter,
+    MicroBatcher,
+    ServeSettings,
+    create_app,
+    open_socket,
+    uvicorn_server,
+)
+
+SCORE_TOLERANCE = 1e-5
+STARTUP_TIMEOUT_S = 120  # a fresh interpreter imports torch and transformers on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run) -> Predictor:
+    return Predictor(str(trained_run), precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def server(predictor):
+    """The app on a free loopback port, served by uvicorn in a background thread."""
+    # A longer wait than the default makes batching certain in the concurrency test on a slow machine.
+    app = create_app(predictor, ServeSettings(host="127.0.0.1", port=0, max_wait_ms=20))
+    sock = open_socket("127.0.0.1", 0)
+    uvicorn = uvicorn_server(app)
+    thread = threading.Thread(target=uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uvicorn.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", app=app)
+    uvicorn.should_exit = True
+    thread.join(15)
+    sock.close()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def posts(corpus) -> list[str]:
+    return corpus["text"].tolist()[:64]
+
+
+def assert_matches(predictions: list[dict], expected) -> None:
+    assert len(predictions) == len(expected)
+    for got, want in zip(predictions, expected, strict=True):
+        assert got["label"] == want.label
+        assert list(got["scores"]) == list(LABELS)
+        assert got["scores"] == pytest.approx(want.scores, abs=SCORE_TOLERANCE)
+
+
+def predict_records(caplog) -> list[dict]:
+    return [
+        r.json_fields
+        for r in caplog.records
+        if r.name == "sentitune.serve" and getattr(r, "json_fields", {}).get("method") == "POST"
+    ]
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+def test_health_says_ok_once_loaded(client, trained_run):
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "model": str(trained_run), "labels": list(LABELS)}
+
+
+def test_predictions_equal_the_predictor(client, predictor, posts):
+    texts = posts[:6]
+    instances = [t if i % 2 else {"text": t, "id": i} for i, t in enumerate(texts)]  # extra fields ignored
+    r = client.post("/predict", json={"instances": instances, "parameters": {"anything": 1}})
+    assert r.status_code == 200, r.text
+    assert list(r.json()) == ["predictions"]
+    assert_matches(r.json()["predictions"], predictor.predict(texts))
+
+
+def test_concurrent_requests_share_model_calls(server, predictor, posts, caplog):
+    caplog.set_level(logging.INFO, logger="sentitune.serve")
+    expected = predictor.predict(posts)
+    workers = 32
+    start = threading.Barrier(workers)
+
+    def ask(i: int) -> httpx.Response:
+        start.wait()
+        return httpx.post(f"{server.url}/predict", json={"instances": posts[2 * i : 2 * i + 2]}, timeout=60)
+
+    with ThreadPoolExecutor(workers) as pool:
+        answers = list(pool.map(ask, range(workers)))
+    for i, r in enumerate(answers):
+        assert r.status_code == 200, r.text
+        assert_matches(r.json()["predictions"], expected[2 * i : 2 * i + 2])
+    shared = [rec["batch_requests"] for rec in predict_records(caplog) if rec["status"] == 200]
+    assert len(shared) == workers
+    assert max(shared) > 1, f"every request ran alone: {shared}"
+    assert server.app.state.batcher.largest_batch_requests > 1
+
+
+def test_each_request_logs_one_json_line(client, caplog):
+    caplog.set_level(logging.INFO, logger="sentitune.serve")
+    assert client.post("/predict", json={"instances": ["first post", "second post"]}).status_code == 200
+    assert client.post("/predict", json={"instances": [""]}).status_code == 422
+    ok, bad = predict_records(caplog)
+    assert {k: ok[k] for k in ("route", "status", "instances", "batch_requests")} == {
+        "route": "/predict",
+        "status": 200,
+        "instances": 2,
+        "batch_requests": 1,
+    }
+    assert ok["latency_ms"] > 0
+    assert bad["status"] == 422 and "empty" in bad["error"]
+    line = JsonFormatter().format(next(r for r in caplog.records if getattr(r, "json_fields", None) == ok))
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["severity"] == "INFO" and entry["message"] == "POST /predict 200"
+    assert {k: entry[k] for k in ok} == ok
+
+
+BAD_REQUESTS = {
+    "malformed JSON": (dict(content=b'{"instances": ["a", ', headers={"content-type": "application/json"}), 400, "not valid JSON"),
+    "missing instances": (dict(json={"parameters": {}}), 422, "no 'instances' field"),
+    "instances not a list": (dict(json={"instances": "one post"}), 422, "'instances' must be a list"),
+    "number instance": (dict(json={"instances": ["fine", 5]}), 422, "instances[1] must be a string or an object"),
+    "object without text": (dict(json={"instances": [{"txt": "x"}]}), 422, 'instances[0] must be a string or an object {"text": "..."}, got {"txt": "x"}'),
+    "empty string": (dict(json={"instances": ["fine", ""]}), 422, "instances[1] is empty"),
+    "no instances": (dict(json={"instances": []}), 422, "'instances' is empty"),
+    "1 MB text": (dict(json={"instances": ["a" * 1_000_000]}), 413, "instances[0] is 1000000 characters long; the limit is 10000"),
+    "10,000 instances": (dict(json={"instances": ["a"] * 10_000}), 413, "10000 instances in one request; the limit is 1000"),
+    "2 MB body": (dict(json={"instances": ["ab " * 700_000]}), 413, "the request body is over 1500000 bytes"),
+    "text/plain": (dict(content=b'{"instances": ["x"]}', headers={"content-type": "text/plain"}), 415, "Content-Type 'text/plain'"),
+    "form encoded": (dict(data={"instances": "x"}), 415, "Content-Type: application/json"),
+    "parameters not an object": (dict(json={"instances": ["x"], "parameters": [1]}), 422, "'parameters' must be a JSON object"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_request_gets_a_json_error_and_the_server_keeps_serving(client, case):
+    kwargs, status, message = BAD_REQUESTS[case]
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert message in r.json()["error"]
+    assert client.get("/health").status_code == 200
+    assert client.post("/predict", json={"instances": ["still here"]}).status_code == 200
+
+
+def test_unknown_route_and_method_are_json_errors(client):
+    r = client.get("/nowhere")
+    assert (r.status_code, r.json()) == (404, {"error": "Not Found"})
+    r = client.get("/predict")
+    assert (r.status_code, r.json()) == (405, {"error": "Method Not Allowed"})
+
+
+def test_openapi_describes_request_and_response(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["PredictRequest"]["required"]) == {"instances"}
+    assert set(schemas["PredictRequest"]["properties"]) == {"instances", "parameters"}
+    assert schemas["TextInstance"]["required"] == ["text"]
+    operation = spec["paths"]["/predict"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/PredictRequest")
+    responses = operation["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictResponse")
+    for status in ("400", "413", "415", "422"):
+        assert responses[status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert spec["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]
+
+
+# ----------------------------------------------------------------------------- micro-batching
+
+
+def test_batches_stay_within_max_batch_and_answers_stay_in_order():
+    calls: list[list[str]] = []
+
+    def run_model(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        time.sleep(0.01)
+        return np.array([[float(t)] for t in texts])
+
+    async def main():
+        batcher = MicroBatcher(run_model, max_batch=8, max_wait_ms=50)
+        await batcher.start()
+        requests = [[str(10 * i + j) for j in range(3)] for i in range(10)] + [[str(k) for k in range(20)]]
+        answers = await asyncio.gather(*(batcher.predict(texts) for texts in requests))
+        await batcher.stop()
+        return requests, answers
+
+    requests, answers = asyncio.run(main())
+    for texts, (probs, _) in zip(requests, answers, strict=True):
+        assert probs[:, 0].tolist() == [float(t) for t in texts]
+    assert sorted(t for call in calls for t in call) == sorted(t for texts in requests for t in texts)
+    assert max(len(c) for c in calls if len(c) != 20) <= 8  # the 20-text request runs alone
+    assert [20] in [[len(c)] for c in calls]
+    assert max(n for _, n in answers) > 1
+
+
+# ----------------------------------------------------------------------------- settings and the command line
+
+
+def test_settings_read_the_vertex_variables_and_options_win():
+    env = {"AIP_HTTP_PORT": "9001", "AIP_HEALTH_ROUTE": "/h", "AIP_PREDICT_ROUTE": "/v1/m:predict"}
+    s = ServeSettings.from_env(env)
+    assert (s.port, s.health_route, s.predict_route) == (9001, "/h", "/v1/m:predict")
+    assert ServeSettings.from_env(env, port=7000).port == 7000
+    assert ServeSettings.from_env({}).port == 8080
+    with pytest.raises(SentituneError, match="AIP_HTTP_PORT must be a port number, got 'http'"):
+        ServeSettings.from_env({"AIP_HTTP_PORT": "http"})
+    with pytest.raises(
+        SentituneError, match="--max-batch must be at least 1.*--max-wait-ms must be at least 0"
+    ):
+        ServeSettings(max_batch=0, max_wait_ms=-1)
+
+
+def test_command_line_options_are_the_settings_fields():
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    for f in fields(ServeSettings):
+        flag = "--" + f.name.replace("_", "-")
+        assert (flag in help_text) == (f.name not in ("health_route", "predict_route")), flag
+    args = build_parser().parse_args(["serve", "run", "--max-batch", "7"])
+    assert args.max_batch == 7 and not hasattr(args, "port")  # unset: $AIP_HTTP_PORT, else the default
+
+
+def test_no_model_given_is_an_error(capsys, monkeypatch):
+    monkeypatch.delenv("AIP_STORAGE_URI", raising=False)
+    assert "pass RUN_DIR" in cli_error(capsys, "serve", "--port", "0", "--host", "127.0.0.1")
+
+
+def test_missing_extra_names_the_install_command(capsys, monkeypatch, trained_run):
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    monkeypatch.delitem(sys.modules, "sentitune.serve")
+    message = cli_error(capsys, "serve", trained_run)
+    assert "pip install 'sentitune[serve]'" in message
+
+
+def test_listening_socket_is_tcp_and_a_taken_port_is_an_error():
+    with open_socket("127.0.0.1", 0) as sock:
+        # asyncio turns Nagle off (TCP_NODELAY) only on sockets created as TCP; with it on, every
+        # keep-alive request waited ~40 ms for a delayed ACK.
+        assert sock.proto == socket.IPPROTO_TCP
+        port = sock.getsockname()[1]
+        with pytest.raises(SentituneError, match=f"cannot listen on 127.0.0.1:{port}: .*pass another --port"):
+            open_socket("127.0.0.1", port)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sentitune_serve(*args, env: dict[str, str] | None = None, stderr=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentitune.cli", "serve", *map(str, args)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def test_vertex_variables_in_a_real_process(tmp_path, trained_run, predictor):
+    """RUN_DIR from AIP_STORAGE_URI, port and routes from the AIP_* variables, JSON logs on stderr."""
+    port = free_port()
+    health, predict = "/v1/endpoints/7/deployedModels/9", "/v1/endpoints/7/deployedModels/9:predict"
+    env = {
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": health,
+        "AIP_PREDICT_ROUTE": predict,
+        "AIP_STORAGE_URI": str(trained_run),
+    }
+    log_path = tmp_path / "stderr.log"
+    with open(log_path, "w") as log_file:
+        proc = sentitune_serve(
+            "--host", "127.0.0.1", "--num-threads", "1", "--precision", "fp32", env=env, stderr=log_file
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "the server did not answer its health route"
+                try:
+                    if httpx.get(url + health, timeout=STARTUP_TIMEOUT_S).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            texts = ["@united thanks for the quick rebooking, great crew!", "worst delay ever"]
+            r = httpx.post(url + predict, json={"instances": [texts[0], {"text": texts[1]}]}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert_matches(r.json()["predictions"], predictor.predict(texts))
+            assert httpx.get(url + "/health", timeout=10).status_code == 404
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(30)
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    served = [e for e in lines if e.get("route") == predict]
+    assert [(e["status"], e["instances"]) for e in served] == [(200, 2)]
+    assert any(e["message"].startswith(f"serving {trained_run}") for e in lines)
+    stopped = [e for e in lines if e["message"] == f"stopped serving {trained_run}"]
+    assert [e["model_calls"] for e in stopped] == [1], "no clean shutdown"
+
+
+def test_a_model_that_fails_to_load_stops_the_server_at_start(tmp_path, trained_run):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in Path(trained_run).iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    missing = tmp_path / "missing"
+    procs = {
+        missing: sentitune_serve(missing, "--host", "127.0.0.1", "--port", free_port()),
+        broken: sentitune_serve(broken, "--host", "127.0.0.1", "--port", free_port()),
+    }
+    errors = {}
+    for folder, proc in procs.items():
+        try:
+            _, errors[folder] = proc.communicate(timeout=STARTUP_TIMEOUT_S)
+        finally:
+            proc.kill()
+        assert proc.returncode == 2, errors[folder]
+        assert "Traceback" not in errors[folder]
+        assert errors[folder].strip().splitlines()[-1].startswith(f"error: cannot serve {folder}: ")
+    assert "run folder not found" in errors[missing]
