@@ -9,7 +9,7 @@ DEMO   ?= demo
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
 DEMO_TRAIN_ARGS ?= --keep-layers 3 --epochs 1 --batch-size 32 --learning-rate 1e-4
 
-.PHONY: install demo test test-all lint format clean
+.PHONY: install demo test test-all lint format bench bench-full bench-memory clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,23 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
+
+# Speed benchmarks (JSON on stdout; figures in BENCHMARKS.md). The Trainer contender needs accelerate.
+BENCH_STAMP := $(VENV)/.bench-installed
+# Recipes are silent (@) and installs log to stderr, so stdout carries the JSON alone.
+$(BENCH_STAMP): $(STAMP)
+	@$(BIN)/pip install --quiet -e '.[dev,bench]' >&2
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@$(BIN)/python benchmarks/run.py --quick
+
+bench-full: $(BENCH_STAMP)
+	@$(BIN)/python benchmarks/run.py
+	@$(BIN)/python benchmarks/memory.py
+
+bench-memory: $(BENCH_STAMP)
+	@$(BIN)/python benchmarks/memory.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

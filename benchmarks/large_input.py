@@ -21,8 +21,14 @@ import pandas as pd
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets" / "train.csv"
 
 
-def write_large_csv(out: str, rows: int, source: str = str(DEFAULT_SOURCE), unique: bool = False,
-                    seed: int = 0, chunk: int = 200_000) -> str:
+def write_large_csv(
+    out: str,
+    rows: int,
+    source: str = str(DEFAULT_SOURCE),
+    unique: bool = False,
+    seed: int = 0,
+    chunk: int = 200_000,
+) -> str:
     base = pd.read_csv(source, dtype=str, keep_default_na=False)
     texts = base["text"].to_numpy(object)
     labels = base["label"].to_numpy(object)

@@ -56,8 +56,12 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=1_000_000)
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
-    report = {"benchmark": "memory", "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
-              "target_peak_rss_mib": 2048}
+    report = {
+        "benchmark": "memory",
+        "date": time.strftime("%Y-%m-%d"),
+        "cores": os.cpu_count(),
+        "target_peak_rss_mib": 2048,
+    }
     with tempfile.TemporaryDirectory(prefix="sentitune-mem-") as tmp:
         tmp = Path(tmp)
         if args.prepare_rows:
@@ -65,15 +69,34 @@ def main() -> None:
             big = write_large_csv(str(tmp / "big.csv"), args.prepare_rows, unique=True)
             gen_s = time.perf_counter() - t
             res = run_child([*SENTITUNE, "prepare", big, "--output-dir", str(tmp / "prep")])
-            report["prepare"] = {"rows": args.prepare_rows, "input_mib": round(os.path.getsize(big) / 2**20, 1),
-                                 "generate_s": round(gen_s, 1), **res}
+            report["prepare"] = {
+                "rows": args.prepare_rows,
+                "input_mib": round(os.path.getsize(big) / 2**20, 1),
+                "generate_s": round(gen_s, 1),
+                **res,
+            }
             os.remove(big)
         if args.train_rows:
             train = write_large_csv(str(tmp / "train.csv"), args.train_rows, seed=1)
             model = build_random_bert(tmp / "tiny")
-            res = run_child([*SENTITUNE, "train", "--training-file", train, "--model", str(model), "--job-dir",
-                             str(tmp / "run"), "--max-steps", str(args.steps), "--batch-size", "128",
-                             "--train-eval-examples", "0"])
+            res = run_child(
+                [
+                    *SENTITUNE,
+                    "train",
+                    "--training-file",
+                    train,
+                    "--model",
+                    str(model),
+                    "--job-dir",
+                    str(tmp / "run"),
+                    "--max-steps",
+                    str(args.steps),
+                    "--batch-size",
+                    "128",
+                    "--train-eval-examples",
+                    "0",
+                ]
+            )
             report["train"] = {"rows": args.train_rows, "steps": args.steps, **res}
     print(json.dumps(report))
 

@@ -28,7 +28,7 @@ def evaluate(
     *,
     text_column: str | None = None,
     label_column: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
     device: str = "auto",
     overwrite: bool = False,
 ) -> EvaluateResult:

@@ -98,7 +98,7 @@ class Predictor:
         self,
         run_dir: str,
         device: str = "auto",
-        batch_size: int = 256,
+        batch_size: int = 64,
         precision: str = "auto",
         max_length: int | None = None,
     ):

@@ -205,6 +205,7 @@ def fit(
     run_n, step, seen, stop = 0, 0, 0, False
     start = time.perf_counter()
     started = started or start
+    validation_s = 0.0  # kept apart, so examples/s measures training alone
     first_step_s = None
     model.train()
     for epoch in range(epochs):
@@ -246,6 +247,7 @@ def fit(
                     "accuracy": run_correct.item() / run_n,
                     "lr": scheduler.get_last_lr()[0],
                     "elapsed_s": time.perf_counter() - start,
+                    "train_s": time.perf_counter() - start - validation_s,
                 }
                 train_log.append(record)
                 progress.update(record, i, len(batches), epochs)
@@ -253,7 +255,9 @@ def fit(
                 run_correct.zero_()
                 run_n = 0
             if validate_now:
+                t_val = time.perf_counter()
                 val = _validate(model, tokens["val"], splits["val"].labels, cfg, device, dtype)
+                validation_s += time.perf_counter() - t_val
                 row = {
                     "step": step,
                     "epoch": epoch + 1,
@@ -297,12 +301,20 @@ def fit(
         "epochs_run": round(seen / len(train_tokens), 3),
         "examples": seen,
         "wall_s": round(wall, 2),
-        "examples_per_s": round(seen / wall, 1),
+        "validation_s": round(validation_s, 2),
+        "examples_per_s": round(seen / (wall - validation_s), 1),
         "time_to_first_step_s": round(first_step_s or 0.0, 3),
         "stopped_early": stop,
         "best_step": best_step,
     }
-    log.info("trained %d steps (%d examples) in %.1fs: %.0f examples/s", step, seen, wall, seen / wall)
+    log.info(
+        "trained %d steps (%d examples) in %.1fs (%.1fs of it validating): %.0f examples/s",
+        step,
+        seen,
+        wall,
+        validation_s,
+        seen / (wall - validation_s),
+    )
     return FitResult(history, train_log, stats, best_step)
 
 
@@ -333,7 +345,7 @@ class Progress:
         self.seen = 0
 
     def update(self, record: dict, batch: int, batches: int, epochs: int) -> None:
-        rate = record["examples_seen"] / max(record["elapsed_s"], 1e-9)
+        rate = record["examples_seen"] / max(record["train_s"], 1e-9)
         if self.bar is not None:
             self.bar.update(record["step"] - self.done)
             self.bar.set_postfix(

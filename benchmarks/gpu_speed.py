@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Training and inference speed of sentitune on one CUDA GPU; prints one JSON object.
+
+For BERT-Tiny (random weights, 2 x 128 x 2: speed does not depend on them) and the embedded MiniLM
+(6 x 384): `sentitune.train.train` for --steps optimiser steps (bf16 autocast, fused AdamW, pinned
+host batches, no per-step host sync) and `Predictor` over the validation texts. Each measurement is
+repeated --rounds times; the JSON holds the medians. Data: ../shared/data/tweets when present, else
+the embedded tweet corpus (prepared into a temporary folder).
+
+usage: gpu_speed.py [--rounds 2] [--steps 300] [--tiny-batch 1024] [--minilm-batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sentitune.builtin import build_random_bert, default_model
+from sentitune.config import PrepareConfig, TrainConfig
+from sentitune.data import prepare, read_labelled
+from sentitune.predict import Predictor
+from sentitune.train import train
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets"
+
+
+def data_files(tmp: Path) -> tuple[str, str]:
+    if (SHARED / "train.csv").is_file():
+        return str(SHARED / "train.csv"), str(SHARED / "val.csv")
+    prepare(PrepareConfig(inputs=[], output_dir=str(tmp / "data")))
+    return str(tmp / "data" / "train.csv"), str(tmp / "data" / "eval.csv")
+
+
+def measure(model: str, batch: int, steps: int, train_file: str, val_file: str, tmp: Path) -> dict:
+    job = tmp / f"run-{Path(model).name}-{time.monotonic_ns()}"
+    cfg = TrainConfig(
+        training_file=train_file,
+        validation_file=val_file,
+        model=model,
+        job_dir=str(job),
+        batch_size=batch,
+        max_steps=steps,
+        learning_rate=1e-4,
+        device="cuda",
+        train_eval_examples=0,
+        eval_batch_size=1024,
+        log_every=100,
+    )
+    result = train(cfg)
+    texts = read_labelled(val_file).texts
+    predictor = Predictor(str(job), device="cuda", batch_size=1024)
+    predictor.probabilities(texts)  # warm-up: kernels, allocator
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    predictor.probabilities(texts)
+    torch.cuda.synchronize()
+    infer = len(texts) / (time.perf_counter() - t)
+    training = result.metrics["training"]
+    return {
+        "train_examples_per_s": training["examples_per_s"],
+        "time_to_first_step_s": training["time_to_first_step_s"],
+        "inference_examples_per_s": round(infer, 1),
+        "val_accuracy": round(result.metrics["val"]["accuracy"], 4),
+        "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--tiny-batch", type=int, default=1024)
+    ap.add_argument("--minilm-batch", type=int, default=256)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_speed.py needs a CUDA GPU")
+    report = {
+        "benchmark": "gpu",
+        "date": time.strftime("%Y-%m-%d"),
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="sentitune-gpu-") as tmp:
+        tmp = Path(tmp)
+        train_file, val_file = data_files(tmp)
+        models = {
+            "bert-tiny": (build_random_bert(tmp / "tiny"), args.tiny_batch),
+            "minilm": (default_model(), args.minilm_batch),
+        }
+        for name, (folder, batch) in models.items():
+            runs = [measure(folder, batch, args.steps, train_file, val_file, tmp) for _ in range(args.rounds)]
+            report["models"][name] = {
+                "batch_size": batch,
+                "rounds": runs,
+                **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
+            }
+            print(
+                f"{name}: {report['models'][name]['train_examples_per_s']} training examples/s",
+                file=sys.stderr,
+            )
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
