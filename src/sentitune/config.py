@@ -154,6 +154,16 @@ class TrainConfig:
     train_eval_examples: int = opt(
         2000, "training examples re-evaluated at the end for the train metrics (0 = skip)"
     )
+    checkpoint_dir: str | None = opt(
+        None,
+        "where checkpoints go (local or URL); default: Vertex AI's "
+        "AIP_CHECKPOINT_DIR, else JOB_DIR/checkpoints",
+    )
+    checkpoint_every: int = opt(
+        0,
+        "checkpoint every N steps (0: only on SIGTERM); a rerun of the same "
+        "command resumes from the latest checkpoint",
+    )
     overwrite: bool = opt(False, "replace a run already in --job-dir")
 
     def __post_init__(self) -> None:
@@ -176,8 +186,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.freeze_layers < 0 or self.eval_every < 0 or self.early_stopping_patience < 0:
-            problems.append("--freeze-layers, --eval-every and --early-stopping-patience must be >= 0")
+        if (
+            self.freeze_layers < 0
+            or self.eval_every < 0
+            or self.early_stopping_patience < 0
+            or self.checkpoint_every < 0
+        ):
+            problems.append(
+                "--freeze-layers, --eval-every, --early-stopping-patience and --checkpoint-every must be >= 0"
+            )
         if self.max_length > 512:
             problems.append(f"--max-length {self.max_length} exceeds BERT's 512 positions")
         _check(problems, "train options")

@@ -16,3 +16,9 @@ def require_extra(module: str, extra: str, purpose: str):
             f"{purpose} needs the Python package '{module}', which is not installed; "
             f"run: pip install 'sentitune[{extra}]'"
         ) from exc
+
+
+class Preempted(SentituneError):
+    """Training stopped on SIGTERM after saving a checkpoint; the same command resumes it."""
+
+    exit_code = 143  # 128 + SIGTERM, what a process killed by the signal would report

@@ -12,7 +12,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -21,10 +23,11 @@ import torch
 
 from sentitune import LABELS, __version__
 from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
+from sentitune.checkpoint import Checkpointer
 from sentitune.config import TrainConfig
 from sentitune.data import LabelledTexts
 from sentitune.data import load_splits as read_splits
-from sentitune.errors import SentituneError
+from sentitune.errors import Preempted, SentituneError
 from sentitune.metrics import classification_metrics, plot_confusion_matrix, plot_training_curves
 from sentitune.model import (
     RUN_CONFIG,
@@ -35,7 +38,7 @@ from sentitune.model import (
     load_classifier,
 )
 from sentitune.predict import autocast, infer_probs, resolve_device, resolve_precision
-from sentitune.storage import StagedOutput
+from sentitune.storage import StagedOutput, join
 
 log = logging.getLogger("sentitune")
 RUN_MARKER = "metrics.json"
@@ -85,7 +88,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
 
         model = classifier.model.to(device)
-        fitted = fit(model, tokens, splits, cfg, device, dtype, started)
+        checkpointer = (
+            None if cfg.dry_run else Checkpointer(_checkpoint_root(cfg, run_dir), _fingerprint(cfg))
+        )
+        with StopSignal() as stop_signal:
+            fitted = fit(model, tokens, splits, cfg, device, dtype, started, checkpointer, stop_signal)
         metrics = evaluate_splits(model, tokens, splits, cfg, device, dtype)
         metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
         _log_metrics(metrics)
@@ -94,6 +101,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             return TrainResult(None, metrics, fitted.history)
         save_run(out, classifier, cfg, model_info, splits, metrics, fitted, device, dtype)
         out.commit()
+        checkpointer.clear()
         log.info("run folder: %s", run_dir)
         return TrainResult(run_dir, metrics, fitted.history)
 
@@ -146,6 +154,51 @@ def build_model(cfg: TrainConfig):
 # ----------------------------------------------------------------------------- fit
 
 
+class StopSignal:
+    """Turns SIGTERM (what Vertex AI sends before a Spot VM goes) into a flag the loop checks after
+    each step, so it can save a checkpoint and stop cleanly instead of dying mid-step."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+        log.warning("SIGTERM received: stopping after this step with a checkpoint")
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# Settings that do not change the computed weights; a checkpoint stays valid when they change.
+_NOT_IN_FINGERPRINT = {
+    "job_dir",
+    "dry_run",
+    "overwrite",
+    "checkpoint_dir",
+    "checkpoint_every",
+    "log_every",
+    "device",
+    "num_threads",
+    "eval_batch_size",
+    "train_eval_examples",
+}
+
+
+def _fingerprint(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+
+
+def _checkpoint_root(cfg: TrainConfig, run_dir: str) -> str:
+    return cfg.checkpoint_dir or os.environ.get("AIP_CHECKPOINT_DIR") or join(run_dir, "checkpoints")
+
+
 @dataclass
 class FitResult:
     history: list[dict]
@@ -182,6 +235,8 @@ def fit(
     device: torch.device,
     dtype: torch.dtype | None,
     started: float | None = None,
+    checkpointer: Checkpointer | None = None,
+    stop_signal: StopSignal | None = None,
 ) -> FitResult:
     """Train `model` in place; `started` (perf_counter) is when the command began, for time to first step."""
     from transformers import get_linear_schedule_with_warmup
@@ -207,12 +262,34 @@ def fit(
     started = started or start
     validation_s = 0.0  # kept apart, so examples/s measures training alone
     first_step_s = None
+    start_epoch, skip_batches = 0, 0
+    resumed = checkpointer.resume(model, optimizer, scheduler, device) if checkpointer else None
+    if resumed:
+        step, start_epoch, skip_batches, loop = (
+            resumed.step,
+            resumed.epoch,
+            resumed.batches_done,
+            resumed.loop,
+        )
+        seen, history, train_log, validation_s = (
+            loop["seen"],
+            loop["history"],
+            loop["train_log"],
+            loop["validation_s"],
+        )
+        best_score, best_step, bad_evals = loop["best_score"], loop["best_step"], loop["bad_evals"]
+        run_n, best_state = loop["run_n"], resumed.best_state
+        run_loss.fill_(loop["run_loss"])
+        run_correct.fill_(loop["run_correct"])
     model.train()
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
+        # The batch order is a function of (seed, epoch): a resumed run skips the batches it did.
         batches = length_bucketed_batches(
             train_tokens.lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch])
         )
         for i, rows in enumerate(batches, 1):
+            if epoch == start_epoch and i <= skip_batches:
+                continue
             ids, mask = train_tokens.batch(rows)
             y = _to(torch.from_numpy(train_labels[rows]), device)
             with autocast(device, dtype):
@@ -287,6 +364,29 @@ def fit(
                     if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
                         progress.note(f"early stopping: no better macro-F1 in {bad_evals} validations")
                         stop = True
+            due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+            asked_to_stop = stop_signal is not None and stop_signal.received
+            if checkpointer and step < total_steps and not stop and (due or asked_to_stop):
+                loop = {
+                    "seen": seen,
+                    "history": history,
+                    "train_log": train_log,
+                    "validation_s": validation_s,
+                    "best_score": best_score,
+                    "best_step": best_step,
+                    "bad_evals": bad_evals,
+                    "run_n": run_n,
+                    "run_loss": run_loss.item(),
+                    "run_correct": run_correct.item(),
+                }
+                where = checkpointer.save(
+                    model, optimizer, scheduler, best_state, step=step, epoch=epoch, batches_done=i, loop=loop
+                )
+                if asked_to_stop:
+                    raise Preempted(
+                        f"stopped by SIGTERM at step {step}; checkpoint saved in {where}; "
+                        "run the same command again to resume"
+                    )
             if step >= total_steps or stop:
                 break
         if step >= total_steps or stop:

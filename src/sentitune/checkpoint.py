@@ -1,0 +1,174 @@
+"""Training checkpoints that survive a preempted machine, and resuming from the latest one.
+
+A checkpoint is a folder `checkpoint-<step>/` holding everything the loop needs to continue as if it
+had never stopped: model, best-so-far model, optimiser state (safetensors, no pickle), the torch RNG
+states, and `state.json` (step, position in the epoch's batch order, scheduler, history, counters).
+It is written to a local staging folder and moved into place with `state.json` last, so a
+checkpoint without `state.json` is incomplete and ignored. The batch order of an epoch is a function
+of (seed, epoch), so the position is just the epoch and the number of batches done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sentitune.errors import SentituneError
+from sentitune.storage import is_url, join, url_to_fs
+
+log = logging.getLogger("sentitune")
+MARKER = "state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, layout = {}, {"param_groups": state["param_groups"], "state": {}}
+    for index, entry in state["state"].items():
+        layout["state"][str(index)] = sorted(entry)
+        for key, value in entry.items():
+            tensors[f"{index}.{key}"] = value
+    return _tensors(tensors), layout
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict:
+    state = {int(i): {key: tensors[f"{i}.{key}"] for key in keys} for i, keys in layout["state"].items()}
+    return {"state": state, "param_groups": layout["param_groups"]}
+
+
+@dataclass
+class Resumed:
+    step: int
+    epoch: int
+    batches_done: int  # batches of `epoch` already trained
+    loop: dict  # the fit loop's counters, history and logs
+    best_state: dict[str, torch.Tensor] | None
+
+
+class Checkpointer:
+    """Saves and finds checkpoints under `root` (a local folder or an fsspec URL)."""
+
+    def __init__(self, root: str, fingerprint: dict, keep: int = 1):
+        self.root = str(root)
+        self.fingerprint = fingerprint
+        self.keep = keep
+        self.fs, self.inner = url_to_fs(self.root)
+
+    def _complete(self) -> list[tuple[int, str]]:
+        if not self.fs.isdir(self.inner):
+            return []
+        found = []
+        for path in self.fs.ls(self.inner, detail=False):
+            match = _NAME.match(posixpath.basename(path.rstrip("/")))
+            if match and self.fs.exists(posixpath.join(path, MARKER)):
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def save(
+        self, model, optimizer, scheduler, best_state, *, step: int, epoch: int, batches_done: int, loop: dict
+    ) -> str:
+        name = f"checkpoint-{step}"
+        staging = Path(tempfile.mkdtemp(prefix="sentitune-ckpt-"))
+        try:
+            save_file(_tensors(model.state_dict()), str(staging / "model.safetensors"))
+            if best_state is not None:
+                save_file(_tensors(best_state), str(staging / "best.safetensors"))
+            tensors, layout = _flatten_optimizer(optimizer.state_dict())
+            save_file(tensors, str(staging / "optimizer.safetensors"))
+            rng = {"cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+            save_file(rng, str(staging / "rng.safetensors"))
+            state = {
+                "step": step,
+                "epoch": epoch,
+                "batches_done": batches_done,
+                "fingerprint": self.fingerprint,
+                "optimizer": layout,
+                "scheduler": scheduler.state_dict(),
+                "loop": loop,
+            }
+            (staging / MARKER).write_text(json.dumps(state))
+            target = posixpath.join(self.inner, name) if is_url(self.root) else os.path.join(self.root, name)
+            self._publish(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for old_step, path in self._complete()[: -self.keep]:
+            if old_step != step:
+                self.fs.rm(path, recursive=True)
+        log.info("checkpoint at step %d: %s", step, join(self.root, name))
+        return join(self.root, name)
+
+    def _publish(self, staging: Path, target: str) -> None:
+        files = sorted(staging.iterdir(), key=lambda p: p.name == MARKER)  # state.json last
+        if is_url(self.root):
+            for p in files:
+                self.fs.put_file(str(p), posixpath.join(target, p.name))
+            return
+        os.makedirs(self.root, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.root))
+        for p in files:
+            shutil.copyfile(p, partial / p.name)
+        if os.path.exists(target):  # a checkpoint of the same step from a run that died after it
+            shutil.rmtree(target)
+        os.rename(partial, target)
+
+    def resume(self, model, optimizer, scheduler, device: torch.device) -> Resumed | None:
+        """Load the latest complete checkpoint into the objects, or None when there is none."""
+        complete = self._complete()
+        if not complete:
+            return None
+        step, path = complete[-1]
+        local = Path(tempfile.mkdtemp(prefix="sentitune-resume-"))
+        try:
+            self.fs.get(path.rstrip("/") + "/", str(local), recursive=True)
+            state = json.loads((local / MARKER).read_text())
+            if state["fingerprint"] != self.fingerprint:
+                changed = sorted(
+                    k
+                    for k in set(state["fingerprint"]) | set(self.fingerprint)
+                    if state["fingerprint"].get(k) != self.fingerprint.get(k)
+                )
+                raise SentituneError(
+                    f"the checkpoint in {self.root} was made with other settings ({', '.join(changed)}); "
+                    "rerun with the same settings to resume, or pass another --checkpoint-dir"
+                )
+            model.load_state_dict(load_file(str(local / "model.safetensors"), device=str(device)))
+            optimizer.load_state_dict(
+                _unflatten_optimizer(load_file(str(local / "optimizer.safetensors")), state["optimizer"])
+            )
+            scheduler.load_state_dict(state["scheduler"])
+            rng = load_file(str(local / "rng.safetensors"))
+            torch.set_rng_state(rng["cpu"])
+            cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+            if cuda and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(cuda)
+            best = local / "best.safetensors"
+            best_state = load_file(str(best)) if best.exists() else None
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        log.info("resuming from %s (step %d)", join(self.root, f"checkpoint-{step}"), step)
+        return Resumed(state["step"], state["epoch"], state["batches_done"], state["loop"], best_state)
+
+    def clear(self) -> None:
+        """Remove the checkpoints once the run folder is complete."""
+        for _, path in self._complete():
+            self.fs.rm(path, recursive=True)
+        try:
+            if self.fs.isdir(self.inner) and not self.fs.ls(self.inner, detail=False):
+                self.fs.rmdir(self.inner)
+        except OSError:
+            pass
