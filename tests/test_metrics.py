@@ -51,3 +51,22 @@ def test_macro_averages_cover_the_classes_present_in_y_true():
     assert m["macro_f1"] == pytest.approx(sk.f1_score(y, pred, labels=[0, 1], average="macro"))
     assert m["macro_recall"] == pytest.approx(sk.recall_score(y, pred, labels=[0, 1], average="macro"))
     assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, pred))
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_examples():
+    from sentitune.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(3)
+
+    def sample(n):
+        y = rng.integers(0, 3, n)
+        return y, np.where(rng.random(n) < 0.7, y, rng.integers(0, 3, n))
+
+    y_small, p_small = sample(300)
+    y_big, p_big = sample(30_000)
+    small, big = bootstrap_intervals(y_small, p_small, 3), bootstrap_intervals(y_big, p_big, 3)
+    accuracy = float((y_small == p_small).mean())
+    assert small["accuracy"][0] <= accuracy <= small["accuracy"][1]
+    for key in ("accuracy", "macro_f1", "macro_recall"):
+        assert big[key][1] - big[key][0] < (small[key][1] - small[key][0]) / 5
+    assert bootstrap_intervals(y_small, p_small, 3) == small  # seeded: the same intervals every time

@@ -279,3 +279,21 @@ def test_class_weights_auto(tmp_path, capsys, prepared, tiny_model):
     )
     assert metrics["training"]["steps"] == 2
     assert json.loads((tmp_path / "job" / "run_config.json").read_text())["train"]["class_weights"] == "auto"
+
+
+def test_model_card_states_data_metrics_intervals_and_limits(trained_run):
+    card = (trained_run / "README.md").read_text()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    config = json.loads((trained_run / "run_config.json").read_text())
+    for name in ("train", "val", "test"):
+        assert f"| {name} | `{config['data'][name]['path']}` | {config['data'][name]['examples']} |" in card
+    for name in ("val", "test"):
+        m = metrics[name]
+        low, high = m["intervals_95"]["macro_f1"]
+        assert low <= m["macro_f1"] <= high
+        assert f"| {name} | {m['examples']} | {m['accuracy']:.3f} (" in card
+        assert f"{m['macro_f1']:.3f} ({low:.3f}–{high:.3f})" in card
+        assert 0 <= m["posts_with_unknown_tokens"] <= m["examples"]
+    cm = metrics["test"]["confusion_matrix"]["rows_true_columns_predicted"]
+    assert "| negative | " + " | ".join(str(v) for v in cm[0]) + " |" in card
+    assert "## Known limits" in card and "Sarcasm" in card

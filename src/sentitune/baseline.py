@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sentitune import LABELS, __version__
-from sentitune.config import CLASS_WEIGHTS, _check, opt
+from sentitune.config import CLASS_WEIGHTS, _check, data_source_problems, opt
 from sentitune.errors import SentituneError, require_extra
 
 if TYPE_CHECKING:
@@ -65,14 +65,7 @@ class BaselineConfig:
     overwrite: bool = opt(False, "replace a baseline already in --job-dir")
 
     def __post_init__(self) -> None:
-        problems = []
-        files = [self.training_file, self.validation_file, self.testing_file]
-        if self.data and any(files):
-            problems.append("pass either --data DIR or --training-file/--validation-file/--testing-file")
-        elif not self.data and not self.training_file:
-            problems.append(
-                "no training data: pass --data DIR (from `sentitune prepare`) or --training-file FILE"
-            )
+        problems = data_source_problems(self)
         if not self.job_dir:
             problems.append("--job-dir is required")
         if self.c <= 0:
@@ -209,7 +202,7 @@ def fit(cfg: BaselineConfig, train_split: LabelledTexts) -> tuple[BaselineModel,
 
 def evaluate_splits(model: BaselineModel, splits: dict, cfg: BaselineConfig) -> dict:
     """val and test metrics, and the train metrics on the same seeded sample as `sentitune train`."""
-    from sentitune.metrics import classification_metrics
+    from sentitune.metrics import classification_metrics, log_metrics
 
     metrics = {}
     for name in ("val", "test"):
@@ -224,17 +217,7 @@ def evaluate_splits(model: BaselineModel, splits: dict, cfg: BaselineConfig) -> 
         probs = model.probabilities([train_split.texts[i] for i in rows])
         metrics["train"] = classification_metrics(train_split.labels[rows], probs, LABELS)
         metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
-    for name in ("train", "val", "test"):
-        if name in metrics:
-            m = metrics[name]
-            log.info(
-                "%s: accuracy %.4f, macro-F1 %.4f, macro-recall %.4f (%d examples)",
-                name,
-                m["accuracy"],
-                m["macro_f1"],
-                m["macro_recall"],
-                m["examples"],
-            )
+    log_metrics(metrics)
     return metrics
 
 

@@ -30,6 +30,16 @@ def opt(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
 
 
+def data_source_problems(cfg) -> list[str]:
+    """What is wrong with the data flags shared by train and baseline (--data or the three files)."""
+    files = [cfg.training_file, cfg.validation_file, cfg.testing_file]
+    if cfg.data and any(files):
+        return ["pass either --data DIR or --training-file/--validation-file/--testing-file"]
+    if not cfg.data and not cfg.training_file:
+        return ["no training data: pass --data DIR (from `sentitune prepare`) or --training-file FILE"]
+    return []
+
+
 def _check(problems: list[str], what: str) -> None:
     if problems:
         raise SentituneError(f"invalid {what}: " + "; ".join(problems))
@@ -167,14 +177,7 @@ class TrainConfig:
     overwrite: bool = opt(False, "replace a run already in --job-dir")
 
     def __post_init__(self) -> None:
-        problems = []
-        files = [self.training_file, self.validation_file, self.testing_file]
-        if self.data and any(files):
-            problems.append("pass either --data DIR or --training-file/--validation-file/--testing-file")
-        elif not self.data and not self.training_file:
-            problems.append(
-                "no training data: pass --data DIR (from `sentitune prepare`) or --training-file FILE"
-            )
+        problems = data_source_problems(self)
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

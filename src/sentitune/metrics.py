@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +50,55 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
         },
         "confusion_matrix": {"labels": list(labels), "rows_true_columns_predicted": cm.tolist()},
     }
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_classes: int,
+    rounds: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of accuracy, macro-F1 and macro-recall over the examples."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    scores = {"accuracy": [], "macro_f1": [], "macro_recall": []}
+    for _ in range(rounds):
+        pick = rng.integers(0, n, n)
+        cm = confusion_matrix(y_true[pick], y_pred[pick], n_classes)
+        support, predicted, tp = cm.sum(axis=1), cm.sum(axis=0), np.diag(cm)
+        present = support > 0
+        recall = tp[present] / support[present]
+        precision = np.where(predicted[present] > 0, tp[present] / np.maximum(predicted[present], 1), 0.0)
+        f1 = np.where(
+            precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
+        )
+        scores["accuracy"].append(tp.sum() / n)
+        scores["macro_f1"].append(f1.mean())
+        scores["macro_recall"].append(recall.mean())
+    tail = (1 - level) / 2 * 100
+    return {
+        k: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] for k, v in scores.items()
+    }
+
+
+def log_metrics(metrics: dict) -> None:
+    """One log line per split present in `metrics` (train, val, test)."""
+    log = logging.getLogger("sentitune")
+    for name in ("train", "val", "test"):
+        if name in metrics:
+            m = metrics[name]
+            log.info(
+                "%s: accuracy %.4f, macro-F1 %.4f, macro-recall %.4f, loss %.4f (%d examples)",
+                name,
+                m["accuracy"],
+                m["macro_f1"],
+                m["macro_recall"],
+                m["loss"],
+                m["examples"],
+            )
 
 
 def _pyplot():

@@ -28,7 +28,13 @@ from sentitune.config import TrainConfig
 from sentitune.data import LabelledTexts
 from sentitune.data import load_splits as read_splits
 from sentitune.errors import Preempted, SentituneError
-from sentitune.metrics import classification_metrics, plot_confusion_matrix, plot_training_curves
+from sentitune.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    log_metrics,
+    plot_confusion_matrix,
+    plot_training_curves,
+)
 from sentitune.model import (
     RUN_CONFIG,
     count_parameters,
@@ -93,9 +99,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
         with StopSignal() as stop_signal:
             fitted = fit(model, tokens, splits, cfg, device, dtype, started, checkpointer, stop_signal)
-        metrics = evaluate_splits(model, tokens, splits, cfg, device, dtype)
+        metrics = evaluate_splits(
+            model, tokens, splits, cfg, device, dtype, classifier.tokenizer.unk_token_id
+        )
         metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
-        _log_metrics(metrics)
+        log_metrics(metrics)
         if cfg.dry_run:
             log.info("dry run finished: nothing written")
             return TrainResult(None, metrics, fitted.history)
@@ -481,11 +489,19 @@ class Progress:
 # ----------------------------------------------------------------------------- evaluate and save
 
 
-def evaluate_splits(model, tokens, splits, cfg: TrainConfig, device, dtype) -> dict:
+def evaluate_splits(model, tokens, splits, cfg: TrainConfig, device, dtype, unk_id: int = -1) -> dict:
     metrics = {}
     for name in ("val", "test"):
         if name in splits:
-            metrics[name] = _validate(model, tokens[name], splits[name].labels, cfg, device, dtype)
+            labels = splits[name].labels
+            probs = infer_probs(model, tokens[name], cfg.eval_batch_size, device, dtype)
+            metrics[name] = classification_metrics(labels, probs, LABELS)
+            if not cfg.dry_run:
+                metrics[name]["intervals_95"] = bootstrap_intervals(labels, probs.argmax(axis=1), len(LABELS))
+            unk = tokens[name].ids == unk_id
+            metrics[name]["posts_with_unknown_tokens"] = int(
+                np.add.reduceat(unk, tokens[name].offsets[:-1]).astype(bool).sum() if len(unk) else 0
+            )
     if cfg.train_eval_examples and not cfg.dry_run:
         n = len(tokens["train"])
         rows = np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_eval_examples]
@@ -506,21 +522,6 @@ def _subset(tokens: TokenizedTexts, rows: np.ndarray):
         else tokens.ids[:0]
     )
     return ids, offsets, tokens.pad_id
-
-
-def _log_metrics(metrics: dict) -> None:
-    for name in ("train", "val", "test"):
-        if name in metrics:
-            m = metrics[name]
-            log.info(
-                "%s: accuracy %.4f, macro-F1 %.4f, macro-recall %.4f, loss %.4f (%d examples)",
-                name,
-                m["accuracy"],
-                m["macro_f1"],
-                m["macro_recall"],
-                m["loss"],
-                m["examples"],
-            )
 
 
 def save_run(
@@ -572,4 +573,108 @@ def save_run(
     plot_training_curves(fitted.train_log, fitted.history, out.path("training_curves.png"))
     if "test" in metrics:
         plot_confusion_matrix(metrics["test"], out.path("confusion_matrix.png"), "test split")
+    out.path("README.md").write_text(model_card(cfg, model_info, splits, metrics, run_config))
     out.path(RUN_MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def _label_source(cfg: TrainConfig) -> str:
+    """How the training labels were made, from prepare's report when the data came from prepare."""
+    from sentitune.storage import open_input
+
+    if cfg.data:
+        try:
+            with open_input(join(cfg.data, "prepare_report.json"), "rb") as f:
+                report = json.load(f)
+            labels = report.get("labels") or {}
+            if labels.get("source") == "category":
+                return (
+                    "class labels given with the data ("
+                    + ", ".join(f"'{k}' -> {v}" for k, v in labels.get("mapping", {}).items())
+                    + ")"
+                )
+            if labels:
+                return f"{labels['source']} scores mapped to classes by {labels.get('rule')}"
+        except (SentituneError, ValueError, KeyError):
+            pass
+    return "the label column of the training file"
+
+
+def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
+    """README.md of a run folder: what the model is, what it was trained on, how good it is, its limits."""
+    env, training = run_config["environment"], metrics.get("training", {})
+    lines = [
+        f"# Sentiment classifier: {model_info['source']}, fine-tuned with sentitune {__version__}",
+        "",
+        f'Classes: {", ".join(LABELS)}. Load it with `sentitune predict RUN_DIR "text"`, `sentitune serve RUN_DIR`, '
+        "or `AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`.",
+        "",
+        "## Data",
+        "",
+        f"Labels: {_label_source(cfg)}.",
+        "",
+        "| split | file | posts | " + " | ".join(LABELS) + " |",
+        "|---|---|---|" + "---|" * len(LABELS),
+    ]
+    for name, split in splits.items():
+        counts = np.bincount(split.labels, minlength=len(LABELS))
+        shares = " | ".join(f"{c} ({c / max(len(split), 1):.0%})" for c in counts)
+        lines.append(f"| {name} | `{split.path}` | {len(split)} | {shares} |")
+    lines += [
+        "",
+        "## Model and training",
+        "",
+        f"{model_info['type']} encoder, {model_info['layers']} layers x {model_info['hidden_size']}, "
+        f"{model_info['parameters'] / 1e6:.1f} M parameters ({model_info['trainable_parameters'] / 1e6:.1f} M "
+        f"trained); at most {cfg.max_length} tokens per post. {training.get('steps')} steps of batch "
+        f"{cfg.batch_size} ({training.get('epochs_run')} epochs), AdamW at learning rate {cfg.learning_rate}, "
+        f"seed {cfg.seed}; {training.get('wall_s')} s on {env['device']} ({env['precision']}, "
+        f"{env['threads']} threads), {training.get('examples_per_s')} examples/s. "
+        f"Best validation macro-F1 at step {training.get('best_step')}. Full settings: `run_config.json`.",
+        "",
+        "## Results",
+        "",
+        "95 % intervals: percentile bootstrap over the examples (1,000 resamples).",
+        "",
+        "| split | posts | accuracy | macro-F1 | macro-recall |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("val", "test"):
+        if name in metrics:
+            m, ci = metrics[name], metrics[name].get("intervals_95", {})
+
+            def cell(key, m=m, ci=ci):
+                low, high = ci.get(key, [None, None])
+                return f"{m[key]:.3f}" + (f" ({low:.3f}–{high:.3f})" if low is not None else "")
+
+            lines.append(
+                f"| {name} | {m['examples']} | {cell('accuracy')} | {cell('macro_f1')} | "
+                f"{cell('macro_recall')} |"
+            )
+    if "test" in metrics:
+        cm = metrics["test"]["confusion_matrix"]["rows_true_columns_predicted"]
+        lines += [
+            "",
+            "Test confusion matrix (rows: true class, columns: predicted):",
+            "",
+            "| | " + " | ".join(LABELS) + " |",
+            "|---|" + "---|" * len(LABELS),
+        ]
+        lines += [f"| {LABELS[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
+        lines += ["", "![confusion matrix](confusion_matrix.png) ![training curves](training_curves.png)"]
+    unknown = metrics.get("test", metrics.get("val", {})).get("posts_with_unknown_tokens")
+    examples = metrics.get("test", metrics.get("val", {})).get("examples")
+    lines += [
+        "",
+        "## Known limits",
+        "",
+        "- Trained on short English social-media posts: other languages, domains and long texts are outside "
+        f"what it has seen; posts over {cfg.max_length} tokens are cut.",
+        "- Sarcasm, irony and negation spread over a sentence are often read at face value.",
+        "- Emoji and characters missing from the uncased WordPiece vocabulary become [UNK]"
+        + (f" ({unknown} of {examples} evaluated posts hold at least one)" if unknown is not None else "")
+        + ", so their sentiment is lost.",
+        "- The labels carry the biases of their source (annotators, or a lexicon such as VADER); the scores "
+        "are not calibrated probabilities outside this data.",
+        "",
+    ]
+    return "\n".join(lines)
