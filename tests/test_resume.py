@@ -112,6 +112,8 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
     assert_same_weights(weights(job), reference)
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["training"]["steps"] == 90
+    assert metrics["training"]["resumed_from_step"] == killed_at
+    assert metrics["training"]["examples_per_s"] > 0
     history = [json.loads(line) for line in (job / "history.jsonl").read_text().splitlines()]
     assert [row["step"] for row in history] == [20, 40, 60, 80, 90], "history survives the restart"
 

@@ -279,16 +279,12 @@ def fit(
             resumed.batches_done,
             resumed.loop,
         )
-        seen, history, train_log, validation_s = (
-            loop["seen"],
-            loop["history"],
-            loop["train_log"],
-            loop["validation_s"],
-        )
+        seen, history, train_log = loop["seen"], loop["history"], loop["train_log"]
         best_score, best_step, bad_evals = loop["best_score"], loop["best_step"], loop["bad_evals"]
         run_n, best_state = loop["run_n"], resumed.best_state
         run_loss.fill_(loop["run_loss"])
         run_correct.fill_(loop["run_correct"])
+    seen_before = seen  # rates count only the examples trained by this process
     model.train()
     for epoch in range(start_epoch, epochs):
         # The batch order is a function of (seed, epoch): a resumed run skips the batches it did.
@@ -333,6 +329,7 @@ def fit(
                     "lr": scheduler.get_last_lr()[0],
                     "elapsed_s": time.perf_counter() - start,
                     "train_s": time.perf_counter() - start - validation_s,
+                    "examples_this_run": seen - seen_before,
                 }
                 train_log.append(record)
                 progress.update(record, i, len(batches), epochs)
@@ -379,7 +376,6 @@ def fit(
                     "seen": seen,
                     "history": history,
                     "train_log": train_log,
-                    "validation_s": validation_s,
                     "best_score": best_score,
                     "best_step": best_step,
                     "bad_evals": bad_evals,
@@ -410,7 +406,8 @@ def fit(
         "examples": seen,
         "wall_s": round(wall, 2),
         "validation_s": round(validation_s, 2),
-        "examples_per_s": round(seen / (wall - validation_s), 1),
+        "examples_per_s": round((seen - seen_before) / (wall - validation_s), 1),
+        "resumed_from_step": resumed.step if resumed else None,
         "time_to_first_step_s": round(first_step_s or 0.0, 3),
         "stopped_early": stop,
         "best_step": best_step,
@@ -421,7 +418,7 @@ def fit(
         seen,
         wall,
         validation_s,
-        seen / (wall - validation_s),
+        (seen - seen_before) / (wall - validation_s),
     )
     return FitResult(history, train_log, stats, best_step)
 
@@ -453,7 +450,7 @@ class Progress:
         self.seen = 0
 
     def update(self, record: dict, batch: int, batches: int, epochs: int) -> None:
-        rate = record["examples_seen"] / max(record["train_s"], 1e-9)
+        rate = record["examples_this_run"] / max(record["train_s"], 1e-9)
         if self.bar is not None:
             self.bar.update(record["step"] - self.done)
             self.bar.set_postfix(
