@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PNG_SIGNATURE, RUN_ARGS, cli, entries, label_ids
+from conftest import PNG_SIGNATURE, RUN_ARGS, cli, cli_error, entries, label_ids
 from safetensors.torch import load_file
 
 from sentitune import LABELS
@@ -297,3 +297,56 @@ def test_model_card_states_data_metrics_intervals_and_limits(trained_run):
     cm = metrics["test"]["confusion_matrix"]["rows_true_columns_predicted"]
     assert "| negative | " + " | ".join(str(v) for v in cm[0]) + " |" in card
     assert "## Known limits" in card and "Sarcasm" in card
+
+
+def test_baseline_beside_the_model_in_metrics_card_and_summary(capsys, prepared, tiny_model, tmp_path):
+    job = tmp_path / "run"
+    code, out, err = cli(
+        capsys,
+        "train",
+        "--data",
+        prepared,
+        "--job-dir",
+        job,
+        "--model",
+        tiny_model,
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "2",
+        "--train-eval-examples",
+        "0",
+        "--baseline",
+    )
+    assert code == 0, err
+    metrics = json.loads((job / "metrics.json").read_text())
+    base = metrics["baseline"]
+    for name in ("val", "test"):
+        assert set(base[name]) == {"examples", "loss", "accuracy", "macro_f1", "macro_recall"}
+        assert base[name]["examples"] == metrics[name]["examples"]
+        assert 0.0 <= base[name]["macro_f1"] <= 1.0
+    assert base["training"]["fit_s"] >= 0
+    gain = 100 * (metrics["test"]["macro_f1"] - base["test"]["macro_f1"])
+    assert f"baseline (TF-IDF + logistic regression) macro-F1 {base['test']['macro_f1']:.4f}" in out
+    assert f"the model adds {gain:+.1f} points" in out
+    card = (job / "README.md").read_text()
+    assert f"| test: TF-IDF + logistic regression baseline | {base['test']['examples']} | " in card
+
+
+def test_baseline_without_scikit_learn_fails_before_training(
+    capsys, prepared, tiny_model, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(__import__("sys").modules, "sklearn", None)
+    message = cli_error(
+        capsys,
+        "train",
+        "--data",
+        prepared,
+        "--model",
+        tiny_model,
+        "--job-dir",
+        tmp_path / "run",
+        "--baseline",
+    )
+    assert "pip install 'sentitune[baseline]'" in message
+    assert not (tmp_path / "run").exists()

@@ -194,6 +194,12 @@ def _train(args: argparse.Namespace) -> int:
             f"{which} accuracy {final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f}, "
             f"macro-recall {final['macro_recall']:.4f}"
         )
+    base = result.metrics.get("baseline", {}).get("test" if "test" in result.metrics else "val")
+    if final and base:
+        print(
+            f"baseline (TF-IDF + logistic regression) macro-F1 {base['macro_f1']:.4f}: the model adds "
+            f"{100 * (final['macro_f1'] - base['macro_f1']):+.1f} points"
+        )
     if result.run_dir:
         print(f"run folder: {result.run_dir}")
     return 0

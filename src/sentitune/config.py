@@ -174,6 +174,11 @@ class TrainConfig:
         "checkpoint every N steps (0: only on SIGTERM); a rerun of the same "
         "command resumes from the latest checkpoint",
     )
+    baseline: bool = opt(
+        False,
+        "also fit the TF-IDF + logistic regression baseline on the same splits and "
+        "report it beside the model (pip install 'sentitune[baseline]')",
+    )
     overwrite: bool = opt(False, "replace a run already in --job-dir")
 
     def __post_init__(self) -> None:

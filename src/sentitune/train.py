@@ -27,7 +27,7 @@ from sentitune.checkpoint import Checkpointer
 from sentitune.config import TrainConfig
 from sentitune.data import LabelledTexts
 from sentitune.data import load_splits as read_splits
-from sentitune.errors import Preempted, SentituneError
+from sentitune.errors import Preempted, SentituneError, require_extra
 from sentitune.metrics import (
     bootstrap_intervals,
     classification_metrics,
@@ -63,6 +63,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     run_dir = cfg.job_dir or os.environ.get("AIP_MODEL_DIR")
     if not run_dir and not cfg.dry_run:
         raise SentituneError("no run folder: pass --job-dir DIR (or run with --dry-run)")
+    if cfg.baseline and not cfg.dry_run:  # a missing extra fails now, not after the training
+        require_extra("sklearn", "baseline", "train --baseline")
     out = None
     if not cfg.dry_run:  # refuse an occupied folder before spending minutes on training
         out = StagedOutput(
@@ -103,6 +105,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             model, tokens, splits, cfg, device, dtype, classifier.tokenizer.unk_token_id
         )
         metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
+        if cfg.baseline and not cfg.dry_run:
+            metrics["baseline"] = fit_baseline(cfg, run_dir, splits)
         log_metrics(metrics)
         if cfg.dry_run:
             log.info("dry run finished: nothing written")
@@ -186,6 +190,7 @@ class StopSignal:
 
 # Settings that do not change the computed weights; a checkpoint stays valid when they change.
 _NOT_IN_FINGERPRINT = {
+    "baseline",
     "job_dir",
     "dry_run",
     "overwrite",
@@ -509,6 +514,28 @@ def evaluate_splits(model, tokens, splits, cfg: TrainConfig, device, dtype, unk_
     return metrics
 
 
+def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:
+    """The TF-IDF + logistic regression baseline on the splits in memory, for the report beside the model."""
+    from sentitune import baseline
+
+    bcfg = baseline.BaselineConfig(
+        data=cfg.data,
+        training_file=cfg.training_file,
+        validation_file=cfg.validation_file,
+        testing_file=cfg.testing_file,
+        job_dir=run_dir,
+        train_eval_examples=0,
+    )
+    model, stats = baseline.fit(bcfg, splits["train"])
+    found = baseline.evaluate_splits(model, splits, bcfg)
+    keys = ("examples", "loss", "accuracy", "macro_f1", "macro_recall")
+    return {
+        "model": "TF-IDF word 1-2 + char 2-5 grams, logistic regression (sentitune baseline defaults)",
+        **{name: {k: found[name][k] for k in keys} for name in ("val", "test") if name in found},
+        "training": stats,
+    }
+
+
 def _subset(tokens: TokenizedTexts, rows: np.ndarray):
     lengths = tokens.lengths[rows]
     offsets = np.zeros(len(rows) + 1, np.int64)
@@ -646,6 +673,13 @@ def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, 
             lines.append(
                 f"| {name} | {m['examples']} | {cell('accuracy')} | {cell('macro_f1')} | "
                 f"{cell('macro_recall')} |"
+            )
+    for name in ("val", "test"):
+        if name in metrics.get("baseline", {}):
+            b = metrics["baseline"][name]
+            lines.append(
+                f"| {name}: TF-IDF + logistic regression baseline | {b['examples']} | {b['accuracy']:.3f} | "
+                f"{b['macro_f1']:.3f} | {b['macro_recall']:.3f} |"
             )
     if "test" in metrics:
         cm = metrics["test"]["confusion_matrix"]["rows_true_columns_predicted"]
