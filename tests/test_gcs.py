@@ -1,0 +1,204 @@
+"""gs:// for real: every command against a Cloud Storage emulator server on localhost (gcsfs), and a run
+killed with SIGKILL and resumed from checkpoints on gs://. See ../shared/NOTES.md for the settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+from conftest import cli
+from safetensors.torch import load_file
+from test_resume import FLAGS, assert_same_weights
+
+# gcsfs reads this when it is imported: without it, every first access probes the bucket over gRPC,
+# which the emulator does not speak, and waits 60 s (../shared/NOTES.md).
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+pytest.importorskip("gcsfs", reason="gs:// needs gcsfs: pip install 'sentitune[cloud]'")
+EMULATOR = Path(sys.executable).with_name("gcp-storage-emulator")
+BUCKET = "sentitune-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs_env():
+    """A GCS emulator on 127.0.0.1 with one bucket, and the environment that points gcsfs at it."""
+    if not EMULATOR.exists() and not shutil.which("gcp-storage-emulator"):
+        pytest.skip("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(EMULATOR if EMULATOR.exists() else "gcp-storage-emulator"),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--default-bucket",
+            BUCKET,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("the GCS emulator did not start")
+            time.sleep(0.1)
+    env = {
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "FSSPEC_GS_TOKEN": "anon",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    fsspec.config.conf["gs"] = {
+        "token": "anon"
+    }  # FSSPEC_GS_TOKEN is read at import; this process imported already
+    yield env
+    fsspec.config.conf.pop("gs", None)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def gs(gcs_env):
+    return fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
+
+
+def test_prepare_train_evaluate_predict_with_every_path_on_gs(
+    gcs_env, gs, capsys, corpus, tiny_model, tmp_path
+):
+    local = tmp_path / "posts.csv"
+    corpus[["text", "sentiment"]].to_csv(local, index=False)
+    gs.put_file(str(local), f"{BUCKET}/in/posts.csv")
+    root = f"gs://{BUCKET}/t1"
+
+    code, _, err = cli(capsys, "prepare", f"gs://{BUCKET}/in/posts.csv", "--output-dir", f"{root}/data")
+    assert code == 0, err
+    assert {"train.csv", "eval.csv", "test.csv", "labels.json", "prepare_report.json"} <= {
+        p.rsplit("/", 1)[1] for p in gs.ls(f"{BUCKET}/t1/data")
+    }
+
+    code, out, err = cli(
+        capsys,
+        "train",
+        "--data",
+        f"{root}/data",
+        "--model",
+        tiny_model,
+        "--job-dir",
+        f"{root}/run",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "16",
+        "--checkpoint-every",
+        "2",
+        "--train-eval-examples",
+        "0",
+    )
+    assert code == 0, err
+    assert f"run folder: {root}/run" in out
+    names = {p.rsplit("/", 1)[1] for p in gs.ls(f"{BUCKET}/t1/run")}
+    assert {"model.safetensors", "config.json", "metrics.json", "history.jsonl", "README.md"} <= names
+    assert "checkpoints" not in names, "checkpoints are cleared once the run is complete"
+    metrics = json.loads(gs.cat(f"{BUCKET}/t1/run/metrics.json"))
+
+    code, out, err = cli(capsys, "evaluate", f"{root}/run", "--data", f"{root}/data/test.csv")
+    assert code == 0, err
+    evaluation = json.loads(gs.cat(f"{BUCKET}/t1/run/evaluation-test/metrics.json"))
+    assert evaluation["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+
+    code, out, err = cli(
+        capsys,
+        "predict",
+        f"{root}/run",
+        "--input",
+        f"{root}/data/eval.csv",
+        "--output",
+        f"{root}/out/pred.jsonl",
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in gs.cat(f"{BUCKET}/t1/out/pred.jsonl").decode().splitlines()]
+    assert len(rows) == metrics["val"]["examples"] and {"text", "label", "score_positive"} <= set(rows[0])
+
+
+def test_missing_object_on_gs_is_a_one_line_error(gcs_env, capsys, tmp_path):
+    code, _, err = cli(
+        capsys, "prepare", f"gs://{BUCKET}/nope/missing.csv", "--output-dir", str(tmp_path / "o")
+    )
+    assert code == 2
+    assert (
+        err.strip().splitlines()[-1]
+        == f"error: input not found: gs://{BUCKET}/nope/missing.csv; check the path or URL"
+    )
+
+
+def test_sigkill_then_resume_from_checkpoints_on_gs(gcs_env, gs, prepared, tiny_model, tmp_path):
+    def command(job: Path, checkpoints: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "sentitune.cli",
+            "train",
+            "--data",
+            str(prepared),
+            "--model",
+            str(tiny_model),
+            "--job-dir",
+            str(job),
+            "--checkpoint-dir",
+            checkpoints,
+            *FLAGS,
+        ]
+
+    reference = subprocess.run(
+        command(tmp_path / "ref", f"gs://{BUCKET}/t3/ref-ckpt"), capture_output=True, text=True
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    cmd = command(tmp_path / "run", f"gs://{BUCKET}/t3/ckpt")
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not gs.glob(f"{BUCKET}/t3/ckpt/checkpoint-*/state.json"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint on gs:// before the run ended:\n{proc.communicate()[1][-2000:]}")
+        gs.invalidate_cache()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from gs://" in again.stderr
+    assert_same_weights(
+        load_file(str(tmp_path / "run" / "model.safetensors")),
+        load_file(str(tmp_path / "ref" / "model.safetensors")),
+    )
