@@ -17,7 +17,7 @@ import fsspec
 import pytest
 from conftest import cli
 from safetensors.torch import load_file
-from test_resume import FLAGS, assert_same_weights
+from test_resume import assert_same_weights, command
 
 # gcsfs reads this when it is imported: without it, every first access probes the bucket over gRPC,
 # which the emulator does not speak, and waits 60 s (../shared/NOTES.md).
@@ -160,28 +160,13 @@ def test_missing_object_on_gs_is_a_one_line_error(gcs_env, capsys, tmp_path):
 
 
 def test_sigkill_then_resume_from_checkpoints_on_gs(gcs_env, gs, prepared, tiny_model, tmp_path):
-    def command(job: Path, checkpoints: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "sentitune.cli",
-            "train",
-            "--data",
-            str(prepared),
-            "--model",
-            str(tiny_model),
-            "--job-dir",
-            str(job),
-            "--checkpoint-dir",
-            checkpoints,
-            *FLAGS,
-        ]
-
     reference = subprocess.run(
-        command(tmp_path / "ref", f"gs://{BUCKET}/t3/ref-ckpt"), capture_output=True, text=True
+        command(prepared, tiny_model, tmp_path / "ref", f"gs://{BUCKET}/t3/ref-ckpt"),
+        capture_output=True,
+        text=True,
     )
     assert reference.returncode == 0, reference.stderr[-2000:]
-    cmd = command(tmp_path / "run", f"gs://{BUCKET}/t3/ckpt")
+    cmd = command(prepared, tiny_model, tmp_path / "run", f"gs://{BUCKET}/t3/ckpt")
 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -32,7 +32,7 @@ FLAGS = [
 ]
 
 
-def command(prepared: Path, model: Path, job: Path, checkpoints: Path) -> list[str]:
+def command(prepared: Path, model: Path, job: Path, checkpoints: Path | str) -> list[str]:
     return [
         sys.executable,
         "-m",

@@ -81,7 +81,9 @@ class Checkpointer:
         self, model, optimizer, scheduler, best_state, *, step: int, epoch: int, batches_done: int, loop: dict
     ) -> str:
         name = f"checkpoint-{step}"
-        staging = Path(tempfile.mkdtemp(prefix="sentitune-ckpt-"))
+        if not is_url(self.root):  # staged beside its final place, so publishing is one rename
+            os.makedirs(self.root, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=None if is_url(self.root) else self.root))
         try:
             save_file(_tensors(model.state_dict()), str(staging / "model.safetensors"))
             if best_state is not None:
@@ -118,13 +120,9 @@ class Checkpointer:
             for p in files:
                 self.fs.put_file(str(p), posixpath.join(target, p.name))
             return
-        os.makedirs(self.root, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.root))
-        for p in files:
-            shutil.copyfile(p, partial / p.name)
         if os.path.exists(target):  # a checkpoint of the same step from a run that died after it
             shutil.rmtree(target)
-        os.rename(partial, target)
+        os.rename(staging, target)
 
     def resume(self, model, optimizer, scheduler, device: torch.device) -> Resumed | None:
         """Load the latest complete checkpoint into the objects, or None when there is none."""

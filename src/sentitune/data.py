@@ -276,7 +276,7 @@ def apply_label_rule(
             f"{name(unknown)}: label value {examples} maps to no class (known: "
             f"{', '.join(sorted(rule.mapping))}); pass --label-map VALUE=CLASS,..."
         )
-    rule.seen.update(values.dropna().tolist())
+    rule.seen.update(values.value_counts().to_dict())  # counted in pandas: this runs on every chunk
     return ids.fillna(-1).to_numpy(np.int8)
 
 

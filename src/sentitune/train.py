@@ -446,13 +446,11 @@ class Progress:
 
     def __init__(self, total_steps: int, log_every: int):
         self.bar = None
-        self.start = time.perf_counter()
         if sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
         self.done = 0
-        self.seen = 0
 
     def update(self, record: dict, batch: int, batches: int, epochs: int) -> None:
         rate = record["examples_this_run"] / max(record["train_s"], 1e-9)
