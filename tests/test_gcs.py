@@ -3,6 +3,7 @@ killed with SIGKILL and resumed from checkpoints on gs://. See ../shared/NOTES.m
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import fsspec
+import pandas as pd
 import pytest
 from conftest import cli
 from safetensors.torch import load_file
@@ -187,3 +189,28 @@ def test_sigkill_then_resume_from_checkpoints_on_gs(gcs_env, gs, prepared, tiny_
         load_file(str(tmp_path / "run" / "model.safetensors")),
         load_file(str(tmp_path / "ref" / "model.safetensors")),
     )
+
+
+def test_batch_prediction_of_a_gs_wildcard_into_a_gs_folder_resumes(
+    gcs_env, gs, capsys, trained_run, tmp_path
+):
+    posts = pd.DataFrame(
+        {"id": ["1", "2", "3"], "bodyText": ["great game", "awful service", "it is tuesday"]}
+    )
+    for name in ("day1.csv", "day2.csv"):
+        posts.to_csv(tmp_path / name, index=False)
+        gs.put_file(str(tmp_path / name), f"{BUCKET}/batch/in/{name}")
+    gs.pipe(f"{BUCKET}/batch/in/notes.txt", b"not matched by the wildcard")
+    args = ["predict", str(trained_run), "--input", f"gs://{BUCKET}/batch/in/*.csv"]
+
+    code, out, err = cli(capsys, *args, "--output", f"gs://{BUCKET}/batch/out/")
+    assert code == 0, err
+    assert "labelled 6 rows of 2 files" in out
+    assert sorted(p.rsplit("/", 1)[1] for p in gs.ls(f"{BUCKET}/batch/out")) == ["day1.csv", "day2.csv"]
+    got = pd.read_csv(io.BytesIO(gs.cat(f"{BUCKET}/batch/out/day2.csv")), dtype=str)
+    assert got["id"].tolist() == ["1", "2", "3"] and set(got["label"]) <= {"negative", "neutral", "positive"}
+
+    gs.rm(f"{BUCKET}/batch/out/day2.csv")  # as if the job had stopped before the second file
+    code, out, err = cli(capsys, *args, "--output", f"gs://{BUCKET}/batch/out/")
+    assert code == 0, err
+    assert "labelled 3 rows of 1 files" in out and "1 finished earlier, skipped" in out

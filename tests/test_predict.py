@@ -177,3 +177,54 @@ def test_batching_does_not_change_probabilities(trained_run, corpus, predictor):
     assert [p.label for p in predictions] == [LABELS[i] for i in single.argmax(axis=1)]
     for p, row in zip(predictions, single, strict=True):
         assert list(p.scores.values()) == pytest.approx(row.tolist(), abs=1e-5)
+
+
+def test_a_wildcard_labels_every_file_into_a_folder_and_an_interrupted_batch_resumes(
+    tmp_path, capsys, corpus, trained_run, predictor
+):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    frame = _write_input(corpus, parts / "a.csv")
+    frame.to_json(parts / "b.jsonl", orient="records", lines=True)
+    frame.rename(columns={"bodyText": "words"}).to_csv(parts / "c.csv.gz", index=False, lineterminator="\r\n")
+    out = tmp_path / "out"
+
+    # c.csv.gz has no bodyText column: the batch stops there, after a and b are complete.
+    message = cli_error(capsys, "predict", trained_run, "--input", f"{parts}/*", "--output", f"{out}/")
+    assert "has no column 'bodyText'" in message
+    assert entries(out) == {"a.csv", "b.jsonl"}
+    (out / "a.csv").write_text("finished earlier\n")  # proves the rerun does not redo it
+
+    frame.to_csv(parts / "c.csv.gz", index=False, lineterminator="\r\n")
+    code, stdout, err = cli(capsys, "predict", trained_run, "--input", f"{parts}/*", "--output", f"{out}/")
+    assert code == 0, err
+    assert "labelled 40 rows of 1 files" in stdout and "2 finished earlier, skipped" in stdout
+    assert (out / "a.csv").read_text() == "finished earlier\n"
+    assert entries(out) == {"a.csv", "b.jsonl", "c.csv"}
+    got = pd.read_csv(out / "c.csv", dtype=str)
+    assert got["post_id"].tolist() == frame["post_id"].tolist()
+    expected = predictor.probabilities(frame["bodyText"].str.strip().tolist())
+    np.testing.assert_allclose(
+        got[["score_negative", "score_neutral", "score_positive"]].astype(float), expected, atol=2e-6
+    )
+
+    code, stdout, err = cli(
+        capsys, "predict", trained_run, "--input", f"{parts}/*.csv", "--output", str(out), "--overwrite"
+    )
+    assert code == 0 and "labelled 40 rows of 1 files" in stdout  # a.csv only: c.csv.gz ends in .gz
+    assert len(pd.read_csv(out / "a.csv")) == 40
+
+
+def test_batch_prediction_bad_inputs(tmp_path, capsys, corpus, trained_run):
+    message = cli_error(
+        capsys, "predict", trained_run, "--input", f"{tmp_path}/*.csv", "--output", f"{tmp_path}/o/"
+    )
+    assert message == f"no files match {tmp_path}/*.csv"
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        _write_input(corpus, tmp_path / folder / "posts.csv")
+    message = cli_error(
+        capsys, "predict", trained_run, "--input", f"{tmp_path}/*/posts.csv", "--output", f"{tmp_path}/o/"
+    )
+    assert "would both be written to" in message and "posts.csv" in message
+    assert not (tmp_path / "o").exists()

@@ -12,10 +12,12 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 
 from sentitune import __version__
 from sentitune.config import (
+    BACKENDS,
     DEVICES,
     PRECISIONS,
     PrepareConfig,
@@ -87,12 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (local or URL) written by train")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (default: read stdin)")
-    p.add_argument("--input", help="CSV/TSV/JSONL/Parquet file or URL to label")
     p.add_argument(
-        "--output", help="output file or URL (.csv, .tsv, .jsonl, .parquet); default: JSON lines on stdout"
+        "--input",
+        nargs="+",
+        metavar="FILE",
+        help="CSV/TSV/JSONL/Parquet files or URLs to label; wildcards work, also on gs:// "
+        "(quote them: --input 'gs://bucket/posts/*.csv')",
+    )
+    p.add_argument(
+        "--output",
+        help="output file or URL (.csv, .tsv, .jsonl, .parquet), or a folder (ending in /) that gets "
+        "one file per input under the input's name; finished files there are skipped, so rerunning "
+        "an interrupted batch resumes it. Default: JSON lines on stdout",
     )
     _add_io_options(p)
-    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --output (or the files in it)")
     p.set_defaults(run=_predict)
 
     p = commands.add_parser(
@@ -112,7 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="default: auto")
     p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
+    _add_backend_option(p)
     p.set_defaults(run=_serve)
+
+    from sentitune.export import ExportConfig
+
+    p = commands.add_parser(
+        "export",
+        help="export a run's model to ONNX (optionally int8) and check it against PyTorch",
+        description="Write RUN_DIR/onnx/model.onnx (dynamic batch and sequence axes; with --quantize int8 "
+        "also model_int8.onnx) and export_report.json, after checking on the run's validation posts that "
+        "the ONNX model gives the PyTorch model's labels and probabilities. Needs: pip install "
+        "'sentitune[export]'.",
+    )
+    add_arguments(p, ExportConfig)
+    p.set_defaults(run=_export)
 
     from sentitune.baseline import BaselineConfig
 
@@ -134,6 +159,17 @@ def _add_io_options(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=64, help="examples per batch (default: 64, fastest on CPUs)"
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    _add_backend_option(p)
+
+
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="run the PyTorch model (default) or its ONNX export from `sentitune export` "
+        "(onnx, onnx-int8: CPU, needs onnxruntime)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +267,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         batch_size=args.batch_size,
         device=args.device,
+        backend=args.backend,
         overwrite=args.overwrite,
     )
     m = result.metrics
@@ -248,7 +285,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from sentitune.predict import Predictor, predict_file
+    from sentitune.predict import Predictor, predict_file, predict_files
+    from sentitune.storage import expand, is_url
 
     if args.input and args.texts:
         raise SentituneError("pass texts as arguments or --input FILE, not both")
@@ -258,24 +296,42 @@ def _predict(args: argparse.Namespace) -> int:
         raise SentituneError(
             "no texts: pass them as arguments, pipe one per line on stdin, or use --input FILE"
         )
-    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size)
-    if args.input and args.output:
-        rows = predict_file(predictor, args.input, args.output, args.text_column, overwrite=args.overwrite)
+    inputs = expand(args.input or [])
+    to_folder = bool(args.output) and (
+        len(inputs) > 1
+        or inputs != args.input  # a wildcard: the number of matches must not change the output's meaning
+        or args.output.endswith("/")
+        or (not is_url(args.output) and os.path.isdir(args.output))
+    )
+    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size, backend=args.backend)
+    if to_folder:
+        done = predict_files(predictor, inputs, args.output, args.text_column, overwrite=args.overwrite)
+        print(
+            f"labelled {done['rows']} rows of {done['labelled']} files into {args.output}"
+            + (f"; {done['skipped']} finished earlier, skipped" if done["skipped"] else "")
+        )
+        return 0
+    if args.output:
+        rows = predict_file(predictor, inputs[0], args.output, args.text_column, overwrite=args.overwrite)
         print(f"labelled {rows} rows into {args.output}")
         return 0
-    if args.input:
+    if inputs:
         from sentitune.data import pick_text_column, read_chunks
 
-        for df in read_chunks(args.input, 50_000):
-            column = pick_text_column(
-                [str(c) for c in df.columns],
-                args.text_column or "bodyText",
-                args.input,
-                explicit=bool(args.text_column),
-            )
-            sys.stdout.write(
-                predictor.predict_frame(df, column).to_json(orient="records", lines=True, force_ascii=False)
-            )
+        for path in inputs:
+            column = None
+            for df in read_chunks(path, 50_000):
+                column = column or pick_text_column(
+                    [str(c) for c in df.columns],
+                    args.text_column or "bodyText",
+                    path,
+                    explicit=bool(args.text_column),
+                )
+                sys.stdout.write(
+                    predictor.predict_frame(df, column).to_json(
+                        orient="records", lines=True, force_ascii=False
+                    )
+                )
         return 0
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     for text, p in zip(texts, predictor.predict(texts), strict=True):
@@ -288,13 +344,33 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sentitune.export import ExportConfig, export_onnx
+
+    report = export_onnx(from_namespace(ExportConfig, args))
+    for name, parity in report["models"].items():
+        print(
+            f"{name}: {parity['file']} ({parity['bytes'] / 2**20:.1f} MiB), labels agree with PyTorch on "
+            f"{parity['label_agreement']:.2%} of {parity['examples']} posts, max |Δp| {parity['max_prob_diff']:.1e}"
+        )
+    print(f"wrote {report['output_dir']}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from sentitune.serve import serve
 
     given = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings) if hasattr(args, f.name)
     }
-    serve(args.run_dir, device=args.device, precision=args.precision, num_threads=args.num_threads, **given)
+    serve(
+        args.run_dir,
+        device=args.device,
+        precision=args.precision,
+        num_threads=args.num_threads,
+        backend=args.backend,
+        **given,
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ LABEL_SOURCES = ("auto", "score", "category", "vader")
 FORMATS = ("csv", "parquet")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("torch", "onnx", "onnx-int8")  # the run's PyTorch model or its `sentitune export`
 CLASS_WEIGHTS = ("none", "auto")
 
 
@@ -285,7 +286,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         help_text = meta.get("help", "")
         kind = _base_type(hints[f.name])
         if meta.get("positional"):
-            parser.add_argument(f.name, nargs="*", metavar=f.name.rstrip("s").upper(), help=help_text)
+            many = typing.get_origin(hints[f.name]) is list or hints[f.name] is list
+            metavar = meta.get("metavar", f.name.rstrip("s").upper())
+            parser.add_argument(f.name, nargs="*" if many else None, metavar=metavar, help=help_text)
             continue
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         if kind is bool:

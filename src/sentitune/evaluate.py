@@ -30,12 +30,14 @@ def evaluate(
     label_column: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    backend: str = "torch",
     overwrite: bool = False,
 ) -> EvaluateResult:
     """Evaluate the run in `run_dir` on the labelled file `data`; write metrics.json and
-    confusion_matrix.png to `output_dir` (default: RUN_DIR/evaluation-<file name>)."""
+    confusion_matrix.png to `output_dir` (default: RUN_DIR/evaluation-<file name>[-<backend>])."""
     stem = os.path.basename(str(data).rstrip("/")).split(".")[0] or "data"
-    output_dir = output_dir or join(run_dir, f"evaluation-{stem}")
+    suffix = "" if backend == "torch" else f"-{backend}"
+    output_dir = output_dir or join(run_dir, f"evaluation-{stem}{suffix}")
     out = StagedOutput(
         output_dir,
         occupied_by=["metrics.json"],
@@ -44,10 +46,11 @@ def evaluate(
         overwrite=overwrite,
     )
     with out:
-        predictor = Predictor(run_dir, device=device, batch_size=batch_size)
+        predictor = Predictor(run_dir, device=device, batch_size=batch_size, backend=backend)
         split = read_labelled(data, text_column, label_column)
         metrics = classification_metrics(split.labels, predictor.probabilities(split.texts), predictor.labels)
         metrics["data"] = str(data)
+        metrics["backend"] = backend
         plot_confusion_matrix(metrics, out.path("confusion_matrix.png"), os.path.basename(str(data)))
         out.path("metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         out.commit()

@@ -12,7 +12,9 @@ import pandas as pd
 import torch
 
 from sentitune.batching import TokenizedTexts, sorted_batches, tokenize
+from sentitune.config import BACKENDS
 from sentitune.errors import SentituneError
+from sentitune.storage import exists
 
 log = logging.getLogger("sentitune")
 
@@ -92,7 +94,11 @@ class Prediction:
 
 
 class Predictor:
-    """A trained run loaded once; `predict(texts)` returns labels and per-class probabilities."""
+    """A trained run loaded once; `predict(texts)` returns labels and per-class probabilities.
+
+    `backend` runs the run's PyTorch model, or its ONNX export (`sentitune export`): `onnx` is
+    RUN_DIR/onnx/model.onnx, `onnx-int8` RUN_DIR/onnx/model_int8.onnx (CPU only).
+    """
 
     def __init__(
         self,
@@ -101,25 +107,36 @@ class Predictor:
         batch_size: int = 64,
         precision: str = "auto",
         max_length: int | None = None,
+        backend: str = "torch",
     ):
-        from sentitune.model import load_run, read_run_config
+        from sentitune.model import load_run
 
+        if backend not in BACKENDS:
+            raise SentituneError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.classifier = load_run(run_dir)
         self.labels = self.classifier.labels
-        self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.backend = backend
         self.batch_size = batch_size
-        try:
-            trained_length = read_run_config(run_dir)["train"]["max_length"]
-        except (SentituneError, KeyError):
-            trained_length = 100
-        self.max_length = max_length or trained_length
-        self.model = self.classifier.model.to(self.device)
+        self.max_length = max_length or trained_max_length(run_dir)
+        self.session = None
+        if backend == "torch":
+            self.device = resolve_device(device)
+            self.dtype = resolve_precision(precision, self.device)
+            self.model = self.classifier.model.to(self.device)
+        else:
+            if device not in ("auto", "cpu"):
+                raise SentituneError(f"--backend {backend} runs on the CPU; drop --device {device}")
+            self.device, self.dtype, self.model = torch.device("cpu"), None, None
+            self.session = load_onnx(run_dir, backend)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         tokens = tokenize(self.classifier.tokenizer, [str(t) for t in texts], self.max_length)
         if len(tokens) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
+        if self.session is not None:
+            from sentitune.export import onnx_probs
+
+            return onnx_probs(self.session, tokens, self.batch_size)
         return infer_probs(self.model, tokens, self.batch_size, self.device, self.dtype)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
@@ -140,6 +157,88 @@ class Predictor:
         for i, name in enumerate(self.labels):
             out[f"score_{name}"] = np.round(probs[:, i], 6) if len(probs) else []
         return out
+
+
+def trained_max_length(run_dir: str) -> int:
+    """The --max-length the run was trained with (100, the walkthrough's, if not recorded)."""
+    from sentitune.model import read_run_config
+
+    try:
+        return int(read_run_config(run_dir)["train"]["max_length"])
+    except (SentituneError, KeyError, TypeError):
+        return 100
+
+
+def load_onnx(run_dir: str, backend: str):
+    from sentitune.export import EXPORT_DIR, MODEL_FILES, onnx_session, require_onnxruntime
+    from sentitune.storage import join, local_copy
+
+    require_onnxruntime()
+    name = MODEL_FILES["int8" if backend == "onnx-int8" else "fp32"]
+    path = join(run_dir, EXPORT_DIR, name)
+    if not exists(path):
+        quantize = " --quantize int8" if backend == "onnx-int8" else ""
+        raise SentituneError(
+            f"{path} not found; run `sentitune export {run_dir}{quantize}` first, or use --backend torch"
+        )
+    return onnx_session(local_copy(path))
+
+
+def predict_files(
+    predictor: Predictor,
+    inputs: Sequence[str],
+    output_dir: str,
+    text_column: str | None,
+    chunk_rows: int = 50_000,
+    overwrite: bool = False,
+) -> dict:
+    """Label each input file into `output_dir` under the same name (compression suffix dropped).
+
+    Each output appears only when complete (written under a temporary name, then renamed or
+    uploaded in one piece), so after an interruption the same command skips the finished files and
+    redoes only the rest; --overwrite redoes them all.
+    """
+    import posixpath
+    import time
+
+    from sentitune.storage import join
+
+    names: dict[str, str] = {}
+    for path in inputs:
+        name = output_name(path)
+        if name in names:
+            raise SentituneError(
+                f"{names[name]} and {path} would both be written to {join(output_dir, name)}; "
+                "label them in separate runs with different --output folders"
+            )
+        names[name] = path
+    summary = {"files": len(inputs), "labelled": 0, "skipped": 0, "rows": 0}
+    for number, (name, path) in enumerate(names.items(), 1):
+        target = join(output_dir, name)
+        if not overwrite and exists(target):
+            log.info(f"[{number}/{len(names)}] {posixpath.basename(path)}: done earlier, skipped ({target})")
+            summary["skipped"] += 1
+            continue
+        started = time.perf_counter()
+        rows = predict_file(predictor, path, target, text_column, chunk_rows, overwrite=True)
+        seconds = time.perf_counter() - started
+        log.info(
+            f"[{number}/{len(names)}] {path}: {rows} rows -> {target} "
+            f"({seconds:.1f} s, {rows / max(seconds, 1e-9):.0f} rows/s)"
+        )
+        summary["labelled"] += 1
+        summary["rows"] += rows
+    return summary
+
+
+def output_name(path: str) -> str:
+    import posixpath
+
+    name = posixpath.basename(str(path).rstrip("/"))
+    for suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def predict_file(
@@ -166,6 +265,10 @@ def predict_file(
     if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
         raise SentituneError(f"{output_path} exists; pass --overwrite to replace it")
     fmt = file_format(output_path)
+    folder = os.path.dirname(os.path.abspath(output_path))
+    created = [] if remote else missing_folders(folder)
+    for path in reversed(created):
+        os.mkdir(path)
     fd, tmp = tempfile.mkstemp(
         prefix=".sentitune-predict-",
         suffix=f".{fmt}",
@@ -208,5 +311,19 @@ def predict_file(
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        for path in created:  # folders made for this output go with it
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
         raise
     return rows
+
+
+def missing_folders(folder: str) -> list[str]:
+    """`folder` and its missing parents, deepest first."""
+    import os
+
+    missing = []
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing

@@ -54,6 +54,7 @@ def serve(
     device: str = "auto",
     precision: str = "auto",
     num_threads: int | None = None,
+    backend: str = "torch",
     **limits: Any,
 ) -> None:
     """Load the run in `run_dir` (default: $AIP_STORAGE_URI), then serve it until interrupted.
@@ -72,7 +73,9 @@ def serve(
     # liveness probe connects while the model loads; requests wait in the backlog until it is ready.
     sock = open_socket(settings.host, settings.port)
     try:
-        predictor = load_predictor(run_dir, device=device, precision=precision, num_threads=num_threads)
+        predictor = load_predictor(
+            run_dir, device=device, precision=precision, num_threads=num_threads, backend=backend
+        )
         app = create_app(predictor, settings)
         host_shown, port_shown = sock.getsockname()[:2]
         log.info(
@@ -84,6 +87,7 @@ def serve(
                     "health_route": settings.health_route,
                     "predict_route": settings.predict_route,
                     "device": str(predictor.device),
+                    "backend": predictor.backend,
                 }
             },
         )
@@ -93,7 +97,11 @@ def serve(
 
 
 def load_predictor(
-    run_dir: str, device: str = "auto", precision: str = "auto", num_threads: int | None = None
+    run_dir: str,
+    device: str = "auto",
+    precision: str = "auto",
+    num_threads: int | None = None,
+    backend: str = "torch",
 ):
     """The run's Predictor, warmed up by one prediction; any failure is a SentituneError naming the folder."""
     import torch
@@ -104,7 +112,7 @@ def load_predictor(
         torch.set_num_threads(num_threads)
     started = time.perf_counter()
     try:
-        predictor = Predictor(run_dir, device=device, precision=precision)
+        predictor = Predictor(run_dir, device=device, precision=precision, backend=backend)
         predictor.probabilities(["warm-up"])  # first call allocates; a broken model fails here, not later
     except SentituneError as exc:
         raise SentituneError(f"cannot serve {run_dir}: {exc}") from exc

@@ -48,6 +48,23 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def expand(patterns: Iterable[str]) -> list[str]:
+    """Paths or URLs with their wildcards (*, ?, [..]) expanded, in order; a pattern matching nothing is
+    an error, so a typo never becomes an empty run."""
+    found: list[str] = []
+    for pattern in patterns:
+        pattern = str(pattern)
+        if not any(c in pattern for c in "*?["):
+            found.append(pattern)
+            continue
+        fs, inner = url_to_fs(pattern)
+        matches = sorted(p for p in fs.glob(inner) if not fs.isdir(p))
+        if not matches:
+            raise SentituneError(f"no files match {pattern}")
+        found += [fs.unstrip_protocol(p) if is_url(pattern) else p for p in matches]
+    return list(dict.fromkeys(found))
+
+
 def exists(path: str) -> bool:
     fs, inner = url_to_fs(path)
     try:

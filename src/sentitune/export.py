@@ -1,0 +1,288 @@
+"""`sentitune export`: a run's classifier as ONNX (optionally int8), checked against PyTorch.
+
+The exported graph takes `input_ids` and `attention_mask` (int64, dynamic batch and sequence axes)
+and returns `logits`, so any ONNX runtime can serve it with the run folder's tokenizer. Every export
+is followed by a parity check on real posts: the ONNX model must give the same labels and nearly the
+same probabilities as the PyTorch model it came from, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sentitune.config import _check, opt
+from sentitune.errors import SentituneError, require_extra
+from sentitune.storage import StagedOutput, exists, join
+
+log = logging.getLogger("sentitune")
+
+FORMATS = ("onnx",)
+EXPORT_DIR = "onnx"
+MODEL_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+REPORT = "export_report.json"
+QUANTIZE = ("int8",)
+# fp32 ONNX must reproduce PyTorch: every label, probabilities to 1e-4 (float rounding only).
+FP32_MAX_PROB_DIFF = 1e-4
+# int8 rounds the weights: a few posts near a class boundary may flip, the quality may not move.
+INT8_MIN_AGREEMENT = 0.95
+INT8_MAX_MACRO_F1_DROP = 0.01  # 1 point of macro-F1 on the labelled parity sample
+
+
+@dataclass
+class ExportConfig:
+    """What `sentitune export` writes and how the result is checked."""
+
+    run_dir: str = opt(None, "run folder (local or URL) written by train", positional=True, metavar="RUN_DIR")
+    format: str = opt("onnx", "export format", choices=FORMATS)
+    quantize: str | None = opt(
+        None, "also write a dynamically quantised copy for CPUs (model_int8.onnx)", choices=QUANTIZE
+    )
+    output_dir: str | None = opt(None, "where to write the export (default: RUN_DIR/onnx)")
+    parity_data: str | None = opt(
+        None, "labelled file the export is checked on (default: the run's validation file)"
+    )
+    parity_examples: int = opt(2000, "posts of the parity file compared, from its start")
+    text_column: str | None = opt(None, "text column of --parity-data (default: bodyText, else text)")
+    label_column: str | None = opt(None, "label column of --parity-data (default: as train)")
+    overwrite: bool = opt(False, "replace an export already in the output folder")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
+        if self.parity_examples < 1:
+            problems.append(f"--parity-examples must be at least 1, got {self.parity_examples}")
+        _check(problems, "export options")
+
+
+def export_onnx(cfg: ExportConfig) -> dict:
+    """Export, quantize if asked, check parity, then write the ONNX folder; returns the report."""
+    ort = require_onnxruntime()
+    from sentitune.batching import tokenize
+    from sentitune.model import load_run
+    from sentitune.predict import infer_probs, trained_max_length
+
+    output_dir = cfg.output_dir or join(cfg.run_dir, EXPORT_DIR)
+    out = StagedOutput(
+        output_dir,
+        occupied_by=[REPORT, *MODEL_FILES.values()],
+        marker=REPORT,
+        what="an ONNX export",
+        overwrite=cfg.overwrite,
+    )
+    with out:
+        classifier = load_run(cfg.run_dir)
+        sample = parity_sample(cfg)
+        started = time.perf_counter()
+        fp32_path = out.path(MODEL_FILES["fp32"])
+        export_graph(classifier, fp32_path)
+        report = {
+            "run_dir": cfg.run_dir,
+            "format": "onnx",
+            "inputs": ["input_ids", "attention_mask"],
+            "outputs": ["logits"],
+            "export_s": round(time.perf_counter() - started, 2),
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "models": {},
+        }
+        variants = {"fp32": fp32_path}
+        if cfg.quantize == "int8":
+            variants["int8"] = out.path(MODEL_FILES["int8"])
+            quantize_int8(fp32_path, variants["int8"])
+
+        tokens = tokenize(classifier.tokenizer, sample.texts, trained_max_length(cfg.run_dir))
+        reference = infer_probs(classifier.model, tokens, 64, torch.device("cpu"), None)
+        for name, path in variants.items():
+            session = onnx_session(str(path))
+            probs = onnx_probs(session, tokens, 64)
+            parity = compare(reference, probs, sample.labels, classifier.labels)
+            parity["file"] = MODEL_FILES[name]
+            parity["bytes"] = os.path.getsize(path)
+            report["models"][name] = parity
+            log.info(
+                f"{name}: {MODEL_FILES[name]} {parity['bytes'] / 2**20:.1f} MiB; on {parity['examples']} "
+                f"posts labels agree {parity['label_agreement']:.2%}, max |Δp| {parity['max_prob_diff']:.1e}"
+                + (
+                    f", macro-F1 {parity['macro_f1']:.4f} vs PyTorch {parity['reference_macro_f1']:.4f}"
+                    if "macro_f1" in parity
+                    else ""
+                )
+            )
+        report["parity_data"] = sample.path
+        failures = parity_failures(report["models"])
+        if failures:
+            raise SentituneError(
+                "the ONNX model does not match the PyTorch model: "
+                + "; ".join(failures)
+                + "; nothing written"
+            )
+        out.path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        out.commit()
+    report["output_dir"] = output_dir
+    return report
+
+
+def require_onnxruntime():
+    return require_extra("onnxruntime", "export", "running ONNX models")
+
+
+class _LogitsOnly(torch.nn.Module):
+    """The classifier with positional inputs and a plain tensor output, as the exporter wants."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_graph(classifier, path) -> None:
+    for module in ("onnx", "onnxscript"):
+        require_extra(module, "export", "ONNX export")
+    # Two posts of different lengths, so the traced graph sees padding.
+    example = classifier.tokenizer(
+        ["an example post", "a longer example post with a few more words in it"],
+        padding=True,
+        return_tensors="pt",
+    )
+    wrapper = _LogitsOnly(classifier.model.to("cpu")).eval()
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        torch.onnx.export(
+            wrapper,
+            (example["input_ids"], example["attention_mask"]),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as exc:
+        raise SentituneError(
+            f"ONNX export of {classifier.source} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
+    finally:
+        onnx_logger.setLevel(level)
+
+
+def quantize_int8(source, dest) -> None:
+    """Dynamic int8 quantisation: int8 weights, activations quantised per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def onnx_session(path: str, threads: int | None = None):
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probs(session, tokens, batch_size: int) -> np.ndarray:
+    """Class probabilities for every text, in the input order (as `predict.infer_probs`)."""
+    from sentitune.batching import sorted_batches
+
+    out = None
+    for rows in sorted_batches(tokens.lengths, batch_size):
+        ids, mask = tokens.batch(rows)
+        logits = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        probs = _softmax(logits.astype(np.float64)).astype(np.float32)
+        if out is None:
+            out = np.empty((len(tokens), probs.shape[1]), np.float32)
+        out[rows] = probs
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class ParitySample:
+    path: str
+    texts: list[str]
+    labels: np.ndarray | None
+
+
+def parity_sample(cfg: ExportConfig) -> ParitySample:
+    """The first `parity_examples` posts of --parity-data, else of the run's validation file."""
+    from sentitune.data import read_labelled
+    from sentitune.model import read_run_config
+
+    path = cfg.parity_data
+    if path is None:
+        try:
+            data = read_run_config(cfg.run_dir).get("data", {})
+        except SentituneError:
+            data = {}
+        path = next((data[n]["path"] for n in ("val", "test", "train") if n in data), None)
+        if path is None or not exists(path):
+            raise SentituneError(
+                f"no posts to check the export on: the run's data ({path or 'not recorded'}) is not "
+                "readable here; pass --parity-data FILE (a labelled CSV/JSONL/Parquet file)"
+            )
+    split = read_labelled(path, cfg.text_column, cfg.label_column)
+    n = min(cfg.parity_examples, len(split))
+    if n == 0:
+        raise SentituneError(
+            f"{path} holds no labelled posts to check the export on; pass --parity-data FILE"
+        )
+    return ParitySample(path, list(split.texts[:n]), np.asarray(split.labels[:n]))
+
+
+def compare(reference: np.ndarray, probs: np.ndarray, labels, names) -> dict:
+    from sentitune.metrics import classification_metrics
+
+    agree = reference.argmax(axis=1) == probs.argmax(axis=1)
+    diff = np.abs(reference - probs)
+    result = {
+        "examples": len(reference),
+        "label_agreement": round(float(agree.mean()), 6),
+        "labels_changed": int((~agree).sum()),
+        "max_prob_diff": float(diff.max()),
+        "mean_prob_diff": float(diff.mean()),
+    }
+    if labels is not None:
+        result["macro_f1"] = round(classification_metrics(labels, probs, names)["macro_f1"], 6)
+        result["reference_macro_f1"] = round(classification_metrics(labels, reference, names)["macro_f1"], 6)
+        result["accuracy"] = round(float((probs.argmax(axis=1) == labels).mean()), 6)
+        result["reference_accuracy"] = round(float((reference.argmax(axis=1) == labels).mean()), 6)
+    return result
+
+
+def parity_failures(models: dict) -> list[str]:
+    problems = []
+    fp32 = models["fp32"]
+    if fp32["labels_changed"] or fp32["max_prob_diff"] > FP32_MAX_PROB_DIFF:
+        problems.append(
+            f"fp32 changed {fp32['labels_changed']} labels, max |Δp| {fp32['max_prob_diff']:.1e} "
+            f"(allowed: 0 and {FP32_MAX_PROB_DIFF:.0e})"
+        )
+    int8 = models.get("int8")
+    if int8 and int8["label_agreement"] < INT8_MIN_AGREEMENT:
+        problems.append(
+            f"int8 labels agree on {int8['label_agreement']:.2%} of posts (allowed: ≥ {INT8_MIN_AGREEMENT:.0%})"
+        )
+    if int8 and "macro_f1" in int8 and int8["reference_macro_f1"] - int8["macro_f1"] > INT8_MAX_MACRO_F1_DROP:
+        problems.append(
+            f"int8 macro-F1 {int8['macro_f1']:.4f} vs PyTorch {int8['reference_macro_f1']:.4f} "
+            f"(allowed drop: {INT8_MAX_MACRO_F1_DROP:.2f})"
+        )
+    return problems
