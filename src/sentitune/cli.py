@@ -139,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, ExportConfig)
     p.set_defaults(run=_export)
 
+    from sentitune.cloud.deploy import DeployConfig
+
+    cloud = commands.add_parser(
+        "cloud",
+        help="Google Cloud: deploy a run to a Vertex AI endpoint",
+        description="Vertex AI commands; each one takes --dry-run to print its requests and send nothing. "
+        "Needs: pip install 'sentitune[cloud]'.",
+    )
+    cloud_commands = cloud.add_subparsers(dest="cloud_command", required=True, metavar="CLOUD_COMMAND")
+    p = cloud_commands.add_parser(
+        "deploy",
+        help="upload a run to the Model Registry and deploy it to an endpoint",
+        description="Upload RUN_DIR (on gs://) to the Vertex AI Model Registry, served by the sentitune image "
+        "(`sentitune serve`, the Vertex AI prediction contract), create an endpoint (or use --endpoint) and "
+        "deploy the model to it with all traffic.",
+    )
+    add_arguments(p, DeployConfig)
+    p.set_defaults(run=_cloud_deploy)
+
     from sentitune.baseline import BaselineConfig
 
     p = commands.add_parser(
@@ -354,6 +373,25 @@ def _export(args: argparse.Namespace) -> int:
             f"{parity['label_agreement']:.2%} of {parity['examples']} posts, max |Δp| {parity['max_prob_diff']:.1e}"
         )
     print(f"wrote {report['output_dir']}")
+    return 0
+
+
+def _cloud_deploy(args: argparse.Namespace) -> int:
+    from sentitune.cloud import deploy
+
+    cfg = from_namespace(deploy.DeployConfig, args)
+    if cfg.dry_run:
+        print(json.dumps(deploy.dry_run(cfg), indent=2))
+        return 0
+    result = deploy.deploy(cfg)
+    print(
+        f"deployed {result['model']} to {result['endpoint']} (deployed model {result['deployed_model_id']})"
+    )
+    endpoint_id = result["endpoint"].rsplit("/", 1)[-1]
+    print(
+        f"try: gcloud ai endpoints predict {endpoint_id} --region={cfg.region} "
+        """--json-request=<(echo '{"instances": ["what a great day"]}')"""
+    )
     return 0
 
 

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Load test of `sentitune serve` on localhost with locust; prints one JSON object.
+
+For each backend (PyTorch, ONNX fp32, ONNX int8) the real server runs as its own process on this
+machine, and locust's headless runner drives it with 1, 8 and 64 concurrent clients, each sending one
+tweet per request (real posts from the TweetEval validation split) as fast as answers come back.
+Figures per backend and concurrency: requests/s (= tweets/s), latency p50 / p90 / p99, failures and
+5xx answers, and the server's RSS. Then a soak: --soak-seconds at 64 clients on the int8 model, with
+the server's RSS before and after.
+
+The load generator shares the machine's cores with the server (2 on the reference machine); its CPU
+time is reported, so the figures are a floor for a server with the machine to itself.
+
+usage: serve_load.py [--run RUN_DIR] [--backends torch,onnx,onnx-int8] [--clients 1,8,64]
+                     [--seconds 20] [--soak-seconds 60]
+Without --run, a run of the embedded MiniLM is trained for --train-steps steps on the shared tweets
+(a briefly trained head is enough for speed; use a fully trained run for the int8 accuracy figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speedlib import TRAIN_CSV, VAL_CSV, emit, log, machine_info  # noqa: E402
+
+BIN = Path(sys.executable).parent
+LOCUSTFILE = """
+import json, os, random
+from locust import FastHttpUser, constant, task
+
+TEXTS = [line for line in open(os.environ["LOAD_TEXTS"], encoding="utf-8").read().split("\\n") if line]
+
+
+class Client(FastHttpUser):
+    wait_time = constant(0)  # closed loop: the next request leaves when the answer is back
+
+    @task
+    def predict(self):
+        body = json.dumps({"instances": [random.choice(TEXTS)]})
+        with self.client.post("/predict", data=body, headers={"Content-Type": "application/json"},
+                              catch_response=True) as response:
+            if response.status_code != 200 or "predictions" not in (response.text or ""):
+                response.failure(f"status {response.status_code}")
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", help="a finished `sentitune train` run folder (copied; export added)")
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8")
+    parser.add_argument("--clients", default="1,8,64")
+    parser.add_argument("--seconds", type=int, default=20, help="per backend and concurrency")
+    parser.add_argument("--soak-seconds", type=int, default=60, help="64 clients on the int8 model (0: none)")
+    parser.add_argument("--train-steps", type=int, default=100)
+    args = parser.parse_args()
+    backends = args.backends.split(",")
+    clients = [int(c) for c in args.clients.split(",")]
+
+    work = Path(tempfile.mkdtemp(prefix="sentitune-load-"))
+    try:
+        run = prepare_run(args.run, work, args.train_steps)
+        export = json.loads((run / "onnx" / "export_report.json").read_text())
+        texts = work / "texts.txt"
+        with open(VAL_CSV, encoding="utf-8") as f:
+            posts = [row["text"].replace("\n", " ") for row in csv.DictReader(f)]
+        texts.write_text("\n".join(posts) + "\n", encoding="utf-8")
+        (work / "locustfile.py").write_text(LOCUSTFILE)
+
+        result = {
+            "benchmark": "serve_load",
+            "machine": machine_info(),
+            "run": args.run or f"embedded MiniLM, head trained {args.train_steps} steps",
+            "model": json.loads((run / "run_config.json").read_text())["model"],
+            "request": "one tweet per request, TweetEval validation posts, closed-loop clients",
+            "seconds_per_point": args.seconds,
+            "int8_parity": export["models"].get("int8"),
+            "backends": {},
+        }
+        for backend in backends:
+            with Server(run, backend) as server:
+                points = {}
+                for n in clients:
+                    points[str(n)] = locust(work, server.port, n, args.seconds)
+                    points[str(n)]["server_rss_mib"] = server.rss_mib()
+                    log(f"{backend} x{n}: {points[str(n)]}")
+                result["backends"][backend] = {"load_s": server.load_s, "clients": points}
+        if args.soak_seconds and "onnx-int8" in backends:
+            with Server(run, "onnx-int8") as server:
+                locust(work, server.port, 64, 10)  # warm: allocator pools, batch shapes
+                before = server.rss_mib()
+                soak = locust(work, server.port, 64, args.soak_seconds)
+                soak.update(
+                    backend="onnx-int8",
+                    clients=64,
+                    server_rss_before_mib=before,
+                    server_rss_after_mib=server.rss_mib(),
+                    server_peak_rss_mib=server.peak_rss_mib(),
+                    server_5xx=server.count_5xx(),
+                )
+                soak["server_rss_growth_mib"] = round(soak["server_rss_after_mib"] - before, 1)
+                result["soak"] = soak
+                log(f"soak: {soak}")
+        emit(result)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def prepare_run(given: str | None, work: Path, train_steps: int) -> Path:
+    run = work / "run"
+    if given:
+        shutil.copytree(given, run, ignore=shutil.ignore_patterns("checkpoints", "evaluation-*"))
+    else:
+        sentitune(
+            "train",
+            "--training-file",
+            str(TRAIN_CSV),
+            "--validation-file",
+            str(VAL_CSV),
+            "--job-dir",
+            str(run),
+            "--max-steps",
+            str(train_steps),
+            "--learning-rate",
+            "1e-4",
+            "--train-eval-examples",
+            "0",
+        )
+    if not (run / "onnx" / "export_report.json").exists():
+        sentitune("export", str(run), "--quantize", "int8", "--overwrite")
+    return run
+
+
+def sentitune(*args: str) -> None:
+    log("$ sentitune " + " ".join(args))
+    subprocess.run([str(BIN / "sentitune"), "--quiet", *args], check=True, stdout=sys.stderr)
+
+
+class Server:
+    """`sentitune serve RUN --backend B` on a free localhost port, until the block ends."""
+
+    def __init__(self, run: Path, backend: str):
+        self.run, self.backend = run, backend
+        self.port = free_port()
+        self.log_path = run.parent / f"serve-{backend}-{self.port}.log"
+
+    def __enter__(self) -> Server:
+        started = time.perf_counter()
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "sentitune"),
+                "serve",
+                str(self.run),
+                "--backend",
+                self.backend,
+                "--host",
+                "127.0.0.1",
+            ],
+            env={**os.environ, "AIP_HTTP_PORT": str(self.port)},
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server for {self.backend} exited: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        self.load_s = round(time.perf_counter() - started, 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log_file.close()
+
+    def _status(self, field: str) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return float("nan")
+
+    def rss_mib(self) -> float:
+        return self._status("VmRSS")
+
+    def peak_rss_mib(self) -> float:
+        return self._status("VmHWM")
+
+    def count_5xx(self) -> int:
+        count = 0
+        for line in self.log_path.read_text().splitlines():
+            try:
+                status = json.loads(line).get("status")
+            except ValueError:
+                continue
+            count += isinstance(status, int) and status >= 500
+        return count
+
+
+def locust(work: Path, port: int, clients: int, seconds: int) -> dict:
+    prefix = work / f"locust-{port}-{clients}-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        [
+            str(BIN / "locust"),
+            "-f",
+            str(work / "locustfile.py"),
+            "--headless",
+            "--users",
+            str(clients),
+            "--spawn-rate",
+            str(clients),
+            "--run-time",
+            f"{seconds}s",
+            "--host",
+            f"http://127.0.0.1:{port}",
+            "--csv",
+            str(prefix),
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
+        ],
+        env={**os.environ, "LOAD_TEXTS": str(work / "texts.txt")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"locust failed: {stderr[-2000:]}")
+    with open(f"{prefix}_stats.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    return {
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "tweets_per_s": round(float(row["Requests/s"]), 1),
+        "p50_ms": float(row["50%"]),
+        "p90_ms": float(row["90%"]),
+        "p99_ms": float(row["99%"]),
+        "mean_ms": round(float(row["Average Response Time"]), 1),
+        "load_generator_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
