@@ -32,6 +32,25 @@ class FakeVertex:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                fake.requests.append({"path": path, "method": "GET"})
+                if path == f"/v1/{PARENT}/customJobs/444":
+                    return self.answer(
+                        200,
+                        {
+                            "name": path[4:],
+                            "displayName": "nightly",
+                            "state": "JOB_STATE_FAILED",
+                            "createTime": "2026-11-27T10:00:00Z",
+                            "error": {
+                                "code": 3,
+                                "message": "The replica workerpool0-0 exited with a non-zero status of 2.",
+                            },
+                        },
+                    )
+                self.answer(404, {"error": {"code": 404, "message": f"CustomJob {path[4:]} not found"}})
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 path = self.path.split("?")[0]
@@ -47,6 +66,12 @@ class FakeVertex:
                     result = {"@type": f"{V1}.Endpoint", "name": f"{PARENT}/endpoints/222", **body}
                 elif path.endswith(":deployModel"):
                     result = {"@type": f"{V1}.DeployModelResponse", "deployedModel": {"id": "333"}}
+                elif path == f"/v1/{PARENT}/customJobs":
+                    return self.answer(
+                        200, {**body, "name": f"{PARENT}/customJobs/444", "state": "JOB_STATE_PENDING"}
+                    )
+                elif path == f"/v1/{PARENT}/customJobs/444:cancel":
+                    return self.answer(200, {})
                 else:
                     return self.answer(404, {"error": {"code": 404, "message": f"no route {path}"}})
                 self.answer(
@@ -317,3 +342,198 @@ def test_dockerfiles_install_this_package_and_train_by_default():
         "!README.md",
         "!src/",
     ]
+
+
+# ----------------------------------------------------------------------------- cloud submit / status / cancel
+
+WALKTHROUGH_ARGS = [
+    "--",
+    "--training-file=gs://bucket/data/train.csv",
+    "--validation-file=gs://bucket/data/val.csv",
+    "--testing-file=gs://bucket/data/test.csv",
+    "--epochs=10",
+    "--batch-size=128",
+    "--learning-rate=0.0001",
+]
+
+
+def submit_args(*extra: str) -> list[str]:
+    return ["cloud", "submit", "--project", PROJECT, "--region", REGION, "--display-name", "nightly", *extra]
+
+
+def as_sent(custom_job: dict) -> dict:
+    """A CustomJob as JSON with enum names (the REST client sends enums as numbers)."""
+    from google.cloud.aiplatform_v1 import types
+
+    job = types.CustomJob.from_json(json.dumps(custom_job), ignore_unknown_fields=True)
+    return json.loads(
+        types.CustomJob.to_json(job, use_integers_for_enums=False, including_default_value_fields=False)
+    )
+
+
+def test_submit_dry_run_is_the_walkthroughs_job_with_spot_and_an_output_folder(capsys):
+    code, out, err = cli(
+        capsys,
+        *submit_args(
+            "--base-output-dir", "gs://bucket/jobs/nightly", "--spot", "--timeout", "2h", "--dry-run"
+        ),
+        *WALKTHROUGH_ARGS,
+    )
+    assert code == 0, err
+    plan = json.loads(out)
+    image = f"{REGION}-docker.pkg.dev/{PROJECT}/sentitune/sentitune:{__version__}"
+    assert plan["custom_job"] == {
+        "parent": PARENT,
+        "customJob": {
+            "displayName": "nightly",
+            "labels": {"created-by": "sentitune"},
+            "jobSpec": {
+                "workerPoolSpecs": [
+                    {
+                        "machineSpec": {
+                            "machineType": "n1-standard-4",
+                            "acceleratorType": "NVIDIA_TESLA_T4",
+                            "acceleratorCount": 1,
+                        },
+                        "replicaCount": "1",
+                        "containerSpec": {"imageUri": image, "args": WALKTHROUGH_ARGS[1:]},
+                    }
+                ],
+                "scheduling": {"timeout": "7200s", "strategy": "SPOT"},
+                "baseOutputDirectory": {"outputUriPrefix": "gs://bucket/jobs/nightly"},
+            },
+        },
+    }
+    assert plan["gcloud"].startswith(f"gcloud ai custom-jobs create --project={PROJECT} --region={REGION}")
+    assert "--config=custom_job_spec.json" in plan["gcloud"]
+    assert plan["cost"]["pricing"] == "spot" and plan["cost"]["usd_per_hour"] > 0
+
+
+def test_submit_without_extras_prints_the_walkthroughs_gcloud_flags(capsys):
+    _, out, _ = cli(capsys, *submit_args("--dry-run"), *WALKTHROUGH_ARGS, "--job-dir=gs://bucket/model")
+    gcloud = json.loads(out)["gcloud"]
+    assert (
+        "--worker-pool-spec=machine-type=n1-standard-4,accelerator-type=NVIDIA_TESLA_T4,accelerator-count=1,"
+        f"replica-count=1,container-image-uri={REGION}-docker.pkg.dev/{PROJECT}/sentitune/sentitune:{__version__}"
+    ) in gcloud
+    assert "--args=--training-file=gs://bucket/data/train.csv,--validation-file=" in gcloud
+
+
+def test_replicas_become_a_primary_pool_and_a_worker_pool(capsys):
+    _, out, _ = cli(
+        capsys,
+        *submit_args(
+            "--replica-count", "3", "--accelerator-count", "2", "--base-output-dir", "gs://b/o", "--dry-run"
+        ),
+        *WALKTHROUGH_ARGS,
+    )
+    pools = json.loads(out)["custom_job"]["customJob"]["jobSpec"]["workerPoolSpecs"]
+    assert [p["replicaCount"] for p in pools] == ["1", "2"]
+    assert all(p["machineSpec"]["acceleratorCount"] == 2 for p in pools)
+    assert pools[0]["containerSpec"] == pools[1]["containerSpec"]
+
+
+def test_the_cost_estimate_uses_a_runs_measured_speed(capsys, trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())["training"]
+    _, out, _ = cli(
+        capsys,
+        *submit_args("--dry-run", "--base-output-dir", "gs://b/o", "--throughput-from", str(trained_run)),
+        *WALKTHROUGH_ARGS,
+    )
+    cost = json.loads(out)["cost"]
+    per_epoch = round(metrics["examples"] / metrics["epochs_run"])
+    hours = per_epoch * 10 / metrics["examples_per_s"] / 3600
+    assert cost["usd_per_hour"] == pytest.approx(0.2405 + 0.4025)  # the walkthrough's ~$0.64/h
+    assert cost["estimated_hours"] == pytest.approx(hours, abs=1e-3)
+    assert cost["estimated_usd"] >= 0.01
+
+
+def test_submit_sends_the_dry_run_request_and_records_the_estimate(vertex, capsys):
+    args = [*submit_args("--base-output-dir", "gs://bucket/jobs/n", "--spot"), *WALKTHROUGH_ARGS]
+    _, planned, _ = cli(capsys, *args[:-7], "--dry-run", *WALKTHROUGH_ARGS)
+    code, out, err = cli(capsys, *args[:-7], "--api-endpoint", vertex.url, *WALKTHROUGH_ARGS)
+    assert code == 0, err
+    assert f"submitted {PARENT}/customJobs/444 (JOB_STATE_PENDING)" in out
+    assert "cost: $0.21/hour spot" in out
+    (sent,) = vertex.requests
+    assert sent["path"] == f"/v1/{PARENT}/customJobs" and sent["authorization"] is None
+    body = as_sent(sent["body"])
+    expected = json.loads(planned)["custom_job"]["customJob"]
+    env = body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"].pop("env")
+    assert body == expected
+    assert env[0]["name"] == "SENTITUNE_COST_ESTIMATE"
+    assert json.loads(env[0]["value"]) == json.loads(planned)["cost"]
+
+
+def test_status_and_cancel(vertex, capsys):
+    code, out, err = cli(
+        capsys,
+        "cloud",
+        "status",
+        "444",
+        "--project",
+        PROJECT,
+        "--region",
+        REGION,
+        "--api-endpoint",
+        vertex.url,
+    )
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["state"] == "JOB_STATE_FAILED" and "non-zero status of 2" in status["error"]
+    code, out, _ = cli(capsys, "cloud", "cancel", f"{PARENT}/customJobs/444", "--api-endpoint", vertex.url)
+    assert code == 0 and out.strip() == f"cancelling {PARENT}/customJobs/444"
+    assert vertex.requests[-1]["path"] == f"/v1/{PARENT}/customJobs/444:cancel"
+    message = cli_error(capsys, "cloud", "status", "999", "--project", PROJECT, "--api-endpoint", vertex.url)
+    assert message == f"GetCustomJob failed: 404 CustomJob {PARENT}/customJobs/999 not found"
+
+
+def test_logs_streams_with_gcloud(fake_tools, capsys):
+    code, _, _ = cli(capsys, "cloud", "logs", "444", "--project", PROJECT, "--region", REGION)
+    assert code == 0
+    assert fake_tools()[0]["args"] == [
+        "ai",
+        "custom-jobs",
+        "stream-logs",
+        "444",
+        f"--region={REGION}",
+        f"--project={PROJECT}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "options,train_args,expected",
+    [
+        (
+            ["--machine-type", "g2-standard-8"],
+            WALKTHROUGH_ARGS,
+            "NVIDIA_TESLA_T4 attaches to n1-* machines, not g2-standard-8",
+        ),
+        (["--accelerator-type", "T4"], WALKTHROUGH_ARGS, "--accelerator-type 'T4' is unknown"),
+        (
+            ["--machine-type", "big-box"],
+            WALKTHROUGH_ARGS,
+            "--machine-type 'big-box' is not a Vertex AI machine type",
+        ),
+        (
+            [],
+            ["--", "--training-file", "data/train.csv", "--job-dir", "gs://b/m"],
+            "--training-file data/train.csv is not on Cloud Storage",
+        ),
+        (
+            [],
+            ["--", "--training-file", "gs://b/t.csv"],
+            "nowhere to save the model: pass --base-output-dir gs://",
+        ),
+        (
+            [],
+            ["--", "--training-file", "gs://b/t.csv", "--job-dir", "gs://b/m", "--epoks", "3"],
+            "unknown training arguments after --: --epoks 3",
+        ),
+        (["--timeout", "soon"], WALKTHROUGH_ARGS, "--timeout 'soon' is not a duration"),
+        (["--base-output-dir", "/tmp/out"], WALKTHROUGH_ARGS, "--base-output-dir must be a gs:// folder"),
+    ],
+)
+def test_submit_bad_input(capsys, options, train_args, expected):
+    message = cli_error(capsys, *submit_args(*options, "--dry-run"), *train_args)
+    assert message.startswith("invalid submit options: ") and expected in message

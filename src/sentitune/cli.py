@@ -140,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_export)
 
     from sentitune.cloud.deploy import DeployConfig
+    from sentitune.cloud.submit import SubmitConfig
 
     cloud = commands.add_parser(
         "cloud",
-        help="Google Cloud: build the image, deploy a run to a Vertex AI endpoint",
+        help="Google Cloud: build the image, train as a Vertex AI job, deploy to an endpoint",
         description="Vertex AI commands; each one takes --dry-run to print its requests and send nothing. "
         "Needs: pip install 'sentitune[cloud]'.",
     )
@@ -159,6 +160,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(p, BuildConfig)
     p.set_defaults(run=_cloud_build)
+    p = cloud_commands.add_parser(
+        "submit",
+        help="run `sentitune train` as a Vertex AI custom job",
+        usage="sentitune cloud submit [options] -- TRAIN_ARGS ...",
+        description="Create a Vertex AI custom job running the sentitune image's `sentitune train` with the "
+        "arguments after `--`, passed through unchanged (e.g. `-- --training-file gs://b/train.csv --epochs 10`). "
+        "Prints the estimated cost first; --dry-run prints the CustomJob request and the gcloud equivalent.",
+    )
+    add_arguments(p, SubmitConfig, skip=("train_args",))
+    p.set_defaults(run=_cloud_submit)
+    for name, what in (
+        ("status", "show a custom job's state"),
+        ("logs", "stream a custom job's log (gcloud ai custom-jobs stream-logs)"),
+        ("cancel", "cancel a custom job"),
+    ):
+        p = cloud_commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        p.add_argument("job", metavar="JOB", help="job ID (with --project/--region) or full resource name")
+        p.add_argument("--project", help="Google Cloud project ID (default: $GOOGLE_CLOUD_PROJECT)")
+        p.add_argument("--region", default="europe-west4", help="Vertex AI region (default: europe-west4)")
+        if name != "logs":
+            p.add_argument(
+                "--api-endpoint", help="Vertex AI API host (default: REGION-aiplatform.googleapis.com)"
+            )
+        p.set_defaults(run=_cloud_follow)
+
     p = cloud_commands.add_parser(
         "deploy",
         help="upload a run to the Model Registry and deploy it to an endpoint",
@@ -204,7 +230,13 @@ def _add_backend_option(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args: list[str] = []
+    if argv[:2] == ["cloud", "submit"] and "--" in argv:  # everything after -- is for `sentitune train`
+        cut = argv.index("--")
+        argv, train_args = argv[:cut], argv[cut + 1 :]
     args, extra = parser.parse_known_args(argv)
+    args.train_args = train_args
     if extra and args.command == "predict" and not any(e.startswith("-") for e in extra):
         args.texts = [*args.texts, *extra]  # texts after options: `predict RUN --device cpu "text"`
     elif extra:
@@ -395,6 +427,34 @@ def _cloud_build(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"pushed {result['image_uri']}")
+    return 0
+
+
+def _cloud_submit(args: argparse.Namespace) -> int:
+    from sentitune.cloud import prices, submit
+
+    cfg = from_namespace(submit.SubmitConfig, args, train_args=args.train_args)
+    if cfg.dry_run:
+        print(json.dumps(submit.plan(cfg), indent=2))
+        return 0
+    job = submit.submit(cfg)
+    print(prices.describe(job["cost"]))
+    print(f"submitted {job['name']} ({job['state']})")
+    print(f"follow it: sentitune cloud logs {job['name']}")
+    return 0
+
+
+def _cloud_follow(args: argparse.Namespace) -> int:
+    from sentitune.cloud import submit
+    from sentitune.cloud.vertex import default_project
+
+    project = args.project or default_project()
+    if args.cloud_command == "logs":
+        return submit.stream_logs(args.job, project, args.region)
+    if args.cloud_command == "cancel":
+        print(f"cancelling {submit.cancel(args.job, project, args.region, args.api_endpoint)}")
+        return 0
+    print(json.dumps(submit.status(args.job, project, args.region, args.api_endpoint), indent=2))
     return 0
 
 

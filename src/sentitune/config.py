@@ -298,6 +298,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         kwargs = dict(dest=f.name, type=kind, help=help_text, default=argparse.SUPPRESS)
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
+        if meta.get("action"):
+            kwargs["action"] = meta["action"]
         if meta.get("required"):
             kwargs["required"] = True
         elif default not in (None, "", []):

@@ -587,6 +587,11 @@ def save_run(
             "python": sys.version.split()[0],
         },
     }
+    if os.environ.get("SENTITUNE_COST_ESTIMATE"):  # set by `sentitune cloud submit`
+        try:
+            run_config["cost_estimate"] = json.loads(os.environ["SENTITUNE_COST_ESTIMATE"])
+        except ValueError:
+            log.warning("SENTITUNE_COST_ESTIMATE is not JSON; not recorded")
     out.path(RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
     out.path("labels.json").write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
     with open(out.path("history.jsonl"), "w") as f:
