@@ -214,3 +214,16 @@ def test_batch_prediction_of_a_gs_wildcard_into_a_gs_folder_resumes(
     code, out, err = cli(capsys, *args, "--output", f"gs://{BUCKET}/batch/out/")
     assert code == 0, err
     assert "labelled 3 rows of 1 files" in out and "1 finished earlier, skipped" in out
+
+
+def test_tensorboard_events_reach_gs(gcs_env, gs, capsys, prepared, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", f"gs://{BUCKET}/tb/run1")
+    args = ["train", "--data", str(prepared), "--model", str(tiny_model), "--job-dir", str(tmp_path / "run")]
+    code, _, err = cli(capsys, *args, "--max-steps", "3", "--eval-every", "3", "--train-eval-examples", "0")
+    assert code == 0, err
+    (name,) = [p.rsplit("/", 1)[1] for p in gs.ls(f"{BUCKET}/tb/run1")]
+    assert name.startswith("events.out.tfevents.")
+    gs.get(f"{BUCKET}/tb/run1/{name}", str(tmp_path / "tb" / name))
+    from test_train import scalars
+
+    assert [step for step, _ in scalars(tmp_path / "tb")["val/macro_f1"]] == [3]

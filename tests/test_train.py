@@ -350,3 +350,52 @@ def test_baseline_without_scikit_learn_fails_before_training(
     )
     assert "pip install 'sentitune[baseline]'" in message
     assert not (tmp_path / "run").exists()
+
+
+def scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_events_follow_the_log_and_the_validations(
+    tmp_path, capsys, prepared, tiny_model, monkeypatch
+):
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", str(tmp_path / "tb"))  # what Vertex AI sets
+    train_cli(
+        capsys,
+        prepared,
+        tiny_model,
+        tmp_path / "job",
+        "--max-steps",
+        "6",
+        "--log-every",
+        "2",
+        "--eval-every",
+        "3",
+    )
+    found = scalars(tmp_path / "tb")
+    history = [json.loads(line) for line in (tmp_path / "job" / "history.jsonl").read_text().splitlines()]
+    assert [s for s, _ in found["train/loss"]] == [2, 3, 4, 6]  # every log line, validations included
+    assert found["val/macro_f1"] == [(row["step"], pytest.approx(row["val_macro_f1"])) for row in history]
+    assert {
+        "train/accuracy",
+        "train/learning_rate",
+        "train/examples_per_s",
+        "val/loss",
+        "val/accuracy",
+    } <= set(found)
+
+    train_cli(
+        capsys,
+        prepared,
+        tiny_model,
+        tmp_path / "job2",
+        "--max-steps",
+        "2",
+        "--tensorboard-dir",
+        str(tmp_path / "tb2"),
+    )
+    assert [s for s, _ in scalars(tmp_path / "tb2")["train/loss"]] == [2]  # the option wins over the variable

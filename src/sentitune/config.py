@@ -165,6 +165,10 @@ class TrainConfig:
     train_eval_examples: int = opt(
         2000, "training examples re-evaluated at the end for the train metrics (0 = skip)"
     )
+    tensorboard_dir: str | None = opt(
+        None,
+        "write TensorBoard events here (local or gs://); default: Vertex AI's AIP_TENSORBOARD_LOG_DIR, else none",
+    )
     checkpoint_dir: str | None = opt(
         None,
         "where checkpoints go (local or URL); default: Vertex AI's "

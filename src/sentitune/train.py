@@ -28,6 +28,8 @@ from sentitune.config import TrainConfig
 from sentitune.data import LabelledTexts
 from sentitune.data import load_splits as read_splits
 from sentitune.errors import Preempted, SentituneError, require_extra
+from sentitune.events import EventLog
+from sentitune.events import target_dir as events_dir
 from sentitune.metrics import (
     bootstrap_intervals,
     classification_metrics,
@@ -201,6 +203,7 @@ _NOT_IN_FINGERPRINT = {
     "num_threads",
     "eval_batch_size",
     "train_eval_examples",
+    "tensorboard_dir",
 }
 
 
@@ -290,6 +293,9 @@ def fit(
         run_loss.fill_(loop["run_loss"])
         run_correct.fill_(loop["run_correct"])
     seen_before = seen  # rates count only the examples trained by this process
+    events = EventLog(
+        None if cfg.dry_run else events_dir(cfg.tensorboard_dir), resumed.step if resumed else None
+    )
     model.train()
     for epoch in range(start_epoch, epochs):
         # The batch order is a function of (seed, epoch): a resumed run skips the batches it did.
@@ -337,6 +343,7 @@ def fit(
                     "examples_this_run": seen - seen_before,
                 }
                 train_log.append(record)
+                events.train(record)
                 progress.update(record, i, len(batches), epochs)
                 run_loss.zero_()
                 run_correct.zero_()
@@ -359,6 +366,7 @@ def fit(
                     "elapsed_s": round(time.perf_counter() - start, 2),
                 }
                 history.append(row)
+                events.validation(row)
                 progress.note(
                     f"validation at step {step}: loss {val['loss']:.4f}, accuracy {val['accuracy']:.4f}, "
                     f"macro-F1 {val['macro_f1']:.4f}, macro-recall {val['macro_recall']:.4f}"
@@ -391,6 +399,7 @@ def fit(
                 where = checkpointer.save(
                     model, optimizer, scheduler, best_state, step=step, epoch=epoch, batches_done=i, loop=loop
                 )
+                events.sync()
                 if asked_to_stop:
                     raise Preempted(
                         f"stopped by SIGTERM at step {step}; checkpoint saved in {where}; "
@@ -402,6 +411,7 @@ def fit(
             break
     wall = time.perf_counter() - start
     progress.close()
+    events.close()
     if best_state is not None and best_step != step:
         log.info("restoring the best model (step %d, validation macro-F1 %.4f)", best_step, best_score)
         model.load_state_dict(best_state)

@@ -1,0 +1,87 @@
+"""TensorBoard event files of a training run (Vertex AI's AIP_TENSORBOARD_LOG_DIR, or --tensorboard-dir).
+
+Events are written by torch's SummaryWriter into a local folder and, for a URL (gs://…), copied there
+with fsspec after every validation, checkpoint and at the end, so TensorBoard (or a Vertex AI
+TensorBoard instance) shows the run while it trains. Needs the `tensorboard` package (in
+`sentitune[cloud]`) only when a folder is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from sentitune.errors import require_extra
+from sentitune.storage import is_url, url_to_fs
+
+log = logging.getLogger("sentitune")
+
+TRAIN_SCALARS = {"loss": "train/loss", "accuracy": "train/accuracy", "lr": "train/learning_rate"}
+VAL_SCALARS = {
+    "val_loss": "val/loss",
+    "val_accuracy": "val/accuracy",
+    "val_macro_f1": "val/macro_f1",
+    "val_macro_recall": "val/macro_recall",
+}
+
+
+class EventLog:
+    """Scalars per step; a no-op when `target` is None."""
+
+    def __init__(self, target: str | None, resumed_step: int | None = None):
+        self.target = target
+        self.writer = None
+        if not target:
+            return
+        require_extra("tensorboard", "cloud", "TensorBoard logs (--tensorboard-dir, AIP_TENSORBOARD_LOG_DIR)")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.remote = is_url(target)
+        self.local = Path(tempfile.mkdtemp(prefix="sentitune-events-")) if self.remote else Path(target)
+        # purge_step: a resumed run hides the events its previous life wrote after the checkpoint
+        self.writer = SummaryWriter(str(self.local), purge_step=resumed_step, flush_secs=30)
+        log.info(f"TensorBoard events: {target}")
+
+    def train(self, record: dict) -> None:
+        if self.writer is None:
+            return
+        for key, tag in TRAIN_SCALARS.items():
+            self.writer.add_scalar(tag, record[key], record["step"])
+        if record.get("train_s"):
+            self.writer.add_scalar(
+                "train/examples_per_s", record["examples_this_run"] / record["train_s"], record["step"]
+            )
+
+    def validation(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        for key, tag in VAL_SCALARS.items():
+            self.writer.add_scalar(tag, row[key], row["step"])
+        self.sync()
+
+    def sync(self) -> None:
+        """Flush, and copy the event files to a URL target."""
+        if self.writer is None:
+            return
+        self.writer.flush()
+        if self.remote:
+            fs, inner = url_to_fs(self.target)
+            for path in self.local.rglob("*"):
+                if path.is_file():
+                    fs.put_file(str(path), f"{inner.rstrip('/')}/{path.relative_to(self.local).as_posix()}")
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.sync()
+        self.writer.close()
+        if self.remote:
+            shutil.rmtree(self.local, ignore_errors=True)
+        self.writer = None
+
+
+def target_dir(configured: str | None) -> str | None:
+    return configured or os.environ.get("AIP_TENSORBOARD_LOG_DIR") or None
