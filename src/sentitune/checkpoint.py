@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from sentitune.distributed import SINGLE, Dist
 from sentitune.errors import SentituneError
 from sentitune.storage import is_url, join, url_to_fs
 
@@ -61,10 +62,11 @@ class Resumed:
 class Checkpointer:
     """Saves and finds checkpoints under `root` (a local folder or an fsspec URL)."""
 
-    def __init__(self, root: str, fingerprint: dict, keep: int = 1):
+    def __init__(self, root: str, fingerprint: dict, keep: int = 1, dist: Dist = SINGLE):
         self.root = str(root)
         self.fingerprint = fingerprint
         self.keep = keep
+        self.dist = dist  # under torchrun: every rank calls save(), rank 0 writes
         self.fs, self.inner = url_to_fs(self.root)
 
     def _complete(self) -> list[tuple[int, str]]:
@@ -81,6 +83,12 @@ class Checkpointer:
         self, model, optimizer, scheduler, best_state, *, step: int, epoch: int, batches_done: int, loop: dict
     ) -> str:
         name = f"checkpoint-{step}"
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        every_rng = self.dist.gather_objects(rng)  # each rank resumes its own dropout stream
+        if not self.dist.is_main:
+            return join(self.root, name)
         if not is_url(self.root):  # staged beside its final place, so publishing is one rename
             os.makedirs(self.root, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=None if is_url(self.root) else self.root))
@@ -90,10 +98,9 @@ class Checkpointer:
                 save_file(_tensors(best_state), str(staging / "best.safetensors"))
             tensors, layout = _flatten_optimizer(optimizer.state_dict())
             save_file(tensors, str(staging / "optimizer.safetensors"))
-            rng = {"cpu": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
             save_file(rng, str(staging / "rng.safetensors"))
+            for rank, state in enumerate(every_rng[1:], 1):
+                save_file(state, str(staging / f"rng-{rank}.safetensors"))
             state = {
                 "step": step,
                 "epoch": epoch,
@@ -149,7 +156,8 @@ class Checkpointer:
                 _unflatten_optimizer(load_file(str(local / "optimizer.safetensors")), state["optimizer"])
             )
             scheduler.load_state_dict(state["scheduler"])
-            rng = load_file(str(local / "rng.safetensors"))
+            own = local / f"rng-{self.dist.rank}.safetensors"
+            rng = load_file(str(own if self.dist.rank and own.exists() else local / "rng.safetensors"))
             torch.set_rng_state(rng["cpu"])
             cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
             if cuda and torch.cuda.is_available():
@@ -163,6 +171,8 @@ class Checkpointer:
 
     def clear(self) -> None:
         """Remove the checkpoints once the run folder is complete."""
+        if not self.dist.is_main:
+            return
         for _, path in self._complete():
             self.fs.rm(path, recursive=True)
         try:

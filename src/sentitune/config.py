@@ -184,6 +184,9 @@ class TrainConfig:
         "also fit the TF-IDF + logistic regression baseline on the same splits and "
         "report it beside the model (pip install 'sentitune[baseline]')",
     )
+    dist_timeout: float = opt(
+        600.0, "under torchrun: seconds a process waits to join the others and for each exchange"
+    )
     overwrite: bool = opt(False, "replace a run already in --job-dir")
 
     def __post_init__(self) -> None:

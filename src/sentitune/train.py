@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from sentitune import LABELS, __version__
+from sentitune import LABELS, __version__, distributed
 from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
 from sentitune.checkpoint import Checkpointer
 from sentitune.config import TrainConfig
@@ -76,8 +76,25 @@ def train(cfg: TrainConfig) -> TrainResult:
             what="a finished run",
             overwrite=cfg.overwrite,
         )
+    d = distributed.from_environment()
+    if d.enabled and cfg.batch_size % d.world_size:
+        raise SentituneError(
+            f"--batch-size {cfg.batch_size} is the global batch and must divide by the {d.world_size} "
+            f"processes (each takes batch / processes); use e.g. --batch-size "
+            f"{max(1, cfg.batch_size // d.world_size) * d.world_size}"
+        )
+    d, device_name = distributed.setup(cfg.device, cfg.dist_timeout)
+    try:
+        return _train(cfg, out, run_dir, started, d, device_name)
+    finally:
+        distributed.shutdown(d)
+
+
+def _train(
+    cfg: TrainConfig, out, run_dir, started: float, d: distributed.Dist, device_name: str
+) -> TrainResult:
     with out or contextlib.nullcontext():
-        device = resolve_device(cfg.device)
+        device = resolve_device(device_name)
         dtype = resolve_precision(cfg.precision, device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -99,23 +116,30 @@ def train(cfg: TrainConfig) -> TrainResult:
 
         model = classifier.model.to(device)
         checkpointer = (
-            None if cfg.dry_run else Checkpointer(_checkpoint_root(cfg, run_dir), _fingerprint(cfg))
+            None if cfg.dry_run else Checkpointer(_checkpoint_root(cfg, run_dir), _fingerprint(cfg), dist=d)
         )
         with StopSignal() as stop_signal:
-            fitted = fit(model, tokens, splits, cfg, device, dtype, started, checkpointer, stop_signal)
+            fitted = fit(model, tokens, splits, cfg, device, dtype, started, checkpointer, stop_signal, d)
         metrics = evaluate_splits(
-            model, tokens, splits, cfg, device, dtype, classifier.tokenizer.unk_token_id
+            model, tokens, splits, cfg, device, dtype, classifier.tokenizer.unk_token_id, d
         )
         metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
-        if cfg.baseline and not cfg.dry_run:
+        if cfg.baseline and not cfg.dry_run and d.is_main:
             metrics["baseline"] = fit_baseline(cfg, run_dir, splits)
         log_metrics(metrics)
         if cfg.dry_run:
             log.info("dry run finished: nothing written")
             return TrainResult(None, metrics, fitted.history)
-        save_run(out, classifier, cfg, model_info, splits, metrics, fitted, device, dtype)
-        out.commit()
-        checkpointer.clear()
+        if d.is_main:  # one run folder, written by rank 0
+            if d.enabled:
+                metrics["training"]["processes"] = d.world_size
+            save_run(out, classifier, cfg, model_info, splits, metrics, fitted, device, dtype)
+            out.commit()
+        else:
+            out.discard()
+        d.barrier()  # the folder is complete before any rank reports success
+        if d.is_main:
+            checkpointer.clear()
         log.info("run folder: %s", run_dir)
         return TrainResult(run_dir, metrics, fitted.history)
 
@@ -204,6 +228,7 @@ _NOT_IN_FINGERPRINT = {
     "eval_batch_size",
     "train_eval_examples",
     "tensorboard_dir",
+    "dist_timeout",
 }
 
 
@@ -253,6 +278,7 @@ def fit(
     started: float | None = None,
     checkpointer: Checkpointer | None = None,
     stop_signal: StopSignal | None = None,
+    d: distributed.Dist = distributed.SINGLE,
 ) -> FitResult:
     """Train `model` in place; `started` (perf_counter) is when the command began, for time to first step."""
     from transformers import get_linear_schedule_with_warmup
@@ -264,11 +290,21 @@ def fit(
     optimizer = _optimizer(model, cfg, device)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     weights = _class_weights(train_labels, cfg.class_weights)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+    # Per-example weights; the loss is their weighted sum over the global batch's total weight, so the
+    # gradient averaged over ranks is the single-process gradient of the global batch.
+    example_weight = (weights.numpy() if weights is not None else np.ones(len(LABELS), np.float32))[
+        train_labels
+    ]
+    weight_on_device = weights.to(device) if weights is not None else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     has_val = "val" in splits
+    core = model
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            core, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    progress = Progress(total_steps, cfg.log_every)
+    progress = Progress(total_steps, cfg.log_every, show=d.is_main)
     history, train_log = [], []
     best_score, best_state, best_step, bad_evals = -1.0, None, None, 0
     run_loss = torch.zeros((), device=device)
@@ -279,7 +315,7 @@ def fit(
     validation_s = 0.0  # kept apart, so examples/s measures training alone
     first_step_s = None
     start_epoch, skip_batches = 0, 0
-    resumed = checkpointer.resume(model, optimizer, scheduler, device) if checkpointer else None
+    resumed = checkpointer.resume(core, optimizer, scheduler, device) if checkpointer else None
     if resumed:
         step, start_epoch, skip_batches, loop = (
             resumed.step,
@@ -289,12 +325,15 @@ def fit(
         )
         seen, history, train_log = loop["seen"], loop["history"], loop["train_log"]
         best_score, best_step, bad_evals = loop["best_score"], loop["best_step"], loop["bad_evals"]
-        run_n, best_state = loop["run_n"], resumed.best_state
-        run_loss.fill_(loop["run_loss"])
-        run_correct.fill_(loop["run_correct"])
+        best_state = resumed.best_state
+        if d.is_main:  # the saved running sums are all ranks' together
+            run_n = loop["run_n"]
+            run_loss.fill_(loop["run_loss"])
+            run_correct.fill_(loop["run_correct"])
     seen_before = seen  # rates count only the examples trained by this process
     events = EventLog(
-        None if cfg.dry_run else events_dir(cfg.tensorboard_dir), resumed.step if resumed else None
+        None if cfg.dry_run or not d.is_main else events_dir(cfg.tensorboard_dir),
+        resumed.step if resumed else None,
     )
     model.train()
     for epoch in range(start_epoch, epochs):
@@ -302,25 +341,30 @@ def fit(
         batches = length_bucketed_batches(
             train_tokens.lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch])
         )
-        for i, rows in enumerate(batches, 1):
+        for i, batch_rows in enumerate(batches, 1):
             if epoch == start_epoch and i <= skip_batches:
                 continue
+            if len(batch_rows) < d.world_size:  # a last batch too small to give every rank a row
+                continue
+            rows = d.shard(batch_rows)
             ids, mask = train_tokens.batch(rows)
             y = _to(torch.from_numpy(train_labels[rows]), device)
             with autocast(device, dtype):
                 logits = model(input_ids=_to(ids, device), attention_mask=_to(mask, device)).logits
-            loss = loss_fn(logits.float(), y)
+            per_example = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+            weighted = per_example * weight_on_device[y] if weight_on_device is not None else per_example
+            loss = weighted.sum() * (d.world_size / float(example_weight[batch_rows].sum()))
             loss.backward()
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            run_loss += loss.detach() * len(rows)
+            run_loss += per_example.detach().sum()
             run_correct += (logits.detach().argmax(-1) == y).sum()
             run_n += len(rows)
             step += 1
-            seen += len(rows)
+            seen += len(batch_rows)
             if first_step_s is None:
                 first_step_s = time.perf_counter() - started
             last_of_epoch = i == len(batches)
@@ -331,12 +375,13 @@ def fit(
             )
             # A validation row carries the training loss since the last log line, so log first.
             if step % cfg.log_every == 0 or step == total_steps or last_of_epoch or validate_now:
+                loss_sum, correct, n = d.sum(run_loss.item(), run_correct.item(), run_n)
                 record = {
                     "step": step,
                     "epoch": epoch + 1,
                     "examples_seen": seen,
-                    "loss": run_loss.item() / run_n,
-                    "accuracy": run_correct.item() / run_n,
+                    "loss": loss_sum / n,
+                    "accuracy": correct / n,
                     "lr": scheduler.get_last_lr()[0],
                     "elapsed_s": time.perf_counter() - start,
                     "train_s": time.perf_counter() - start - validation_s,
@@ -350,7 +395,7 @@ def fit(
                 run_n = 0
             if validate_now:
                 t_val = time.perf_counter()
-                val = _validate(model, tokens["val"], splits["val"].labels, cfg, device, dtype)
+                val = _validate(core, tokens["val"], splits["val"].labels, cfg, device, dtype, d)
                 validation_s += time.perf_counter() - t_val
                 row = {
                     "step": step,
@@ -375,7 +420,7 @@ def fit(
                     best_score, best_step, bad_evals = val["macro_f1"], step, 0
                     if not cfg.dry_run:
                         best_state = {
-                            k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                            k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()
                         }
                 else:
                     bad_evals += 1
@@ -383,8 +428,9 @@ def fit(
                         progress.note(f"early stopping: no better macro-F1 in {bad_evals} validations")
                         stop = True
             due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-            asked_to_stop = stop_signal is not None and stop_signal.received
+            asked_to_stop = d.any(stop_signal is not None and stop_signal.received)
             if checkpointer and step < total_steps and not stop and (due or asked_to_stop):
+                loss_sum, correct, n = d.sum(run_loss.item(), run_correct.item(), run_n)
                 loop = {
                     "seen": seen,
                     "history": history,
@@ -392,14 +438,15 @@ def fit(
                     "best_score": best_score,
                     "best_step": best_step,
                     "bad_evals": bad_evals,
-                    "run_n": run_n,
-                    "run_loss": run_loss.item(),
-                    "run_correct": run_correct.item(),
+                    "run_n": int(n),
+                    "run_loss": loss_sum,
+                    "run_correct": int(correct),
                 }
                 where = checkpointer.save(
-                    model, optimizer, scheduler, best_state, step=step, epoch=epoch, batches_done=i, loop=loop
+                    core, optimizer, scheduler, best_state, step=step, epoch=epoch, batches_done=i, loop=loop
                 )
                 events.sync()
+                d.barrier()  # no rank stops before the checkpoint is complete
                 if asked_to_stop:
                     raise Preempted(
                         f"stopped by SIGTERM at step {step}; checkpoint saved in {where}; "
@@ -414,7 +461,7 @@ def fit(
     events.close()
     if best_state is not None and best_step != step:
         log.info("restoring the best model (step %d, validation macro-F1 %.4f)", best_step, best_score)
-        model.load_state_dict(best_state)
+        core.load_state_dict(best_state)
     stats = {
         "steps": step,
         "epochs_run": round(seen / len(train_tokens), 3),
@@ -445,18 +492,25 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if device.type == "cpu" else t.to(device)
 
 
-def _validate(model, tokens, labels, cfg, device, dtype) -> dict:
-    return classification_metrics(
-        labels, infer_probs(model, tokens, cfg.eval_batch_size, device, dtype), LABELS
-    )
+def _validate(model, tokens, labels, cfg, device, dtype, d: distributed.Dist = distributed.SINGLE) -> dict:
+    return classification_metrics(labels, _probs(model, tokens, cfg, device, dtype, d), LABELS)
+
+
+def _probs(model, tokens: TokenizedTexts, cfg, device, dtype, d: distributed.Dist) -> np.ndarray:
+    """Class probabilities of every text; with several ranks each scores a shard and all get the whole."""
+    if not d.enabled:
+        return infer_probs(model, tokens, cfg.eval_batch_size, device, dtype)
+    rows = d.shard(np.arange(len(tokens)))
+    part = infer_probs(model, TokenizedTexts(*_subset(tokens, rows)), cfg.eval_batch_size, device, dtype)
+    return d.gather_rows(rows, part.reshape(len(rows), len(LABELS)), len(tokens))
 
 
 class Progress:
     """A progress bar on a terminal; a plain line every `log_every` steps otherwise (cloud logs)."""
 
-    def __init__(self, total_steps: int, log_every: int):
+    def __init__(self, total_steps: int, log_every: int, show: bool = True):
         self.bar = None
-        if sys.stderr.isatty():
+        if show and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
@@ -499,12 +553,21 @@ class Progress:
 # ----------------------------------------------------------------------------- evaluate and save
 
 
-def evaluate_splits(model, tokens, splits, cfg: TrainConfig, device, dtype, unk_id: int = -1) -> dict:
+def evaluate_splits(
+    model,
+    tokens,
+    splits,
+    cfg: TrainConfig,
+    device,
+    dtype,
+    unk_id: int = -1,
+    d: distributed.Dist = distributed.SINGLE,
+) -> dict:
     metrics = {}
     for name in ("val", "test"):
         if name in splits:
             labels = splits[name].labels
-            probs = infer_probs(model, tokens[name], cfg.eval_batch_size, device, dtype)
+            probs = _probs(model, tokens[name], cfg, device, dtype, d)
             metrics[name] = classification_metrics(labels, probs, LABELS)
             if not cfg.dry_run:
                 metrics[name]["intervals_95"] = bootstrap_intervals(labels, probs.argmax(axis=1), len(LABELS))
@@ -517,7 +580,7 @@ def evaluate_splits(model, tokens, splits, cfg: TrainConfig, device, dtype, unk_
         rows = np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_eval_examples]
         rows.sort()
         sample = TokenizedTexts(*_subset(tokens["train"], rows))
-        metrics["train"] = _validate(model, sample, splits["train"].labels[rows], cfg, device, dtype)
+        metrics["train"] = _validate(model, sample, splits["train"].labels[rows], cfg, device, dtype, d)
         metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
     return metrics
 
