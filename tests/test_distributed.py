@@ -246,3 +246,81 @@ def test_ranks_with_different_versions_are_refused():
         p.join(timeout=60)
     expected = "the ranks run different package versions (torch: rank 0 2.13.0+cpu, rank 1 2.12.1+cpu); use the same image everywhere"
     assert answers == {0: expected, 1: expected}
+
+
+# ----------------------------------------------------------------------------- the image's entrypoint
+
+CLUSTER_SPEC = {
+    "cluster": {
+        "workerpool0": ["cmle-training-workerpool0-ab-0:2222"],
+        "workerpool1": ["w-1:2222", "w-2:2222"],
+    },
+    "environment": "cloud",
+    "task": {"type": "workerpool1", "index": 1, "trial": ""},
+    "job": "{}",
+}
+
+
+def test_vertex_cluster_spec_becomes_a_torchrun_launch():
+    from sentitune.launch import command
+
+    env = {"CLUSTER_SPEC": json.dumps(CLUSTER_SPEC)}
+    assert command(env, ["--epochs", "3"], gpus=2)[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=3",
+        "--node-rank=2",
+        "--nproc-per-node=2",
+        "--master-addr=cmle-training-workerpool0-ab-0",
+        "--master-port=2222",
+        "-m",
+        "sentitune.cli",
+        "train",
+        "--epochs",
+        "3",
+    ]
+    # Vertex AI's PyTorch variables win: WORLD_SIZE counts machines, RANK is the machine's index
+    env.update(WORLD_SIZE="3", RANK="1", MASTER_ADDR="10.0.0.2", MASTER_PORT="23456")
+    assert command(env, [], gpus=4)[3:8] == [
+        "--nnodes=3",
+        "--node-rank=1",
+        "--nproc-per-node=4",
+        "--master-addr=10.0.0.2",
+        "--master-port=23456",
+    ]
+
+
+def test_one_machine_with_one_gpu_runs_train_directly():
+    from sentitune.launch import command
+
+    assert command({}, ["--epochs", "1"], gpus=1)[1:] == ["-m", "sentitune.cli", "train", "--epochs", "1"]
+    assert command({}, [], gpus=0)[1:] == ["-m", "sentitune.cli", "train"]
+    assert "--nproc-per-node=2" in command({"SENTITUNE_NPROC_PER_NODE": "2"}, [], gpus=0)
+
+
+def test_the_entrypoint_launches_two_processes_that_train(prepared, model_without_dropout, tmp_path):
+    env = {
+        **os.environ,
+        "SENTITUNE_NPROC_PER_NODE": "2",
+        "OMP_NUM_THREADS": "1",
+        "MASTER_PORT": str(free_port()),
+    }
+    args = [
+        "--data",
+        str(prepared),
+        "--model",
+        str(model_without_dropout),
+        "--job-dir",
+        str(tmp_path / "job"),
+        *STEPS,
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "sentitune.launch", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sentitune.launch: " in done.stderr and "--nproc-per-node=2" in done.stderr
+    assert json.loads((tmp_path / "job" / "metrics.json").read_text())["training"]["processes"] == 2
