@@ -105,11 +105,13 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
     killed_at = checkpoint_steps(checkpoints)[-1]
     assert killed_at < 90 and killed_at % 60 != 0, "the kill must land before the end, mid-epoch"
     assert not (job / "metrics.json").exists(), "a killed run leaves no finished run folder"
+    (checkpoints / ".partial-x1y2").mkdir(exist_ok=True)  # as if the kill had landed mid-save
 
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"(step {killed_at})" in again.stderr and "resuming from" in again.stderr
     assert_same_weights(weights(job), reference)
+    assert not checkpoints.exists(), "checkpoints, and any half-written one, go once the run is complete"
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["training"]["steps"] == 90
     assert metrics["training"]["resumed_from_step"] == killed_at

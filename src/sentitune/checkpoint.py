@@ -175,6 +175,10 @@ class Checkpointer:
             return
         for _, path in self._complete():
             self.fs.rm(path, recursive=True)
+        if not is_url(self.root) and os.path.isdir(self.root):  # staging left by a process killed mid-save
+            for entry in os.listdir(self.root):
+                if entry.startswith(".partial-"):
+                    shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
         try:
             if self.fs.isdir(self.inner) and not self.fs.ls(self.inner, detail=False):
                 self.fs.rmdir(self.inner)

@@ -227,7 +227,12 @@ class ServeSettings:
     port: int = opt(8080, "port to listen on; Vertex AI passes it as AIP_HTTP_PORT")
     health_route: str = opt("/health", "GET route answering 200 once the model is loaded (AIP_HEALTH_ROUTE)")
     predict_route: str = opt("/predict", "POST route answering predictions (AIP_PREDICT_ROUTE)")
-    max_batch: int = opt(64, "most instances merged into one model call")
+    max_batch: int = opt(64, "most instances of concurrent requests merged into one batch")
+    model_batch: int = opt(
+        16,
+        "posts per forward pass: a batch is sorted by length and run in passes of this many, so short "
+        "posts are not padded to the longest (16 was fastest for 35-post batches on 2 cores: 283/s vs 191/s at 64)",
+    )
     max_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others to join it")
     max_instances: int = opt(1000, "most instances in one request (more: 413)")
     max_text_chars: int = opt(
@@ -244,7 +249,7 @@ class ServeSettings:
                 problems.append(f"{name} must start with '/', got {getattr(self, name)!r}")
         if self.health_route == self.predict_route:
             problems.append(f"the health and predict routes must differ, both are {self.health_route!r}")
-        for name in ("max_batch", "max_instances", "max_text_chars", "max_body_bytes"):
+        for name in ("max_batch", "model_batch", "max_instances", "max_text_chars", "max_body_bytes"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:

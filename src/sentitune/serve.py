@@ -74,7 +74,12 @@ def serve(
     sock = open_socket(settings.host, settings.port)
     try:
         predictor = load_predictor(
-            run_dir, device=device, precision=precision, num_threads=num_threads, backend=backend
+            run_dir,
+            device=device,
+            precision=precision,
+            num_threads=num_threads,
+            backend=backend,
+            batch_size=settings.model_batch,
         )
         app = create_app(predictor, settings)
         host_shown, port_shown = sock.getsockname()[:2]
@@ -102,6 +107,7 @@ def load_predictor(
     precision: str = "auto",
     num_threads: int | None = None,
     backend: str = "torch",
+    batch_size: int = 16,
 ):
     """The run's Predictor, warmed up by one prediction; any failure is a SentituneError naming the folder."""
     import torch
@@ -112,7 +118,9 @@ def load_predictor(
         torch.set_num_threads(num_threads)
     started = time.perf_counter()
     try:
-        predictor = Predictor(run_dir, device=device, precision=precision, backend=backend)
+        predictor = Predictor(
+            run_dir, device=device, precision=precision, backend=backend, batch_size=batch_size
+        )
         predictor.probabilities(["warm-up"])  # first call allocates; a broken model fails here, not later
     except SentituneError as exc:
         raise SentituneError(f"cannot serve {run_dir}: {exc}") from exc
