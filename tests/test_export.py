@@ -123,3 +123,34 @@ def test_a_model_that_does_not_match_is_not_written(run_copy, capsys, monkeypatc
     assert message.endswith("nothing written")
     assert not (run_copy / "onnx").exists()
     assert not [p for p in run_copy.parent.iterdir() if "staging" in p.name]
+
+
+def test_a_real_server_answers_with_the_int8_model(exported):
+    import signal
+    import time
+
+    import httpx
+    from test_serve import STARTUP_TIMEOUT_S, free_port, sentitune_serve
+
+    port = free_port()
+    proc = sentitune_serve(exported, "--host", "127.0.0.1", "--port", port, "--backend", "onnx-int8")
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the server did not answer its health route"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"instances": POSTS}, timeout=30)
+        assert r.status_code == 200, r.text
+        expected = Predictor(str(exported), backend="onnx-int8").predict(POSTS)
+        got = r.json()["predictions"]
+        assert [p["label"] for p in got] == [e.label for e in expected]
+        for p, e in zip(got, expected, strict=True):
+            assert p["scores"] == pytest.approx(e.scores, abs=1e-5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
