@@ -72,6 +72,15 @@ class FakeVertex:
                     )
                 elif path == f"/v1/{PARENT}/customJobs/444:cancel":
                     return self.answer(200, {})
+                elif path == f"/v1/{PARENT}/hyperparameterTuningJobs":
+                    return self.answer(
+                        200,
+                        {
+                            **body,
+                            "name": f"{PARENT}/hyperparameterTuningJobs/555",
+                            "state": "JOB_STATE_PENDING",
+                        },
+                    )
                 else:
                     return self.answer(404, {"error": {"code": 404, "message": f"no route {path}"}})
                 self.answer(
@@ -537,3 +546,107 @@ def test_logs_streams_with_gcloud(fake_tools, capsys):
 def test_submit_bad_input(capsys, options, train_args, expected):
     message = cli_error(capsys, *submit_args(*options, "--dry-run"), *train_args)
     assert message.startswith("invalid submit options: ") and expected in message
+
+
+# ----------------------------------------------------------------------------- cloud tune
+
+
+def test_tune_dry_run_is_a_study_whose_trials_are_the_submit_job(capsys):
+    options = ["--base-output-dir", "gs://bucket/tune", "--spot", "--dry-run"]
+    _, out, _ = cli(
+        capsys,
+        "cloud",
+        "tune",
+        "--project",
+        PROJECT,
+        "--display-name",
+        "nightly",
+        *options,
+        "--max-trials",
+        "12",
+        "--parallel-trials",
+        "3",
+        "--epochs",
+        "none",
+        *WALKTHROUGH_ARGS,
+    )
+    job = json.loads(out)["hyperparameter_tuning_job"]["hyperparameterTuningJob"]
+    _, submitted, _ = cli(capsys, *submit_args(*options), *WALKTHROUGH_ARGS)
+    assert job["trialJobSpec"] == json.loads(submitted)["custom_job"]["customJob"]["jobSpec"]
+    assert job["maxTrialCount"] == 12 and job["parallelTrialCount"] == 3
+    assert job["studySpec"]["metrics"] == [{"metricId": "val_macro_f1", "goal": "MAXIMIZE"}]
+    assert job["studySpec"]["parameters"] == [
+        {
+            "parameterId": "learning_rate",
+            "doubleValueSpec": {"minValue": 1e-05, "maxValue": 0.0002},
+            "scaleType": "UNIT_LOG_SCALE",
+        },
+        {"parameterId": "batch_size", "categoricalValueSpec": {"values": ["16", "32", "64"]}},
+        {"parameterId": "keep_layers", "categoricalValueSpec": {"values": ["3", "4", "6"]}},
+        {
+            "parameterId": "warmup_ratio",
+            "doubleValueSpec": {"maxValue": 0.2},
+            "scaleType": "UNIT_LINEAR_SCALE",
+        },
+    ]
+    cost = json.loads(out)["cost"]
+    assert cost["trials"] == 12 and cost["usd_per_hour"] == pytest.approx(
+        3 * json.loads(submitted)["cost"]["usd_per_hour"]
+    )
+
+
+def test_tune_sends_the_study(vertex, capsys):
+    args = [
+        "cloud",
+        "tune",
+        "--project",
+        PROJECT,
+        "--display-name",
+        "nightly",
+        "--base-output-dir",
+        "gs://b/t",
+    ]
+    _, planned, _ = cli(capsys, *args, "--dry-run", *WALKTHROUGH_ARGS)
+    code, out, err = cli(capsys, *args, "--api-endpoint", vertex.url, *WALKTHROUGH_ARGS)
+    assert code == 0, err
+    assert f"submitted {PARENT}/hyperparameterTuningJobs/555" in out
+    (sent,) = vertex.requests
+    from google.cloud.aiplatform_v1 import types
+
+    job = types.HyperparameterTuningJob.from_json(json.dumps(sent["body"]), ignore_unknown_fields=True)
+    body = json.loads(
+        types.HyperparameterTuningJob.to_json(
+            job, use_integers_for_enums=False, including_default_value_fields=False
+        )
+    )
+    assert body == json.loads(planned)["hyperparameter_tuning_job"]["hyperparameterTuningJob"]
+
+
+@pytest.mark.parametrize(
+    "options,expected",
+    [
+        (["--batch-size", "16,big"], "--batch-size '16,big' is not a comma-separated list of whole numbers"),
+        (["--learning-rate", "1e-3:1e-5"], "--learning-rate '1e-3:1e-5': LOW must be below HIGH"),
+        (["--max-trials", "2", "--parallel-trials", "4"], "--parallel-trials 4 exceeds --max-trials 2"),
+        (
+            [
+                "--learning-rate",
+                "none",
+                "--batch-size",
+                "none",
+                "--epochs",
+                "none",
+                "--keep-layers",
+                "none",
+                "--warmup-ratio",
+                "none",
+            ],
+            "nothing to tune",
+        ),
+    ],
+)
+def test_tune_bad_options(capsys, options, expected):
+    message = cli_error(
+        capsys, "cloud", "tune", "--project", PROJECT, *options, "--dry-run", *WALKTHROUGH_ARGS
+    )
+    assert message.startswith("invalid tune options: ") and expected in message

@@ -399,3 +399,37 @@ def test_tensorboard_events_follow_the_log_and_the_validations(
         str(tmp_path / "tb2"),
     )
     assert [s for s, _ in scalars(tmp_path / "tb2")["train/loss"]] == [2]  # the option wins over the variable
+
+
+def test_a_tuning_trial_reports_validation_macro_f1(tmp_path, capsys, prepared, tiny_model, monkeypatch):
+    """As a Vertex AI trial runs it: the trial's values appended as --name_with_underscores=value."""
+    monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "7")
+    monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(tmp_path / "hypertune" / "output.metrics"))
+    train_cli(
+        capsys,
+        prepared,
+        tiny_model,
+        tmp_path / "job",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "2",
+        "--learning_rate=0.0003",
+        "--warmup_ratio=0.1",
+        "--batch_size=8",
+    )
+    config = json.loads((tmp_path / "job" / "run_config.json").read_text())["train"]
+    assert (config["learning_rate"], config["warmup_ratio"], config["batch_size"]) == (0.0003, 0.1, 8)
+    reported = [
+        json.loads(line) for line in (tmp_path / "hypertune" / "output.metrics").read_text().splitlines()
+    ]
+    history = [json.loads(line) for line in (tmp_path / "job" / "history.jsonl").read_text().splitlines()]
+    assert {r["trial"] for r in reported} == {"7"}
+    assert [float(r["val_macro_f1"]) for r in reported[:-1]] == pytest.approx(
+        [row["val_macro_f1"] for row in history]
+    )
+    assert [int(r["global_step"]) for r in reported[:-1]] == [2, 4, 6]
+    metrics = json.loads((tmp_path / "job" / "metrics.json").read_text())
+    best = max(row["val_macro_f1"] for row in history)
+    assert float(reported[-1]["val_macro_f1"]) == pytest.approx(best)  # the final measurement: the model kept
+    assert metrics["val"]["macro_f1"] == pytest.approx(best, abs=1e-6)

@@ -185,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(run=_cloud_follow)
 
+    from sentitune.cloud.tune import TuneConfig
+
+    p = cloud_commands.add_parser(
+        "tune",
+        help="search training settings with a Vertex AI hyperparameter tuning job",
+        usage="sentitune cloud tune [options] -- TRAIN_ARGS ...",
+        description="Create a Vertex AI HyperparameterTuningJob whose trials are the custom job `cloud submit` "
+        "would create, searching learning rate, batch size, epochs, --keep-layers and warm-up to maximise "
+        "validation macro-F1 (reported by train after each validation). --dry-run prints the request.",
+    )
+    add_arguments(p, TuneConfig, skip=("train_args",))
+    p.set_defaults(run=_cloud_tune)
+
     p = cloud_commands.add_parser(
         "deploy",
         help="upload a run to the Model Registry and deploy it to an endpoint",
@@ -232,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args: list[str] = []
-    if argv[:2] == ["cloud", "submit"] and "--" in argv:  # everything after -- is for `sentitune train`
+    if (
+        argv[:2] in (["cloud", "submit"], ["cloud", "tune"]) and "--" in argv
+    ):  # everything after -- is for `sentitune train`
         cut = argv.index("--")
         argv, train_args = argv[:cut], argv[cut + 1 :]
+    if argv[:1] == ["train"]:  # Vertex AI's tuning service appends --learning_rate=… style options
+        argv = [_hyphenate(a) for a in argv]
     args, extra = parser.parse_known_args(argv)
     args.train_args = train_args
     if extra and args.command == "predict" and not any(e.startswith("-") for e in extra):
@@ -256,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _hyphenate(arg: str) -> str:
+    if not arg.startswith("--") or "_" not in arg.split("=", 1)[0]:
+        return arg
+    name, sep, value = arg.partition("=")
+    return name.replace("_", "-") + sep + value
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -441,6 +465,19 @@ def _cloud_submit(args: argparse.Namespace) -> int:
     print(prices.describe(job["cost"]))
     print(f"submitted {job['name']} ({job['state']})")
     print(f"follow it: sentitune cloud logs {job['name']}")
+    return 0
+
+
+def _cloud_tune(args: argparse.Namespace) -> int:
+    from sentitune.cloud import prices, tune
+
+    cfg = from_namespace(tune.TuneConfig, args, train_args=args.train_args)
+    if cfg.dry_run:
+        print(json.dumps(tune.plan(cfg), indent=2))
+        return 0
+    job = tune.tune(cfg)
+    print(prices.describe(job["cost"]))
+    print(f"submitted {job['name']} ({job['state']})")
     return 0
 
 

@@ -83,5 +83,24 @@ class EventLog:
         self.writer = None
 
 
+class TuningReport:
+    """Validation macro-F1 for a Vertex AI hyperparameter tuning trial (the cloudml-hypertune protocol:
+    JSON lines in $CLOUD_ML_HP_METRIC_FILE, tagged with $CLOUD_ML_TRIAL_ID). A no-op outside a trial."""
+
+    METRIC = "val_macro_f1"
+
+    def __init__(self, enabled: bool = True):
+        self.hpt = None
+        if enabled and (os.environ.get("CLOUD_ML_TRIAL_ID") or os.environ.get("CLOUD_ML_HP_METRIC_FILE")):
+            self.hpt = require_extra("hypertune", "cloud", "reporting to a tuning job").HyperTune()
+            log.info(f"tuning trial {os.environ.get('CLOUD_ML_TRIAL_ID', '?')}: reporting {self.METRIC}")
+
+    def report(self, value: float, step: int) -> None:
+        if self.hpt is not None:
+            self.hpt.report_hyperparameter_tuning_metric(
+                hyperparameter_metric_tag=self.METRIC, metric_value=value, global_step=step
+            )
+
+
 def target_dir(configured: str | None) -> str | None:
     return configured or os.environ.get("AIP_TENSORBOARD_LOG_DIR") or None

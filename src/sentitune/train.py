@@ -28,7 +28,7 @@ from sentitune.config import TrainConfig
 from sentitune.data import LabelledTexts
 from sentitune.data import load_splits as read_splits
 from sentitune.errors import Preempted, SentituneError, require_extra
-from sentitune.events import EventLog
+from sentitune.events import EventLog, TuningReport
 from sentitune.events import target_dir as events_dir
 from sentitune.metrics import (
     bootstrap_intervals,
@@ -335,6 +335,7 @@ def fit(
         None if cfg.dry_run or not d.is_main else events_dir(cfg.tensorboard_dir),
         resumed.step if resumed else None,
     )
+    tuning = TuningReport(enabled=d.is_main and not cfg.dry_run)
     model.train()
     for epoch in range(start_epoch, epochs):
         # The batch order is a function of (seed, epoch): a resumed run skips the batches it did.
@@ -412,6 +413,7 @@ def fit(
                 }
                 history.append(row)
                 events.validation(row)
+                tuning.report(val["macro_f1"], step)
                 progress.note(
                     f"validation at step {step}: loss {val['loss']:.4f}, accuracy {val['accuracy']:.4f}, "
                     f"macro-F1 {val['macro_f1']:.4f}, macro-recall {val['macro_recall']:.4f}"
@@ -462,6 +464,8 @@ def fit(
     if best_state is not None and best_step != step:
         log.info("restoring the best model (step %d, validation macro-F1 %.4f)", best_step, best_score)
         core.load_state_dict(best_state)
+    if history:  # the model kept is the best one: the trial's final measurement
+        tuning.report(best_score, step)
     stats = {
         "steps": step,
         "epochs_run": round(seen / len(train_tokens), 3),

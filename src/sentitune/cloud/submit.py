@@ -189,6 +189,15 @@ def train_args_problems(args: list[str], has_output_dir: bool) -> list[str]:
 
 def build_request(cfg: SubmitConfig):
     types = aiplatform_types()
+    job = types.CustomJob(
+        display_name=cfg.display_name, job_spec=job_spec(cfg), labels={"created-by": "sentitune"}
+    )
+    return types.CreateCustomJobRequest(parent=cfg.parent, custom_job=job)
+
+
+def job_spec(cfg: SubmitConfig):
+    """The CustomJobSpec: worker pools running the image with the training arguments, output, scheduling."""
+    types = aiplatform_types()
     machine = types.MachineSpec(machine_type=cfg.machine_type)
     if cfg.accelerator_type:
         machine.accelerator_type = types.AcceleratorType[cfg.accelerator_type]
@@ -218,8 +227,7 @@ def build_request(cfg: SubmitConfig):
         scheduling["strategy"] = types.Scheduling.Strategy.SPOT
     if scheduling:
         spec.scheduling = types.Scheduling(**scheduling)
-    job = types.CustomJob(display_name=cfg.display_name, job_spec=spec, labels={"created-by": "sentitune"})
-    return types.CreateCustomJobRequest(parent=cfg.parent, custom_job=job)
+    return spec
 
 
 def gcloud_command(cfg: SubmitConfig) -> str:
