@@ -10,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import fsspec
 import pytest
 from conftest import cli, cli_error
 from test_gcs import BUCKET, gcs_env, gs  # noqa: F401  (the Cloud Storage emulator fixtures)
@@ -357,9 +358,9 @@ def test_dockerfiles_install_this_package_and_launch_training():
 
 WALKTHROUGH_ARGS = [
     "--",
-    "--training-file=gs://bucket/data/train.csv",
-    "--validation-file=gs://bucket/data/val.csv",
-    "--testing-file=gs://bucket/data/test.csv",
+    f"--training-file=gs://{BUCKET}/data/train.csv",
+    f"--validation-file=gs://{BUCKET}/data/val.csv",
+    f"--testing-file=gs://{BUCKET}/data/test.csv",
     "--epochs=10",
     "--batch-size=128",
     "--learning-rate=0.0001",
@@ -425,7 +426,7 @@ def test_submit_without_extras_prints_the_walkthroughs_gcloud_flags(capsys):
         "--worker-pool-spec=machine-type=n1-standard-4,accelerator-type=NVIDIA_TESLA_T4,accelerator-count=1,"
         f"replica-count=1,container-image-uri={REGION}-docker.pkg.dev/{PROJECT}/sentitune/sentitune:{__version__}"
     ) in gcloud
-    assert "--args=--training-file=gs://bucket/data/train.csv,--validation-file=" in gcloud
+    assert f"--args=--training-file=gs://{BUCKET}/data/train.csv,--validation-file=" in gcloud
 
 
 def test_replicas_become_a_primary_pool_and_a_worker_pool(capsys):
@@ -457,7 +458,13 @@ def test_the_cost_estimate_uses_a_runs_measured_speed(capsys, trained_run):
     assert cost["estimated_usd"] >= 0.01
 
 
-def test_submit_sends_the_dry_run_request_and_records_the_estimate(vertex, capsys):
+@pytest.fixture
+def walkthrough_data(gcs_env, gs, prepared):  # noqa: F811
+    for name, source in (("train", "train"), ("val", "eval"), ("test", "test")):
+        gs.put_file(str(prepared / f"{source}.csv"), f"{BUCKET}/data/{name}.csv")
+
+
+def test_submit_sends_the_dry_run_request_and_records_the_estimate(vertex, walkthrough_data, capsys):
     args = [*submit_args("--base-output-dir", "gs://bucket/jobs/n", "--spot"), *WALKTHROUGH_ARGS]
     _, planned, _ = cli(capsys, *args[:-7], "--dry-run", *WALKTHROUGH_ARGS)
     code, out, err = cli(capsys, *args[:-7], "--api-endpoint", vertex.url, *WALKTHROUGH_ARGS)
@@ -595,7 +602,7 @@ def test_tune_dry_run_is_a_study_whose_trials_are_the_submit_job(capsys):
     )
 
 
-def test_tune_sends_the_study(vertex, capsys):
+def test_tune_sends_the_study(vertex, walkthrough_data, capsys):
     args = [
         "cloud",
         "tune",
@@ -650,3 +657,22 @@ def test_tune_bad_options(capsys, options, expected):
         capsys, "cloud", "tune", "--project", PROJECT, *options, "--dry-run", *WALKTHROUGH_ARGS
     )
     assert message.startswith("invalid tune options: ") and expected in message
+
+
+def test_missing_inputs_or_a_finished_run_stop_the_job_before_it_is_sent(vertex, walkthrough_data, capsys):
+    storage = fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
+    storage.rm(f"{BUCKET}/data/val.csv")
+    args = submit_args("--base-output-dir", f"gs://{BUCKET}/jobs/done", "--api-endpoint", vertex.url)
+    message = cli_error(capsys, *args, *WALKTHROUGH_ARGS)
+    assert (
+        message
+        == f"--validation-file gs://{BUCKET}/data/val.csv does not exist (check the bucket and object names); nothing was submitted"
+    )
+
+    storage.pipe(f"{BUCKET}/jobs/done/model/metrics.json", b"{}")
+    message = cli_error(capsys, *args, "--", f"--training-file=gs://{BUCKET}/data/train.csv")
+    assert (
+        message
+        == f"gs://{BUCKET}/jobs/done/model already holds a finished run; pass -- --overwrite or another output folder; nothing was submitted"
+    )
+    assert vertex.requests == []

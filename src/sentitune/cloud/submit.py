@@ -303,8 +303,31 @@ def plan(cfg: SubmitConfig) -> dict:
     return {"custom_job": to_json(request), "gcloud": gcloud_command(cfg), "cost": cost_estimate(cfg)}
 
 
+def preflight(cfg: SubmitConfig) -> None:
+    """What would fail in the cloud after the machines start, checked before anything is sent: inputs on
+    Cloud Storage that do not exist, and an output folder that already holds a finished run."""
+    from sentitune.cli import build_parser
+    from sentitune.storage import exists, join
+
+    parsed, _ = build_parser().parse_known_args(["train", *cfg.train_args])
+    problems = []
+    for flag in ("--training-file", "--validation-file", "--testing-file", "--data"):
+        value = getattr(parsed, flag[2:].replace("-", "_"), None)
+        if value and str(value).startswith("gs://") and not exists(value):
+            problems.append(f"{flag} {value} does not exist (check the bucket and object names)")
+    job_dir = getattr(parsed, "job_dir", None)
+    model_dir = job_dir or (join(cfg.base_output_dir, "model") if cfg.base_output_dir else None)
+    if model_dir and not getattr(parsed, "overwrite", False) and exists(join(model_dir, "metrics.json")):
+        problems.append(
+            f"{model_dir} already holds a finished run; pass -- --overwrite or another output folder"
+        )
+    if problems:
+        raise SentituneError("; ".join(problems) + "; nothing was submitted")
+
+
 def submit(cfg: SubmitConfig) -> dict:
     """Create the job; returns its resource name and the cost estimate (also passed to the job)."""
+    preflight(cfg)
     estimate = cost_estimate(cfg)
     cfg.env = [*cfg.env, "SENTITUNE_COST_ESTIMATE=" + json.dumps(estimate, separators=(",", ":"))]
     request = build_request(cfg)

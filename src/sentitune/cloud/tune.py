@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from sentitune.cloud import prices
-from sentitune.cloud.submit import SubmitConfig, cost_estimate, job_spec
+from sentitune.cloud.submit import SubmitConfig, cost_estimate, job_spec, preflight
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 from sentitune.config import _check, opt
 from sentitune.errors import SentituneError
@@ -182,6 +182,7 @@ def plan(cfg: TuneConfig) -> dict:
 
 
 def tune(cfg: TuneConfig) -> dict:
+    preflight(cfg)
     estimate = study_cost(cfg)
     log.info(prices.describe(estimate))
     request = build_request(cfg)
