@@ -65,6 +65,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=20, help="per backend and concurrency")
     parser.add_argument("--soak-seconds", type=int, default=60, help="64 clients on the int8 model (0: none)")
     parser.add_argument("--train-steps", type=int, default=100)
+    parser.add_argument(
+        "--serve-options", default="", help="more `sentitune serve` options, e.g. '--max-wait-ms 0'"
+    )
     args = parser.parse_args()
     backends = args.backends.split(",")
     clients = [int(c) for c in args.clients.split(",")]
@@ -86,11 +89,12 @@ def main() -> int:
             "model": json.loads((run / "run_config.json").read_text())["model"],
             "request": "one tweet per request, TweetEval validation posts, closed-loop clients",
             "seconds_per_point": args.seconds,
+            "serve_options": args.serve_options,
             "int8_parity": export["models"].get("int8"),
             "backends": {},
         }
         for backend in backends:
-            with Server(run, backend) as server:
+            with Server(run, backend, args.serve_options.split()) as server:
                 points = {}
                 for n in clients:
                     points[str(n)] = locust(work, server.port, n, args.seconds)
@@ -98,7 +102,7 @@ def main() -> int:
                     log(f"{backend} x{n}: {points[str(n)]}")
                 result["backends"][backend] = {"load_s": server.load_s, "clients": points}
         if args.soak_seconds and "onnx-int8" in backends:
-            with Server(run, "onnx-int8") as server:
+            with Server(run, "onnx-int8", args.serve_options.split()) as server:
                 locust(work, server.port, 64, 10)  # warm: allocator pools, batch shapes
                 before = server.rss_mib()
                 soak = locust(work, server.port, 64, args.soak_seconds)
@@ -152,8 +156,8 @@ def sentitune(*args: str) -> None:
 class Server:
     """`sentitune serve RUN --backend B` on a free localhost port, until the block ends."""
 
-    def __init__(self, run: Path, backend: str):
-        self.run, self.backend = run, backend
+    def __init__(self, run: Path, backend: str, options: list[str] | None = None):
+        self.run, self.backend, self.options = run, backend, options or []
         self.port = free_port()
         self.log_path = run.parent / f"serve-{backend}-{self.port}.log"
 

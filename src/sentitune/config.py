@@ -231,7 +231,7 @@ class ServeSettings:
     model_batch: int = opt(
         16,
         "posts per forward pass: a batch is sorted by length and run in passes of this many, so short "
-        "posts are not padded to the longest (16 was fastest for 35-post batches on 2 cores: 283/s vs 191/s at 64)",
+        "posts are not padded to the longest (benchmarks/onnx_speed.py: 16 was fastest, int8 252 vs 189 tweets/s at 64)",
     )
     max_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others to join it")
     max_instances: int = opt(1000, "most instances in one request (more: 413)")

@@ -187,7 +187,7 @@ def quantize_int8(source, dest) -> None:
     level = root.level
     root.setLevel(logging.WARNING)  # onnxruntime logs one INFO line per unquantised tensor on the root logger
     try:
-        # Per-channel weights: on the embedded MiniLM 97 % of labels agree with fp32 (93 % per tensor).
+        # Per-channel: one scale per output column follows the weights more closely than one per tensor.
         quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
