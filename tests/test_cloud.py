@@ -676,3 +676,33 @@ def test_missing_inputs_or_a_finished_run_stop_the_job_before_it_is_sent(vertex,
         == f"gs://{BUCKET}/jobs/done/model already holds a finished run; pass -- --overwrite or another output folder; nothing was submitted"
     )
     assert vertex.requests == []
+
+
+def test_a_gpu_the_region_does_not_offer_is_refused(capsys, tmp_path):
+    table = {
+        "us-central1": {
+            "machines": {"n1-standard-4": {"on_demand": 0.2, "spot": 0.05}},
+            "accelerators": {"NVIDIA_TESLA_V100": {"on_demand": 2.5, "spot": 1.0}},
+        },
+        "asia-east1": {
+            "machines": {"n1-standard-4": {"on_demand": 0.2, "spot": 0.05}},
+            "accelerators": {"NVIDIA_TESLA_T4": {"on_demand": 0.4, "spot": 0.1}},
+        },
+    }
+    (tmp_path / "prices.json").write_text(json.dumps(table))
+    args = [
+        "cloud",
+        "submit",
+        "--project",
+        PROJECT,
+        "--region",
+        "asia-east1",
+        "--prices",
+        str(tmp_path / "prices.json"),
+    ]
+    message = cli_error(
+        capsys, *args, "--accelerator-type", "NVIDIA_TESLA_V100", "--dry-run", *WALKTHROUGH_ARGS
+    )
+    assert f"NVIDIA_TESLA_V100 is not offered in asia-east1 (per {tmp_path / 'prices.json'})" in message
+    code, out, _ = cli(capsys, *args, "--dry-run", *WALKTHROUGH_ARGS, "--job-dir=gs://b/m")
+    assert code == 0 and json.loads(out)["cost"]["usd_per_hour"] == pytest.approx(0.6)

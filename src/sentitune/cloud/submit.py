@@ -127,6 +127,12 @@ class SubmitConfig:
                     f"{self.accelerator_type} attaches to {' or '.join(p + '*' for p in GPU_MACHINES[self.accelerator_type])} "
                     f"machines, not {self.machine_type}"
                 )
+            offered = region_offers(self.region, self.accelerator_type, self.prices)
+            if offered is False:
+                problems.append(
+                    f"{self.accelerator_type} is not offered in {self.region} (per {prices.load_table(self.prices)[1]}); "
+                    "choose another --region or --accelerator-type"
+                )
             if self.accelerator_count < 1:
                 problems.append(
                     f"--accelerator-count must be at least 1 with a GPU, got {self.accelerator_count}"
@@ -152,6 +158,17 @@ class SubmitConfig:
     @property
     def parent(self) -> str:
         return f"projects/{self.project}/locations/{self.region}"
+
+
+def region_offers(region: str, accelerator: str, prices_file: str | None) -> bool | None:
+    """False when the price table lists the region and the GPU elsewhere but not there; None: unknown."""
+    try:
+        table = prices.load_table(prices_file)[0]
+    except SentituneError:
+        return None  # reported when the estimate is made
+    if region not in table or not any(accelerator in r.get("accelerators", {}) for r in table.values()):
+        return None
+    return accelerator in table[region].get("accelerators", {})
 
 
 def train_args_problems(args: list[str], has_output_dir: bool) -> list[str]:
