@@ -433,3 +433,44 @@ def test_a_tuning_trial_reports_validation_macro_f1(tmp_path, capsys, prepared, 
     best = max(row["val_macro_f1"] for row in history)
     assert float(reported[-1]["val_macro_f1"]) == pytest.approx(best)  # the final measurement: the model kept
     assert metrics["val"]["macro_f1"] == pytest.approx(best, abs=1e-6)
+
+
+def test_layer_lr_decay_gives_each_layer_its_learning_rate(tiny_model, prepared):
+    from sentitune.model import load_classifier
+    from sentitune.train import _optimizer
+
+    model = load_classifier(str(tiny_model)).model  # 2 encoder layers
+    cfg = TrainConfig(data=str(prepared), learning_rate=1e-3, layer_lr_decay=0.5)
+    lr_of = {
+        id(p): g["lr"] for g in _optimizer(model, cfg, torch.device("cpu")).param_groups for p in g["params"]
+    }
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["bert.pooler.dense.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["bert.encoder.layer.1.output.dense.weight"])] == pytest.approx(5e-4)
+    assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(2.5e-4)
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1.25e-4)
+    plain = _optimizer(model, TrainConfig(data=str(prepared), learning_rate=1e-3), torch.device("cpu"))
+    assert [g["lr"] for g in plain.param_groups] == [1e-3, 1e-3]  # decay and no-decay groups only
+
+
+def test_label_smoothing_changes_the_loss_and_is_recorded(tmp_path, capsys, prepared, tiny_model):
+    plain = train_cli(capsys, prepared, tiny_model, tmp_path / "a", "--max-steps", "2", "--log-every", "1")
+    smooth = train_cli(
+        capsys,
+        prepared,
+        tiny_model,
+        tmp_path / "b",
+        "--max-steps",
+        "2",
+        "--log-every",
+        "1",
+        "--label-smoothing",
+        "0.2",
+    )
+    assert json.loads((tmp_path / "b" / "run_config.json").read_text())["train"]["label_smoothing"] == 0.2
+    assert smooth["val"]["loss"] != plain["val"]["loss"]  # a different model after two steps
+    message = cli_error(
+        capsys, "train", "--data", str(prepared), "--job-dir", str(tmp_path / "c"), "--label-smoothing", "1"
+    )
+    assert "--label-smoothing must be in [0, 1), got 1.0" in message

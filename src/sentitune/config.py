@@ -145,6 +145,10 @@ class TrainConfig:
     )
     weight_decay: float = opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = opt(0.06, "fraction of the steps with linear learning-rate warm-up")
+    label_smoothing: float = opt(0.0, "spread this much of each target over the other classes (0 = none)")
+    layer_lr_decay: float = opt(
+        1.0, "layer-wise learning-rate decay: each layer below the head learns at this times the one above"
+    )
     max_grad_norm: float = opt(1.0, "clip gradients to this norm (0 = no clipping)")
     seed: int = opt(42, "seed of the initialisation, dropout and data order")
     max_steps: int | None = opt(None, "stop after this many optimiser steps (overrides --epochs)")
@@ -198,6 +202,10 @@ class TrainConfig:
             problems.append(f"--learning-rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.layer_lr_decay <= 1:
+            problems.append(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
         for name in ("max_steps", "keep_layers", "num_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:

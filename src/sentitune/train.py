@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -249,15 +250,35 @@ class FitResult:
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    """AdamW without decay on biases and LayerNorms; with --layer-lr-decay D, layer i of L learns at
+    lr * D ** (L + 1 - i) (embeddings i = 0, the head L + 1)."""
+    layers = len(encoder_layers(model))
+    groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if not p.requires_grad:
+            continue
+        scale = cfg.layer_lr_decay ** (layers + 1 - _depth(name, layers))
+        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((scale, 0.0 if no_decay else cfg.weight_decay), []).append(p)
+    params = [
+        {"params": ps, "weight_decay": wd, "lr": cfg.learning_rate * scale}
+        for (scale, wd), ps in groups.items()
+    ]
     try:
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=device.type in ("cpu", "cuda"))
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, fused=device.type in ("cpu", "cuda"))
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate, foreach=True)
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, foreach=True)
+
+
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def _depth(name: str, layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder layer i, layers + 1 for the pooler and the head."""
+    match = _LAYER.search(name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if "embeddings" in name else layers + 1
 
 
 def _class_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
@@ -352,7 +373,9 @@ def fit(
             y = _to(torch.from_numpy(train_labels[rows]), device)
             with autocast(device, dtype):
                 logits = model(input_ids=_to(ids, device), attention_mask=_to(mask, device)).logits
-            per_example = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+            per_example = torch.nn.functional.cross_entropy(
+                logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing
+            )
             weighted = per_example * weight_on_device[y] if weight_on_device is not None else per_example
             loss = weighted.sum() * (d.world_size / float(example_weight[batch_rows].sum()))
             loss.backward()
