@@ -9,7 +9,7 @@ DEMO   ?= demo
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
 DEMO_TRAIN_ARGS ?= --keep-layers 3 --epochs 1 --batch-size 32 --learning-rate 1e-4
 
-.PHONY: install demo test test-all lint format bench bench-full bench-memory bench-serve clean
+.PHONY: install demo test test-all lint format bench bench-full bench-memory bench-serve quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench-memory: $(BENCH_STAMP)
 # Load test of `sentitune serve` (PyTorch, ONNX, ONNX int8) with locust; SERVE_RUN=RUN_DIR uses a trained run.
 bench-serve: $(BENCH_STAMP)
 	@$(BIN)/python benchmarks/serve_load.py $(if $(SERVE_RUN),--run $(SERVE_RUN))
+
+# Quality grid on the shared tweets (hours on 2 cores for GRID=quick; stop and rerun to resume).
+GRID ?= quick
+quality: $(STAMP)
+	@$(BIN)/python benchmarks/quality.py --grid $(GRID) --work quality-runs/$(GRID) --markdown
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Train and evaluate a grid of `sentitune train` settings on the shared tweets; prints one JSON object.
+
+Every setting is one `sentitune train` run on ../shared/data/tweets/train.csv, scored on the 2,000
+TweetEval validation tweets (val.csv): validation macro-recall (TweetEval's measure), macro-F1,
+accuracy, and the training minutes on this machine. Runs go to --work DIR (one folder per setting, and
+results.jsonl); a rerun skips the settings already there, so a long grid can be stopped and resumed.
+
+Grids: `smoke` (a random BERT-Tiny, two settings, seconds: checks the runner), `quick` (the MiniLM cut
+to 3 layers, one epoch each, about 8 minutes a setting on 2 cores: learning rate, warm-up, batch size,
+max length, layers, freezing, class weights, label smoothing, layer-wise learning-rate decay), `full`
+(all 6 layers, 1-3 epochs).
+
+usage: quality.py [--grid quick] [--work DIR] [--only NAME,...] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speedlib import TRAIN_CSV, VAL_CSV, emit, log, machine_info  # noqa: E402
+
+BIN = Path(sys.executable).parent
+QUICK_BASE = ["--keep-layers", "3", "--epochs", "1", "--learning-rate", "1e-4"]
+GRIDS: dict[str, dict[str, list[str]]] = {
+    "smoke": {
+        "tiny-lr1e-3": ["--max-steps", "10", "--learning-rate", "1e-3"],
+        "tiny-lr1e-3-smooth": ["--max-steps", "10", "--learning-rate", "1e-3", "--label-smoothing", "0.1"],
+    },
+    "quick": {
+        "l3-base": QUICK_BASE,
+        "l3-lr5e-5": [*QUICK_BASE, "--learning-rate", "5e-5"],
+        "l3-lr2e-4": [*QUICK_BASE, "--learning-rate", "2e-4"],
+        "l3-warmup0": [*QUICK_BASE, "--warmup-ratio", "0"],
+        "l3-warmup0.1": [*QUICK_BASE, "--warmup-ratio", "0.1"],
+        "l3-batch16": [*QUICK_BASE, "--batch-size", "16"],
+        "l3-batch64": [*QUICK_BASE, "--batch-size", "64"],
+        "l3-maxlen64": [*QUICK_BASE, "--max-length", "64"],
+        "l2": [*QUICK_BASE, "--keep-layers", "2"],
+        "l4": [*QUICK_BASE, "--keep-layers", "4"],
+        "l3-freeze1": [*QUICK_BASE, "--freeze-layers", "1"],
+        "l3-head-only": [*QUICK_BASE, "--train-head-only", "--learning-rate", "1e-3"],
+        "l3-class-weights": [*QUICK_BASE, "--class-weights", "auto"],
+        "l3-smooth0.1": [*QUICK_BASE, "--label-smoothing", "0.1"],
+        "l3-llrd0.8": [*QUICK_BASE, "--layer-lr-decay", "0.8"],
+    },
+    "full": {
+        "l6-e1": ["--epochs", "1"],
+        "l6-e2": ["--epochs", "2"],
+        "l6-e3": ["--epochs", "3"],
+        "l6-e2-lr1e-4": ["--epochs", "2", "--learning-rate", "1e-4"],
+        "l6-e2-class-weights": ["--epochs", "2", "--class-weights", "auto"],
+        "l6-e2-llrd0.8": ["--epochs", "2", "--layer-lr-decay", "0.8", "--learning-rate", "1e-4"],
+    },
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grid", default="quick", choices=sorted(GRIDS))
+    parser.add_argument("--work", help="folder of the runs and results.jsonl (default: a temporary one)")
+    parser.add_argument("--only", help="comma-separated setting names")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown on stderr")
+    args = parser.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix=f"sentitune-quality-{args.grid}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / "results.jsonl"
+    done = {}
+    if results_path.exists():
+        done = {r["setting"]: r for r in map(json.loads, results_path.read_text().splitlines())}
+    settings = GRIDS[args.grid]
+    if args.only:
+        settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
+    model = []
+    if args.grid == "smoke":
+        from sentitune.builtin import build_random_bert
+
+        model = ["--model", build_random_bert(work / "bert-tiny")]
+    for name, options in settings.items():
+        if name in done:
+            log(f"{name}: done earlier")
+            continue
+        job = work / name
+        command = [
+            str(BIN / "sentitune"), "--quiet", "train",
+            "--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV),
+            "--job-dir", str(job), "--train-eval-examples", "0", "--overwrite", *model, *options,
+        ]  # fmt: skip
+        log(f"{name}: {' '.join(options)}")
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        metrics = json.loads((job / "metrics.json").read_text())
+        row = {
+            "setting": name,
+            "options": options,
+            "val_macro_recall": round(100 * metrics["val"]["macro_recall"], 2),
+            "val_macro_f1": round(100 * metrics["val"]["macro_f1"], 2),
+            "val_accuracy": round(100 * metrics["val"]["accuracy"], 2),
+            "train_minutes": round(metrics["training"]["wall_s"] / 60, 1),
+            "command_minutes": round((time.perf_counter() - started) / 60, 1),
+            "examples_per_s": metrics["training"]["examples_per_s"],
+        }
+        with open(results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[name] = row
+        log(
+            f"{name}: macro-recall {row['val_macro_recall']}, macro-F1 {row['val_macro_f1']}, {row['train_minutes']} min"
+        )
+    rows = [done[name] for name in settings if name in done]
+    if args.markdown:
+        log("| setting | options | val macro-recall | macro-F1 | accuracy | training min |")
+        log("|---|---|---|---|---|---|")
+        for r in rows:
+            log(
+                f"| {r['setting']} | `{' '.join(r['options'])}` | {r['val_macro_recall']} | {r['val_macro_f1']} | {r['val_accuracy']} | {r['train_minutes']} |"
+            )
+    emit(
+        {
+            "benchmark": "quality",
+            "grid": args.grid,
+            "machine": machine_info(),
+            "work": str(work),
+            "results": rows,
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
