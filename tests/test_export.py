@@ -103,10 +103,18 @@ def test_export_without_reachable_parity_data_asks_for_it(run_copy, capsys, tmp_
 
     posts = pd.DataFrame({"text": POSTS, "label": ["positive", "negative", "neutral", "neutral"]})
     posts.to_csv(tmp_path / "posts.csv", index=False)
-    code, out, _ = cli(capsys, "export", str(run_copy), "--parity-data", str(tmp_path / "posts.csv"))
+    code, out, _ = cli(
+        capsys, "export", str(run_copy), "--parity-data", str(tmp_path / "posts.csv"), "--quantize", "int8"
+    )
     report = json.loads((run_copy / "onnx" / "export_report.json").read_text())
     assert code == 0 and report["models"]["fp32"]["examples"] == len(POSTS)
     assert "labels agree with PyTorch on 100.00% of 4 posts" in out
+
+    # exporting again without int8 leaves no stale int8 model behind
+    code, _, _ = cli(
+        capsys, "export", str(run_copy), "--parity-data", str(tmp_path / "posts.csv"), "--overwrite"
+    )
+    assert code == 0 and entries(run_copy / "onnx") == {"model.onnx", "export_report.json"}
 
 
 def test_a_model_that_does_not_match_is_not_written(run_copy, capsys, monkeypatch, tmp_path):

@@ -19,7 +19,7 @@ import torch
 
 from sentitune.config import _check, opt
 from sentitune.errors import SentituneError, require_extra
-from sentitune.storage import StagedOutput, exists, join
+from sentitune.storage import StagedOutput, exists, join, url_to_fs
 
 log = logging.getLogger("sentitune")
 
@@ -126,6 +126,11 @@ def export_onnx(cfg: ExportConfig) -> dict:
             )
         out.path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
         out.commit()
+    for name, file in MODEL_FILES.items():  # an earlier export's int8 model must not outlive it
+        stale = join(output_dir, file)
+        if name not in variants and exists(stale):
+            fs, inner = url_to_fs(stale)
+            fs.rm(inner)
     report["output_dir"] = output_dir
     return report
 
