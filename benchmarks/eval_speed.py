@@ -35,10 +35,9 @@ from speedlib import (
     MAX_LENGTH,
     MODEL_SIZES,
     VAL_CSV,
+    bench_main,
     child_env,
-    emit,
     log,
-    machine_info,
     median,
     model_folder,
     model_shape,
@@ -247,17 +246,5 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds for the one-step training run")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(ap)
-    args = ap.parse_args()
-    machine = machine_info()
-    result = run(args)
-    result = {"benchmark": result.pop("benchmark"), "machine": machine, **result}
-    result["load_average_end"] = machine_info()["load_average"]
-    emit(result)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(__doc__, add_arguments, run))

@@ -282,6 +282,23 @@ def stdout_to_stderr():
         os.close(saved)
 
 
+def bench_main(doc: str, add_arguments, run) -> int:
+    """The `main()` of a benchmark script: parse its options, run it with stdout kept for the JSON, and
+    print the result with the machine (and the load average at the end)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    add_arguments(ap)
+    args = ap.parse_args()
+    machine = machine_info()
+    with stdout_to_stderr():
+        result = run(args)
+    result = {"benchmark": result.pop("benchmark"), "machine": machine, **result}
+    result["load_average_end"] = machine_info()["load_average"]
+    emit(result)
+    return 0
+
+
 def emit(result: dict) -> None:
     """Print the one JSON object on stdout."""
     sys.stdout.write(json.dumps(result, indent=2) + "\n")

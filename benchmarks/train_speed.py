@@ -54,10 +54,9 @@ from speedlib import (
     TRAIN_CSV,
     TRAINER_SCRIPT,
     VAL_CSV,
+    bench_main,
     child_env,
-    emit,
     log,
-    machine_info,
     mean_token_length,
     median,
     model_folder,
@@ -389,18 +388,5 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--verbose", action="store_true", help="pass the contenders' stderr through")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(ap)
-    args = ap.parse_args()
-    machine = machine_info()
-    with stdout_to_stderr():
-        result = run(args)
-    result = {"benchmark": result.pop("benchmark"), "machine": machine, **result}
-    result["load_average_end"] = machine_info()["load_average"]
-    emit(result)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(__doc__, add_arguments, run))

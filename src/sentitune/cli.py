@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sentitune.cloud.deploy import DeployConfig
     from sentitune.cloud.submit import SubmitConfig
+    from sentitune.cloud.vertex import DEFAULT_REGION
 
     cloud = commands.add_parser(
         "cloud",
@@ -178,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = cloud_commands.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
         p.add_argument("job", metavar="JOB", help="job ID (with --project/--region) or full resource name")
         p.add_argument("--project", help="Google Cloud project ID (default: $GOOGLE_CLOUD_PROJECT)")
-        p.add_argument("--region", default="europe-west4", help="Vertex AI region (default: europe-west4)")
+        p.add_argument(
+            "--region", default=DEFAULT_REGION, help=f"Vertex AI region (default: {DEFAULT_REGION})"
+        )
         if name != "logs":
             p.add_argument(
                 "--api-endpoint", help="Vertex AI API host (default: REGION-aiplatform.googleapis.com)"

@@ -208,22 +208,12 @@ def onnx_session(path: str, threads: int | None = None):
 
 def onnx_probs(session, tokens, batch_size: int) -> np.ndarray:
     """Class probabilities for every text, in the input order (as `predict.infer_probs`)."""
-    from sentitune.batching import sorted_batches
+    from sentitune.predict import batched_probs
 
-    out = None
-    for rows in sorted_batches(tokens.lengths, batch_size):
-        ids, mask = tokens.batch(rows)
-        logits = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-        probs = _softmax(logits.astype(np.float64)).astype(np.float32)
-        if out is None:
-            out = np.empty((len(tokens), probs.shape[1]), np.float32)
-        out[rows] = probs
-    return out if out is not None else np.zeros((0, 0), np.float32)
+    def logits_of(ids, mask):
+        return session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
 
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return batched_probs(tokens, batch_size, logits_of)
 
 
 @dataclass

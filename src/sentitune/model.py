@@ -61,6 +61,7 @@ class Classifier:
     tokenizer: object
     labels: tuple[str, ...]
     source: str
+    local_dir: str | None = None  # where a run folder from a URL was downloaded to (once)
 
 
 def quiet_transformers() -> None:
@@ -169,8 +170,9 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def load_run(run_dir: str) -> Classifier:
-    """The trained classifier of a run folder (local or URL), with its label names."""
+def load_run(run_dir: str, with_model: bool = True) -> Classifier:
+    """The trained classifier of a run folder (local or URL), with its label names; without the
+    weights (`model` None) when `with_model` is false, for runtimes that bring their own (ONNX)."""
     if not exists(run_dir):
         raise SentituneError(f"run folder not found: {run_dir}")
     if not exists(join(run_dir, "config.json")) or not exists(join(run_dir, "model.safetensors")):
@@ -183,8 +185,13 @@ def load_run(run_dir: str) -> Classifier:
     path = local_copy(run_dir)
     id2label = AutoConfig.from_pretrained(path).id2label
     labels = tuple(id2label[i] for i in range(len(id2label)))
+    if not with_model:
+        from transformers import AutoTokenizer
+
+        quiet_transformers()
+        return Classifier(None, AutoTokenizer.from_pretrained(path, use_fast=True), labels, run_dir, path)
     classifier = load_classifier(path, labels, for_training=False)
-    classifier.source = run_dir
+    classifier.source, classifier.local_dir = run_dir, path
     classifier.model.eval()
     return classifier
 

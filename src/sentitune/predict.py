@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,20 +70,31 @@ def infer_probs(
     dtype: torch.dtype | None,
 ) -> np.ndarray:
     """Class probabilities for every text, in the input order."""
+
+    def logits_of(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with autocast(device, dtype):
+            return model(
+                input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True)
+            ).logits
+
     was_training = model.training
     model.eval()
+    try:
+        return batched_probs(tokens, batch_size, logits_of)
+    finally:
+        model.train(was_training)
+
+
+def batched_probs(tokens: TokenizedTexts, batch_size: int, logits_of: Callable) -> np.ndarray:
+    """Softmax of `logits_of(input_ids, attention_mask)` over length-sorted batches, in the input order;
+    `logits_of` returns a tensor or an array (the PyTorch model, an onnxruntime session)."""
     out = None
     for rows in sorted_batches(tokens.lengths, batch_size):
         ids, mask = tokens.batch(rows)
-        with autocast(device, dtype):
-            logits = model(
-                input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True)
-            ).logits
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        probs = torch.softmax(torch.as_tensor(logits_of(ids, mask)).float(), dim=-1).cpu().numpy()
         if out is None:
             out = np.empty((len(tokens), probs.shape[1]), np.float32)
         out[rows] = probs
-    model.train(was_training)
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
@@ -113,11 +124,12 @@ class Predictor:
 
         if backend not in BACKENDS:
             raise SentituneError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self.classifier = load_run(run_dir)
+        self.classifier = load_run(run_dir, with_model=backend == "torch")
         self.labels = self.classifier.labels
         self.backend = backend
         self.batch_size = batch_size
-        self.max_length = max_length or trained_max_length(run_dir)
+        local = self.classifier.local_dir  # the run read once, also for its settings and ONNX files
+        self.max_length = max_length or trained_max_length(local)
         self.session = None
         if backend == "torch":
             self.device = resolve_device(device)
@@ -127,7 +139,7 @@ class Predictor:
             if device not in ("auto", "cpu"):
                 raise SentituneError(f"--backend {backend} runs on the CPU; drop --device {device}")
             self.device, self.dtype, self.model = torch.device("cpu"), None, None
-            self.session = load_onnx(run_dir, backend)
+            self.session = load_onnx(local, backend, shown_as=run_dir)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         tokens = tokenize(self.classifier.tokenizer, [str(t) for t in texts], self.max_length)
@@ -169,19 +181,23 @@ def trained_max_length(run_dir: str) -> int:
         return 100
 
 
-def load_onnx(run_dir: str, backend: str):
+def load_onnx(local_dir: str, backend: str, shown_as: str):
+    """The onnxruntime session of the run's export in `local_dir` (the run `shown_as` in messages)."""
+    import os
+
     from sentitune.export import EXPORT_DIR, MODEL_FILES, onnx_session, require_onnxruntime
-    from sentitune.storage import join, local_copy
+    from sentitune.storage import join
 
     require_onnxruntime()
     name = MODEL_FILES["int8" if backend == "onnx-int8" else "fp32"]
-    path = join(run_dir, EXPORT_DIR, name)
-    if not exists(path):
+    path = os.path.join(local_dir, EXPORT_DIR, name)
+    if not os.path.exists(path):
         quantize = " --quantize int8" if backend == "onnx-int8" else ""
         raise SentituneError(
-            f"{path} not found; run `sentitune export {run_dir}{quantize}` first, or use --backend torch"
+            f"{join(shown_as, EXPORT_DIR, name)} not found; run `sentitune export {shown_as}{quantize}` "
+            "first, or use --backend torch"
         )
-    return onnx_session(local_copy(path))
+    return onnx_session(path)
 
 
 def predict_files(

@@ -58,7 +58,8 @@ def expand(patterns: Iterable[str]) -> list[str]:
             found.append(pattern)
             continue
         fs, inner = url_to_fs(pattern)
-        matches = sorted(p for p in fs.glob(inner) if not fs.isdir(p))
+        listing = fs.glob(inner, detail=True)  # the listing says what is a folder: no request per match
+        matches = sorted(p for p, info in listing.items() if info.get("type") != "directory")
         if not matches:
             raise SentituneError(f"no files match {pattern}")
         found += [fs.unstrip_protocol(p) if is_url(pattern) else p for p in matches]

@@ -18,6 +18,13 @@ PRICES_DATE = "2026-11-27"
 SOURCE = "https://cloud.google.com/vertex-ai/pricing"
 
 # region -> {"machines" | "accelerators": {name: {"on_demand": $/h, "spot": $/h}}}
+_GPUS = {
+    "NVIDIA_TESLA_T4": {"on_demand": 0.4025, "spot": 0.1610},
+    "NVIDIA_TESLA_V100": {"on_demand": 2.8520, "spot": 1.1408},
+    "NVIDIA_TESLA_P100": {"on_demand": 1.6790, "spot": 0.6716},
+    "NVIDIA_L4": {"on_demand": 0.0, "spot": 0.0},  # billed in the g2 machine price
+    "NVIDIA_TESLA_A100": {"on_demand": 0.0, "spot": 0.0},  # billed in the a2 machine price
+}
 _US = {
     "machines": {
         "n1-standard-4": {"on_demand": 0.2185, "spot": 0.0462},
@@ -28,13 +35,7 @@ _US = {
         "g2-standard-8": {"on_demand": 1.0347, "spot": 0.3104},  # includes its one L4
         "a2-highgpu-1g": {"on_demand": 4.2245, "spot": 1.2674},  # includes its one A100 40GB
     },
-    "accelerators": {
-        "NVIDIA_TESLA_T4": {"on_demand": 0.4025, "spot": 0.1610},
-        "NVIDIA_TESLA_V100": {"on_demand": 2.8520, "spot": 1.1408},
-        "NVIDIA_TESLA_P100": {"on_demand": 1.6790, "spot": 0.6716},
-        "NVIDIA_L4": {"on_demand": 0.0, "spot": 0.0},  # billed in the g2 machine price
-        "NVIDIA_TESLA_A100": {"on_demand": 0.0, "spot": 0.0},  # billed in the a2 machine price
-    },
+    "accelerators": _GPUS,
 }
 _EUROPE_WEST4 = {
     "machines": {
@@ -46,13 +47,7 @@ _EUROPE_WEST4 = {
         "g2-standard-8": {"on_demand": 1.1381, "spot": 0.3414},
         "a2-highgpu-1g": {"on_demand": 4.6469, "spot": 1.3941},
     },
-    "accelerators": {
-        "NVIDIA_TESLA_T4": {"on_demand": 0.4025, "spot": 0.1610},
-        "NVIDIA_TESLA_V100": {"on_demand": 2.8520, "spot": 1.1408},
-        "NVIDIA_TESLA_P100": {"on_demand": 1.6790, "spot": 0.6716},
-        "NVIDIA_L4": {"on_demand": 0.0, "spot": 0.0},
-        "NVIDIA_TESLA_A100": {"on_demand": 0.0, "spot": 0.0},
-    },
+    "accelerators": _GPUS,  # the same list prices in both
 }
 TABLE = {"us-central1": _US, "us-east1": _US, "us-west1": _US, "europe-west4": _EUROPE_WEST4}
 

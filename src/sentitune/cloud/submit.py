@@ -144,7 +144,10 @@ class SubmitConfig:
         for item in self.env:
             if "=" not in item or not item.split("=", 1)[0]:
                 problems.append(f"--env {item!r} is not KEY=VALUE")
-        problems += train_args_problems(self.train_args, bool(self.base_output_dir))
+        # The training arguments parsed once, as `sentitune train` will: checked here, read by the estimate
+        # and the checks before sending.
+        self.train, unknown = parse_train_args(self.train_args)
+        problems += train_args_problems(self.train, unknown, bool(self.base_output_dir))
         if self.timeout is not None:
             try:
                 parse_duration(self.timeout)
@@ -171,16 +174,21 @@ def region_offers(region: str, accelerator: str, prices_file: str | None) -> boo
     return accelerator in table[region].get("accelerators", {})
 
 
-def train_args_problems(args: list[str], has_output_dir: bool) -> list[str]:
-    """What in the training arguments would fail in the cloud: unknown flags, local paths, no output."""
+def parse_train_args(args: list[str]):
+    """(namespace, unknown options) of `sentitune train ARGS`; the namespace is None when they do not parse."""
     from sentitune.cli import build_parser
 
-    problems = []
-    parser = build_parser()
     try:
-        parsed, unknown = parser.parse_known_args(["train", *args])
+        return build_parser().parse_known_args(["train", *args])
     except SystemExit:
+        return None, []
+
+
+def train_args_problems(parsed, unknown: list[str], has_output_dir: bool) -> list[str]:
+    """What in the training arguments would fail in the cloud: unknown flags, local paths, no output."""
+    if parsed is None:
         return ["the training arguments after -- do not parse; check them with `sentitune train --help`"]
+    problems = []
     if unknown:
         problems.append(
             f"unknown training arguments after --: {' '.join(unknown)} (see `sentitune train --help`)"
@@ -284,9 +292,6 @@ def gcloud_command(cfg: SubmitConfig) -> str:
 
 def cost_estimate(cfg: SubmitConfig) -> dict:
     """The hourly cost, and the run's when --throughput-from gives a measured speed."""
-    from sentitune.cli import build_parser
-
-    parsed, _ = build_parser().parse_known_args(["train", *cfg.train_args])
     speed = examples = None
     if cfg.throughput_from:
         from sentitune.storage import exists, join, open_input
@@ -309,7 +314,7 @@ def cost_estimate(cfg: SubmitConfig) -> dict:
         cfg.replica_count,
         cfg.spot,
         examples_per_epoch=examples,
-        epochs=getattr(parsed, "epochs", None),
+        epochs=getattr(cfg.train, "epochs", None),
         examples_per_s=speed,
         prices_file=cfg.prices,
     )
@@ -323,11 +328,9 @@ def plan(cfg: SubmitConfig) -> dict:
 def preflight(cfg: SubmitConfig) -> None:
     """What would fail in the cloud after the machines start, checked before anything is sent: inputs on
     Cloud Storage that do not exist, and an output folder that already holds a finished run."""
-    from sentitune.cli import build_parser
     from sentitune.storage import exists, join
 
-    parsed, _ = build_parser().parse_known_args(["train", *cfg.train_args])
-    problems = []
+    parsed, problems = cfg.train, []
     for flag in ("--training-file", "--validation-file", "--testing-file", "--data"):
         value = getattr(parsed, flag[2:].replace("-", "_"), None)
         if value and str(value).startswith("gs://") and not exists(value):

@@ -22,6 +22,15 @@ log = logging.getLogger("sentitune")
 
 METRIC = "val_macro_f1"
 ALGORITHMS = ("bayesian", "grid", "random")
+# The tuned settings (TuneConfig fields, also train's options) and how Vertex AI searches each: a range of
+# reals on a log or linear scale, a range of integers, or a list of values.
+SEARCHED = {
+    "learning_rate": "log",
+    "batch_size": "values",
+    "epochs": "integers",
+    "keep_layers": "values",
+    "warmup_ratio": "linear",
+}
 
 
 def _range(text: str, what: str, kind=float) -> tuple:
@@ -65,7 +74,7 @@ class TuneConfig(SubmitConfig):
     warmup_ratio: str | None = opt("0:0.2", "warm-up fraction range LOW:HIGH; 'none': not tuned")
 
     def __post_init__(self) -> None:
-        for name in ("learning_rate", "batch_size", "epochs", "keep_layers", "warmup_ratio"):
+        for name in SEARCHED:
             if str(getattr(self, name)).lower() == "none":
                 setattr(self, name, None)
         problems = []
@@ -79,7 +88,7 @@ class TuneConfig(SubmitConfig):
             self.parameters()
         except SentituneError as exc:
             problems.append(str(exc))
-        if not any((self.learning_rate, self.batch_size, self.epochs, self.keep_layers, self.warmup_ratio)):
+        if not any(getattr(self, name) for name in SEARCHED):
             problems.append(
                 "nothing to tune: give at least one of --learning-rate, --batch-size, --epochs, "
                 "--keep-layers, --warmup-ratio"
@@ -90,53 +99,24 @@ class TuneConfig(SubmitConfig):
             self.display_name = "sentitune-tune-" + self.display_name.removeprefix("sentitune-train-")
 
     def parameters(self) -> list:
-        types = aiplatform_types()
-        spec = types.StudySpec.ParameterSpec
+        spec = aiplatform_types().StudySpec.ParameterSpec
         found = []
-        if self.learning_rate:
-            low, high = _range(self.learning_rate, "--learning-rate")
-            found.append(
-                spec(
-                    parameter_id="learning_rate",
-                    double_value_spec=spec.DoubleValueSpec(min_value=low, max_value=high),
-                    scale_type=spec.ScaleType.UNIT_LOG_SCALE,
-                )
-            )
-        if self.batch_size:
-            found.append(
-                spec(
-                    parameter_id="batch_size",
-                    categorical_value_spec=spec.CategoricalValueSpec(
-                        values=_values(self.batch_size, "--batch-size")
-                    ),
-                )
-            )
-        if self.epochs:
-            low, high = _range(self.epochs, "--epochs", int)
-            found.append(
-                spec(
-                    parameter_id="epochs",
-                    integer_value_spec=spec.IntegerValueSpec(min_value=low, max_value=high),
-                )
-            )
-        if self.keep_layers:
-            found.append(
-                spec(
-                    parameter_id="keep_layers",
-                    categorical_value_spec=spec.CategoricalValueSpec(
-                        values=_values(self.keep_layers, "--keep-layers")
-                    ),
-                )
-            )
-        if self.warmup_ratio:
-            low, high = _range(self.warmup_ratio, "--warmup-ratio")
-            found.append(
-                spec(
-                    parameter_id="warmup_ratio",
-                    double_value_spec=spec.DoubleValueSpec(min_value=low, max_value=high),
-                    scale_type=spec.ScaleType.UNIT_LINEAR_SCALE,
-                )
-            )
+        for name, kind in SEARCHED.items():
+            text, flag = getattr(self, name), "--" + name.replace("_", "-")
+            if not text:
+                continue
+            if kind == "values":
+                values = spec.CategoricalValueSpec(values=_values(text, flag))
+                found.append(spec(parameter_id=name, categorical_value_spec=values))
+            elif kind == "integers":
+                low, high = _range(text, flag, int)
+                values = spec.IntegerValueSpec(min_value=low, max_value=high)
+                found.append(spec(parameter_id=name, integer_value_spec=values))
+            else:
+                low, high = _range(text, flag)
+                scale = spec.ScaleType.UNIT_LOG_SCALE if kind == "log" else spec.ScaleType.UNIT_LINEAR_SCALE
+                values = spec.DoubleValueSpec(min_value=low, max_value=high)
+                found.append(spec(parameter_id=name, double_value_spec=values, scale_type=scale))
         return found
 
 
