@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -474,3 +475,25 @@ def test_label_smoothing_changes_the_loss_and_is_recorded(tmp_path, capsys, prep
         capsys, "train", "--data", str(prepared), "--job-dir", str(tmp_path / "c"), "--label-smoothing", "1"
     )
     assert "--label-smoothing must be in [0, 1), got 1.0" in message
+
+
+def test_a_preset_sets_options_that_were_not_given(prepared):
+    from sentitune.cli import build_parser
+    from sentitune.config import TRAIN_PRESETS, from_namespace
+
+    def parsed(*flags):
+        return from_namespace(
+            TrainConfig, build_parser().parse_args(["train", "--data", str(prepared), *flags])
+        )
+
+    fast = parsed("--preset", "fast")
+    for name, value in TRAIN_PRESETS["fast"].items():
+        assert getattr(fast, name) == value
+    explicit = parsed("--preset", "fast", "--epochs", "5", "--keep-layers", "2")
+    assert (explicit.epochs, explicit.keep_layers) == (5, 2)
+    assert explicit.learning_rate == TRAIN_PRESETS["fast"].get(
+        "learning_rate", TrainConfig(data="x").learning_rate
+    )
+    assert dataclasses.replace(parsed("--preset", "balanced"), preset=None) == parsed()  # the defaults
+    with pytest.raises(SystemExit):
+        parsed("--preset", "fastest")

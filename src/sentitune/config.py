@@ -22,6 +22,14 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("torch", "onnx", "onnx-int8")  # the run's PyTorch model or its `sentitune export`
 CLASS_WEIGHTS = ("none", "auto")
+POOLINGS = ("cls", "mean")
+# `train --preset`: settings chosen from the quality grid (BENCHMARKS.md, "Model quality"); options given
+# explicitly win over the preset's. "balanced" is the plain defaults.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"keep_layers": 3, "epochs": 1, "learning_rate": 1e-4},
+    "balanced": {},
+    "best": {"epochs": 3},
+}
 
 
 def opt(default, help: str, **extra):
@@ -127,6 +135,12 @@ class TrainConfig:
     learning_rate: float = opt(5e-5, "peak learning rate of AdamW")
     dry_run: bool = opt(False, "one training and one validation step, nothing written but the log")
     data: str | None = opt(None, "a folder written by `sentitune prepare`, in place of the three files")
+    preset: str | None = opt(
+        None,
+        "fast (the first 3 layers, 1 epoch: a demo in minutes), balanced (the defaults) or best "
+        "(slower, a little better); options given explicitly override the preset's",
+        choices=tuple(TRAIN_PRESETS),
+    )
     model: str | None = opt(
         None,
         "Hugging Face hub id or local folder of a BERT-family encoder; "
@@ -139,6 +153,12 @@ class TrainConfig:
     max_length: int = opt(100, "tokens per post at most (longer posts are truncated)")
     keep_layers: int | None = opt(None, "use only the first N encoder layers: smaller and faster")
     freeze_layers: int = opt(0, "freeze the embeddings and the first N encoder layers")
+    pooling: str = opt(
+        "cls",
+        "what the head reads: the pooled [CLS] token (a standard transformers folder) or the mean of "
+        "the post's token states (how sentence-transformers models were trained; BERT-style heads)",
+        choices=POOLINGS,
+    )
     train_head_only: bool = opt(
         False,
         "freeze the whole encoder and train only the classifier (transfer learning instead of fine-tuning)",
@@ -192,6 +212,8 @@ class TrainConfig:
         600.0, "under torchrun: seconds a process waits to join the others and for each exchange"
     )
     overwrite: bool = opt(False, "replace a run already in --job-dir")
+
+    PRESETS: typing.ClassVar[dict[str, dict[str, Any]]] = TRAIN_PRESETS
 
     def __post_init__(self) -> None:
         problems = data_source_problems(self)
@@ -327,9 +349,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         parser.add_argument(flag, **kwargs)
 
 
+def train_option(ns: argparse.Namespace, name: str):
+    """The value `sentitune train` would use for option `name` given parsed arguments: the one given,
+    else the preset's, else the default."""
+    if hasattr(ns, name):
+        return getattr(ns, name)
+    preset = TRAIN_PRESETS.get(getattr(ns, "preset", None) or "", {})
+    return preset.get(name, next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name))
+
+
 def from_namespace(cls, ns: argparse.Namespace, **overrides):
-    """Build the dataclass from parsed options; options not given keep the dataclass default."""
+    """Build the dataclass from parsed options; options not given take the chosen preset's value (for
+    dataclasses with PRESETS), else the dataclass default."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(ns).items() if k in names}
     values.update(overrides)
+    if values.get("preset"):
+        values = {**cls.PRESETS[values["preset"]], **values}
     return cls(**values)

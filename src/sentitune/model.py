@@ -2,7 +2,10 @@
 
 The classifier is whatever `AutoModelForSequenceClassification` builds for the encoder (for BERT:
 the pooled [CLS] output -> dropout -> linear, the walkthrough's head), so a run folder is a standard
-Hugging Face model folder that any transformers user can load.
+Hugging Face model folder that any transformers user can load. With `--pooling mean` the same dropout
+and linear layer read the mean of the post's token states instead (`MeanPooled`); the folder keeps the
+standard weight names and records the pooling in config.json (`sentitune_pooling`), which sentitune's
+loaders honour.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ ENCODER_TYPES = {
     "neobert",
 }
 RUN_CONFIG = "run_config.json"
+POOLING_KEY = "sentitune_pooling"  # in config.json; absent means the model's own ([CLS]) head
 
 
 @dataclass
@@ -62,6 +66,49 @@ class Classifier:
     labels: tuple[str, ...]
     source: str
     local_dir: str | None = None  # where a run folder from a URL was downloaded to (once)
+
+
+class MeanPooled(torch.nn.Module):
+    """A BERT-style sequence classifier whose dropout + linear head reads the mean of the last hidden
+    states over the post's tokens (padding excluded) instead of the pooled [CLS] token. The wrapped
+    Hugging Face model keeps its weights and their names; its unused pooler is dropped."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        head, dropout = getattr(inner, "classifier", None), getattr(inner, "dropout", None)
+        if not isinstance(head, torch.nn.Linear) or dropout is None:
+            raise SentituneError(
+                f"--pooling mean needs a BERT-style head (dropout + linear); {type(inner).__name__} has "
+                "another; use --pooling cls"
+            )
+        if hasattr(inner.base_model, "pooler"):
+            inner.base_model.pooler = None
+        inner.config.update({POOLING_KEY: "mean"})
+        self.inner = inner
+
+    @property
+    def config(self):
+        return self.inner.config
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        return self.inner.base_model
+
+    def save_pretrained(self, *args, **kwargs):
+        return self.inner.save_pretrained(*args, **kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        hidden = self.inner.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return SequenceClassifierOutput(logits=self.inner.classifier(self.inner.dropout(pooled)))
+
+
+def pooled(model: torch.nn.Module, pooling: str) -> torch.nn.Module:
+    """`model` as a classifier with the given pooling ('cls': the model itself)."""
+    return MeanPooled(model) if pooling == "mean" else model
 
 
 def quiet_transformers() -> None:
@@ -115,7 +162,10 @@ def load_classifier(name_or_path: str, labels=LABELS, *, for_training: bool = Tr
         raise SentituneError(f"cannot load model {source}: {str(exc).splitlines()[0]}") from exc
     if not getattr(tokenizer, "is_fast", False):
         raise SentituneError(f"model {source} has no fast tokenizer (tokenizer.json); sentitune needs one")
-    return Classifier(model, tokenizer, tuple(labels), source)
+    pooling = getattr(config, POOLING_KEY, "cls")
+    if pooling not in ("cls", "mean"):
+        raise SentituneError(f"model {source} has an unknown {POOLING_KEY} '{pooling}' in config.json")
+    return Classifier(pooled(model, pooling), tokenizer, tuple(labels), source)
 
 
 def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -40,11 +40,13 @@ from sentitune.metrics import (
 )
 from sentitune.model import (
     RUN_CONFIG,
+    MeanPooled,
     count_parameters,
     encoder_layers,
     freeze,
     keep_first_layers,
     load_classifier,
+    pooled,
 )
 from sentitune.predict import autocast, infer_probs, resolve_device, resolve_precision
 from sentitune.storage import StagedOutput, join
@@ -169,6 +171,10 @@ def build_model(cfg: TrainConfig):
     if cfg.keep_layers:
         keep_first_layers(model, cfg.keep_layers)
     freeze(model, cfg.freeze_layers, cfg.train_head_only)
+    if isinstance(model, MeanPooled) and cfg.pooling != "mean":
+        raise SentituneError(f"{source} was trained with --pooling mean; continue it with --pooling mean")
+    if not isinstance(model, MeanPooled):
+        model = classifier.model = pooled(model, cfg.pooling)
     total, trainable = count_parameters(model)
     info = {
         "source": cfg.model or "embedded:all-MiniLM-L6-v2",
@@ -176,6 +182,7 @@ def build_model(cfg: TrainConfig):
         "type": model.config.model_type,
         "layers": len(encoder_layers(model)),
         "hidden_size": model.config.hidden_size,
+        "pooling": cfg.pooling,
         "parameters": total,
         "trainable_parameters": trainable,
     }
@@ -733,7 +740,12 @@ def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, 
         f"# Sentiment classifier: {model_info['source']}, fine-tuned with sentitune {__version__}",
         "",
         f'Classes: {", ".join(LABELS)}. Load it with `sentitune predict RUN_DIR "text"`, `sentitune serve RUN_DIR`, '
-        "or `AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`.",
+        + (
+            "or `sentitune.model.load_run(RUN_DIR)`: its head reads the mean of the token states "
+            "(`--pooling mean`), which `AutoModelForSequenceClassification` alone would not apply."
+            if cfg.pooling == "mean"
+            else "or `AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`."
+        ),
         "",
         "## Data",
         "",

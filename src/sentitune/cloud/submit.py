@@ -28,7 +28,7 @@ from sentitune.cloud.vertex import (
     target_problems,
     to_json,
 )
-from sentitune.config import _check, opt
+from sentitune.config import _check, opt, train_option
 from sentitune.errors import SentituneError
 
 log = logging.getLogger("sentitune")
@@ -314,7 +314,7 @@ def cost_estimate(cfg: SubmitConfig) -> dict:
         cfg.replica_count,
         cfg.spot,
         examples_per_epoch=examples,
-        epochs=getattr(cfg.train, "epochs", None),
+        epochs=train_option(cfg.train, "epochs") if cfg.train is not None else None,
         examples_per_s=speed,
         prices_file=cfg.prices,
     )

@@ -1,0 +1,107 @@
+"""`train --pooling mean`: the head reads the mean of the post's token states, the run folder says so,
+and every loader (predict, continued training, ONNX export) honours it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import RUN_ARGS, cli, cli_error
+
+from sentitune.config import TrainConfig
+from sentitune.model import POOLING_KEY, MeanPooled, load_run
+from sentitune.predict import Predictor
+from sentitune.train import train
+
+POSTS = ["@united thanks for the quick rebooking, great crew!", "ok", "worst. airline. ever. " * 6]
+
+
+@pytest.fixture(scope="module")
+def mean_run(tmp_path_factory, tiny_model, prepared):
+    run_dir = tmp_path_factory.mktemp("mean") / "run"
+    train(
+        TrainConfig(
+            data=str(prepared), job_dir=str(run_dir), model=str(tiny_model), pooling="mean", **RUN_ARGS
+        )
+    )
+    return run_dir
+
+
+def test_the_run_folder_records_mean_pooling(mean_run, trained_run):
+    config = json.loads((mean_run / "config.json").read_text())
+    assert config[POOLING_KEY] == "mean"
+    assert POOLING_KEY not in json.loads((trained_run / "config.json").read_text())
+    run_config = json.loads((mean_run / "run_config.json").read_text())
+    assert run_config["train"]["pooling"] == "mean" and run_config["model"]["pooling"] == "mean"
+
+
+def test_the_head_reads_the_mean_of_the_unpadded_token_states(mean_run):
+    classifier = load_run(str(mean_run))
+    model = classifier.model
+    assert isinstance(model, MeanPooled) and model.base_model.pooler is None
+    enc = classifier.tokenizer(POSTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        for i, post in enumerate(POSTS):  # each post alone: no padding at all
+            one = classifier.tokenizer([post], return_tensors="pt")
+            states = model.base_model(**one).last_hidden_state[0]
+            expected = model.inner.classifier(states.mean(dim=0))
+            torch.testing.assert_close(logits[i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_cls_pooling_gives_other_scores(mean_run):
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(mean_run).eval()  # the [CLS] head
+    classifier = load_run(str(mean_run))
+    enc = classifier.tokenizer(POSTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours = classifier.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        theirs = plain(**enc).logits
+    assert not torch.allclose(ours, theirs, atol=1e-3)
+
+
+def test_predict_and_onnx_export_use_mean_pooling(mean_run, tmp_path):
+    import shutil
+
+    from sentitune.export import ExportConfig, export_onnx
+
+    run = shutil.copytree(mean_run, tmp_path / "run")
+    torch_probs = Predictor(str(run), device="cpu", precision="fp32").probabilities(POSTS)
+    classifier = load_run(str(run))
+    with torch.no_grad():
+        for i, post in enumerate(POSTS):
+            one = classifier.tokenizer([post], return_tensors="pt")
+            logits = classifier.model(input_ids=one["input_ids"], attention_mask=one["attention_mask"]).logits
+            probs = logits.softmax(-1)[0].numpy()
+            np.testing.assert_allclose(torch_probs[i], probs, atol=1e-5)
+    export_onnx(ExportConfig(run_dir=str(run), parity_examples=100))
+    report = json.loads((run / "onnx" / "export_report.json").read_text())
+    assert report["models"]["fp32"]["label_agreement"] == 1.0
+    onnx_probs = Predictor(str(run), backend="onnx").probabilities(POSTS)
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
+
+
+def test_continuing_a_mean_pooled_run_needs_mean_pooling(mean_run, prepared, tmp_path, capsys):
+    message = cli_error(
+        capsys,
+        "train",
+        "--data",
+        prepared,
+        "--model",
+        mean_run,
+        "--job-dir",
+        tmp_path / "next",
+        "--max-steps",
+        "1",
+    )
+    assert message == f"{mean_run} was trained with --pooling mean; continue it with --pooling mean"
+    assert not (tmp_path / "next").exists()
+    code, _, _ = cli(
+        capsys, "train", "--data", prepared, "--model", mean_run, "--job-dir", tmp_path / "next",
+        "--max-steps", "1", "--pooling", "mean", "--train-eval-examples", "0",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "next" / "config.json").read_text())[POOLING_KEY] == "mean"
