@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import RUN_ARGS, cli, cli_error
 
+from sentitune.builtin import default_model
 from sentitune.config import TrainConfig
-from sentitune.model import POOLING_KEY, MeanPooled, load_run
+from sentitune.model import POOLING_KEY, MeanPooled, load_run, trained_pooling
 from sentitune.predict import Predictor
 from sentitune.train import train
 
@@ -105,3 +106,25 @@ def test_continuing_a_mean_pooled_run_needs_mean_pooling(mean_run, prepared, tmp
     )  # fmt: skip
     assert code == 0
     assert json.loads((tmp_path / "next" / "config.json").read_text())[POOLING_KEY] == "mean"
+
+
+def test_auto_pooling_follows_how_the_encoder_was_trained(tiny_model, prepared, tmp_path, capsys):
+    import shutil
+
+    assert trained_pooling(default_model()) == "mean"  # the embedded sentence-transformers MiniLM
+    assert trained_pooling(str(tiny_model)) == "cls"  # a plain BERT folder
+    sentence_model = shutil.copytree(tiny_model, tmp_path / "st-model")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]  # fmt: skip
+    (sentence_model / "modules.json").write_text(json.dumps(modules))
+    (sentence_model / "1_Pooling").mkdir()
+    (sentence_model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    for model, expected in ((sentence_model, "mean"), (tiny_model, "cls")):
+        job = tmp_path / f"run-{expected}"
+        code, _, _ = cli(
+            capsys, "train", "--data", prepared, "--model", model, "--job-dir", job, "--pooling", "auto",
+            "--max-steps", "1", "--train-eval-examples", "0",
+        )  # fmt: skip
+        assert code == 0
+        assert json.loads((job / "run_config.json").read_text())["model"]["pooling"] == expected
+        assert json.loads((job / "config.json").read_text()).get(POOLING_KEY, "cls") == expected

@@ -22,7 +22,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("torch", "onnx", "onnx-int8")  # the run's PyTorch model or its `sentitune export`
 CLASS_WEIGHTS = ("none", "auto")
-POOLINGS = ("cls", "mean")
+POOLINGS = ("auto", "cls", "mean")
 # `train --preset`: settings chosen from the quality grid (BENCHMARKS.md, "Model quality"); options given
 # explicitly win over the preset's. "balanced" is the plain defaults.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -155,8 +155,9 @@ class TrainConfig:
     freeze_layers: int = opt(0, "freeze the embeddings and the first N encoder layers")
     pooling: str = opt(
         "cls",
-        "what the head reads: the pooled [CLS] token (a standard transformers folder) or the mean of "
-        "the post's token states (how sentence-transformers models were trained; BERT-style heads)",
+        "what the head reads: the pooled [CLS] token (a standard transformers folder), the mean of the "
+        "post's token states (BERT-style heads), or auto: mean for sentence-transformers encoders "
+        "trained with mean pooling (the embedded MiniLM), else cls",
         choices=POOLINGS,
     )
     train_head_only: bool = opt(

@@ -75,8 +75,7 @@ class MeanPooled(torch.nn.Module):
 
     def __init__(self, inner: torch.nn.Module):
         super().__init__()
-        head, dropout = getattr(inner, "classifier", None), getattr(inner, "dropout", None)
-        if not isinstance(head, torch.nn.Linear) or dropout is None:
+        if not has_bert_style_head(inner):
             raise SentituneError(
                 f"--pooling mean needs a BERT-style head (dropout + linear); {type(inner).__name__} has "
                 "another; use --pooling cls"
@@ -109,6 +108,41 @@ class MeanPooled(torch.nn.Module):
 def pooled(model: torch.nn.Module, pooling: str) -> torch.nn.Module:
     """`model` as a classifier with the given pooling ('cls': the model itself)."""
     return MeanPooled(model) if pooling == "mean" else model
+
+
+def has_bert_style_head(model: torch.nn.Module) -> bool:
+    return isinstance(getattr(model, "classifier", None), torch.nn.Linear) and hasattr(model, "dropout")
+
+
+def _model_file(name_or_path: str, filename: str) -> str | None:
+    """A file of a local model folder or of a hub model (cached), or None where there is none."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        return path if os.path.isfile(path) else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(name_or_path, filename)
+    except (OSError, ValueError):  # not on the hub, or offline: no sentence-transformers settings
+        return None
+
+
+def trained_pooling(name_or_path: str) -> str:
+    """'mean' for a sentence-transformers encoder trained with mean pooling (its modules.json names a
+    Pooling module whose config sets pooling_mode_mean_tokens), else 'cls'."""
+    path = _model_file(name_or_path, "modules.json")
+    if path is None:
+        return "cls"
+    with open(path) as f:
+        modules = json.load(f)
+    for module in modules if isinstance(modules, list) else []:
+        if str(module.get("type", "")).endswith(".Pooling"):
+            config = _model_file(name_or_path, f"{module.get('path', '')}/config.json")
+            if config is None:
+                return "cls"
+            with open(config) as f:
+                return "mean" if json.load(f).get("pooling_mode_mean_tokens") else "cls"
+    return "cls"
 
 
 def quiet_transformers() -> None:

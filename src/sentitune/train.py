@@ -44,9 +44,11 @@ from sentitune.model import (
     count_parameters,
     encoder_layers,
     freeze,
+    has_bert_style_head,
     keep_first_layers,
     load_classifier,
     pooled,
+    trained_pooling,
 )
 from sentitune.predict import autocast, infer_probs, resolve_device, resolve_precision
 from sentitune.storage import StagedOutput, join
@@ -171,10 +173,14 @@ def build_model(cfg: TrainConfig):
     if cfg.keep_layers:
         keep_first_layers(model, cfg.keep_layers)
     freeze(model, cfg.freeze_layers, cfg.train_head_only)
-    if isinstance(model, MeanPooled) and cfg.pooling != "mean":
+    if isinstance(model, MeanPooled) and cfg.pooling == "cls":
         raise SentituneError(f"{source} was trained with --pooling mean; continue it with --pooling mean")
     if not isinstance(model, MeanPooled):
-        model = classifier.model = pooled(model, cfg.pooling)
+        pooling = cfg.pooling
+        if pooling == "auto":
+            pooling = trained_pooling(source) if has_bert_style_head(model) else "cls"
+        model = classifier.model = pooled(model, pooling)
+    pooling = "mean" if isinstance(model, MeanPooled) else "cls"
     total, trainable = count_parameters(model)
     info = {
         "source": cfg.model or "embedded:all-MiniLM-L6-v2",
@@ -182,15 +188,16 @@ def build_model(cfg: TrainConfig):
         "type": model.config.model_type,
         "layers": len(encoder_layers(model)),
         "hidden_size": model.config.hidden_size,
-        "pooling": cfg.pooling,
+        "pooling": pooling,
         "parameters": total,
         "trainable_parameters": trainable,
     }
     log.info(
-        "model: %s, %d layers x %d, %.1f M parameters (%.1f M trainable)",
+        "model: %s, %d layers x %d, %s pooling, %.1f M parameters (%.1f M trainable)",
         info["source"],
         info["layers"],
         info["hidden_size"],
+        pooling,
         total / 1e6,
         trainable / 1e6,
     )
@@ -743,7 +750,7 @@ def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, 
         + (
             "or `sentitune.model.load_run(RUN_DIR)`: its head reads the mean of the token states "
             "(`--pooling mean`), which `AutoModelForSequenceClassification` alone would not apply."
-            if cfg.pooling == "mean"
+            if model_info["pooling"] == "mean"
             else "or `AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`."
         ),
         "",
