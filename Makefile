@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 
-# The demo fits in 15 minutes on 2 CPU cores: the embedded MiniLM cut to its first 3 layers
+# The demo fits in 15 minutes on 2 CPU cores: --preset fast, the embedded MiniLM cut to its first 3 layers
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
-DEMO_TRAIN_ARGS ?= --keep-layers 3 --epochs 1 --batch-size 32 --learning-rate 1e-4
+DEMO_TRAIN_ARGS ?= --preset fast
 
 .PHONY: install demo test test-all lint format bench bench-full bench-memory bench-serve quality clean
 

@@ -29,8 +29,8 @@ from speedlib import TRAIN_CSV, VAL_CSV, emit, log, machine_info  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # Half an epoch (740 steps of 32 = 23,680 tweets): a screening budget; batch-size settings keep the
-# number of tweets, not of steps.
-QUICK_BASE = ["--keep-layers", "3", "--max-steps", "740", "--learning-rate", "1e-4"]
+# number of tweets, not of steps. [CLS] pooling, the default when the grid was first run.
+QUICK_BASE = ["--keep-layers", "3", "--max-steps", "740", "--learning-rate", "1e-4", "--pooling", "cls"]
 GRIDS: dict[str, dict[str, list[str]]] = {
     "smoke": {
         "tiny-lr1e-3": ["--max-steps", "10", "--learning-rate", "1e-3"],
@@ -51,6 +51,14 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "l3-warmup0": [*QUICK_BASE, "--warmup-ratio", "0"],
         "l3-freeze1": [*QUICK_BASE, "--freeze-layers", "1"],
         "l3-head-only": [*QUICK_BASE, "--train-head-only", "--learning-rate", "1e-3"],
+        "l3-head-only-mean": [
+            *QUICK_BASE,
+            "--train-head-only",
+            "--learning-rate",
+            "1e-3",
+            "--pooling",
+            "mean",
+        ],
         "l3-batch16": [*QUICK_BASE, "--batch-size", "16", "--max-steps", "1480"],
         "l3-warmup0.1": [*QUICK_BASE, "--warmup-ratio", "0.1"],
         "l3-maxlen64": [*QUICK_BASE, "--max-length", "64"],
@@ -109,6 +117,8 @@ def main() -> int:
             "train_minutes": round(metrics["training"]["wall_s"] / 60, 1),
             "command_minutes": round((time.perf_counter() - started) / 60, 1),
             "examples_per_s": metrics["training"]["examples_per_s"],
+            # a run stopped earlier resumes from its checkpoint: its minutes cover only the rest
+            "resumed_from_step": metrics["training"]["resumed_from_step"],
         }
         with open(results_path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -121,8 +131,11 @@ def main() -> int:
         log("| setting | options | val macro-recall | macro-F1 | accuracy | training min |")
         log("|---|---|---|---|---|---|")
         for r in rows:
+            minutes = r["train_minutes"]
+            if r.get("resumed_from_step"):
+                minutes = f"{minutes} (resumed at step {r['resumed_from_step']})"
             log(
-                f"| {r['setting']} | `{' '.join(r['options'])}` | {r['val_macro_recall']} | {r['val_macro_f1']} | {r['val_accuracy']} | {r['train_minutes']} |"
+                f"| {r['setting']} | `{' '.join(r['options'])}` | {r['val_macro_recall']} | {r['val_macro_f1']} | {r['val_accuracy']} | {minutes} |"
             )
     emit(
         {

@@ -456,8 +456,8 @@ def test_the_cost_estimate_uses_a_runs_measured_speed(capsys, trained_run):
     assert cost["usd_per_hour"] == pytest.approx(0.2405 + 0.4025)  # the walkthrough's ~$0.64/h
     assert cost["estimated_hours"] == pytest.approx(hours, abs=1e-3)
     assert cost["estimated_usd"] >= 0.01
-    # without --epochs the job trains for the preset's epochs (fast: 1), else the default's (3)
-    for preset, epochs in (["--preset=fast"], 1), ([], 3):
+    # without --epochs the job trains for the preset's epochs (fast: 1), else the default's (2)
+    for preset, epochs in (["--preset=fast"], 1), ([], 2):
         _, out, _ = cli(
             capsys,
             *submit_args("--dry-run", "--base-output-dir", "gs://b/o", "--throughput-from", str(trained_run)),
