@@ -85,27 +85,21 @@ def test_predict_and_onnx_export_use_mean_pooling(mean_run, tmp_path):
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
 
 
-def test_continuing_a_mean_pooled_run_needs_mean_pooling(mean_run, prepared, tmp_path, capsys):
+def test_continuing_a_mean_pooled_run_keeps_mean_pooling(mean_run, prepared, tmp_path, capsys):
     message = cli_error(
-        capsys,
-        "train",
-        "--data",
-        prepared,
-        "--model",
-        mean_run,
-        "--job-dir",
-        tmp_path / "next",
-        "--max-steps",
-        "1",
-    )
-    assert message == f"{mean_run} was trained with --pooling mean; continue it with --pooling mean"
-    assert not (tmp_path / "next").exists()
-    code, _, _ = cli(
         capsys, "train", "--data", prepared, "--model", mean_run, "--job-dir", tmp_path / "next",
-        "--max-steps", "1", "--pooling", "mean", "--train-eval-examples", "0",
+        "--max-steps", "1", "--pooling", "cls",
     )  # fmt: skip
-    assert code == 0
-    assert json.loads((tmp_path / "next" / "config.json").read_text())[POOLING_KEY] == "mean"
+    assert message == f"{mean_run} was trained with --pooling mean; continue it with --pooling mean or auto"
+    assert not (tmp_path / "next").exists()
+    for pooling in ([], ["--pooling", "mean"]):  # auto (the default) follows the run
+        job = tmp_path / f"next{len(pooling)}"
+        code, _, _ = cli(
+            capsys, "train", "--data", prepared, "--model", mean_run, "--job-dir", job,
+            "--max-steps", "1", "--train-eval-examples", "0", *pooling,
+        )  # fmt: skip
+        assert code == 0
+        assert json.loads((job / "config.json").read_text())[POOLING_KEY] == "mean"
 
 
 def test_auto_pooling_follows_how_the_encoder_was_trained(tiny_model, prepared, tmp_path, capsys):

@@ -174,7 +174,9 @@ def build_model(cfg: TrainConfig):
         keep_first_layers(model, cfg.keep_layers)
     freeze(model, cfg.freeze_layers, cfg.train_head_only)
     if isinstance(model, MeanPooled) and cfg.pooling == "cls":
-        raise SentituneError(f"{source} was trained with --pooling mean; continue it with --pooling mean")
+        raise SentituneError(
+            f"{source} was trained with --pooling mean; continue it with --pooling mean or auto"
+        )
     if not isinstance(model, MeanPooled):
         pooling = cfg.pooling
         if pooling == "auto":
