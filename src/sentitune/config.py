@@ -350,13 +350,18 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         parser.add_argument(flag, **kwargs)
 
 
+def _with_preset(cls, values: dict) -> dict:
+    """`values` (the options given) over the chosen preset's, for dataclasses with PRESETS."""
+    return {**cls.PRESETS[values["preset"]], **values} if values.get("preset") else values
+
+
 def train_option(ns: argparse.Namespace, name: str):
     """The value `sentitune train` would use for option `name` given parsed arguments: the one given,
     else the preset's, else the default."""
-    if hasattr(ns, name):
-        return getattr(ns, name)
-    preset = TRAIN_PRESETS.get(getattr(ns, "preset", None) or "", {})
-    return preset.get(name, next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name))
+    values = _with_preset(TrainConfig, vars(ns))
+    if name in values:
+        return values[name]
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
 def from_namespace(cls, ns: argparse.Namespace, **overrides):
@@ -365,6 +370,4 @@ def from_namespace(cls, ns: argparse.Namespace, **overrides):
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(ns).items() if k in names}
     values.update(overrides)
-    if values.get("preset"):
-        values = {**cls.PRESETS[values["preset"]], **values}
-    return cls(**values)
+    return cls(**_with_preset(cls, values))

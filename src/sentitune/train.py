@@ -173,16 +173,17 @@ def build_model(cfg: TrainConfig):
     if cfg.keep_layers:
         keep_first_layers(model, cfg.keep_layers)
     freeze(model, cfg.freeze_layers, cfg.train_head_only)
-    if isinstance(model, MeanPooled) and cfg.pooling == "cls":
-        raise SentituneError(
-            f"{source} was trained with --pooling mean; continue it with --pooling mean or auto"
-        )
-    if not isinstance(model, MeanPooled):
+    if isinstance(model, MeanPooled):  # a mean-pooled run, trained on
+        if cfg.pooling == "cls":
+            raise SentituneError(
+                f"{source} was trained with --pooling mean; continue it with --pooling mean or auto"
+            )
+        pooling = "mean"
+    else:
         pooling = cfg.pooling
         if pooling == "auto":
             pooling = trained_pooling(source) if has_bert_style_head(model) else "cls"
         model = classifier.model = pooled(model, pooling)
-    pooling = "mean" if isinstance(model, MeanPooled) else "cls"
     total, trainable = count_parameters(model)
     info = {
         "source": cfg.model or "embedded:all-MiniLM-L6-v2",
