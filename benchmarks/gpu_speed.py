@@ -4,10 +4,10 @@
 For BERT-Tiny (random weights, 2 x 128 x 2: speed does not depend on them) and the embedded MiniLM
 (6 x 384): `sentitune.train.train` for --steps optimiser steps (bf16 autocast, fused AdamW, pinned
 host batches, no per-step host sync) and `Predictor` over the validation texts. Each measurement is
-repeated --rounds times; the JSON holds the medians. Data: ../shared/data/tweets when present, else
-the embedded tweet corpus (prepared into a temporary folder).
+repeated --rounds times; the JSON holds the medians. Data: ../shared/data/tweets when present
+(SENTITUNE_SHARED overrides ../shared), else the embedded tweet corpus (prepared into a temporary folder).
 
-usage: gpu_speed.py [--rounds 2] [--steps 300] [--tiny-batch 1024] [--minilm-batch 256]
+usage: gpu_speed.py [--models bert-tiny,minilm] [--rounds 2] [--steps 300] [--tiny-batch 1024] [--minilm-batch 256]
 """
 
 from __future__ import annotations
@@ -22,18 +22,21 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speedlib import TRAIN_CSV, VAL_CSV  # noqa: E402
+
 from sentitune.builtin import build_random_bert, default_model
 from sentitune.config import PrepareConfig, TrainConfig
 from sentitune.data import prepare, read_labelled
 from sentitune.predict import Predictor
 from sentitune.train import train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets"
+MODELS = ("bert-tiny", "minilm")
 
 
 def data_files(tmp: Path) -> tuple[str, str]:
-    if (SHARED / "train.csv").is_file():
-        return str(SHARED / "train.csv"), str(SHARED / "val.csv")
+    if TRAIN_CSV.is_file():
+        return str(TRAIN_CSV), str(VAL_CSV)
     prepare(PrepareConfig(inputs=[], output_dir=str(tmp / "data")))
     return str(tmp / "data" / "train.csv"), str(tmp / "data" / "eval.csv")
 
@@ -74,11 +77,15 @@ def measure(model: str, batch: int, steps: int, train_file: str, val_file: str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--tiny-batch", type=int, default=1024)
     ap.add_argument("--minilm-batch", type=int, default=256)
     args = ap.parse_args()
+    names = args.models.split(",")
+    if unknown := set(names) - set(MODELS):
+        ap.error(f"--models: unknown {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
     if not torch.cuda.is_available():
         raise SystemExit("gpu_speed.py needs a CUDA GPU")
     report = {
@@ -93,10 +100,11 @@ def main() -> None:
         tmp = Path(tmp)
         train_file, val_file = data_files(tmp)
         models = {
-            "bert-tiny": (build_random_bert(tmp / "tiny"), args.tiny_batch),
-            "minilm": (default_model(), args.minilm_batch),
+            "bert-tiny": lambda: (build_random_bert(tmp / "tiny"), args.tiny_batch),
+            "minilm": lambda: (default_model(), args.minilm_batch),
         }
-        for name, (folder, batch) in models.items():
+        for name in names:
+            folder, batch = models[name]()
             runs = [measure(folder, batch, args.steps, train_file, val_file, tmp) for _ in range(args.rounds)]
             report["models"][name] = {
                 "batch_size": batch,

@@ -9,25 +9,31 @@ results.jsonl); a rerun skips the settings already there, so a long grid can be 
 Grids: `smoke` (a random BERT-Tiny, two settings, seconds: checks the runner), `quick` (the MiniLM cut
 to 3 layers, half an epoch each, about 4 minutes a setting on 2 cores: learning rate, warm-up, batch size,
 max length, layers, freezing, class weights, label smoothing, layer-wise learning-rate decay, pooling), `full`
-(whole epochs: the presets' candidates, 3 or 6 layers, 1-3 epochs, 7-55 minutes a setting).
+(whole epochs: the presets' candidates, 3 or 6 layers, 1-3 epochs, 7-55 minutes a setting), `vader` (the
+walkthrough's setting: train.csv labelled by VADER with `prepare --label-with vader`, 2 or 10 epochs; rows
+add the prepared test split's accuracy with its bootstrap 95 % interval).
 
-usage: quality.py [--grid quick] [--work DIR] [--only NAME,...] [--markdown]
+On a GPU, `--jobs N` trains N settings at once (batch-32 steps of these small models leave the GPU
+mostly idle); benchmarks/gpu_quality.sh runs the `full` and `vader` grids that way.
+
+usage: quality.py [--grid quick] [--work DIR] [--only NAME,...] [--jobs N] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speedlib import TRAIN_CSV, VAL_CSV, emit, log, machine_info  # noqa: E402
 
-BIN = Path(sys.executable).parent
 # Half an epoch (740 steps of 32 = 23,680 tweets): a screening budget; batch-size settings keep the
 # number of tweets, not of steps. [CLS] pooling, the default when the grid was first run.
 QUICK_BASE = ["--keep-layers", "3", "--max-steps", "740", "--learning-rate", "1e-4", "--pooling", "cls"]
@@ -69,8 +75,76 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "l6-e2": ["--epochs", "2", "--pooling", "cls"],
         "l6-e3-mean": ["--epochs", "3", "--pooling", "mean"],
         "l6-e2-mean-class-weights": ["--epochs", "2", "--pooling", "mean", "--class-weights", "auto"],
+        "l6-e2-mean-lr1e-4": ["--epochs", "2", "--pooling", "mean", "--learning-rate", "1e-4"],
+    },
+    # the walkthrough's setting: train.csv labelled by VADER (prepared once into --work), scored on the
+    # prepared test split (accuracy, the walkthrough's measure) as well as its validation split
+    "vader": {
+        "vader-defaults": [],
+        "vader-e10": ["--epochs", "10"],
+        "vader-e10-lr1e-4": ["--epochs", "10", "--learning-rate", "1e-4"],
     },
 }
+
+
+SENTITUNE = [sys.executable, "-m", "sentitune", "--quiet"]
+
+
+def score(split: dict) -> dict:
+    return {
+        "macro_recall": round(100 * split["macro_recall"], 2),
+        "macro_f1": round(100 * split["macro_f1"], 2),
+        "accuracy": round(100 * split["accuracy"], 2),
+    }
+
+
+def run_setting(name: str, options: list[str], data: list[str], work: Path) -> dict:
+    """Train one setting into work/NAME and return its table row."""
+    job = work / name
+    command = [
+        *SENTITUNE, "train", *data, "--job-dir", str(job),
+        "--train-eval-examples", "0", "--overwrite", *options,
+    ]  # fmt: skip
+    log(f"{name}: {' '.join(options)}")
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    metrics = json.loads((job / "metrics.json").read_text())
+    val = score(metrics["val"])
+    row = {
+        "setting": name,
+        "options": options,
+        "val_macro_recall": val["macro_recall"],
+        "val_macro_f1": val["macro_f1"],
+        "val_accuracy": val["accuracy"],
+        "train_minutes": round(metrics["training"]["wall_s"] / 60, 1),
+        "command_minutes": round((time.perf_counter() - started) / 60, 1),
+        "examples_per_s": metrics["training"]["examples_per_s"],
+        "epochs_run": metrics["training"]["epochs_run"],
+        # a run stopped earlier resumes from its checkpoint: its minutes cover only the rest
+        "resumed_from_step": metrics["training"]["resumed_from_step"],
+    }
+    if "test" in metrics:
+        test = metrics["test"]
+        row["test"] = {
+            **score(test),
+            "accuracy_95": [round(100 * x, 2) for x in test["intervals_95"]["accuracy"]],
+        }
+    log(
+        f"{name}: macro-recall {row['val_macro_recall']}, macro-F1 {row['val_macro_f1']}, {row['train_minutes']} min"
+    )
+    return row
+
+
+def vader_data(work: Path) -> Path:
+    """train.csv labelled by VADER's compound score (the walkthrough's rule), split by `prepare`."""
+    folder = work / "vader-data"
+    if not (folder / "train.csv").is_file():
+        command = [
+            *SENTITUNE, "prepare", str(TRAIN_CSV), "--label-with", "vader",
+            "--text-column", "text", "--output-dir", str(folder),
+        ]  # fmt: skip
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return folder
 
 
 def main() -> int:
@@ -78,6 +152,13 @@ def main() -> int:
     parser.add_argument("--grid", default="quick", choices=sorted(GRIDS))
     parser.add_argument("--work", help="folder of the runs and results.jsonl (default: a temporary one)")
     parser.add_argument("--only", help="comma-separated setting names")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="settings trained at once (default 1; more only on a GPU, where small-batch steps leave it idle: "
+        "on a CPU they share the cores and the minutes mean nothing)",
+    )
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown on stderr")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix=f"sentitune-quality-{args.grid}-"))
@@ -89,43 +170,29 @@ def main() -> int:
     settings = GRIDS[args.grid]
     if args.only:
         settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
-    model = []
+    if args.grid == "vader":
+        data = ["--data", str(vader_data(work))]
+    else:
+        data = ["--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV)]
     if args.grid == "smoke":
         from sentitune.builtin import build_random_bert
 
-        model = ["--model", build_random_bert(work / "bert-tiny")]
-    for name, options in settings.items():
-        if name in done:
-            log(f"{name}: done earlier")
-            continue
-        job = work / name
-        command = [
-            str(BIN / "sentitune"), "--quiet", "train",
-            "--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV),
-            "--job-dir", str(job), "--train-eval-examples", "0", "--overwrite", *model, *options,
-        ]  # fmt: skip
-        log(f"{name}: {' '.join(options)}")
-        started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        metrics = json.loads((job / "metrics.json").read_text())
-        row = {
-            "setting": name,
-            "options": options,
-            "val_macro_recall": round(100 * metrics["val"]["macro_recall"], 2),
-            "val_macro_f1": round(100 * metrics["val"]["macro_f1"], 2),
-            "val_accuracy": round(100 * metrics["val"]["accuracy"], 2),
-            "train_minutes": round(metrics["training"]["wall_s"] / 60, 1),
-            "command_minutes": round((time.perf_counter() - started) / 60, 1),
-            "examples_per_s": metrics["training"]["examples_per_s"],
-            # a run stopped earlier resumes from its checkpoint: its minutes cover only the rest
-            "resumed_from_step": metrics["training"]["resumed_from_step"],
-        }
-        with open(results_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        done[name] = row
-        log(
-            f"{name}: macro-recall {row['val_macro_recall']}, macro-F1 {row['val_macro_f1']}, {row['train_minutes']} min"
-        )
+        data += ["--model", build_random_bert(work / "bert-tiny")]
+    for name in done.keys() & settings.keys():
+        log(f"{name}: done earlier")
+    todo = {k: v for k, v in settings.items() if k not in done}
+    lock = threading.Lock()
+
+    def run_and_record(name: str) -> None:
+        row = run_setting(name, todo[name], data, work)
+        with lock:
+            with open(results_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[name] = row
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for future in [pool.submit(run_and_record, name) for name in todo]:
+            future.result()
     rows = [done[name] for name in settings if name in done]
     if args.markdown:
         log("| setting | options | val macro-recall | macro-F1 | accuracy | training min |")
@@ -141,6 +208,7 @@ def main() -> int:
         {
             "benchmark": "quality",
             "grid": args.grid,
+            "jobs": args.jobs,
             "machine": machine_info(),
             "work": str(work),
             "results": rows,

@@ -259,6 +259,7 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "transformers": transformers.__version__,
         "sentitune": sentitune.__version__,
         "sentitune_commit": _git_commit(),
