@@ -4,10 +4,12 @@
 For BERT-Tiny (random weights, 2 x 128 x 2: speed does not depend on them) and the embedded MiniLM
 (6 x 384): `sentitune.train.train` for --steps optimiser steps (bf16 autocast, fused AdamW, pinned
 host batches, no per-step host sync) and `Predictor` over the validation texts. Each measurement is
-repeated --rounds times; the JSON holds the medians. Data: ../shared/data/tweets when present
+repeated --rounds times after --warmup-rounds untimed ones (the first round in a process pays for CUDA's
+start-up: library handles, kernel loading; on an H100 it ran at a fifth of the second's rate); the JSON
+holds the medians of the timed rounds and lists every round. Data: ../shared/data/tweets when present
 (SENTITUNE_SHARED overrides ../shared), else the embedded tweet corpus (prepared into a temporary folder).
 
-usage: gpu_speed.py [--models bert-tiny,minilm] [--rounds 2] [--steps 300] [--tiny-batch 1024] [--minilm-batch 256]
+usage: gpu_speed.py [--models bert-tiny,minilm] [--warmup-rounds 1] [--rounds 2] [--steps 300] [--tiny-batch 1024] [--minilm-batch 256]
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def measure(model: str, batch: int, steps: int, train_file: str, val_file: str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
+    ap.add_argument("--warmup-rounds", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--tiny-batch", type=int, default=1024)
@@ -105,9 +108,14 @@ def main() -> None:
         }
         for name in names:
             folder, batch = models[name]()
+            warmup = [
+                measure(folder, batch, args.steps, train_file, val_file, tmp)
+                for _ in range(args.warmup_rounds)
+            ]
             runs = [measure(folder, batch, args.steps, train_file, val_file, tmp) for _ in range(args.rounds)]
             report["models"][name] = {
                 "batch_size": batch,
+                "warmup_rounds": warmup,
                 "rounds": runs,
                 **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
             }

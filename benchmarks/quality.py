@@ -10,8 +10,9 @@ Grids: `smoke` (a random BERT-Tiny, two settings, seconds: checks the runner), `
 to 3 layers, half an epoch each, about 4 minutes a setting on 2 cores: learning rate, warm-up, batch size,
 max length, layers, freezing, class weights, label smoothing, layer-wise learning-rate decay, pooling), `full`
 (whole epochs: the presets' candidates, 3 or 6 layers, 1-3 epochs, 7-55 minutes a setting), `vader` (the
-walkthrough's setting: train.csv labelled by VADER with `prepare --label-with vader`, 2 or 10 epochs; rows
-add the prepared test split's accuracy with its bootstrap 95 % interval).
+walkthrough's setting: train.csv labelled by VADER with `prepare --label-with vader`; 2 to 10 epochs,
+learning rates, half the training data; rows add the prepared test split's accuracy with its bootstrap
+95 % interval).
 
 On a GPU, `--jobs N` trains N settings at once (batch-32 steps of these small models leave the GPU
 mostly idle); benchmarks/gpu_quality.sh runs the `full` and `vader` grids that way.
@@ -81,12 +82,18 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     # prepared test split (accuracy, the walkthrough's measure) as well as its validation split
     "vader": {
         "vader-defaults": [],
+        "vader-half-data": [],  # the defaults on half the training split (TRAIN_FRACTION): what data buys
+        "vader-e5": ["--epochs", "5"],
+        "vader-e5-lr1e-4": ["--epochs", "5", "--learning-rate", "1e-4"],
+        "vader-e5-lr2e-4": ["--epochs", "5", "--learning-rate", "2e-4"],
+        "vader-e6-lr1.5e-4": ["--epochs", "6", "--learning-rate", "1.5e-4"],
         "vader-e10": ["--epochs", "10"],
-        "vader-e10-lr1e-4": ["--epochs", "10", "--learning-rate", "1e-4"],
     },
 }
 
 
+# settings trained on a stratified sample of the training split (same validation and test splits)
+TRAIN_FRACTION = {"vader-half-data": 0.5}
 SENTITUNE = [sys.executable, "-m", "sentitune", "--quiet"]
 
 
@@ -147,6 +154,22 @@ def vader_data(work: Path) -> Path:
     return folder
 
 
+def subset_files(data: Path, fraction: float) -> list[str]:
+    """The prepared folder's splits with a stratified `fraction` of its training rows (fixed seed)."""
+    import pandas as pd
+
+    sample = data / f"train-{fraction:g}.csv"
+    if not sample.is_file():
+        train = pd.read_csv(data / "train.csv")
+        part = train.groupby("label", group_keys=False).sample(frac=fraction, random_state=0).sort_index()
+        part.to_csv(sample.with_suffix(".tmp"), index=False)
+        sample.with_suffix(".tmp").rename(sample)
+    return [
+        "--training-file", str(sample), "--validation-file", str(data / "eval.csv"),
+        "--testing-file", str(data / "test.csv"),
+    ]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", default="quick", choices=sorted(GRIDS))
@@ -170,21 +193,24 @@ def main() -> int:
     settings = GRIDS[args.grid]
     if args.only:
         settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
+    data = {name: ["--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV)] for name in settings}
     if args.grid == "vader":
-        data = ["--data", str(vader_data(work))]
-    else:
-        data = ["--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV)]
+        prepared = vader_data(work)
+        for name in settings:
+            fraction = TRAIN_FRACTION.get(name)
+            data[name] = subset_files(prepared, fraction) if fraction else ["--data", str(prepared)]
     if args.grid == "smoke":
         from sentitune.builtin import build_random_bert
 
-        data += ["--model", build_random_bert(work / "bert-tiny")]
+        tiny = build_random_bert(work / "bert-tiny")
+        data = {name: [*files, "--model", tiny] for name, files in data.items()}
     for name in done.keys() & settings.keys():
         log(f"{name}: done earlier")
     todo = {k: v for k, v in settings.items() if k not in done}
     lock = threading.Lock()
 
     def run_and_record(name: str) -> None:
-        row = run_setting(name, todo[name], data, work)
+        row = run_setting(name, todo[name], data[name], work)
         with lock:
             with open(results_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -195,14 +221,20 @@ def main() -> int:
             future.result()
     rows = [done[name] for name in settings if name in done]
     if args.markdown:
-        log("| setting | options | val macro-recall | macro-F1 | accuracy | training min |")
-        log("|---|---|---|---|---|---|")
+        with_test = any("test" in r for r in rows)
+        test_head = " test accuracy (95 % interval) |" if with_test else ""
+        log(f"| setting | options | val macro-recall | macro-F1 | accuracy | training min |{test_head}")
+        log("|---|---|---|---|---|---|" + ("---|" if with_test else ""))
         for r in rows:
             minutes = r["train_minutes"]
             if r.get("resumed_from_step"):
                 minutes = f"{minutes} (resumed at step {r['resumed_from_step']})"
+            test = ""
+            if with_test:
+                low, high = r["test"]["accuracy_95"]
+                test = f" {r['test']['accuracy']} ({low}–{high}) |"
             log(
-                f"| {r['setting']} | `{' '.join(r['options'])}` | {r['val_macro_recall']} | {r['val_macro_f1']} | {r['val_accuracy']} | {minutes} |"
+                f"| {r['setting']} | `{' '.join(r['options'])}` | {r['val_macro_recall']} | {r['val_macro_f1']} | {r['val_accuracy']} | {minutes} |{test}"
             )
     emit(
         {

@@ -107,7 +107,7 @@ def load_predictor(
     precision: str = "auto",
     num_threads: int | None = None,
     backend: str = "torch",
-    batch_size: int = 16,
+    batch_size: int = ServeSettings.model_batch,
 ):
     """The run's Predictor, warmed up by one prediction; any failure is a SentituneError naming the folder."""
     import torch

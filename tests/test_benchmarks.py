@@ -1,0 +1,74 @@
+"""The quality runner in benchmarks/: its stratified training subsets and its parallel, resumable grid."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TWEETS
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import quality  # noqa: E402
+
+
+def test_half_data_is_a_stratified_half_of_train_with_the_same_eval_splits(prepared, tmp_path):
+    data = Path(shutil.copytree(prepared, tmp_path / "data"))
+    options = quality.subset_files(data, 0.5)
+    flags = dict(zip(options[::2], options[1::2], strict=True))
+    assert flags["--validation-file"] == str(data / "eval.csv")
+    assert flags["--testing-file"] == str(data / "test.csv")
+    train = pd.read_csv(data / "train.csv")
+    half = pd.read_csv(flags["--training-file"])
+    full_counts = train["label"].value_counts()
+    half_counts = half["label"].value_counts()
+    assert set(half_counts.index) == set(full_counts.index)
+    for label, n in full_counts.items():
+        assert abs(half_counts[label] - n / 2) <= 1, label
+    # rows of the training split only, none repeated
+    assert not half.duplicated().any()
+    assert len(half.merge(train, how="inner")) == len(half)
+    # a second call reuses the sample (a resumed grid trains on the same rows)
+    written = Path(flags["--training-file"]).stat().st_mtime_ns
+    assert quality.subset_files(data, 0.5) == options
+    assert Path(flags["--training-file"]).stat().st_mtime_ns == written
+
+
+def test_smoke_grid_trains_two_settings_at_once_and_a_rerun_skips_them(tmp_path):
+    if not TWEETS.is_file():
+        pytest.skip(f"shared tweet data not found at {TWEETS}")
+    env = {**os.environ, "SENTITUNE_SHARED": str(TWEETS.parents[2])}
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "quality.py"),
+        "--grid",
+        "smoke",
+        "--jobs",
+        "2",
+        "--work",
+        str(tmp_path),
+    ]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    report = json.loads(first.stdout)
+    assert report["jobs"] == 2
+    assert [r["setting"] for r in report["results"]] == list(quality.GRIDS["smoke"])
+    for row in report["results"]:
+        assert 0 < row["val_accuracy"] <= 100
+        assert (tmp_path / row["setting"] / "model.safetensors").is_file()
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    second = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert second.stderr.count("done earlier") == 2
+    assert json.loads(second.stdout)["results"] == report["results"]
+
+
+def test_python_dash_m_runs_the_command_line():
+    out = subprocess.run(
+        [sys.executable, "-m", "sentitune", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().endswith(__import__("sentitune").__version__)
