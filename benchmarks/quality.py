@@ -194,7 +194,7 @@ def main() -> int:
     if args.only:
         settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
     data = {name: ["--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV)] for name in settings}
-    if args.grid == "vader":
+    if args.grid == "vader" and settings:
         prepared = vader_data(work)
         for name in settings:
             fraction = TRAIN_FRACTION.get(name)
@@ -211,6 +211,8 @@ def main() -> int:
 
     def run_and_record(name: str) -> None:
         row = run_setting(name, todo[name], data[name], work)
+        if name in TRAIN_FRACTION:
+            row["train_fraction"] = TRAIN_FRACTION[name]
         with lock:
             with open(results_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -229,8 +231,8 @@ def main() -> int:
             minutes = r["train_minutes"]
             if r.get("resumed_from_step"):
                 minutes = f"{minutes} (resumed at step {r['resumed_from_step']})"
-            test = ""
-            if with_test:
+            test = " |" if with_test else ""
+            if "test" in r:
                 low, high = r["test"]["accuracy_95"]
                 test = f" {r['test']['accuracy']} ({low}–{high}) |"
             log(
