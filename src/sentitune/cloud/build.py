@@ -21,6 +21,7 @@ from sentitune.cloud.vertex import (
     DEFAULT_REPOSITORY,
     default_project,
     image_uri,
+    project_option,
     target_problems,
 )
 from sentitune.config import _check, opt
@@ -36,7 +37,7 @@ BUILDERS = ("cloud-build", "docker")
 class BuildConfig:
     """Which image to build, where from, and where to push it."""
 
-    project: str | None = opt(None, "Google Cloud project ID (default: $GOOGLE_CLOUD_PROJECT)")
+    project: str | None = project_option()
     region: str = opt(DEFAULT_REGION, "Artifact Registry location (the jobs' region)")
     repository: str = opt(DEFAULT_REPOSITORY, "Artifact Registry Docker repository")
     variant: str = opt(

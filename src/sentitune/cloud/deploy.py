@@ -15,10 +15,12 @@ from sentitune.cloud.vertex import (
     DEFAULT_REGION,
     DEFAULT_REPOSITORY,
     aiplatform_types,
+    api_endpoint_option,
     call,
     client,
     default_project,
     image_uri,
+    project_option,
     target_problems,
     to_json,
 )
@@ -37,7 +39,7 @@ class DeployConfig:
     """Where and how a trained run is served on Vertex AI."""
 
     run_dir: str = opt(None, "run folder on gs:// written by train", positional=True, metavar="RUN_DIR")
-    project: str | None = opt(None, "Google Cloud project ID (default: $GOOGLE_CLOUD_PROJECT)")
+    project: str | None = project_option()
     region: str = opt(DEFAULT_REGION, "Vertex AI region")
     display_name: str | None = opt(
         None, "name of the model and endpoint (default: sentitune-<run folder name>)"
@@ -54,7 +56,7 @@ class DeployConfig:
         None, "deploy to this existing endpoint (ID or resource name) instead of a new one"
     )
     service_account: str | None = opt(None, "service account the serving container runs as")
-    api_endpoint: str | None = opt(None, "Vertex AI API host (default: REGION-aiplatform.googleapis.com)")
+    api_endpoint: str | None = api_endpoint_option()
     dry_run: bool = opt(False, "print the requests (JSON) and the equivalent gcloud commands; send nothing")
 
     def __post_init__(self) -> None:

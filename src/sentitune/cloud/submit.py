@@ -21,10 +21,12 @@ from sentitune.cloud.vertex import (
     DEFAULT_REGION,
     DEFAULT_REPOSITORY,
     aiplatform_types,
+    api_endpoint_option,
     call,
     client,
     default_project,
     image_uri,
+    project_option,
     target_problems,
     to_json,
 )
@@ -70,7 +72,7 @@ def parse_duration(text: str) -> int:
 class SubmitConfig:
     """A Vertex AI custom job that runs `sentitune train` with the arguments after `--`."""
 
-    project: str | None = opt(None, "Google Cloud project ID (default: $GOOGLE_CLOUD_PROJECT)")
+    project: str | None = project_option()
     region: str = opt(DEFAULT_REGION, "Vertex AI region")
     display_name: str | None = opt(None, "job name (default: sentitune-train-<UTC time>)")
     machine_type: str = opt("n1-standard-4", "machine of each replica")
@@ -100,7 +102,7 @@ class SubmitConfig:
     throughput_from: str | None = opt(
         None, "a finished run folder whose training examples/s (same machine kind) estimates the job's length"
     )
-    api_endpoint: str | None = opt(None, "Vertex AI API host (default: REGION-aiplatform.googleapis.com)")
+    api_endpoint: str | None = api_endpoint_option()
     dry_run: bool = opt(
         False, "print the CustomJob request (JSON), the gcloud command and the cost; send nothing"
     )
