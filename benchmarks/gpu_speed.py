@@ -108,11 +108,11 @@ def main() -> None:
         }
         for name in names:
             folder, batch = models[name]()
-            warmup = [
+            rounds = [
                 measure(folder, batch, args.steps, train_file, val_file, tmp)
-                for _ in range(args.warmup_rounds)
+                for _ in range(args.warmup_rounds + args.rounds)
             ]
-            runs = [measure(folder, batch, args.steps, train_file, val_file, tmp) for _ in range(args.rounds)]
+            warmup, runs = rounds[: args.warmup_rounds], rounds[args.warmup_rounds :]
             report["models"][name] = {
                 "batch_size": batch,
                 "warmup_rounds": warmup,

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from conftest import TWEETS
 
+import sentitune
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import quality  # noqa: E402
@@ -71,4 +73,4 @@ def test_python_dash_m_runs_the_command_line():
     out = subprocess.run(
         [sys.executable, "-m", "sentitune", "--version"], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip().endswith(__import__("sentitune").__version__)
+    assert out.stdout.strip().endswith(sentitune.__version__)
