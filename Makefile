@@ -9,7 +9,7 @@ DEMO   ?= demo
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
 DEMO_TRAIN_ARGS ?= --preset fast
 
-.PHONY: install demo test test-all lint format bench bench-full bench-memory bench-serve quality clean
+.PHONY: install demo test test-all test-other-precision lint format bench bench-full bench-memory bench-serve quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
+
+# The model-running tests again under the precision --precision auto does NOT pick here (bf16 on an
+# AVX2-only CPU, where it is emulated; fp32 on a CPU with AVX512-BF16 / AMX), so one machine checks both.
+test-other-precision: $(STAMP)
+	other=$$($(BIN)/sentitune env --json | $(BIN)/python -c 'import json, sys; print("fp32" if json.load(sys.stdin)["choices"]["torch"]["precision"] == "bf16" else "bf16")') && \
+	echo "SENTITUNE_PRECISION=$$other" && \
+	SENTITUNE_PRECISION=$$other $(BIN)/python -m pytest -q -m 'precision and not slow'
 
 # Speed benchmarks (JSON on stdout; figures in BENCHMARKS.md). The Trainer contender needs accelerate.
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -39,17 +39,18 @@ def training_tables(train: dict) -> list[str]:
             f"**{m['model']['description']}**, batch {m['batch_size']}, {m['samples']:,} training examples "
             f"({m['steps']} steps), rounds: {m['rounds']}, medians:",
             "",
-            "| | train examples/s | eval examples/s | peak RSS MiB | fraction of fp32 ceiling |",
-            "|---|---|---|---|---|",
+            "| | precision | train examples/s | ms per step | eval examples/s | peak RSS MiB | fraction of fp32 ceiling |",
+            "|---|---|---|---|---|---|---|",
         ]
         ceiling = m.get("ceiling", {})
         for name in ("seed", "trainer", "sentitune"):
             if name not in c or "error" in c[name]:
-                out.append(f"| {NAMES[name]} | failed: {c.get(name, {}).get('error', 'not run')} | | | |")
+                out.append(f"| {NAMES[name]} | failed: {c.get(name, {}).get('error', 'not run')} | | | | | |")
                 continue
             frac = ceiling.get("achieved", {}).get(name, {}).get("fraction_of_fp32_ceiling")
             out.append(
-                f"| {NAMES[name]} | {fmt(c[name].get('train_examples_per_s'))} | "
+                f"| {NAMES[name]} | {c[name].get('precision') or '–'} | {fmt(c[name].get('train_examples_per_s'))} | "
+                f"{fmt(c[name].get('ms_per_step'), 2)} | "
                 f"{fmt(c[name].get('eval_examples_per_s'))} | {fmt(c[name].get('peak_rss_mib'))} | "
                 f"{fmt(frac * 100 if frac is not None else None)} % |"
             )
@@ -112,8 +113,9 @@ def main() -> None:
         speed = json.load(f)
     m = speed["machine"]
     lines = [
-        f"Machine: {m['cpu_model']}, {m['cores']} cores ({', '.join(m['cpu_flags'])}; native bf16: "
-        f"{m['native_bf16']}), {m['memory_gib']} GiB, torch {m['torch']}, transformers {m['transformers']}; "
+        f"Machine: {m['cpu_model']}, {m['cores']} cores ({', '.join(m['cpu_features'])}; native bf16: "
+        f"{m['native_bf16']}; --precision auto: {m['precision_auto']}), {m['memory_gib']} GiB, "
+        f"torch {m['torch']}, transformers {m['transformers']}; "
         f"{m['date'][:10]}, sentitune {m['sentitune']} ({m.get('sentitune_commit', '?')}), "
         f"mode {speed['mode']}, {speed['wall_s']} s, load average {m['load_average']} → "
         f"{speed.get('load_average_end')}.",

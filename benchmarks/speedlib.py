@@ -43,7 +43,14 @@ class ModelSize:
 MODEL_SIZES = {
     "tiny": ModelSize("tiny", "random BERT-Tiny (2 layers x 128 hidden x 2 heads, real vocabulary)", 128),
     "minilm": ModelSize("minilm", "embedded all-MiniLM-L6-v2 (6 layers x 384 hidden x 12 heads)", 32),
+    # So small that a step is almost all host work (Python, op launches, the optimiser, data): the
+    # milliseconds per step measure a training loop's overhead, what a GPU step at small batches pays.
+    "host": ModelSize(
+        "host", "random 1 layer x 32 hidden x 2 heads BERT (real vocabulary): host overhead", 32
+    ),
 }
+# model size -> (layers, hidden, heads) of the random models built on the fly
+RANDOM_SHAPES = {"tiny": (2, 128, 2), "host": (1, 32, 2)}
 
 
 def log(*parts) -> None:
@@ -56,11 +63,12 @@ def model_folder(name: str, workdir: str | Path) -> str:
 
     if name == "minilm":
         return default_model()
-    if name == "tiny":
-        folder = Path(workdir) / "bert-tiny"
+    if name in RANDOM_SHAPES:
+        layers, hidden, heads = RANDOM_SHAPES[name]
+        folder = Path(workdir) / f"bert-{name}"
         if not (folder / "config.json").is_file():
             with stdout_to_stderr():
-                build_random_bert(folder, layers=2, hidden=128, heads=2)
+                build_random_bert(folder, layers=layers, hidden=hidden, heads=heads)
         return str(folder)
     raise SystemExit(f"unknown model size {name!r}; choose from {', '.join(MODEL_SIZES)}")
 
@@ -192,28 +200,6 @@ def read_texts(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-                return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
-
-
 def _git_commit() -> str | None:
     try:
         head = subprocess.run(
@@ -243,23 +229,22 @@ def machine_info() -> dict:
         mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         mem_gib = None
-    cpu = torch.cpu
-    native_bf16 = any(
-        getattr(cpu, name, lambda: False)()
-        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
+    from sentitune.environment import report
+
+    env = report()  # what `sentitune env` prints: the same CPU, ISA and precision names
     return {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu_model": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_model": env["cpu"]["model"],
+        "cpu_features": env["cpu"]["features"],
+        "native_bf16": env["cpu"]["native_bf16"],
+        "precision_auto": env["choices"]["torch"]["precision"],
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gib": mem_gib,
-        "native_bf16": native_bf16,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpus": env["gpus"],
         "transformers": transformers.__version__,
         "sentitune": sentitune.__version__,
         "sentitune_commit": _git_commit(),

@@ -9,8 +9,11 @@ Contenders, each run as its own subprocess, in turn (seed, trainer, sentitune, s
              length-grouped batches, fused AdamW); also times Trainer.evaluate() on val.csv
   sentitune  `python -m sentitune.cli train --training-file train.csv --validation-file val.csv
              --model DIR --max-steps N --batch-size B --learning-rate 1e-4 --train-eval-examples 0`
-All three get the same model folder (a random BERT-Tiny built once, or the embedded MiniLM), the same
-batch size (128 for BERT-Tiny, 32 for MiniLM), N = ceil(samples / batch) steps, and max length 100.
+All three get the same model folder (a random BERT-Tiny built once, the embedded MiniLM, or a random
+1-layer x 32 'host' model whose step is almost all host overhead), the same batch size (128 for
+BERT-Tiny, 32 for the others), N = ceil(samples / batch) steps, and max length 100. Each contender runs
+at its own default precision: the walkthrough fp32, the Trainer bf16 where the CPU or GPU has native bf16
+(hf_trainer_reference.py --bf16 auto), sentitune its --precision auto; the JSON records which.
 
 What is read from each run:
   train examples/s  seed and trainer: their own JSON line (time of the training loop only);
@@ -29,7 +32,7 @@ Medians over rounds are reported, with every round's value, and ratios sentitune
 sentitune/trainer. With ceiling measurement on (default), the matmul ceiling of ceiling.py turns each
 rate into achieved GFLOP/s and a fraction of the fp32 and bf16 ceilings.
 
-usage: train_speed.py [--models tiny,minilm] [--samples N] [--rounds R] [--quick] [--threads T]
+usage: train_speed.py [--models tiny,minilm,host] [--samples N] [--rounds R] [--quick] [--threads T]
                       [--contenders seed,trainer,sentitune] [--no-ceiling]
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -72,14 +75,14 @@ LEARNING_RATE = 1e-4
 # Quick: a few minutes on 2 idle cores. Full: long enough for steady-state rates.
 PRESETS = {
     "quick": {
-        "rounds": {"tiny": 3, "minilm": 2},
-        "samples": {"tiny": 2560, "minilm": 640},
-        "models": "tiny,minilm",
+        "rounds": {"tiny": 3, "minilm": 2, "host": 3},
+        "samples": {"tiny": 2560, "minilm": 640, "host": 6400},
+        "models": "tiny,minilm,host",
     },
     "full": {
-        "rounds": {"tiny": 3, "minilm": 3},
-        "samples": {"tiny": 12800, "minilm": 1600},
-        "models": "tiny,minilm",
+        "rounds": {"tiny": 3, "minilm": 3, "host": 3},
+        "samples": {"tiny": 12800, "minilm": 1600, "host": 12800},
+        "models": "tiny,minilm,host",
     },
 }
 # sentitune's progress line, logged every --log-every steps and at the last step when stderr is
@@ -150,6 +153,8 @@ def parse_reference(name: str, res) -> dict:
     if res.returncode != 0 or out is None:
         raise RuntimeError(f"{name} exited {res.returncode}: {res.error_tail()}")
     row = {
+        # the walkthrough trains in fp32; the Trainer in bf16 where the hardware has it (--bf16 auto)
+        "precision": "bf16" if out.get("bf16") else "fp32",
         "train_examples_per_s": out.get("train_samples_per_s"),
         "train_wall_s": out.get("train_wall_s"),
         "train_examples": out.get("train_samples"),
@@ -186,11 +191,12 @@ def parse_sentitune(res, job_dir: str) -> dict:
         log("  (no final progress line from sentitune: its train rate includes the validation pass)")
     val = metrics.get("val", {})
     try:
-        threads = json.loads((Path(job_dir) / "run_config.json").read_text())["environment"]["threads"]
+        environment = json.loads((Path(job_dir) / "run_config.json").read_text())["environment"]
     except (OSError, KeyError, ValueError):
-        threads = None
+        environment = {}
     return {
-        "threads": threads,
+        "threads": environment.get("threads"),
+        "precision": environment.get("precision"),
         "train_examples_per_s": train_rate or training["examples_per_s"],
         "reported_examples_per_s": training["examples_per_s"],
         "train_wall_s": training["wall_s"],
@@ -251,6 +257,7 @@ def summarise(rows: list[dict]) -> dict:
                 out[f"{key}_rounds"] = values
     out["train_examples"] = rows[-1].get("train_examples")
     out["threads"] = rows[-1].get("threads")
+    out["precision"] = rows[-1].get("precision")
     quality = [r["quality"] for r in rows if r.get("quality")]
     if quality:
         out["quality"] = {k: median([q.get(k) for q in quality]) for k in quality[0]}
@@ -353,6 +360,9 @@ def run(args) -> dict:
                     contender_results[c] = summarise(rows[c])
                 if c in errors:
                     contender_results.setdefault(c, {})["error"] = errors[c]
+            for v in contender_results.values():  # a step's time, for the host-overhead comparison
+                if v.get("train_examples_per_s"):
+                    v["ms_per_step"] = round(1000 * batch / v["train_examples_per_s"], 2)
             entry["contenders"] = contender_results
             entry["ratios"] = compare(contender_results)
             if not args.no_ceiling:
@@ -373,12 +383,12 @@ def run(args) -> dict:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--models", help="comma-separated model sizes: tiny, minilm (default: both)")
+    ap.add_argument("--models", help="comma-separated model sizes: tiny, minilm, host (default: all)")
     ap.add_argument("--samples", type=int, help="training examples per run (default: preset per model)")
     ap.add_argument(
         "--rounds", type=int, help="rounds of seed, trainer, sentitune (default: preset per model)"
     )
-    ap.add_argument("--batch-size", type=int, help="default: 128 for tiny, 32 for minilm")
+    ap.add_argument("--batch-size", type=int, help="default: 128 for tiny, 32 for minilm and host")
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="subset and order of the contenders")
     ap.add_argument("--threads", type=int, help="pin OMP/MKL threads of every contender (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="short preset: a few minutes on 2 idle cores")

@@ -21,6 +21,39 @@ SPLIT_FILES = ("train.csv", "eval.csv", "test.csv", "labels.json", "prepare_repo
 PER_CLASS = 100  # rows per class in the sample frames: ~300 posts, enough to stratify 80/10/10
 
 
+# ----------------------------------------------------------------------------- precision
+
+# Modules whose tests run models at the default precision (auto). `make test-other-precision` (CI runs
+# it after `make test`) runs them again with SENTITUNE_PRECISION set to the precision auto does not pick
+# on the machine, so an AVX2 machine also exercises bf16 and an AMX machine fp32.
+PRECISION_SENSITIVE = {
+    "test_distributed",
+    "test_evaluate",
+    "test_export",
+    "test_gcs",
+    "test_pooling",
+    "test_predict",
+    "test_resume",
+    "test_runtime",
+    "test_serve",
+    "test_train",
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.module.__name__ in PRECISION_SENSITIVE:
+            item.add_marker(pytest.mark.precision)
+
+
+def pytest_report_header() -> str:
+    import torch
+
+    from sentitune.runtime import resolve_precision
+
+    return f"sentitune precision auto on this machine: {resolve_precision('auto', torch.device('cpu'))}"
+
+
 # ----------------------------------------------------------------------------- real posts
 
 

@@ -41,7 +41,7 @@ def assert_prediction(row: dict) -> None:
 
 def test_texts_as_arguments_print_json_lines(capsys, trained_run, predictor):
     texts = [t for t in POSTS if t]
-    code, out, err = cli(capsys, "predict", trained_run, *texts)
+    code, out, err = cli(capsys, "predict", trained_run, "--precision", "fp32", *texts)
     assert code == 0, err
     rows = json_lines(out)
     assert [r["text"] for r in rows] == texts
@@ -92,7 +92,15 @@ def test_input_file_to_output_file_keeps_every_column_and_row(
     frame = _write_input(corpus, tmp_path / "posts.csv")
     out_path = tmp_path / f"labelled.{fmt}"
     code, out, err = cli(
-        capsys, "predict", trained_run, "--input", tmp_path / "posts.csv", "--output", out_path
+        capsys,
+        "predict",
+        trained_run,
+        "--precision",
+        "fp32",
+        "--input",
+        tmp_path / "posts.csv",
+        "--output",
+        out_path,
     )
     assert code == 0, err
     assert "labelled 40 rows" in out
@@ -196,7 +204,9 @@ def test_a_wildcard_labels_every_file_into_a_folder_and_an_interrupted_batch_res
     (out / "a.csv").write_text("finished earlier\n")  # proves the rerun does not redo it
 
     frame.to_csv(parts / "c.csv.gz", index=False, lineterminator="\r\n")
-    code, stdout, err = cli(capsys, "predict", trained_run, "--input", f"{parts}/*", "--output", f"{out}/")
+    code, stdout, err = cli(
+        capsys, "predict", trained_run, "--precision", "fp32", "--input", f"{parts}/*", "--output", f"{out}/"
+    )
     assert code == 0, err
     assert "labelled 40 rows of 1 files" in stdout and "2 finished earlier, skipped" in stdout
     assert (out / "a.csv").read_text() == "finished earlier\n"

@@ -149,3 +149,79 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path, prepared, tiny_mode
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: the checkpoint in ")
     assert "learning_rate" in done.stderr and "another --checkpoint-dir" in done.stderr
+
+
+def test_fp16_with_a_gradient_scaler_resumes_to_the_uninterrupted_weights(tmp_path, prepared, tiny_model):
+    fp16 = ["--precision", "fp16"]
+    reference = subprocess.run(
+        command(prepared, tiny_model, tmp_path / "reference", tmp_path / "reference-ckpt") + fp16,
+        capture_output=True,
+        text=True,
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    assert (
+        "precision fp16 (set by --precision fp16; with a gradient scaler when training)" in reference.stderr
+    )
+
+    job, checkpoints = tmp_path / "run", tmp_path / "ckpt"
+    cmd = command(prepared, tiny_model, job, checkpoints) + fp16
+    proc = start_and_wait_for_checkpoint(cmd, checkpoints)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    killed_at = checkpoint_steps(checkpoints)[-1]
+    state = json.loads((checkpoints / f"checkpoint-{killed_at}" / "state.json").read_text())
+    assert state["fingerprint"]["precision"] == "fp16"
+    assert state["grad_scaler"]["scale"] > 0 and state["grad_scaler"]["_growth_tracker"] >= 0
+
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"(step {killed_at})" in again.stderr
+    assert_same_weights(weights(job), weights(tmp_path / "reference"))
+    assert json.loads((job / "run_config.json").read_text())["environment"]["precision"] == "fp16"
+
+
+def test_the_gradient_scalers_state_survives_a_checkpoint(tmp_path):
+    """A scale lowered by overflows, and its growth counter, come back exactly on resume."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from sentitune.checkpoint import Checkpointer
+
+    def parts():
+        model = torch.nn.Linear(4, 3)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        return (
+            model,
+            optimizer,
+            get_linear_schedule_with_warmup(optimizer, 0, 10),
+            torch.amp.GradScaler("cpu"),
+        )
+
+    model, optimizer, scheduler, scaler = parts()
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 7})
+    saver = Checkpointer(str(tmp_path), {"precision": "fp16"})
+    saver.save(model, optimizer, scheduler, None, scaler=scaler, step=3, epoch=0, batches_done=3, loop={})
+
+    model, optimizer, scheduler, fresh = parts()
+    assert fresh.get_scale() != 1024.0
+    Checkpointer(str(tmp_path), {"precision": "fp16"}).resume(
+        model, optimizer, scheduler, torch.device("cpu"), fresh
+    )
+    assert fresh.state_dict() == scaler.state_dict()
+
+
+def test_a_checkpoint_of_another_precision_is_refused(tmp_path, prepared, tiny_model):
+    """`auto` is bf16 on one CPU and fp32 on another: the precision used, not the option, must match."""
+    job, checkpoints = tmp_path / "run", tmp_path / "ckpt"
+    proc = start_and_wait_for_checkpoint(
+        command(prepared, tiny_model, job, checkpoints) + ["--precision", "fp32"], checkpoints
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = subprocess.run(
+        command(prepared, tiny_model, job, checkpoints) + ["--precision", "bf16"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the checkpoint in {checkpoints} was made with other settings (precision)")

@@ -2,7 +2,8 @@
 
 A checkpoint is a folder `checkpoint-<step>/` holding everything the loop needs to continue as if it
 had never stopped: model, best-so-far model, optimiser state (safetensors, no pickle), the torch RNG
-states, and `state.json` (step, position in the epoch's batch order, scheduler, history, counters).
+states, and `state.json` (step, position in the epoch's batch order, scheduler, fp16 gradient scaler,
+history, counters).
 It is written to a local staging folder and moved into place with `state.json` last, so a
 checkpoint without `state.json` is incomplete and ignored. The batch order of an epoch is a function
 of (seed, epoch), so the position is just the epoch and the number of batches done.
@@ -80,7 +81,17 @@ class Checkpointer:
         return sorted(found)
 
     def save(
-        self, model, optimizer, scheduler, best_state, *, step: int, epoch: int, batches_done: int, loop: dict
+        self,
+        model,
+        optimizer,
+        scheduler,
+        best_state,
+        *,
+        scaler=None,
+        step: int,
+        epoch: int,
+        batches_done: int,
+        loop: dict,
     ) -> str:
         name = f"checkpoint-{step}"
         rng = {"cpu": torch.get_rng_state()}
@@ -108,6 +119,8 @@ class Checkpointer:
                 "fingerprint": self.fingerprint,
                 "optimizer": layout,
                 "scheduler": scheduler.state_dict(),
+                # fp16's loss scale and its growth counter: a resumed run scales as the uninterrupted one
+                "grad_scaler": scaler.state_dict() if scaler is not None else None,
                 "loop": loop,
             }
             (staging / MARKER).write_text(json.dumps(state))
@@ -131,7 +144,7 @@ class Checkpointer:
             shutil.rmtree(target)
         os.rename(staging, target)
 
-    def resume(self, model, optimizer, scheduler, device: torch.device) -> Resumed | None:
+    def resume(self, model, optimizer, scheduler, device: torch.device, scaler=None) -> Resumed | None:
         """Load the latest complete checkpoint into the objects, or None when there is none."""
         complete = self._complete()
         if not complete:
@@ -156,6 +169,8 @@ class Checkpointer:
                 _unflatten_optimizer(load_file(str(local / "optimizer.safetensors")), state["optimizer"])
             )
             scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("grad_scaler"):
+                scaler.load_state_dict(state["grad_scaler"])
             own = local / f"rng-{self.dist.rank}.safetensors"
             rng = load_file(str(own if self.dist.rank and own.exists() else local / "rng.safetensors"))
             torch.set_rng_state(rng["cpu"])

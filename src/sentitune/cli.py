@@ -19,6 +19,7 @@ from sentitune import __version__
 from sentitune.config import (
     BACKENDS,
     DEVICES,
+    PRECISION_HELP,
     PRECISIONS,
     PrepareConfig,
     ServeSettings,
@@ -120,10 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folder (local or URL) written by train (default: $AIP_STORAGE_URI)",
     )
     add_arguments(p, ServeSettings, skip=("health_route", "predict_route"))  # routes: AIP_* variables only
-    p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="default: auto")
     p.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's choice)")
-    _add_backend_option(p)
+    _add_runtime_options(p)
     p.set_defaults(run=_serve)
 
     from sentitune.export import ExportConfig
@@ -222,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(p, BaselineConfig)
     p.set_defaults(run=_baseline)
+
+    p = commands.add_parser(
+        "env",
+        help="this machine as sentitune sees it: versions, CPU, GPUs, and what each command would pick",
+        description="Print versions, the CPU model and instruction sets (AVX2, AVX512, AVX512-BF16, AMX, "
+        "VNNI), GPUs with compute capability and memory, the installed extras, and the device, precision, "
+        "threads and ONNX execution provider each command would use here, with the reason. Paste it into "
+        "bug reports.",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(run=_env)
     return parser
 
 
@@ -230,11 +240,14 @@ def _add_io_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=int, default=64, help="examples per batch (default: 64, fastest on CPUs)"
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
-    _add_backend_option(p)
+    _add_runtime_options(p)
 
 
-def _add_backend_option(p: argparse.ArgumentParser) -> None:
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICES, help="default: auto")
+    p.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: auto)"
+    )
     p.add_argument(
         "--backend",
         default="torch",
@@ -356,6 +369,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         backend=args.backend,
         overwrite=args.overwrite,
     )
@@ -392,7 +406,13 @@ def _predict(args: argparse.Namespace) -> int:
         or args.output.endswith("/")
         or (not is_url(args.output) and os.path.isdir(args.output))
     )
-    predictor = Predictor(args.run_dir, device=args.device, batch_size=args.batch_size, backend=args.backend)
+    predictor = Predictor(
+        args.run_dir,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )
     if to_folder:
         done = predict_files(predictor, inputs, args.output, args.text_column, overwrite=args.overwrite)
         print(
@@ -514,6 +534,13 @@ def _cloud_deploy(args: argparse.Namespace) -> int:
         f"try: gcloud ai endpoints predict {endpoint_id} --region={cfg.region} "
         """--json-request=<(echo '{"instances": ["what a great day"]}')"""
     )
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    from sentitune.environment import print_report
+
+    print_report(args.json)
     return 0
 
 

@@ -20,6 +20,11 @@ LABEL_SOURCES = ("auto", "score", "category", "vader")
 FORMATS = ("csv", "parquet")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_ENV = "SENTITUNE_PRECISION"  # what --precision auto means, when set (runtime.choose_precision)
+PRECISION_HELP = (
+    "auto: bf16 on GPUs of compute capability 8.0+ and CPUs with AVX512-BF16 or AMX, fp16 with a gradient "
+    f"scaler on older GPUs, else fp32; ${PRECISION_ENV} sets what auto means"
+)
 BACKENDS = ("torch", "onnx", "onnx-int8")  # the run's PyTorch model or its `sentitune export`
 CLASS_WEIGHTS = ("none", "auto")
 POOLINGS = ("auto", "cls", "mean")
@@ -182,9 +187,7 @@ class TrainConfig:
     )
     device: str = opt("auto", "where to train", choices=DEVICES)
     num_threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
-    precision: str = opt(
-        "auto", "auto picks bf16 on GPUs and CPUs with native bf16, else fp32", choices=PRECISIONS
-    )
+    precision: str = opt("auto", PRECISION_HELP, choices=PRECISIONS)
     eval_batch_size: int = opt(64, "examples per batch when evaluating (64 is fastest on CPUs)")
     log_every: int = opt(50, "log a progress line every N steps")
     train_eval_examples: int = opt(

@@ -30,6 +30,7 @@ def evaluate(
     label_column: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    precision: str = "auto",
     backend: str = "torch",
     overwrite: bool = False,
 ) -> EvaluateResult:
@@ -46,11 +47,14 @@ def evaluate(
         overwrite=overwrite,
     )
     with out:
-        predictor = Predictor(run_dir, device=device, batch_size=batch_size, backend=backend)
+        predictor = Predictor(
+            run_dir, device=device, precision=precision, batch_size=batch_size, backend=backend
+        )
         split = read_labelled(data, text_column, label_column)
         metrics = classification_metrics(split.labels, predictor.probabilities(split.texts), predictor.labels)
         metrics["data"] = str(data)
         metrics["backend"] = backend
+        metrics["inference_precision"] = predictor.precision.name
         plot_confusion_matrix(metrics, out.path("confusion_matrix.png"), os.path.basename(str(data)))
         out.path("metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         out.commit()

@@ -19,6 +19,7 @@ import torch
 
 from sentitune.config import _check, opt
 from sentitune.errors import SentituneError, require_extra
+from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_onnxruntime
 from sentitune.storage import StagedOutput, exists, join, url_to_fs
 
 log = logging.getLogger("sentitune")
@@ -66,8 +67,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     """Export, quantize if asked, check parity, then write the ONNX folder; returns the report."""
     ort = require_onnxruntime()
     from sentitune.batching import tokenize
-    from sentitune.model import load_run
-    from sentitune.predict import infer_probs, trained_max_length
+    from sentitune.model import load_run, trained_max_length
 
     output_dir = cfg.output_dir or join(cfg.run_dir, EXPORT_DIR)
     out = StagedOutput(
@@ -99,7 +99,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
             quantize_int8(fp32_path, variants["int8"])
 
         tokens = tokenize(classifier.tokenizer, sample.texts, trained_max_length(cfg.run_dir))
-        reference = infer_probs(classifier.model, tokens, 64, torch.device("cpu"), None)
+        reference = infer_probs(classifier.model, tokens, 64, torch.device("cpu"))
         for name, path in variants.items():
             session = onnx_session(str(path))
             probs = onnx_probs(session, tokens, 64)
@@ -133,10 +133,6 @@ def export_onnx(cfg: ExportConfig) -> dict:
             fs.rm(inner)
     report["output_dir"] = output_dir
     return report
-
-
-def require_onnxruntime():
-    return require_extra("onnxruntime", "export", "running ONNX models")
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -196,24 +192,6 @@ def quantize_int8(source, dest) -> None:
         quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
-
-
-def onnx_session(path: str, threads: int | None = None):
-    ort = require_onnxruntime()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def onnx_probs(session, tokens, batch_size: int) -> np.ndarray:
-    """Class probabilities for every text, in the input order (as `predict.infer_probs`)."""
-    from sentitune.predict import batched_probs
-
-    def logits_of(ids, mask):
-        return session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-
-    return batched_probs(tokens, batch_size, logits_of)
 
 
 @dataclass

@@ -285,3 +285,11 @@ def read_run_config(run_dir: str) -> dict:
 
     with open_input(join(run_dir, RUN_CONFIG), "rb") as f:
         return json.load(f)
+
+
+def trained_max_length(run_dir: str) -> int:
+    """The --max-length the run was trained with (100, the walkthrough's, if not recorded)."""
+    try:
+        return int(read_run_config(run_dir)["train"]["max_length"])
+    except (SentituneError, KeyError, TypeError):
+        return 100

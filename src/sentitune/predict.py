@@ -4,98 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from sentitune.batching import TokenizedTexts, sorted_batches, tokenize
+from sentitune.batching import tokenize
 from sentitune.config import BACKENDS
 from sentitune.errors import SentituneError
+from sentitune.model import load_run, trained_max_length
+from sentitune.runtime import (
+    Precision,
+    infer_probs,
+    onnx_probs,
+    onnx_session,
+    require_onnxruntime,
+    resolve_device,
+    resolve_precision,
+)
 from sentitune.storage import exists
 
 log = logging.getLogger("sentitune")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SentituneError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise SentituneError("--device mps: Apple's MPS backend is not available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    # Without AVX512-BF16 or AMX, bf16 matmuls are emulated and run ~100x slower than fp32.
-    cpu = torch.cpu
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32."""
-    if name == "fp32":
-        return None
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu":
-            return torch.bfloat16 if cpu_has_native_bf16() else None
-        return None
-    if name == "fp16" and device.type == "cpu":
-        raise SentituneError("--precision fp16 is for GPUs; use bf16 or fp32 on a CPU")
-    return torch.bfloat16 if name == "bf16" else torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-@torch.inference_mode()
-def infer_probs(
-    model: torch.nn.Module,
-    tokens: TokenizedTexts,
-    batch_size: int,
-    device: torch.device,
-    dtype: torch.dtype | None,
-) -> np.ndarray:
-    """Class probabilities for every text, in the input order."""
-
-    def logits_of(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with autocast(device, dtype):
-            return model(
-                input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True)
-            ).logits
-
-    was_training = model.training
-    model.eval()
-    try:
-        return batched_probs(tokens, batch_size, logits_of)
-    finally:
-        model.train(was_training)
-
-
-def batched_probs(tokens: TokenizedTexts, batch_size: int, logits_of: Callable) -> np.ndarray:
-    """Softmax of `logits_of(input_ids, attention_mask)` over length-sorted batches, in the input order;
-    `logits_of` returns a tensor or an array (the PyTorch model, an onnxruntime session)."""
-    out = None
-    for rows in sorted_batches(tokens.lengths, batch_size):
-        ids, mask = tokens.batch(rows)
-        probs = torch.softmax(torch.as_tensor(logits_of(ids, mask)).float(), dim=-1).cpu().numpy()
-        if out is None:
-            out = np.empty((len(tokens), probs.shape[1]), np.float32)
-        out[rows] = probs
-    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 @dataclass
@@ -120,8 +51,6 @@ class Predictor:
         max_length: int | None = None,
         backend: str = "torch",
     ):
-        from sentitune.model import load_run
-
         if backend not in BACKENDS:
             raise SentituneError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.classifier = load_run(run_dir, with_model=backend == "torch")
@@ -133,12 +62,15 @@ class Predictor:
         self.session = None
         if backend == "torch":
             self.device = resolve_device(device)
-            self.dtype = resolve_precision(precision, self.device)
+            self.precision = resolve_precision(precision, self.device)
             self.model = self.classifier.model.to(self.device)
         else:
             if device not in ("auto", "cpu"):
                 raise SentituneError(f"--backend {backend} runs on the CPU; drop --device {device}")
-            self.device, self.dtype, self.model = torch.device("cpu"), None, None
+            exported = Precision(
+                "int8" if backend == "onnx-int8" else "fp32", f"the {backend} export as written"
+            )
+            self.device, self.precision, self.model = torch.device("cpu"), exported, None
             self.session = load_onnx(local, backend, shown_as=run_dir)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -146,10 +78,8 @@ class Predictor:
         if len(tokens) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
         if self.session is not None:
-            from sentitune.export import onnx_probs
-
             return onnx_probs(self.session, tokens, self.batch_size)
-        return infer_probs(self.model, tokens, self.batch_size, self.device, self.dtype)
+        return infer_probs(self.model, tokens, self.batch_size, self.device, self.precision)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probs = self.probabilities(texts)
@@ -171,21 +101,11 @@ class Predictor:
         return out
 
 
-def trained_max_length(run_dir: str) -> int:
-    """The --max-length the run was trained with (100, the walkthrough's, if not recorded)."""
-    from sentitune.model import read_run_config
-
-    try:
-        return int(read_run_config(run_dir)["train"]["max_length"])
-    except (SentituneError, KeyError, TypeError):
-        return 100
-
-
 def load_onnx(local_dir: str, backend: str, shown_as: str):
     """The onnxruntime session of the run's export in `local_dir` (the run `shown_as` in messages)."""
     import os
 
-    from sentitune.export import EXPORT_DIR, MODEL_FILES, onnx_session, require_onnxruntime
+    from sentitune.export import EXPORT_DIR, MODEL_FILES
     from sentitune.storage import join
 
     require_onnxruntime()

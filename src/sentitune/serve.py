@@ -92,6 +92,7 @@ def serve(
                     "health_route": settings.health_route,
                     "predict_route": settings.predict_route,
                     "device": str(predictor.device),
+                    "precision": str(predictor.precision),
                     "backend": predictor.backend,
                 }
             },

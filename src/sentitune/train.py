@@ -50,7 +50,7 @@ from sentitune.model import (
     pooled,
     trained_pooling,
 )
-from sentitune.predict import autocast, infer_probs, resolve_device, resolve_precision
+from sentitune.runtime import Precision, infer_probs, resolve_device, resolve_precision
 from sentitune.storage import StagedOutput, join
 
 log = logging.getLogger("sentitune")
@@ -100,7 +100,7 @@ def _train(
 ) -> TrainResult:
     with out or contextlib.nullcontext():
         device = resolve_device(device_name)
-        dtype = resolve_precision(cfg.precision, device)
+        precision = resolve_precision(cfg.precision, device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
@@ -113,7 +113,7 @@ def _train(
         log.info(
             "device %s, precision %s, %d threads; tokenised %s in %.1fs",
             device,
-            "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "fp32",
+            precision,
             torch.get_num_threads(),
             ", ".join(f"{n} {len(t)}" for n, t in tokens.items()),
             tokenize_s,
@@ -121,12 +121,14 @@ def _train(
 
         model = classifier.model.to(device)
         checkpointer = (
-            None if cfg.dry_run else Checkpointer(_checkpoint_root(cfg, run_dir), _fingerprint(cfg), dist=d)
+            None
+            if cfg.dry_run
+            else Checkpointer(_checkpoint_root(cfg, run_dir), _fingerprint(cfg, precision), dist=d)
         )
         with StopSignal() as stop_signal:
-            fitted = fit(model, tokens, splits, cfg, device, dtype, started, checkpointer, stop_signal, d)
+            fitted = fit(model, tokens, splits, cfg, device, precision, started, checkpointer, stop_signal, d)
         metrics = evaluate_splits(
-            model, tokens, splits, cfg, device, dtype, classifier.tokenizer.unk_token_id, d
+            model, tokens, splits, cfg, device, precision, classifier.tokenizer.unk_token_id, d
         )
         metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
         if cfg.baseline and not cfg.dry_run and d.is_main:
@@ -138,7 +140,7 @@ def _train(
         if d.is_main:  # one run folder, written by rank 0
             if d.enabled:
                 metrics["training"]["processes"] = d.world_size
-            save_run(out, classifier, cfg, model_info, splits, metrics, fitted, device, dtype)
+            save_run(out, classifier, cfg, model_info, splits, metrics, fitted, device, precision)
             out.commit()
         else:
             out.discard()
@@ -250,8 +252,10 @@ _NOT_IN_FINGERPRINT = {
 }
 
 
-def _fingerprint(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+def _fingerprint(cfg: TrainConfig, precision: Precision) -> dict:
+    # The precision actually used, not the option: `auto` means bf16 on one machine and fp32 on another.
+    found = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+    return {**found, "precision": precision.name}
 
 
 def _checkpoint_root(cfg: TrainConfig, run_dir: str) -> str:
@@ -312,7 +316,7 @@ def fit(
     splits: dict[str, LabelledTexts],
     cfg: TrainConfig,
     device: torch.device,
-    dtype: torch.dtype | None,
+    precision: Precision,
     started: float | None = None,
     checkpointer: Checkpointer | None = None,
     stop_signal: StopSignal | None = None,
@@ -327,6 +331,7 @@ def fit(
     epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = _optimizer(model, cfg, device)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     weights = _class_weights(train_labels, cfg.class_weights)
     # Per-example weights; the loss is their weighted sum over the global batch's total weight, so the
     # gradient averaged over ranks is the single-process gradient of the global batch.
@@ -353,7 +358,7 @@ def fit(
     validation_s = 0.0  # kept apart, so examples/s measures training alone
     first_step_s = None
     start_epoch, skip_batches = 0, 0
-    resumed = checkpointer.resume(core, optimizer, scheduler, device) if checkpointer else None
+    resumed = checkpointer.resume(core, optimizer, scheduler, device, scaler) if checkpointer else None
     if resumed:
         step, start_epoch, skip_batches, loop = (
             resumed.step,
@@ -388,17 +393,25 @@ def fit(
             rows = d.shard(batch_rows)
             ids, mask = train_tokens.batch(rows)
             y = _to(torch.from_numpy(train_labels[rows]), device)
-            with autocast(device, dtype):
+            with precision.autocast(device):
                 logits = model(input_ids=_to(ids, device), attention_mask=_to(mask, device)).logits
             per_example = torch.nn.functional.cross_entropy(
                 logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing
             )
             weighted = per_example * weight_on_device[y] if weight_on_device is not None else per_example
             loss = weighted.sum() * (d.world_size / float(example_weight[batch_rows].sum()))
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                optimizer.step()
+            else:  # fp16: scaled loss; a step whose gradients overflowed is skipped and the scale lowered
+                scaler.scale(loss).backward()
+                if cfg.max_grad_norm > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             run_loss += per_example.detach().sum()
@@ -436,7 +449,7 @@ def fit(
                 run_n = 0
             if validate_now:
                 t_val = time.perf_counter()
-                val = _validate(core, tokens["val"], splits["val"].labels, cfg, device, dtype, d)
+                val = _validate(core, tokens["val"], splits["val"].labels, cfg, device, precision, d)
                 validation_s += time.perf_counter() - t_val
                 row = {
                     "step": step,
@@ -485,7 +498,15 @@ def fit(
                     "run_correct": int(correct),
                 }
                 where = checkpointer.save(
-                    core, optimizer, scheduler, best_state, step=step, epoch=epoch, batches_done=i, loop=loop
+                    core,
+                    optimizer,
+                    scheduler,
+                    best_state,
+                    scaler=scaler,
+                    step=step,
+                    epoch=epoch,
+                    batches_done=i,
+                    loop=loop,
                 )
                 events.sync()
                 d.barrier()  # no rank stops before the checkpoint is complete
@@ -536,16 +557,18 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if device.type == "cpu" else t.to(device)
 
 
-def _validate(model, tokens, labels, cfg, device, dtype, d: distributed.Dist = distributed.SINGLE) -> dict:
-    return classification_metrics(labels, _probs(model, tokens, cfg, device, dtype, d), LABELS)
+def _validate(
+    model, tokens, labels, cfg, device, precision, d: distributed.Dist = distributed.SINGLE
+) -> dict:
+    return classification_metrics(labels, _probs(model, tokens, cfg, device, precision, d), LABELS)
 
 
-def _probs(model, tokens: TokenizedTexts, cfg, device, dtype, d: distributed.Dist) -> np.ndarray:
+def _probs(model, tokens: TokenizedTexts, cfg, device, precision, d: distributed.Dist) -> np.ndarray:
     """Class probabilities of every text; with several ranks each scores a shard and all get the whole."""
     if not d.enabled:
-        return infer_probs(model, tokens, cfg.eval_batch_size, device, dtype)
+        return infer_probs(model, tokens, cfg.eval_batch_size, device, precision)
     rows = d.shard(np.arange(len(tokens)))
-    part = infer_probs(model, TokenizedTexts(*_subset(tokens, rows)), cfg.eval_batch_size, device, dtype)
+    part = infer_probs(model, TokenizedTexts(*_subset(tokens, rows)), cfg.eval_batch_size, device, precision)
     return d.gather_rows(rows, part.reshape(len(rows), len(LABELS)), len(tokens))
 
 
@@ -603,7 +626,7 @@ def evaluate_splits(
     splits,
     cfg: TrainConfig,
     device,
-    dtype,
+    precision,
     unk_id: int = -1,
     d: distributed.Dist = distributed.SINGLE,
 ) -> dict:
@@ -611,7 +634,7 @@ def evaluate_splits(
     for name in ("val", "test"):
         if name in splits:
             labels = splits[name].labels
-            probs = _probs(model, tokens[name], cfg, device, dtype, d)
+            probs = _probs(model, tokens[name], cfg, device, precision, d)
             metrics[name] = classification_metrics(labels, probs, LABELS)
             if not cfg.dry_run:
                 metrics[name]["intervals_95"] = bootstrap_intervals(labels, probs.argmax(axis=1), len(LABELS))
@@ -624,7 +647,7 @@ def evaluate_splits(
         rows = np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_eval_examples]
         rows.sort()
         sample = TokenizedTexts(*_subset(tokens["train"], rows))
-        metrics["train"] = _validate(model, sample, splits["train"].labels[rows], cfg, device, dtype, d)
+        metrics["train"] = _validate(model, sample, splits["train"].labels[rows], cfg, device, precision, d)
         metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
     return metrics
 
@@ -672,7 +695,7 @@ def save_run(
     metrics: dict,
     fitted: FitResult,
     device,
-    dtype,
+    precision: Precision,
 ) -> None:
     import transformers
 
@@ -697,7 +720,8 @@ def save_run(
         },
         "environment": {
             "device": str(device),
-            "precision": str(dtype).replace("torch.", "") if dtype else "float32",
+            "precision": precision.name,
+            "precision_reason": precision.reason,
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,

@@ -1,0 +1,292 @@
+"""Where and how a model runs: the device, the precision policy, autocast, and batched inference for
+PyTorch models and onnxruntime sessions. Training, prediction, export and serving all use this module;
+it imports none of them.
+
+The precision policy lives in `choose_precision` alone, a pure function of what was asked and what the
+device can do (`Capabilities`), so every command makes the same choice and says why:
+
+    device                                   auto picks
+    CUDA, compute capability >= 8.0          bf16 autocast (A100, L4, H100: native bf16)
+    CUDA, compute capability <  8.0          fp16 autocast + gradient scaler (T4, V100, P100)
+    CPU with AVX512-BF16 or AMX              bf16 autocast (~1.5x fp32 there)
+    CPU without them (AVX2)                  fp32 (bf16 would be emulated: ~40x slower)
+    Apple MPS                                fp32 (the others are not measured there)
+
+`--precision` overrides auto; so does the environment variable SENTITUNE_PRECISION when the option
+is left at auto (one switch for a whole container or test run). A request the device cannot honour
+(bf16 on a GPU without native bf16) is an error, not a silent emulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sentitune.batching import TokenizedTexts, sorted_batches
+from sentitune.config import PRECISION_ENV, PRECISIONS
+from sentitune.errors import SentituneError
+
+NATIVE_BF16_CUDA = (8, 0)  # Ampere and newer
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for --device NAME ('auto': CUDA, else MPS, else CPU)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SentituneError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not _mps_available():
+        raise SentituneError("--device mps: Apple's MPS backend is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- what the hardware can do
+
+# /proc/cpuinfo flag -> the name shown to users, in the order shown.
+CPU_FEATURES = {
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "avx512f": "AVX512",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX512-BF16",
+    "avx512_fp16": "AVX512-FP16",
+    "amx_tile": "AMX",
+    "amx_bf16": "AMX-BF16",
+    "amx_int8": "AMX-INT8",
+    "amx_fp16": "AMX-FP16",
+}
+
+
+def cpu_model() -> str:
+    import platform
+
+    for line in _cpuinfo_lines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> list[str]:
+    """The instruction-set extensions of this CPU that matter for speed (from /proc/cpuinfo, else torch)."""
+    for line in _cpuinfo_lines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [name for flag, name in CPU_FEATURES.items() if flag in have]
+    checks = {  # no /proc/cpuinfo (macOS, Windows): what torch itself detects
+        "AVX2": "_is_avx2_supported",
+        "AVX512": "_is_avx512_supported",
+        "AVX512-VNNI": "_is_vnni_supported",
+        "AVX512-BF16": "_is_avx512_bf16_supported",
+        "AMX": "_is_amx_tile_supported",
+    }
+    return [name for name, check in checks.items() if getattr(torch.cpu, check, lambda: False)()]
+
+
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX, as torch sees it (what its bf16 kernels will use)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a device offers that the precision policy depends on."""
+
+    device_type: str  # "cpu", "cuda" or "mps"
+    name: str  # the CPU model or the GPU name
+    cuda_capability: tuple[int, int] | None = None
+    cpu_native_bf16: bool = False  # AVX512-BF16 or AMX
+
+    @property
+    def native_bf16(self) -> bool:
+        if self.device_type == "cuda":
+            return self.cuda_capability is not None and self.cuda_capability >= NATIVE_BF16_CUDA
+        return self.device_type == "cpu" and self.cpu_native_bf16
+
+    @property
+    def described(self) -> str:
+        if self.cuda_capability:
+            major, minor = self.cuda_capability
+            return f"{self.name}, compute capability {major}.{minor},"
+        return self.name
+
+
+def capabilities(device: torch.device) -> Capabilities:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        capability = tuple(torch.cuda.get_device_capability(index))
+        return Capabilities("cuda", torch.cuda.get_device_name(index), capability)
+    if device.type == "cpu":
+        return Capabilities("cpu", cpu_model(), None, cpu_has_native_bf16())
+    return Capabilities(device.type, device.type.upper())
+
+
+# ----------------------------------------------------------------------------- the precision policy
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The numeric format a model runs in, and why it was chosen."""
+
+    name: str  # "fp32", "bf16" or "fp16"
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype; None for fp32 (no autocast)."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range."""
+        return self.name == "fp16"
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+FP32 = Precision("fp32", "full precision, as the weights are stored")
+
+
+def choose_precision(requested: str, caps: Capabilities, environ: dict[str, str] | None = None) -> Precision:
+    """The precision for `requested` (--precision) on a device with `caps`; see the module docstring."""
+    env = os.environ if environ is None else environ
+    source = f"--precision {requested}"
+    if requested == "auto" and env.get(PRECISION_ENV, "auto") != "auto":
+        requested, source = env[PRECISION_ENV], f"{PRECISION_ENV}={env[PRECISION_ENV]}"
+    if requested not in PRECISIONS:
+        raise SentituneError(f"{source}: unknown precision; choose one of {', '.join(PRECISIONS)}")
+    where = caps.described
+    if requested == "auto":
+        if caps.device_type == "cuda":
+            if caps.native_bf16:
+                return Precision("bf16", f"{where} has native bf16")
+            return Precision("fp16", f"{where} has no native bf16: fp16 with a gradient scaler")
+        if caps.device_type == "cpu":
+            if caps.native_bf16:
+                return Precision("bf16", "this CPU computes bf16 natively, with AVX512-BF16 or AMX")
+            return Precision(
+                "fp32", "this CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated, far slower"
+            )
+        return Precision("fp32", f"mixed precision is not measured on {caps.device_type.upper()}")
+    if requested == "bf16" and caps.device_type == "cuda" and not caps.native_bf16:
+        raise SentituneError(
+            f"{source}: {where} has no native bf16 (it needs compute capability 8.0 or newer); "
+            "use --precision fp16 (with a gradient scaler) or auto"
+        )
+    reason = f"set by {source}"
+    if requested == "bf16" and caps.device_type == "cpu" and not caps.native_bf16:
+        reason += "; this CPU emulates bf16, far slower than fp32"
+    if requested == "fp16":
+        reason += "; with a gradient scaler when training"
+    return Precision(requested, reason)
+
+
+def resolve_precision(requested: str, device: torch.device) -> Precision:
+    return choose_precision(requested, capabilities(device))
+
+
+# ----------------------------------------------------------------------------- batched inference
+
+
+@torch.inference_mode()
+def infer_probs(
+    model: torch.nn.Module,
+    tokens: TokenizedTexts,
+    batch_size: int,
+    device: torch.device,
+    precision: Precision = FP32,
+) -> np.ndarray:
+    """Class probabilities for every text, in the input order."""
+
+    def logits_of(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with precision.autocast(device):
+            return model(
+                input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True)
+            ).logits
+
+    was_training = model.training
+    model.eval()
+    try:
+        return batched_probs(tokens, batch_size, logits_of)
+    finally:
+        model.train(was_training)
+
+
+def batched_probs(tokens: TokenizedTexts, batch_size: int, logits_of: Callable) -> np.ndarray:
+    """Softmax of `logits_of(input_ids, attention_mask)` over length-sorted batches, in the input order;
+    `logits_of` returns a tensor or an array (the PyTorch model, an onnxruntime session)."""
+    out = None
+    for rows in sorted_batches(tokens.lengths, batch_size):
+        ids, mask = tokens.batch(rows)
+        probs = torch.softmax(torch.as_tensor(logits_of(ids, mask)).float(), dim=-1).cpu().numpy()
+        if out is None:
+            out = np.empty((len(tokens), probs.shape[1]), np.float32)
+        out[rows] = probs
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+
+def require_onnxruntime():
+    from sentitune.errors import require_extra
+
+    return require_extra("onnxruntime", "export", "running ONNX models")
+
+
+def onnx_provider() -> tuple[str, str]:
+    """The onnxruntime execution provider sentitune runs ONNX models with, and why."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "none", "onnxruntime is not installed (pip install 'sentitune[export]')"
+    available = ort.get_available_providers()
+    # The int8 and fp32 exports are CPU graphs; onnxruntime's CPU provider uses VNNI / AMX-INT8 for the
+    # int8 matmuls where the CPU has them.
+    return "CPUExecutionProvider", f"available: {', '.join(available)}"
+
+
+def onnx_session(path: str, threads: int | None = None):
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=[onnx_provider()[0]])
+
+
+def onnx_probs(session, tokens: TokenizedTexts, batch_size: int) -> np.ndarray:
+    """Class probabilities for every text, in the input order (as `infer_probs`)."""
+
+    def logits_of(ids, mask):
+        return session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+
+    return batched_probs(tokens, batch_size, logits_of)
