@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speedlib import VAL_CSV, emit, log, machine_info, median  # noqa: E402
 
-from sentitune.data import read_labelled  # noqa: E402
 from sentitune.metrics import classification_metrics  # noqa: E402
 from sentitune.predict import Predictor  # noqa: E402
+from sentitune.splits import read_labelled  # noqa: E402
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 

@@ -140,7 +140,7 @@ class ReplicaStep:
     def __init__(self, base_model, cfg, tokens, labels, variant: str):
         import torch
 
-        from sentitune.train import _optimizer
+        from sentitune.optimizer import build_optimizer
 
         self.torch = torch
         self.model = copy.deepcopy(base_model)
@@ -156,7 +156,7 @@ class ReplicaStep:
         self.variant = variant
         self.clip = variant != "no_clip"
         self.threads = 1 if variant == "threads_1" else None
-        self.optimizer = _optimizer(self.model, cfg, torch.device("cpu"))
+        self.optimizer = build_optimizer(self.model, cfg, torch.device("cpu"))
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.tokens, self.labels, self.cfg = tokens, labels, cfg

@@ -176,7 +176,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def prepared(tmp_path_factory, corpus) -> Path:
     """`prepare` of the walkthrough-schema posts (read-only: copy before changing it)."""
     from sentitune.config import PrepareConfig
-    from sentitune.data import prepare
+    from sentitune.prepare import prepare
 
     root = tmp_path_factory.mktemp("prepared")
     walkthrough_frame(corpus).to_csv(root / "posts.csv", index=False)

@@ -17,8 +17,8 @@ from conftest import PNG_SIGNATURE, TWEETS, cli, cli_error, entries, snapshot
 from sentitune import LABELS
 from sentitune.baseline import BaselineConfig, baseline, fit, load_baseline
 from sentitune.cli import build_parser, main
-from sentitune.data import read_labelled
 from sentitune.metrics import classification_metrics
+from sentitune.splits import read_labelled
 from sentitune.storage import StagedOutput
 
 pytest.importorskip("sklearn", reason="the baseline needs scikit-learn: pip install 'sentitune[baseline]'")

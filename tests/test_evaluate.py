@@ -9,6 +9,7 @@ import pandas as pd
 from conftest import PNG_SIGNATURE, cli, cli_error, label_ids, snapshot
 
 from sentitune import LABELS
+from sentitune.config import EvaluateConfig
 from sentitune.evaluate import evaluate
 from sentitune.predict import Predictor
 
@@ -45,7 +46,8 @@ def test_python_api_on_the_walkthrough_schema(tmp_path, trained_run, corpus):
         tmp_path / "testing.csv", index=False
     )
     before = snapshot(trained_run)
-    result = evaluate(str(trained_run), str(tmp_path / "testing.csv"), str(tmp_path / "eval"))
+    cfg = EvaluateConfig(str(trained_run), str(tmp_path / "testing.csv"), output_dir=str(tmp_path / "eval"))
+    result = evaluate(cfg)
     assert snapshot(trained_run) == before  # an explicit output folder leaves the run alone
     assert result.output_dir == str(tmp_path / "eval")
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == result.metrics

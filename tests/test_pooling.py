@@ -12,8 +12,9 @@ from conftest import RUN_ARGS, cli, cli_error
 
 from sentitune.builtin import default_model
 from sentitune.config import TrainConfig
-from sentitune.model import POOLING_KEY, MeanPooled, load_run, trained_pooling
+from sentitune.model import POOLING_KEY, MeanPooled, trained_pooling
 from sentitune.predict import Predictor
+from sentitune.runfolder import load_run
 from sentitune.train import train
 
 POSTS = ["@united thanks for the quick rebooking, great crew!", "ok", "worst. airline. ever. " * 6]

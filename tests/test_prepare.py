@@ -14,7 +14,8 @@ from conftest import SPLIT_FILES, clean, cli, read_splits, scores_of, snapshot, 
 
 from sentitune import LABELS
 from sentitune.config import PrepareConfig
-from sentitune.data import prepare, read_labelled
+from sentitune.prepare import prepare
+from sentitune.splits import read_labelled
 
 
 def run_prepare(capsys, *args) -> dict:

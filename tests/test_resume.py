@@ -185,6 +185,7 @@ def test_the_gradient_scalers_state_survives_a_checkpoint(tmp_path):
     from transformers import get_linear_schedule_with_warmup
 
     from sentitune.checkpoint import Checkpointer
+    from sentitune.train import LoopState
 
     def parts():
         model = torch.nn.Linear(4, 3)
@@ -199,7 +200,7 @@ def test_the_gradient_scalers_state_survives_a_checkpoint(tmp_path):
     model, optimizer, scheduler, scaler = parts()
     scaler.load_state_dict({**scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 7})
     saver = Checkpointer(str(tmp_path), {"precision": "fp16"})
-    saver.save(model, optimizer, scheduler, None, scaler=scaler, step=3, epoch=0, batches_done=3, loop={})
+    saver.save(model, optimizer, scheduler, None, LoopState(step=3, batches_done=3), scaler)
 
     model, optimizer, scheduler, fresh = parts()
     assert fresh.get_scale() != 1024.0

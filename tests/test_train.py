@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from sentitune import LABELS
 from sentitune.config import TrainConfig
-from sentitune.data import read_labelled
+from sentitune.splits import read_labelled
 from sentitune.train import train
 
 METRIC_KEYS = {"examples", "loss", "accuracy", "macro_f1", "macro_recall", "per_class", "confusion_matrix"}
@@ -438,12 +438,14 @@ def test_a_tuning_trial_reports_validation_macro_f1(tmp_path, capsys, prepared, 
 
 def test_layer_lr_decay_gives_each_layer_its_learning_rate(tiny_model, prepared):
     from sentitune.model import load_classifier
-    from sentitune.train import _optimizer
+    from sentitune.optimizer import build_optimizer
 
     model = load_classifier(str(tiny_model)).model  # 2 encoder layers
     cfg = TrainConfig(data=str(prepared), learning_rate=1e-3, layer_lr_decay=0.5)
     lr_of = {
-        id(p): g["lr"] for g in _optimizer(model, cfg, torch.device("cpu")).param_groups for p in g["params"]
+        id(p): g["lr"]
+        for g in build_optimizer(model, cfg, torch.device("cpu")).param_groups
+        for p in g["params"]
     }
     named = dict(model.named_parameters())
     assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
@@ -451,7 +453,7 @@ def test_layer_lr_decay_gives_each_layer_its_learning_rate(tiny_model, prepared)
     assert lr_of[id(named["bert.encoder.layer.1.output.dense.weight"])] == pytest.approx(5e-4)
     assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(2.5e-4)
     assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1.25e-4)
-    plain = _optimizer(model, TrainConfig(data=str(prepared), learning_rate=1e-3), torch.device("cpu"))
+    plain = build_optimizer(model, TrainConfig(data=str(prepared), learning_rate=1e-3), torch.device("cpu"))
     assert [g["lr"] for g in plain.param_groups] == [1e-3, 1e-3]  # decay and no-decay groups only
 
 

@@ -15,7 +15,7 @@ __all__ = ["LABELS", "__version__", "prepare", "train", "evaluate", "Predictor"]
 def __getattr__(name: str):
     # Lazy imports keep `import sentitune` and `sentitune --help` fast: torch loads only when used.
     if name == "prepare":
-        from sentitune.data import prepare
+        from sentitune.prepare import prepare
 
         return prepare
     if name == "train":

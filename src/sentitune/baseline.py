@@ -15,66 +15,25 @@ import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sentitune import LABELS, __version__
-from sentitune.config import CLASS_WEIGHTS, _check, data_source_problems, opt
+from sentitune.config import BaselineConfig
 from sentitune.errors import SentituneError, require_extra
-
-if TYPE_CHECKING:
-    from sentitune.data import LabelledTexts
+from sentitune.metrics import classification_metrics, log_metrics, plot_confusion_matrix
+from sentitune.runfolder import CONFUSION, METRICS
+from sentitune.splits import LabelledTexts
+from sentitune.splits import load_splits as read_splits
+from sentitune.storage import StagedOutput, join, open_input
 
 log = logging.getLogger("sentitune")
 
-MARKER = "metrics.json"
 MODEL_JSON = "baseline.json"  # settings, labels and the two vocabularies
 MODEL_WEIGHTS = "baseline.safetensors"  # idf vectors, coef, intercept (float64, no pickle)
 FORMAT = "sentitune-baseline/1"
 SAMPLE_SEED = 42  # the same seeded train sample as `sentitune train`
 PURPOSE = "sentitune baseline"
-
-
-@dataclass
-class BaselineConfig:
-    """How `sentitune baseline` reads the data and fits TF-IDF + logistic regression."""
-
-    training_file: str | None = opt(None, "labelled training file (as for `sentitune train`)")
-    validation_file: str | None = opt(None, "labelled validation file")
-    testing_file: str | None = opt(None, "labelled test file")
-    data: str | None = opt(None, "a folder written by `sentitune prepare`, in place of the three files")
-    text_column: str | None = opt(None, "text column of the input files; default: bodyText, else text")
-    label_column: str | None = opt(
-        None, "label column of the input files; default: Target, label, sentiment, labels, score"
-    )
-    job_dir: str = opt(
-        "", "folder or URL for metrics.json, confusion_matrix.png and the model", required=True
-    )
-    c: float = opt(
-        0.5, "inverse L2 regularisation strength C of the logistic regression (larger fits slower)"
-    )
-    class_weights: str = opt(
-        "auto", "'auto' weights classes by inverse frequency (helps macro-recall)", choices=CLASS_WEIGHTS
-    )
-    min_df: int = opt(2, "keep n-grams seen in at least this many training posts")
-    max_iter: int = opt(100, "passes of the SAG solver over the data at most")
-    train_eval_examples: int = opt(
-        2000, "training examples re-evaluated at the end for the train metrics (0 = skip)"
-    )
-    overwrite: bool = opt(False, "replace a baseline already in --job-dir")
-
-    def __post_init__(self) -> None:
-        problems = data_source_problems(self)
-        if not self.job_dir:
-            problems.append("--job-dir is required")
-        if self.c <= 0:
-            problems.append(f"--c must be > 0, got {self.c}")
-        if self.min_df < 1 or self.max_iter < 1:
-            problems.append(f"--min-df and --max-iter must be >= 1, got {self.min_df} and {self.max_iter}")
-        if self.train_eval_examples < 0:
-            problems.append(f"--train-eval-examples must be >= 0, got {self.train_eval_examples}")
-        _check(problems, "baseline options")
 
 
 @dataclass
@@ -88,16 +47,12 @@ def baseline(cfg: BaselineConfig) -> BaselineResult:
 
     metrics.json has train's layout: `val`, `test`, `train` (a seeded sample) and a `training` block
     with `fit_s` (vectorise + solve), `wall_s` and `cpu_s` (the whole command) and the settings."""
-    # Imported here so that `sentitune --help` stays fast: the parser only needs BaselineConfig.
-    from sentitune.metrics import plot_confusion_matrix
-    from sentitune.storage import StagedOutput
-
     started, started_cpu = time.perf_counter(), time.process_time()
     sklearn = require_extra("sklearn", "baseline", PURPOSE)
     out = StagedOutput(  # refuse an occupied folder before reading anything
         cfg.job_dir,
-        occupied_by=[MARKER, MODEL_JSON, MODEL_WEIGHTS],
-        marker=MARKER,
+        occupied_by=[METRICS, MODEL_JSON, MODEL_WEIGHTS],
+        marker=METRICS,
         what="a finished run",
         overwrite=cfg.overwrite,
     )
@@ -115,12 +70,10 @@ def baseline(cfg: BaselineConfig) -> BaselineResult:
         model.save(out)
         shown = "test" if "test" in metrics else "val" if "val" in metrics else None
         if shown:
-            plot_confusion_matrix(
-                metrics[shown], out.path("confusion_matrix.png"), f"baseline, {shown} split"
-            )
+            plot_confusion_matrix(metrics[shown], out.path(CONFUSION), f"baseline, {shown} split")
         metrics["training"]["wall_s"] = round(time.perf_counter() - started, 2)
         metrics["training"]["cpu_s"] = round(time.process_time() - started_cpu, 2)
-        out.path(MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
+        out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         out.commit()
     log.info("baseline run folder: %s (%.1fs)", cfg.job_dir, metrics["training"]["wall_s"])
     return BaselineResult(cfg.job_dir, metrics)
@@ -131,8 +84,6 @@ def baseline(cfg: BaselineConfig) -> BaselineResult:
 
 def load_splits(cfg: BaselineConfig) -> dict[str, LabelledTexts]:
     """train/val/test as `sentitune train` reads them; every class must have training posts."""
-    from sentitune.data import load_splits as read_splits
-
     splits = read_splits(cfg)
     missing = [LABELS[i] for i in range(len(LABELS)) if not (splits["train"].labels == i).any()]
     if missing:
@@ -202,8 +153,6 @@ def fit(cfg: BaselineConfig, train_split: LabelledTexts) -> tuple[BaselineModel,
 
 def evaluate_splits(model: BaselineModel, splits: dict, cfg: BaselineConfig) -> dict:
     """val and test metrics, and the train metrics on the same seeded sample as `sentitune train`."""
-    from sentitune.metrics import classification_metrics, log_metrics
-
     metrics = {}
     for name in ("val", "test"):
         if name in splits:
@@ -274,8 +223,6 @@ def load_baseline(run_dir: str) -> BaselineModel:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import FeatureUnion, Pipeline
-
-    from sentitune.storage import join, open_input
 
     with open_input(join(run_dir, MODEL_JSON)) as f:
         document = json.loads(f.read().decode("utf-8"))

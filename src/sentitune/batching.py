@@ -34,6 +34,14 @@ class TokenizedTexts:
     def tokens(self) -> int:
         return int(self.offsets[-1])
 
+    def subset(self, rows: np.ndarray) -> TokenizedTexts:
+        """The texts at `rows`, in that order."""
+        lengths = self.lengths[rows]
+        offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        parts = [self.ids[self.offsets[r] : self.offsets[r + 1]] for r in rows]
+        return TokenizedTexts(np.concatenate(parts) if parts else self.ids[:0], offsets, self.pad_id)
+
     def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) for `rows`, padded to the longest of them."""
         starts = self.offsets[rows]

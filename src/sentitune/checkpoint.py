@@ -1,9 +1,9 @@
-"""Training checkpoints that survive a preempted machine, and resuming from the latest one.
+"""Training checkpoints that survive a preempted machine, resuming from the latest one, and SIGTERM.
 
 A checkpoint is a folder `checkpoint-<step>/` holding everything the loop needs to continue as if it
 had never stopped: model, best-so-far model, optimiser state (safetensors, no pickle), the torch RNG
-states, and `state.json` (step, position in the epoch's batch order, scheduler, fp16 gradient scaler,
-history, counters).
+states, and `state.json` (the loop's state: step, position in the epoch's batch order, history and
+counters; the scheduler; the fp16 gradient scaler).
 It is written to a local staging folder and moved into place with `state.json` last, so a
 checkpoint without `state.json` is incomplete and ignored. The batch order of an epoch is a function
 of (seed, epoch), so the position is just the epoch and the number of batches done.
@@ -11,13 +11,16 @@ of (seed, epoch), so the position is just the epoch and the number of batches do
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import posixpath
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +33,30 @@ from sentitune.storage import is_url, join, url_to_fs
 
 log = logging.getLogger("sentitune")
 MARKER = "state.json"
+FORMAT = 2  # of state.json; a checkpoint of another format is refused, not misread
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+class StopSignal:
+    """Turns SIGTERM (what Vertex AI sends before a Spot VM goes) into a flag the loop checks after
+    each step, so it can save a checkpoint and stop cleanly instead of dying mid-step."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+        log.warning("SIGTERM received: stopping after this step with a checkpoint")
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -53,10 +79,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict
 
 @dataclass
 class Resumed:
-    step: int
-    epoch: int
-    batches_done: int  # batches of `epoch` already trained
-    loop: dict  # the fit loop's counters, history and logs
+    loop: dict  # the fields of the loop state that was saved (train.LoopState)
     best_state: dict[str, torch.Tensor] | None
 
 
@@ -80,19 +103,9 @@ class Checkpointer:
                 found.append((int(match.group(1)), path))
         return sorted(found)
 
-    def save(
-        self,
-        model,
-        optimizer,
-        scheduler,
-        best_state,
-        *,
-        scaler=None,
-        step: int,
-        epoch: int,
-        batches_done: int,
-        loop: dict,
-    ) -> str:
+    def save(self, model, optimizer, scheduler, best_state, loop, scaler=None) -> str:
+        """Write checkpoint-<loop.step>; `loop` is the loop's state, a dataclass with a `step` field."""
+        step = loop.step
         name = f"checkpoint-{step}"
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -113,15 +126,13 @@ class Checkpointer:
             for rank, state in enumerate(every_rng[1:], 1):
                 save_file(state, str(staging / f"rng-{rank}.safetensors"))
             state = {
-                "step": step,
-                "epoch": epoch,
-                "batches_done": batches_done,
+                "format": FORMAT,
                 "fingerprint": self.fingerprint,
                 "optimizer": layout,
                 "scheduler": scheduler.state_dict(),
                 # fp16's loss scale and its growth counter: a resumed run scales as the uninterrupted one
                 "grad_scaler": scaler.state_dict() if scaler is not None else None,
-                "loop": loop,
+                "loop": dataclasses.asdict(loop),
             }
             (staging / MARKER).write_text(json.dumps(state))
             target = posixpath.join(self.inner, name) if is_url(self.root) else os.path.join(self.root, name)
@@ -154,6 +165,11 @@ class Checkpointer:
         try:
             self.fs.get(path.rstrip("/") + "/", str(local), recursive=True)
             state = json.loads((local / MARKER).read_text())
+            if state.get("format") != FORMAT:
+                raise SentituneError(
+                    f"the checkpoint in {self.root} was written by another version of sentitune; "
+                    "delete it, or pass another --checkpoint-dir, to start the run again"
+                )
             if state["fingerprint"] != self.fingerprint:
                 changed = sorted(
                     k
@@ -182,7 +198,7 @@ class Checkpointer:
         finally:
             shutil.rmtree(local, ignore_errors=True)
         log.info("resuming from %s (step %d)", join(self.root, f"checkpoint-{step}"), step)
-        return Resumed(state["step"], state["epoch"], state["batches_done"], state["loop"], best_state)
+        return Resumed(state["loop"], best_state)
 
     def clear(self) -> None:
         """Remove the checkpoints once the run folder is complete."""

@@ -1,33 +1,41 @@
-"""The dataclasses every command is built from; the command line is derived from their fields.
+"""The dataclasses every command is built from, and the command line derived from their fields.
 
-Each field carries its help text in `metadata["help"]`, so `--help`, the README and the code agree.
-`__post_init__` collects every problem into one message instead of stopping at the first.
+Each field carries its help text and its `--help` group in its metadata, so `--help`, the README and the
+code agree. An option that several commands take is declared once, below ("shared options"), and every
+command that takes it uses that declaration; `opt()` records where each was declared, and a test walks
+the parser to hold that. `__post_init__` collects every problem into one message instead of stopping at
+the first. Nothing here imports torch: building the parser stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentitune.errors import SentituneError
+from sentitune.errors import SentituneError, raise_problems
 
 LABEL_SOURCES = ("auto", "score", "category", "vader")
 FORMATS = ("csv", "parquet")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_ENV = "SENTITUNE_PRECISION"  # what --precision auto means, when set (runtime.choose_precision)
-PRECISION_HELP = (
-    "auto: bf16 on GPUs of compute capability 8.0+ and CPUs with AVX512-BF16 or AMX, fp16 with a gradient "
-    f"scaler on older GPUs, else fp32; ${PRECISION_ENV} sets what auto means"
-)
 BACKENDS = ("torch", "onnx", "onnx-int8")  # the run's PyTorch model or its `sentitune export`
 CLASS_WEIGHTS = ("none", "auto")
 POOLINGS = ("auto", "cls", "mean")
+EXPORT_FORMATS = ("onnx",)
+QUANTIZE = ("int8",)
+INFERENCE_BATCH = 64  # posts per forward pass when evaluating and predicting
+DEFAULT_TEXT_COLUMN = "bodyText"  # the walkthrough's; a single 'text' column is the fallback
+# Label columns looked for, in order, when --label-column is not given.
+LABEL_COLUMNS = ("Target", "target", "label", "labels", "sentiment", "score", "polarity")
+VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI refuses prediction requests over 1.5 MB
 # `train --preset`, from the quality grid (BENCHMARKS.md, "Model quality"); options given explicitly win
 # over the preset's. "balanced" is the plain defaults.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -35,27 +43,143 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {},
 }
 
+# --help groups, in the order they are shown
+DATA, MODEL, TRAINING, EVALUATION, RUNTIME, OUTPUT, SERVER, JOB = (
+    "data",
+    "model",
+    "training",
+    "evaluation",
+    "runtime",
+    "output",
+    "server",
+    "job",
+)
 
-def opt(default, help: str, **extra):
-    """A dataclass field with its CLI help."""
+
+def opt(default, help: str, *, group: str | None = None, factory=None, **extra):
+    """A dataclass field with its CLI help and --help group (`factory`: a function giving the default at
+    construction, e.g. from the environment). `extra`: positional, metavar, flag, choices, action,
+    nargs, required, cli (False: not on the command line)."""
+    caller = sys._getframe(1)  # where the option is declared: one place per option (see the tests)
+    meta = {
+        "help": help,
+        "group": group,
+        "declared_at": f"{caller.f_code.co_filename}:{caller.f_lineno}",
+        **extra,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
-    return field(default=default, metadata={"help": help, **extra})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
-def data_source_problems(cfg) -> list[str]:
-    """What is wrong with the data flags shared by train and baseline (--data or the three files)."""
-    files = [cfg.training_file, cfg.validation_file, cfg.testing_file]
-    if cfg.data and any(files):
-        return ["pass either --data DIR or --training-file/--validation-file/--testing-file"]
-    if not cfg.data and not cfg.training_file:
-        return ["no training data: pass --data DIR (from `sentitune prepare`) or --training-file FILE"]
-    return []
+def finite_problems(cfg) -> list[str]:
+    """NaN and infinity pass every `<` and `>` check: refuse them in every float option."""
+    return [
+        f"--{f.name.replace('_', '-')} must be a finite number, got {getattr(cfg, f.name)}"
+        for f in dataclasses.fields(cfg)
+        if isinstance(getattr(cfg, f.name), float) and not math.isfinite(getattr(cfg, f.name))
+    ]
 
 
-def _check(problems: list[str], what: str) -> None:
-    if problems:
-        raise SentituneError(f"invalid {what}: " + "; ".join(problems))
+# ----------------------------------------------------------------------------- shared options
+
+
+def run_dir_argument(help: str = "run folder (local or URL) written by train", required: bool = True):
+    return opt(None, help, positional=True, metavar="RUN_DIR", nargs=None if required else "?")
+
+
+def text_column_option():
+    return opt(
+        None, "column holding the post text (default: bodyText, else a single 'text' column)", group=DATA
+    )
+
+
+def label_column_option():
+    return opt(
+        None,
+        f"column holding the label or score (default: the first of {', '.join(LABEL_COLUMNS)})",
+        group=DATA,
+    )
+
+
+def overwrite_option():
+    return opt(
+        False, "replace what an earlier run of the command wrote there (refused otherwise)", group=OUTPUT
+    )
+
+
+def device_option():
+    return opt(
+        "auto",
+        "where the model runs: auto picks CUDA, else Apple MPS, else the CPU",
+        choices=DEVICES,
+        group=RUNTIME,
+    )
+
+
+def precision_option():
+    return opt(
+        "auto",
+        "auto: bf16 on GPUs of compute capability 8.0+ and CPUs with AVX512-BF16 or AMX, fp16 with a gradient "
+        f"scaler on older GPUs, else fp32; ${PRECISION_ENV} sets what auto means",
+        choices=PRECISIONS,
+        group=RUNTIME,
+    )
+
+
+def num_threads_option():
+    return opt(None, "CPU threads for torch (default: torch's choice, one per physical core)", group=RUNTIME)
+
+
+def backend_option(default: str = "torch"):
+    return opt(
+        default,
+        "run the PyTorch model, or its ONNX export from `sentitune export` (onnx, onnx-int8: CPU, needs "
+        "onnxruntime)",
+        choices=BACKENDS,
+        group=RUNTIME,
+    )
+
+
+def inference_batch_option():
+    return opt(INFERENCE_BATCH, "posts per forward pass", group=RUNTIME)
+
+
+def train_eval_examples_option():
+    return opt(
+        2000, "training examples re-evaluated at the end for the train metrics (0 = skip)", group=EVALUATION
+    )
+
+
+@dataclass
+class DataFiles:
+    """Labelled data as `train` and `baseline` read it: a prepared folder, or the walkthrough's files."""
+
+    training_file: str | None = opt(
+        None,
+        "labelled training file (text in bodyText or text; label in Target, label, sentiment...)",
+        group=DATA,
+    )
+    validation_file: str | None = opt(None, "labelled validation file, evaluated during training", group=DATA)
+    testing_file: str | None = opt(None, "labelled test file, evaluated once at the end", group=DATA)
+    data: str | None = opt(
+        None, "a folder written by `sentitune prepare`, in place of the three files", group=DATA
+    )
+    text_column: str | None = text_column_option()
+    label_column: str | None = label_column_option()
+
+    def data_problems(self) -> list[str]:
+        files = [self.training_file, self.validation_file, self.testing_file]
+        if self.data and any(files):
+            return ["pass either --data DIR or --training-file/--validation-file/--testing-file"]
+        if not self.data and not self.training_file:
+            return ["no training data: pass --data DIR (from `sentitune prepare`) or --training-file FILE"]
+        return []
+
+
+# ----------------------------------------------------------------------------- prepare and train
 
 
 @dataclass
@@ -66,41 +190,49 @@ class PrepareConfig:
         [], "CSV / TSV / JSONL / Parquet files or URLs; default: the embedded tweet corpus", positional=True
     )
     output_dir: str = opt(
-        "", "folder or URL for train/eval/test, labels.json and prepare_report.json", required=True
+        "",
+        "folder or URL for train/eval/test, labels.json and prepare_report.json",
+        required=True,
+        group=OUTPUT,
     )
-    text_column: str = opt("bodyText", "column holding the post text (falls back to a single 'text' column)")
-    label_column: str | None = opt(
-        None,
-        "column holding the label or score; default: the first of sentiment, label, labels, Target, score",
-    )
+    text_column: str | None = text_column_option()
+    label_column: str | None = label_column_option()
     label_source: str = opt(
         "auto",
         "how labels are read: auto, score (number -> class by sign), "
         "category (names or ids), vader (score the text with VADER)",
         choices=LABEL_SOURCES,
         flag="--label-type",
+        group=DATA,
     )
     label_with: str | None = opt(
-        None, "label unlabelled text: 'vader' scores it with VADER", choices=("vader",)
+        None, "label unlabelled text: 'vader' scores it with VADER", choices=("vader",), group=DATA
     )
-    neutral_band: float = opt(0.0, "with scores: |score| <= B is neutral (0 = the walkthrough's sign rule)")
-    label_map: str | None = opt(None, "explicit label mapping, e.g. 'bad=negative,meh=neutral,good=positive'")
-    val_fraction: float = opt(0.1, "fraction of each class in the validation split (eval file)")
-    test_fraction: float = opt(0.1, "fraction of each class in the test split")
-    seed: int = opt(42, "random seed of the split; same inputs and seed give byte-identical files")
-    format: str = opt("csv", "split file format", choices=FORMATS)
+    neutral_band: float = opt(
+        0.0, "with scores: |score| <= B is neutral (0 = the walkthrough's sign rule)", group=DATA
+    )
+    label_map: str | None = opt(
+        None, "explicit label mapping, e.g. 'bad=negative,meh=neutral,good=positive'", group=DATA
+    )
+    val_fraction: float = opt(0.1, "fraction of each class in the validation split (eval file)", group=OUTPUT)
+    test_fraction: float = opt(0.1, "fraction of each class in the test split", group=OUTPUT)
+    seed: int = opt(
+        42, "random seed of the split; same inputs and seed give byte-identical files", group=OUTPUT
+    )
+    format: str = opt("csv", "split file format", choices=FORMATS, group=OUTPUT)
     drop_near_duplicates: bool = opt(
         False,
-        "also drop near-duplicates (same text after case, whitespace, "
-        "@user and link normalisation); they are always reported",
+        "also drop near-duplicates (same text after case, whitespace, @user and link normalisation); "
+        "they are always reported",
+        group=DATA,
     )
-    chunk_rows: int = opt(100_000, "rows read per chunk: bounds memory on large inputs")
-    overwrite: bool = opt(False, "replace splits already in --output-dir")
+    chunk_rows: int = opt(100_000, "rows read per chunk: bounds memory on large inputs", group=DATA)
+    overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         if self.label_with == "vader":
             self.label_source = "vader"
-        problems = []
+        problems = finite_problems(self)
         if not self.output_dir:
             problems.append("--output-dir is required")
         for name in ("val_fraction", "test_fraction"):
@@ -118,109 +250,120 @@ class PrepareConfig:
             problems.append("--chunk-rows must be positive")
         if self.label_map and self.label_source not in ("auto", "category"):
             problems.append("--label-map applies to categorical labels; drop --label-type score/vader")
-        _check(problems, "prepare options")
+        raise_problems(problems, "prepare options")
 
 
 @dataclass
-class TrainConfig:
-    """How `sentitune train` fine-tunes a model; the first eight flags are the walkthrough's own."""
+class TrainConfig(DataFiles):
+    """How `sentitune train` fine-tunes a model; --training-file, --validation-file, --testing-file,
+    --job-dir, --epochs, --batch-size, --learning-rate and --dry-run are the walkthrough's own flags."""
 
-    training_file: str | None = opt(
-        None, "labelled training file (text in bodyText/text, label in Target/label/sentiment)"
-    )
-    validation_file: str | None = opt(None, "labelled validation file, evaluated during training")
-    testing_file: str | None = opt(None, "labelled test file, evaluated once at the end")
     job_dir: str | None = opt(
         None,
         "run folder or URL written at the end (model, metrics, plots); Vertex AI's AIP_MODEL_DIR when unset",
+        group=OUTPUT,
     )
-    epochs: int = opt(2, "passes over the training data")
-    batch_size: int = opt(32, "examples per optimiser step")
-    learning_rate: float = opt(5e-5, "peak learning rate of AdamW")
-    dry_run: bool = opt(False, "one training and one validation step, nothing written but the log")
-    data: str | None = opt(None, "a folder written by `sentitune prepare`, in place of the three files")
+    epochs: int = opt(2, "passes over the training data", group=TRAINING)
+    batch_size: int = opt(32, "examples per optimiser step", group=TRAINING)
+    learning_rate: float = opt(5e-5, "peak learning rate of AdamW", group=TRAINING)
+    dry_run: bool = opt(
+        False, "one training and one validation step, nothing written but the log", group=TRAINING
+    )
     preset: str | None = opt(
         None,
-        "fast (the first 3 layers, 1 epoch, learning rate 1e-4: about 7 minutes on 2 CPU cores for "
-        "47k tweets) or balanced (the defaults: 6 layers, 2 epochs); options given explicitly "
-        "override the preset's",
+        "fast (the first 3 layers, 1 epoch, learning rate 1e-4) or balanced (the defaults: 6 layers, 2 epochs); "
+        "options given explicitly override the preset's",
         choices=tuple(TRAIN_PRESETS),
+        group=TRAINING,
     )
     model: str | None = opt(
         None,
-        "Hugging Face hub id or local folder of a BERT-family encoder; "
-        "default: the embedded all-MiniLM-L6-v2",
+        "Hugging Face hub id or local folder of a BERT-family encoder; default: the embedded all-MiniLM-L6-v2",
+        group=MODEL,
     )
-    text_column: str | None = opt(None, "text column of the input files; default: bodyText, else text")
-    label_column: str | None = opt(
-        None, "label column of the input files; default: Target, label, sentiment, labels, score"
+    max_length: int = opt(100, "tokens per post at most (longer posts are truncated)", group=MODEL)
+    keep_layers: int | None = opt(
+        None, "use only the first N encoder layers: smaller and faster", group=MODEL
     )
-    max_length: int = opt(100, "tokens per post at most (longer posts are truncated)")
-    keep_layers: int | None = opt(None, "use only the first N encoder layers: smaller and faster")
-    freeze_layers: int = opt(0, "freeze the embeddings and the first N encoder layers")
+    freeze_layers: int = opt(0, "freeze the embeddings and the first N encoder layers", group=MODEL)
     pooling: str = opt(
         "auto",
         "what the head reads: the pooled [CLS] token (a standard transformers folder), the mean of the "
         "post's token states (BERT-style heads), or auto: mean for sentence-transformers encoders "
         "trained with mean pooling (the embedded MiniLM), else cls",
         choices=POOLINGS,
+        group=MODEL,
     )
     train_head_only: bool = opt(
         False,
         "freeze the whole encoder and train only the classifier (transfer learning instead of fine-tuning)",
+        group=MODEL,
     )
-    weight_decay: float = opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
-    warmup_ratio: float = opt(0.06, "fraction of the steps with linear learning-rate warm-up")
-    label_smoothing: float = opt(0.0, "spread this much of each target over the other classes (0 = none)")
+    weight_decay: float = opt(
+        0.01, "AdamW weight decay (not applied to biases and LayerNorm)", group=TRAINING
+    )
+    warmup_ratio: float = opt(0.06, "fraction of the steps with linear learning-rate warm-up", group=TRAINING)
+    label_smoothing: float = opt(
+        0.0, "spread this much of each target over the other classes (0 = none)", group=TRAINING
+    )
     layer_lr_decay: float = opt(
-        1.0, "layer-wise learning-rate decay: each layer below the head learns at this times the one above"
+        1.0,
+        "layer-wise learning-rate decay: each layer below the head learns at this times the one above",
+        group=TRAINING,
     )
-    max_grad_norm: float = opt(1.0, "clip gradients to this norm (0 = no clipping)")
-    seed: int = opt(42, "seed of the initialisation, dropout and data order")
-    max_steps: int | None = opt(None, "stop after this many optimiser steps (overrides --epochs)")
-    eval_every: int = opt(0, "validate every N steps (0 = after each epoch)")
-    early_stopping_patience: int = opt(
-        0, "stop after N validations without a better macro-F1 (0 = never); the best model is kept either way"
+    max_grad_norm: float = opt(1.0, "clip gradients to this norm (0 = no clipping)", group=TRAINING)
+    seed: int = opt(42, "seed of the initialisation, dropout and data order", group=TRAINING)
+    max_steps: int | None = opt(
+        None, "stop after this many optimiser steps (overrides --epochs)", group=TRAINING
     )
     class_weights: str = opt(
-        "none", "'auto' weights the loss by inverse class frequency", choices=CLASS_WEIGHTS
+        "none", "'auto' weights the loss by inverse class frequency", choices=CLASS_WEIGHTS, group=TRAINING
     )
-    device: str = opt("auto", "where to train", choices=DEVICES)
-    num_threads: int | None = opt(None, "CPU threads for torch (default: torch's choice)")
-    precision: str = opt("auto", PRECISION_HELP, choices=PRECISIONS)
-    eval_batch_size: int = opt(64, "examples per batch when evaluating (64 is fastest on CPUs)")
-    log_every: int = opt(50, "log a progress line every N steps")
-    train_eval_examples: int = opt(
-        2000, "training examples re-evaluated at the end for the train metrics (0 = skip)"
+    eval_every: int = opt(0, "validate every N steps (0 = after each epoch)", group=EVALUATION)
+    early_stopping_patience: int = opt(
+        0,
+        "stop after N validations without a better macro-F1 (0 = never); the best model is kept either way",
+        group=EVALUATION,
     )
+    eval_batch_size: int = opt(INFERENCE_BATCH, "examples per batch when evaluating", group=EVALUATION)
+    train_eval_examples: int = train_eval_examples_option()
+    baseline: bool = opt(
+        False,
+        "also fit the TF-IDF + logistic regression baseline on the same splits and report it beside the model "
+        "(pip install 'sentitune[baseline]')",
+        group=EVALUATION,
+    )
+    device: str = device_option()
+    precision: str = precision_option()
+    num_threads: int | None = num_threads_option()
+    dist_timeout: float = opt(
+        600.0,
+        "under torchrun: seconds a process waits to join the others and for each exchange",
+        group=RUNTIME,
+    )
+    log_every: int = opt(50, "log a progress line every N steps", group=OUTPUT)
     tensorboard_dir: str | None = opt(
         None,
         "write TensorBoard events here (local or gs://); default: Vertex AI's AIP_TENSORBOARD_LOG_DIR, else none",
+        group=OUTPUT,
     )
     checkpoint_dir: str | None = opt(
         None,
-        "where checkpoints go (local or URL); default: Vertex AI's "
-        "AIP_CHECKPOINT_DIR, else JOB_DIR/checkpoints",
+        "where checkpoints go (local or URL); default: Vertex AI's AIP_CHECKPOINT_DIR, else JOB_DIR/checkpoints",
+        group=OUTPUT,
     )
     checkpoint_every: int = opt(
         0,
-        "checkpoint every N steps (0: only on SIGTERM); a rerun of the same "
-        "command resumes from the latest checkpoint",
+        "checkpoint every N steps (0: only on SIGTERM); a rerun of the same command resumes from the latest "
+        "checkpoint",
+        group=OUTPUT,
     )
-    baseline: bool = opt(
-        False,
-        "also fit the TF-IDF + logistic regression baseline on the same splits and "
-        "report it beside the model (pip install 'sentitune[baseline]')",
-    )
-    dist_timeout: float = opt(
-        600.0, "under torchrun: seconds a process waits to join the others and for each exchange"
-    )
-    overwrite: bool = opt(False, "replace a run already in --job-dir")
+    overwrite: bool = overwrite_option()
 
     PRESETS: typing.ClassVar[dict[str, dict[str, Any]]] = TRAIN_PRESETS
 
     def __post_init__(self) -> None:
-        problems = data_source_problems(self)
+        problems = self.data_problems() + finite_problems(self)
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -232,6 +375,12 @@ class TrainConfig:
             problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 < self.layer_lr_decay <= 1:
             problems.append(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            problems.append(
+                f"--weight-decay and --max-grad-norm must be >= 0, got {self.weight_decay} and {self.max_grad_norm}"
+            )
+        if self.dist_timeout <= 0:
+            problems.append(f"--dist-timeout must be > 0, got {self.dist_timeout}")
         for name in ("max_steps", "keep_layers", "num_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -241,41 +390,160 @@ class TrainConfig:
             or self.eval_every < 0
             or self.early_stopping_patience < 0
             or self.checkpoint_every < 0
+            or self.train_eval_examples < 0
         ):
             problems.append(
-                "--freeze-layers, --eval-every, --early-stopping-patience and --checkpoint-every must be >= 0"
+                "--freeze-layers, --eval-every, --early-stopping-patience, --checkpoint-every and "
+                "--train-eval-examples must be >= 0"
             )
         if self.max_length > 512:
             problems.append(f"--max-length {self.max_length} exceeds BERT's 512 positions")
-        _check(problems, "train options")
+        raise_problems(problems, "train options")
 
 
-VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI refuses prediction requests over 1.5 MB
+@dataclass
+class BaselineConfig(DataFiles):
+    """How `sentitune baseline` reads the data and fits TF-IDF + logistic regression."""
+
+    job_dir: str = opt(
+        "", "folder or URL for metrics.json, confusion_matrix.png and the model", required=True, group=OUTPUT
+    )
+    c: float = opt(
+        0.5,
+        "inverse L2 regularisation strength C of the logistic regression (larger fits slower)",
+        group=TRAINING,
+    )
+    class_weights: str = opt(
+        "auto",
+        "'auto' weights classes by inverse frequency (helps macro-recall)",
+        choices=CLASS_WEIGHTS,
+        group=TRAINING,
+    )
+    min_df: int = opt(2, "keep n-grams seen in at least this many training posts", group=TRAINING)
+    max_iter: int = opt(100, "passes of the SAG solver over the data at most", group=TRAINING)
+    train_eval_examples: int = train_eval_examples_option()
+    overwrite: bool = overwrite_option()
+
+    def __post_init__(self) -> None:
+        problems = self.data_problems() + finite_problems(self)
+        if not self.job_dir:
+            problems.append("--job-dir is required")
+        if self.c <= 0:
+            problems.append(f"--c must be > 0, got {self.c}")
+        if self.min_df < 1 or self.max_iter < 1:
+            problems.append(f"--min-df and --max-iter must be >= 1, got {self.min_df} and {self.max_iter}")
+        if self.train_eval_examples < 0:
+            problems.append(f"--train-eval-examples must be >= 0, got {self.train_eval_examples}")
+        raise_problems(problems, "baseline options")
+
+
+# ----------------------------------------------------------------------------- using a run
+
+
+@dataclass
+class EvaluateConfig:
+    """Which run `sentitune evaluate` scores, on which labelled file, and where the results go."""
+
+    run_dir: str = run_dir_argument()
+    data: str = opt(None, "labelled CSV/TSV/JSONL/Parquet file or URL", required=True, group=DATA)
+    text_column: str | None = text_column_option()
+    label_column: str | None = label_column_option()
+    output_dir: str | None = opt(
+        None,
+        "where metrics.json and confusion_matrix.png go (default: RUN_DIR/evaluation-<file name>)",
+        group=OUTPUT,
+    )
+    overwrite: bool = overwrite_option()
+    batch_size: int = inference_batch_option()
+    device: str = device_option()
+    precision: str = precision_option()
+    backend: str = backend_option()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
+        if not self.data:
+            problems.append("--data FILE is required")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        raise_problems(problems, "evaluate options")
+
+
+@dataclass
+class PredictConfig:
+    """What `sentitune predict` labels (texts, stdin or files) and where the labels go."""
+
+    run_dir: str = run_dir_argument()
+    texts: list[str] = opt(
+        [], "texts to label (default: read stdin, one per line)", positional=True, metavar="TEXT"
+    )
+    input: list[str] = opt(
+        [],
+        "CSV/TSV/JSONL/Parquet files or URLs to label; wildcards work, also on gs:// (quote them: "
+        "--input 'gs://bucket/posts/*.csv')",
+        nargs="+",
+        metavar="FILE",
+        group=DATA,
+    )
+    text_column: str | None = text_column_option()
+    output: str | None = opt(
+        None,
+        "output file or URL (.csv, .tsv, .jsonl, .parquet), or a folder (ending in /) that gets one file per "
+        "input under the input's name; finished files there are skipped, so rerunning an interrupted batch "
+        "resumes it. Default: JSON lines on stdout",
+        group=OUTPUT,
+    )
+    overwrite: bool = overwrite_option()
+    batch_size: int = inference_batch_option()
+    device: str = device_option()
+    precision: str = precision_option()
+    backend: str = backend_option()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.input and self.texts:
+            problems.append("pass texts as arguments or --input FILE, not both")
+        if self.output and not self.input:
+            problems.append("--output needs --input FILE; texts from arguments or stdin print to stdout")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if problems:  # each is a whole sentence on its own
+            raise SentituneError("; ".join(problems))
 
 
 @dataclass
 class ServeSettings:
     """Where the server listens, its routes, how it batches and what it accepts."""
 
-    host: str = opt("0.0.0.0", "address to listen on (0.0.0.0: every interface, as Vertex AI needs)")
-    port: int = opt(8080, "port to listen on; Vertex AI passes it as AIP_HTTP_PORT")
-    health_route: str = opt("/health", "GET route answering 200 once the model is loaded (AIP_HEALTH_ROUTE)")
-    predict_route: str = opt("/predict", "POST route answering predictions (AIP_PREDICT_ROUTE)")
-    max_batch: int = opt(64, "most instances of concurrent requests merged into one batch")
+    host: str = opt(
+        "0.0.0.0", "address to listen on (0.0.0.0: every interface, as Vertex AI needs)", group=SERVER
+    )
+    port: int = opt(8080, "port to listen on; Vertex AI passes it as AIP_HTTP_PORT", group=SERVER)
+    health_route: str = opt(
+        "/health", "GET route answering 200 once the model is loaded (AIP_HEALTH_ROUTE)", cli=False
+    )
+    predict_route: str = opt("/predict", "POST route answering predictions (AIP_PREDICT_ROUTE)", cli=False)
+    max_batch: int = opt(64, "most instances of concurrent requests merged into one batch", group=SERVER)
     model_batch: int = opt(
         16,
-        "posts per forward pass: a batch is sorted by length and run in passes of this many, so short "
-        "posts are not padded to the longest (benchmarks/onnx_speed.py: 16 was fastest, int8 252 vs 189 tweets/s at 64)",
+        "posts per forward pass: a batch is sorted by length and run in passes of this many, so short posts "
+        "are not padded to the longest",
+        group=SERVER,
     )
-    max_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others to join it")
-    max_instances: int = opt(1000, "most instances in one request (more: 413)")
+    max_wait_ms: float = opt(
+        5.0, "how long the first request of a batch waits for others to join it", group=SERVER
+    )
+    max_instances: int = opt(1000, "most instances in one request (more: 413)", group=SERVER)
     max_text_chars: int = opt(
-        10_000, "longest text in characters (longer: 413); shorter texts are cut to the run's max length"
+        10_000,
+        "longest text in characters (longer: 413); shorter texts are cut to the run's max length",
+        group=SERVER,
     )
-    max_body_bytes: int = opt(VERTEX_BODY_LIMIT, "largest request body in bytes (larger: 413)")
+    max_body_bytes: int = opt(VERTEX_BODY_LIMIT, "largest request body in bytes (larger: 413)", group=SERVER)
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = finite_problems(self)
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be in 0..65535, got {self.port}")
         for name in ("health_route", "predict_route"):
@@ -288,11 +556,10 @@ class ServeSettings:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             problems.append(f"--max-wait-ms must be at least 0, got {self.max_wait_ms}")
-        if problems:
-            raise SentituneError("invalid server settings: " + "; ".join(problems))
+        raise_problems(problems, "server settings")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **given: Any) -> ServeSettings:
+    def from_env(cls, environ: dict[str, str] | None = None, **given: Any):
         """Settings from the Vertex AI variables, overridden by the `given` values that are not None."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
@@ -306,7 +573,72 @@ class ServeSettings:
         for name, variable in (("health_route", "AIP_HEALTH_ROUTE"), ("predict_route", "AIP_PREDICT_ROUTE")):
             if name not in values and env.get(variable):
                 values[name] = env[variable]
+        if "run_dir" in {f.name for f in dataclasses.fields(cls)} and not values.get("run_dir"):
+            if env.get("AIP_STORAGE_URI"):
+                values["run_dir"] = env["AIP_STORAGE_URI"]
         return cls(**values)
+
+
+@dataclass
+class ServeConfig(ServeSettings):
+    """`sentitune serve`: the server settings, the run to serve and how it runs. Built with `from_env`,
+    so the Vertex AI variables fill what the command line leaves out."""
+
+    run_dir: str | None = run_dir_argument(
+        "run folder (local or URL) written by train (default: $AIP_STORAGE_URI)", required=False
+    )
+    device: str = device_option()
+    precision: str = precision_option()
+    num_threads: int | None = num_threads_option()
+    backend: str = backend_option()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.run_dir:
+            raise SentituneError(
+                "no model to serve: pass RUN_DIR (a folder written by `sentitune train`) or set AIP_STORAGE_URI"
+            )
+
+    @property
+    def settings(self) -> ServeSettings:
+        return ServeSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ServeSettings)})
+
+
+@dataclass
+class ExportConfig:
+    """What `sentitune export` writes and how the result is checked."""
+
+    run_dir: str = run_dir_argument()
+    format: str = opt("onnx", "export format", choices=EXPORT_FORMATS, group=OUTPUT)
+    quantize: str | None = opt(
+        None,
+        "also write a dynamically quantised copy for CPUs (model_int8.onnx)",
+        choices=QUANTIZE,
+        group=OUTPUT,
+    )
+    output_dir: str | None = opt(None, "where to write the export (default: RUN_DIR/onnx)", group=OUTPUT)
+    parity_data: str | None = opt(
+        None, "labelled file the export is checked on (default: the run's validation file)", group=DATA
+    )
+    parity_examples: int = opt(2000, "posts of the parity file compared, from its start", group=DATA)
+    text_column: str | None = text_column_option()
+    label_column: str | None = label_column_option()
+    overwrite: bool = overwrite_option()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.run_dir:
+            problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
+        if self.parity_examples < 1:
+            problems.append(f"--parity-examples must be at least 1, got {self.parity_examples}")
+        raise_problems(problems, "export options")
+
+
+@dataclass
+class EnvConfig:
+    """`sentitune env`: how to print the report."""
+
+    json: bool = opt(False, "print one JSON object instead of text", group=OUTPUT)
 
 
 # ----------------------------------------------------------------------------- CLI derivation
@@ -323,39 +655,83 @@ def _base_type(annotation) -> type:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One option per dataclass field: `--field-name`, its type, choices and help."""
+    """One option per dataclass field (`--field-name`, its type, choices and help) in the field's --help
+    group; each action remembers where its option was declared (`declared_at`)."""
     hints = typing.get_type_hints(cls)
+    groups: dict[str | None, Any] = {None: parser}
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         meta = dict(f.metadata)
+        if f.name in skip or meta.get("cli") is False:
+            continue
+        if meta.get("group") not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        target = groups[meta.get("group")]
         help_text = meta.get("help", "")
         kind = _base_type(hints[f.name])
         if meta.get("positional"):
             many = typing.get_origin(hints[f.name]) is list or hints[f.name] is list
+            nargs = "*" if many else meta.get("nargs")
             metavar = meta.get("metavar", f.name.rstrip("s").upper())
-            parser.add_argument(f.name, nargs="*" if many else None, metavar=metavar, help=help_text)
-            continue
-        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else None
-        kwargs = dict(dest=f.name, type=kind, help=help_text, default=argparse.SUPPRESS)
-        if meta.get("choices"):
-            kwargs["choices"] = meta["choices"]
-        if meta.get("action"):
-            kwargs["action"] = meta["action"]
-        if meta.get("required"):
-            kwargs["required"] = True
-        elif default not in (None, "", []):
-            kwargs["help"] = f"{help_text} (default: {default})"
-        parser.add_argument(flag, **kwargs)
+            action = target.add_argument(
+                f.name, nargs=nargs, metavar=metavar, help=help_text, default=argparse.SUPPRESS
+            )
+        elif kind is bool:
+            action = target.add_argument(
+                meta.get("flag", "--" + f.name.replace("_", "-")),
+                dest=f.name,
+                action="store_true",
+                help=help_text,
+            )
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            kwargs = dict(dest=f.name, type=kind, help=help_text, default=argparse.SUPPRESS)
+            for key in ("choices", "action", "nargs", "metavar"):
+                if meta.get(key):
+                    kwargs[key] = meta[key]
+            if meta.get("required"):
+                kwargs["required"] = True
+            elif default not in (None, "", []):
+                kwargs["help"] = f"{help_text} (default: {default})"
+            action = target.add_argument(meta.get("flag", "--" + f.name.replace("_", "-")), **kwargs)
+        action.declared_at = meta["declared_at"]
 
 
 def _with_preset(cls, values: dict) -> dict:
     """`values` (the options given) over the chosen preset's, for dataclasses with PRESETS."""
     return {**cls.PRESETS[values["preset"]], **values} if values.get("preset") else values
+
+
+def from_namespace(cls, ns: argparse.Namespace, build=None, **overrides):
+    """Build the dataclass from parsed options (`build`: another constructor, e.g. `from_env`); options
+    not given take the chosen preset's value (for dataclasses with PRESETS), else the dataclass default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(ns).items() if k in names}
+    values.update(overrides)
+    return (build or cls)(**_with_preset(cls, values))
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """`sentitune train`'s options alone (for checking training arguments passed to a cloud job)."""
+    parser = argparse.ArgumentParser(prog="sentitune train", add_help=False)
+    add_arguments(parser, TrainConfig)
+    return parser
+
+
+def parse_train_args(args: list[str]) -> tuple[argparse.Namespace | None, list[str]]:
+    """(namespace, unknown options) of `sentitune train ARGS`; the namespace is None when they do not
+    parse. Vertex AI's tuning service appends --learning_rate=… style options, which train accepts."""
+    try:
+        return train_parser().parse_known_args([hyphenate(a) for a in args])
+    except SystemExit:
+        return None, []
+
+
+def hyphenate(arg: str) -> str:
+    """--learning_rate=0.01 -> --learning-rate=0.01; anything else unchanged."""
+    if not arg.startswith("--") or "_" not in arg.split("=", 1)[0]:
+        return arg
+    name, sep, value = arg.partition("=")
+    return name.replace("_", "-") + sep + value
 
 
 def train_option(ns: argparse.Namespace, name: str):
@@ -365,12 +741,3 @@ def train_option(ns: argparse.Namespace, name: str):
     if name in values:
         return values[name]
     return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
-
-
-def from_namespace(cls, ns: argparse.Namespace, **overrides):
-    """Build the dataclass from parsed options; options not given take the chosen preset's value (for
-    dataclasses with PRESETS), else the dataclass default."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(ns).items() if k in names}
-    values.update(overrides)
-    return cls(**_with_preset(cls, values))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import sys
 
 from sentitune import __version__
+from sentitune.config import EnvConfig
 from sentitune.errors import SentituneError
 
 # extra -> the modules it installs (see pyproject.toml)
@@ -169,8 +171,8 @@ def format_report(found: dict) -> str:
     return "\n".join(lines)
 
 
-def print_report(as_json: bool) -> None:
-    import json
-
+def env(cfg: EnvConfig) -> dict:
+    """`sentitune env`: print the report (text, or JSON with --json) and return it."""
     found = report()
-    sys.stdout.write((json.dumps(found, indent=2) if as_json else format_report(found)) + "\n")
+    sys.stdout.write((json.dumps(found, indent=2) if cfg.json else format_report(found)) + "\n")
+    return found

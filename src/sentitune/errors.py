@@ -5,6 +5,12 @@ class SentituneError(Exception):
     """A problem with the user's input or environment, stated with what was found and how to fix it."""
 
 
+def raise_problems(problems: list[str], what: str) -> None:
+    """Report every problem found at once (`invalid train options: a; b`), or nothing when there are none."""
+    if problems:
+        raise SentituneError(f"invalid {what}: " + "; ".join(problems))
+
+
 def require_extra(module: str, extra: str, purpose: str):
     """Import an optional dependency or say which extra installs it."""
     import importlib

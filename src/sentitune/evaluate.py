@@ -7,9 +7,11 @@ import logging
 import os
 from dataclasses import dataclass
 
-from sentitune.data import read_labelled
+from sentitune.config import EvaluateConfig
 from sentitune.metrics import classification_metrics, plot_confusion_matrix
 from sentitune.predict import Predictor
+from sentitune.runfolder import CONFUSION, METRICS
+from sentitune.splits import read_labelled
 from sentitune.storage import StagedOutput, join
 
 log = logging.getLogger("sentitune")
@@ -21,41 +23,29 @@ class EvaluateResult:
     output_dir: str
 
 
-def evaluate(
-    run_dir: str,
-    data: str,
-    output_dir: str | None = None,
-    *,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    precision: str = "auto",
-    backend: str = "torch",
-    overwrite: bool = False,
-) -> EvaluateResult:
-    """Evaluate the run in `run_dir` on the labelled file `data`; write metrics.json and
-    confusion_matrix.png to `output_dir` (default: RUN_DIR/evaluation-<file name>[-<backend>])."""
-    stem = os.path.basename(str(data).rstrip("/")).split(".")[0] or "data"
-    suffix = "" if backend == "torch" else f"-{backend}"
-    output_dir = output_dir or join(run_dir, f"evaluation-{stem}{suffix}")
+def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
+    """Evaluate the run in `cfg.run_dir` on the labelled file `cfg.data`; write metrics.json and
+    confusion_matrix.png to `cfg.output_dir` (default: RUN_DIR/evaluation-<file name>[-<backend>])."""
+    stem = os.path.basename(str(cfg.data).rstrip("/")).split(".")[0] or "data"
+    suffix = "" if cfg.backend == "torch" else f"-{cfg.backend}"
+    output_dir = cfg.output_dir or join(cfg.run_dir, f"evaluation-{stem}{suffix}")
     out = StagedOutput(
-        output_dir,
-        occupied_by=["metrics.json"],
-        marker="metrics.json",
-        what="an evaluation",
-        overwrite=overwrite,
+        output_dir, occupied_by=[METRICS], marker=METRICS, what="an evaluation", overwrite=cfg.overwrite
     )
     with out:
         predictor = Predictor(
-            run_dir, device=device, precision=precision, batch_size=batch_size, backend=backend
+            cfg.run_dir,
+            device=cfg.device,
+            precision=cfg.precision,
+            batch_size=cfg.batch_size,
+            backend=cfg.backend,
         )
-        split = read_labelled(data, text_column, label_column)
+        split = read_labelled(cfg.data, cfg.text_column, cfg.label_column)
         metrics = classification_metrics(split.labels, predictor.probabilities(split.texts), predictor.labels)
-        metrics["data"] = str(data)
-        metrics["backend"] = backend
+        metrics["data"] = str(cfg.data)
+        metrics["backend"] = cfg.backend
         metrics["inference_precision"] = predictor.precision.name
-        plot_confusion_matrix(metrics, out.path("confusion_matrix.png"), os.path.basename(str(data)))
-        out.path("metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        plot_confusion_matrix(metrics, out.path(CONFUSION), os.path.basename(str(cfg.data)))
+        out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         out.commit()
     return EvaluateResult(metrics, output_dir)

@@ -1,6 +1,8 @@
-"""TensorBoard event files of a training run (Vertex AI's AIP_TENSORBOARD_LOG_DIR, or --tensorboard-dir).
+"""Where a training run reports its progress: the terminal or log (`Progress`), TensorBoard event files
+(`EventLog`: Vertex AI's AIP_TENSORBOARD_LOG_DIR, or --tensorboard-dir) and Vertex AI's hyperparameter
+tuning service (`TuningReport`).
 
-Events are written by torch's SummaryWriter into a local folder and, for a URL (gs://…), copied there
+TensorBoard events are written by torch's SummaryWriter into a local folder and, for a URL (gs://…), copied there
 with fsspec after every validation, checkpoint and at the end, so TensorBoard (or a Vertex AI
 TensorBoard instance) shows the run while it trains. Needs the `tensorboard` package (in
 `sentitune[cloud]`) only when a folder is asked for.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -104,3 +107,48 @@ class TuningReport:
 
 def target_dir(configured: str | None) -> str | None:
     return configured or os.environ.get("AIP_TENSORBOARD_LOG_DIR") or None
+
+
+class Progress:
+    """A progress bar on a terminal; a plain line every `log_every` steps otherwise (cloud logs)."""
+
+    def __init__(self, total_steps: int, log_every: int, show: bool = True):
+        self.bar = None
+        if show and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.done = 0
+
+    def update(self, record: dict, batch: int, batches: int, epochs: int) -> None:
+        rate = record["examples_this_run"] / max(record["train_s"], 1e-9)
+        if self.bar is not None:
+            self.bar.update(record["step"] - self.done)
+            self.bar.set_postfix(
+                loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", ex_s=f"{rate:.0f}"
+            )
+        else:
+            log.info(
+                "epoch %d/%d batch %d/%d step %d: loss %.4f accuracy %.4f lr %.2e %.0f examples/s %.1fs",
+                record["epoch"],
+                epochs,
+                batch,
+                batches,
+                record["step"],
+                record["loss"],
+                record["accuracy"],
+                record["lr"],
+                rate,
+                record["elapsed_s"],
+            )
+        self.done = record["step"]
+
+    def note(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            log.info(message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -17,18 +17,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sentitune.config import _check, opt
+from sentitune.batching import tokenize
+from sentitune.config import ExportConfig
 from sentitune.errors import SentituneError, require_extra
+from sentitune.metrics import classification_metrics
+from sentitune.runfolder import (
+    EXPORT_DIR,
+    EXPORT_REPORT,
+    ONNX_FILES,
+    load_run,
+    read_run_config,
+    trained_max_length,
+)
 from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_onnxruntime
+from sentitune.splits import read_labelled
 from sentitune.storage import StagedOutput, exists, join, url_to_fs
 
 log = logging.getLogger("sentitune")
 
-FORMATS = ("onnx",)
-EXPORT_DIR = "onnx"
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
-REPORT = "export_report.json"
-QUANTIZE = ("int8",)
 # fp32 ONNX must reproduce PyTorch: every label, probabilities to 1e-4 (float rounding only).
 FP32_MAX_PROB_DIFF = 1e-4
 # int8 rounds the weights: a few posts near a class boundary may flip, the quality may not move.
@@ -36,44 +42,14 @@ INT8_MIN_AGREEMENT = 0.95
 INT8_MAX_MACRO_F1_DROP = 0.01  # 1 point of macro-F1 on the labelled parity sample
 
 
-@dataclass
-class ExportConfig:
-    """What `sentitune export` writes and how the result is checked."""
-
-    run_dir: str = opt(None, "run folder (local or URL) written by train", positional=True, metavar="RUN_DIR")
-    format: str = opt("onnx", "export format", choices=FORMATS)
-    quantize: str | None = opt(
-        None, "also write a dynamically quantised copy for CPUs (model_int8.onnx)", choices=QUANTIZE
-    )
-    output_dir: str | None = opt(None, "where to write the export (default: RUN_DIR/onnx)")
-    parity_data: str | None = opt(
-        None, "labelled file the export is checked on (default: the run's validation file)"
-    )
-    parity_examples: int = opt(2000, "posts of the parity file compared, from its start")
-    text_column: str | None = opt(None, "text column of --parity-data (default: bodyText, else text)")
-    label_column: str | None = opt(None, "label column of --parity-data (default: as train)")
-    overwrite: bool = opt(False, "replace an export already in the output folder")
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.run_dir:
-            problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
-        if self.parity_examples < 1:
-            problems.append(f"--parity-examples must be at least 1, got {self.parity_examples}")
-        _check(problems, "export options")
-
-
 def export_onnx(cfg: ExportConfig) -> dict:
     """Export, quantize if asked, check parity, then write the ONNX folder; returns the report."""
     ort = require_onnxruntime()
-    from sentitune.batching import tokenize
-    from sentitune.model import load_run, trained_max_length
-
     output_dir = cfg.output_dir or join(cfg.run_dir, EXPORT_DIR)
     out = StagedOutput(
         output_dir,
-        occupied_by=[REPORT, *MODEL_FILES.values()],
-        marker=REPORT,
+        occupied_by=[EXPORT_REPORT, *ONNX_FILES.values()],
+        marker=EXPORT_REPORT,
         what="an ONNX export",
         overwrite=cfg.overwrite,
     )
@@ -81,7 +57,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
         classifier = load_run(cfg.run_dir)
         sample = parity_sample(cfg)
         started = time.perf_counter()
-        fp32_path = out.path(MODEL_FILES["fp32"])
+        fp32_path = out.path(ONNX_FILES["fp32"])
         export_graph(classifier, fp32_path)
         report = {
             "run_dir": cfg.run_dir,
@@ -95,7 +71,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
         }
         variants = {"fp32": fp32_path}
         if cfg.quantize == "int8":
-            variants["int8"] = out.path(MODEL_FILES["int8"])
+            variants["int8"] = out.path(ONNX_FILES["int8"])
             quantize_int8(fp32_path, variants["int8"])
 
         tokens = tokenize(classifier.tokenizer, sample.texts, trained_max_length(cfg.run_dir))
@@ -104,11 +80,11 @@ def export_onnx(cfg: ExportConfig) -> dict:
             session = onnx_session(str(path))
             probs = onnx_probs(session, tokens, 64)
             parity = compare(reference, probs, sample.labels, classifier.labels)
-            parity["file"] = MODEL_FILES[name]
+            parity["file"] = ONNX_FILES[name]
             parity["bytes"] = os.path.getsize(path)
             report["models"][name] = parity
             log.info(
-                f"{name}: {MODEL_FILES[name]} {parity['bytes'] / 2**20:.1f} MiB; on {parity['examples']} "
+                f"{name}: {ONNX_FILES[name]} {parity['bytes'] / 2**20:.1f} MiB; on {parity['examples']} "
                 f"posts labels agree {parity['label_agreement']:.2%}, max |Δp| {parity['max_prob_diff']:.1e}"
                 + (
                     f", macro-F1 {parity['macro_f1']:.4f} vs PyTorch {parity['reference_macro_f1']:.4f}"
@@ -124,9 +100,9 @@ def export_onnx(cfg: ExportConfig) -> dict:
                 + "; ".join(failures)
                 + "; nothing written"
             )
-        out.path(REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        out.path(EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         out.commit()
-    for name, file in MODEL_FILES.items():  # an earlier export's int8 model must not outlive it
+    for name, file in ONNX_FILES.items():  # an earlier export's int8 model must not outlive it
         stale = join(output_dir, file)
         if name not in variants and exists(stale):
             fs, inner = url_to_fs(stale)
@@ -203,9 +179,6 @@ class ParitySample:
 
 def parity_sample(cfg: ExportConfig) -> ParitySample:
     """The first `parity_examples` posts of --parity-data, else of the run's validation file."""
-    from sentitune.data import read_labelled
-    from sentitune.model import read_run_config
-
     path = cfg.parity_data
     if path is None:
         try:
@@ -228,8 +201,6 @@ def parity_sample(cfg: ExportConfig) -> ParitySample:
 
 
 def compare(reference: np.ndarray, probs: np.ndarray, labels, names) -> dict:
-    from sentitune.metrics import classification_metrics
-
     agree = reference.argmax(axis=1) == probs.argmax(axis=1)
     diff = np.abs(reference - probs)
     result = {

@@ -19,7 +19,7 @@ import torch
 
 from sentitune import LABELS
 from sentitune.errors import SentituneError
-from sentitune.storage import exists, is_url, join, local_copy
+from sentitune.storage import is_url, local_copy
 
 log = logging.getLogger("sentitune")
 
@@ -55,7 +55,6 @@ ENCODER_TYPES = {
     "nomic_bert",
     "neobert",
 }
-RUN_CONFIG = "run_config.json"
 POOLING_KEY = "sentitune_pooling"  # in config.json; absent means the model's own ([CLS]) head
 
 
@@ -252,44 +251,3 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
-
-
-def load_run(run_dir: str, with_model: bool = True) -> Classifier:
-    """The trained classifier of a run folder (local or URL), with its label names; without the
-    weights (`model` None) when `with_model` is false, for runtimes that bring their own (ONNX)."""
-    if not exists(run_dir):
-        raise SentituneError(f"run folder not found: {run_dir}")
-    if not exists(join(run_dir, "config.json")) or not exists(join(run_dir, "model.safetensors")):
-        raise SentituneError(
-            f"{run_dir} is not a finished run (no config.json and model.safetensors); "
-            "pass the --job-dir of a `sentitune train` run"
-        )
-    from transformers import AutoConfig
-
-    path = local_copy(run_dir)
-    id2label = AutoConfig.from_pretrained(path).id2label
-    labels = tuple(id2label[i] for i in range(len(id2label)))
-    if not with_model:
-        from transformers import AutoTokenizer
-
-        quiet_transformers()
-        return Classifier(None, AutoTokenizer.from_pretrained(path, use_fast=True), labels, run_dir, path)
-    classifier = load_classifier(path, labels, for_training=False)
-    classifier.source, classifier.local_dir = run_dir, path
-    classifier.model.eval()
-    return classifier
-
-
-def read_run_config(run_dir: str) -> dict:
-    from sentitune.storage import open_input
-
-    with open_input(join(run_dir, RUN_CONFIG), "rb") as f:
-        return json.load(f)
-
-
-def trained_max_length(run_dir: str) -> int:
-    """The --max-length the run was trained with (100, the walkthrough's, if not recorded)."""
-    try:
-        return int(read_run_config(run_dir)["train"]["max_length"])
-    except (SentituneError, KeyError, TypeError):
-        return 100

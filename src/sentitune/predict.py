@@ -1,20 +1,30 @@
-"""Predictor: load a run once, predict texts in length-sorted batches; and batch prediction of files."""
+"""`sentitune predict`: the Predictor (a run loaded once, texts predicted in length-sorted batches),
+and prediction of texts from arguments or stdin, of files, and of whole folders of files."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import posixpath
+import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from sentitune.batching import tokenize
-from sentitune.config import BACKENDS
+from sentitune.config import BACKENDS, INFERENCE_BATCH, PredictConfig
 from sentitune.errors import SentituneError
-from sentitune.model import load_run, trained_max_length
+from sentitune.runfolder import EXPORT_DIR, load_run, onnx_path, trained_max_length
 from sentitune.runtime import (
     Precision,
     infer_probs,
@@ -24,7 +34,8 @@ from sentitune.runtime import (
     resolve_device,
     resolve_precision,
 )
-from sentitune.storage import exists
+from sentitune.storage import COMPRESSIONS, exists, expand, is_url, join, url_to_fs
+from sentitune.tables import file_format, pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
 
@@ -46,7 +57,7 @@ class Predictor:
         self,
         run_dir: str,
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int = INFERENCE_BATCH,
         precision: str = "auto",
         max_length: int | None = None,
         backend: str = "torch",
@@ -103,19 +114,13 @@ class Predictor:
 
 def load_onnx(local_dir: str, backend: str, shown_as: str):
     """The onnxruntime session of the run's export in `local_dir` (the run `shown_as` in messages)."""
-    import os
-
-    from sentitune.export import EXPORT_DIR, MODEL_FILES
-    from sentitune.storage import join
-
     require_onnxruntime()
-    name = MODEL_FILES["int8" if backend == "onnx-int8" else "fp32"]
-    path = os.path.join(local_dir, EXPORT_DIR, name)
+    path = onnx_path(local_dir, backend)
     if not os.path.exists(path):
         quantize = " --quantize int8" if backend == "onnx-int8" else ""
         raise SentituneError(
-            f"{join(shown_as, EXPORT_DIR, name)} not found; run `sentitune export {shown_as}{quantize}` "
-            "first, or use --backend torch"
+            f"{join(shown_as, EXPORT_DIR, os.path.basename(path))} not found; run "
+            f"`sentitune export {shown_as}{quantize}` first, or use --backend torch"
         )
     return onnx_session(path)
 
@@ -134,11 +139,6 @@ def predict_files(
     uploaded in one piece), so after an interruption the same command skips the finished files and
     redoes only the rest; --overwrite redoes them all.
     """
-    import posixpath
-    import time
-
-    from sentitune.storage import join
-
     names: dict[str, str] = {}
     for path in inputs:
         name = output_name(path)
@@ -168,10 +168,9 @@ def predict_files(
 
 
 def output_name(path: str) -> str:
-    import posixpath
-
+    """The output file name of an input: its name without a compression suffix."""
     name = posixpath.basename(str(path).rstrip("/"))
-    for suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
+    for suffix in COMPRESSIONS:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -187,15 +186,6 @@ def predict_file(
 ) -> int:
     """Predict every row of `input_path` into `output_path` (CSV, TSV, JSONL or Parquet by extension),
     keeping the input columns; chunked, written under a temporary name and renamed at the end."""
-    import os
-    import tempfile
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from sentitune.data import file_format, pick_text_column, read_chunks
-    from sentitune.storage import is_url, url_to_fs
-
     remote = is_url(output_path)
     fs, inner = url_to_fs(output_path) if remote else (None, output_path)
     if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
@@ -215,12 +205,7 @@ def predict_file(
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             for df in read_chunks(input_path, chunk_rows):
                 if column is None:
-                    column = pick_text_column(
-                        [str(c) for c in df.columns],
-                        text_column or "bodyText",
-                        input_path,
-                        explicit=bool(text_column),
-                    )
+                    column = pick_text_column([str(c) for c in df.columns], text_column, input_path)
                 out = predictor.predict_frame(df, column)
                 if fmt == "parquet":
                     table = pa.Table.from_pandas(out, preserve_index=False)
@@ -256,10 +241,58 @@ def predict_file(
 
 def missing_folders(folder: str) -> list[str]:
     """`folder` and its missing parents, deepest first."""
-    import os
-
     missing = []
     while not os.path.exists(folder):
         missing.append(folder)
         folder = os.path.dirname(folder)
     return missing
+
+
+def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None) -> dict:
+    """`sentitune predict`: texts (arguments, else stdin) as JSON lines on `stdout`; files as JSON lines on
+    `stdout`, or into --output (a file, or a folder of one file per input). Returns what was done."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    if not cfg.input and not cfg.texts and stdin.isatty():
+        raise SentituneError(
+            "no texts: pass them as arguments, pipe one per line on stdin, or use --input FILE"
+        )
+    inputs = expand(cfg.input)
+    to_folder = bool(cfg.output) and (
+        len(inputs) > 1
+        or inputs != cfg.input  # a wildcard: the number of matches must not change the output's meaning
+        or cfg.output.endswith("/")
+        or (not is_url(cfg.output) and os.path.isdir(cfg.output))
+    )
+    predictor = Predictor(
+        cfg.run_dir,
+        device=cfg.device,
+        precision=cfg.precision,
+        batch_size=cfg.batch_size,
+        backend=cfg.backend,
+    )
+    if to_folder:
+        return {
+            "to": "folder",
+            **predict_files(predictor, inputs, cfg.output, cfg.text_column, overwrite=cfg.overwrite),
+        }
+    if cfg.output:
+        rows = predict_file(predictor, inputs[0], cfg.output, cfg.text_column, overwrite=cfg.overwrite)
+        return {"to": "file", "files": 1, "labelled": 1, "skipped": 0, "rows": rows}
+    rows = 0
+    for path in inputs:
+        column = None
+        for df in read_chunks(path, 50_000):
+            column = column or pick_text_column([str(c) for c in df.columns], cfg.text_column, path)
+            stdout.write(
+                predictor.predict_frame(df, column).to_json(orient="records", lines=True, force_ascii=False)
+            )
+            rows += len(df)
+    if inputs:
+        return {"to": "stdout", "files": len(inputs), "labelled": len(inputs), "skipped": 0, "rows": rows}
+    texts = cfg.texts or [line.rstrip("\n") for line in stdin if line.strip()]
+    for text, p in zip(texts, predictor.predict(texts), strict=True):
+        scores = {k: round(v, 6) for k, v in p.scores.items()}
+        stdout.write(
+            json.dumps({"text": text, "label": p.label, "scores": scores}, ensure_ascii=False) + "\n"
+        )
+    return {"to": "stdout", "files": 0, "labelled": 0, "skipped": 0, "rows": len(texts)}

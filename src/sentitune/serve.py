@@ -28,10 +28,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import torch
 
 from sentitune import __version__
-from sentitune.config import ServeSettings
+from sentitune.config import ServeConfig, ServeSettings
 from sentitune.errors import SentituneError, require_extra
+from sentitune.predict import Predictor
 
 require_extra("fastapi", "serve", "sentitune serve")
 require_extra("uvicorn", "serve", "sentitune serve")
@@ -46,48 +48,31 @@ from starlette.exceptions import HTTPException  # noqa: E402
 log = logging.getLogger("sentitune.serve")
 
 
-def serve(
-    run_dir: str | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    num_threads: int | None = None,
-    backend: str = "torch",
-    **limits: Any,
-) -> None:
-    """Load the run in `run_dir` (default: $AIP_STORAGE_URI), then serve it until interrupted.
-
-    `limits` are the other `ServeSettings` fields (max_batch, max_wait_ms, max_instances, ...).
-    Every problem with the settings or the model is raised here, before the server answers anything.
-    """
-    settings = ServeSettings.from_env(host=host, port=port, **limits)
-    run_dir = run_dir or os.environ.get("AIP_STORAGE_URI")
-    if not run_dir:
-        raise SentituneError(
-            "no model to serve: pass RUN_DIR (a folder written by `sentitune train`) or set AIP_STORAGE_URI"
-        )
+def serve(cfg: ServeConfig) -> None:
+    """Load the run in `cfg.run_dir`, then serve it until interrupted. Build `cfg` with
+    `ServeConfig.from_env(...)` so the Vertex AI variables fill what is not given. Every problem with the
+    settings or the model is raised here, before the server answers anything."""
     use_json_logs()
     # The port is taken before the (slow) model load: a port in use fails at once, and Vertex AI's TCP
     # liveness probe connects while the model loads; requests wait in the backlog until it is ready.
-    sock = open_socket(settings.host, settings.port)
+    sock = open_socket(cfg.host, cfg.port)
     try:
         predictor = load_predictor(
-            run_dir,
-            device=device,
-            precision=precision,
-            num_threads=num_threads,
-            backend=backend,
-            batch_size=settings.model_batch,
+            cfg.run_dir,
+            device=cfg.device,
+            precision=cfg.precision,
+            num_threads=cfg.num_threads,
+            backend=cfg.backend,
+            batch_size=cfg.model_batch,
         )
+        settings = cfg.settings
         app = create_app(predictor, settings)
         host_shown, port_shown = sock.getsockname()[:2]
         log.info(
-            f"serving {run_dir} on http://{host_shown}:{port_shown}",
+            f"serving {cfg.run_dir} on http://{host_shown}:{port_shown}",
             extra={
                 "json_fields": {
-                    "model": run_dir,
+                    "model": cfg.run_dir,
                     "labels": list(predictor.labels),
                     "health_route": settings.health_route,
                     "predict_route": settings.predict_route,
@@ -111,10 +96,6 @@ def load_predictor(
     batch_size: int = ServeSettings.model_batch,
 ):
     """The run's Predictor, warmed up by one prediction; any failure is a SentituneError naming the folder."""
-    import torch
-
-    from sentitune.predict import Predictor
-
     if num_threads:
         torch.set_num_threads(num_threads)
     started = time.perf_counter()

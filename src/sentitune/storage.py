@@ -18,6 +18,7 @@ import fsspec
 
 from sentitune.errors import SentituneError
 
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")  # suffixes fsspec decompresses on reading
 # fsspec protocol -> (package, extra) for the "pip install" hint when a backend is missing.
 _BACKENDS = {"gs": ("gcsfs", "cloud"), "gcs": ("gcsfs", "cloud"), "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
 

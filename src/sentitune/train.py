@@ -1,45 +1,35 @@
-"""The training path: load data -> build model -> fit -> evaluate -> save, top to bottom.
+"""The training path, top to bottom: train (load data -> build model -> fit -> evaluate -> save), then
+fit (the step loop) and validate; the helpers each of them calls sit below them.
 
-The step loop does no per-example Python work and no host sync except at log and evaluation
-points: batches come from pre-tokenised, length-bucketed ids; loss and accuracy accumulate on the
-device and are read only when a progress line is printed.
+The step loop does no per-example Python work and no host sync except at log and evaluation points:
+batches come from pre-tokenised, length-bucketed ids; loss and accuracy accumulate on the device and
+are read only when a progress line is printed. Everything the loop must remember across a restart is
+in `LoopState`, which the checkpointer saves beside the tensors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import re
-import signal
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from transformers import get_linear_schedule_with_warmup
 
-from sentitune import LABELS, __version__, distributed
+from sentitune import LABELS, distributed
 from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
-from sentitune.checkpoint import Checkpointer
+from sentitune.builtin import MODEL_DESCRIPTION, default_model
+from sentitune.checkpoint import Checkpointer, StopSignal
 from sentitune.config import TrainConfig
-from sentitune.data import LabelledTexts
-from sentitune.data import load_splits as read_splits
 from sentitune.errors import Preempted, SentituneError, require_extra
-from sentitune.events import EventLog, TuningReport
+from sentitune.events import EventLog, Progress, TuningReport
 from sentitune.events import target_dir as events_dir
-from sentitune.metrics import (
-    bootstrap_intervals,
-    classification_metrics,
-    log_metrics,
-    plot_confusion_matrix,
-    plot_training_curves,
-)
+from sentitune.metrics import bootstrap_intervals, classification_metrics, log_metrics
 from sentitune.model import (
-    RUN_CONFIG,
     MeanPooled,
     count_parameters,
     encoder_layers,
@@ -50,11 +40,14 @@ from sentitune.model import (
     pooled,
     trained_pooling,
 )
+from sentitune.optimizer import build_optimizer
+from sentitune.runfolder import CHECKPOINTS, FINISHED_RUN, METRICS, save_run
 from sentitune.runtime import Precision, infer_probs, resolve_device, resolve_precision
+from sentitune.splits import LabelledTexts
+from sentitune.splits import load_splits as read_splits
 from sentitune.storage import StagedOutput, join
 
 log = logging.getLogger("sentitune")
-RUN_MARKER = "metrics.json"
 
 
 @dataclass
@@ -75,11 +68,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     out = None
     if not cfg.dry_run:  # refuse an occupied folder before spending minutes on training
         out = StagedOutput(
-            run_dir,
-            occupied_by=[RUN_MARKER, RUN_CONFIG, "model.safetensors"],
-            marker=RUN_MARKER,
-            what="a finished run",
-            overwrite=cfg.overwrite,
+            run_dir, occupied_by=FINISHED_RUN, marker=METRICS, what="a finished run", overwrite=cfg.overwrite
         )
     d = distributed.from_environment()
     if d.enabled and cfg.batch_size % d.world_size:
@@ -90,7 +79,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
     d, device_name = distributed.setup(cfg.device, cfg.dist_timeout)
     try:
-        return _train(cfg, out, run_dir, started, d, device_name)
+        with out or contextlib.nullcontext():
+            return _train(cfg, out, run_dir, started, d, device_name)
     finally:
         distributed.shutdown(d)
 
@@ -98,57 +88,65 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _train(
     cfg: TrainConfig, out, run_dir, started: float, d: distributed.Dist, device_name: str
 ) -> TrainResult:
-    with out or contextlib.nullcontext():
-        device = resolve_device(device_name)
-        precision = resolve_precision(cfg.precision, device)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        torch.manual_seed(cfg.seed)
+    device = resolve_device(device_name)
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
 
-        splits = load_splits(cfg)
-        classifier, model_info = build_model(cfg)
-        t0 = time.perf_counter()
-        tokens = {name: tokenize(classifier.tokenizer, s.texts, cfg.max_length) for name, s in splits.items()}
-        tokenize_s = time.perf_counter() - t0
-        log.info(
-            "device %s, precision %s, %d threads; tokenised %s in %.1fs",
+    splits = load_splits(cfg)
+    classifier, model_info = build_model(cfg)
+    t0 = time.perf_counter()
+    tokens = {name: tokenize(classifier.tokenizer, s.texts, cfg.max_length) for name, s in splits.items()}
+    tokenize_s = time.perf_counter() - t0
+    log.info(
+        "device %s, precision %s, %d threads; tokenised %s in %.1fs",
+        device,
+        precision,
+        torch.get_num_threads(),
+        ", ".join(f"{n} {len(t)}" for n, t in tokens.items()),
+        tokenize_s,
+    )
+    model = classifier.model.to(device)
+    checkpointer = None
+    if not cfg.dry_run:
+        root = cfg.checkpoint_dir or os.environ.get("AIP_CHECKPOINT_DIR") or join(run_dir, CHECKPOINTS)
+        checkpointer = Checkpointer(root, fingerprint(cfg, precision), dist=d)
+    with StopSignal() as stop_signal:
+        fitted = fit(model, tokens, splits, cfg, device, precision, started, checkpointer, stop_signal, d)
+    metrics = evaluate_splits(
+        model, tokens, splits, cfg, device, precision, classifier.tokenizer.unk_token_id, d
+    )
+    metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
+    if cfg.baseline and not cfg.dry_run and d.is_main:
+        metrics["baseline"] = fit_baseline(cfg, run_dir, splits)
+    log_metrics(metrics)
+    if cfg.dry_run:
+        log.info("dry run finished: nothing written")
+        return TrainResult(None, metrics, fitted.history)
+    if d.is_main:  # one run folder, written by rank 0
+        if d.enabled:
+            metrics["training"]["processes"] = d.world_size
+        save_run(
+            out,
+            classifier,
+            cfg,
+            model_info,
+            splits,
+            metrics,
+            fitted.history,
+            fitted.train_log,
             device,
             precision,
-            torch.get_num_threads(),
-            ", ".join(f"{n} {len(t)}" for n, t in tokens.items()),
-            tokenize_s,
         )
-
-        model = classifier.model.to(device)
-        checkpointer = (
-            None
-            if cfg.dry_run
-            else Checkpointer(_checkpoint_root(cfg, run_dir), _fingerprint(cfg, precision), dist=d)
-        )
-        with StopSignal() as stop_signal:
-            fitted = fit(model, tokens, splits, cfg, device, precision, started, checkpointer, stop_signal, d)
-        metrics = evaluate_splits(
-            model, tokens, splits, cfg, device, precision, classifier.tokenizer.unk_token_id, d
-        )
-        metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
-        if cfg.baseline and not cfg.dry_run and d.is_main:
-            metrics["baseline"] = fit_baseline(cfg, run_dir, splits)
-        log_metrics(metrics)
-        if cfg.dry_run:
-            log.info("dry run finished: nothing written")
-            return TrainResult(None, metrics, fitted.history)
-        if d.is_main:  # one run folder, written by rank 0
-            if d.enabled:
-                metrics["training"]["processes"] = d.world_size
-            save_run(out, classifier, cfg, model_info, splits, metrics, fitted, device, precision)
-            out.commit()
-        else:
-            out.discard()
-        d.barrier()  # the folder is complete before any rank reports success
-        if d.is_main:
-            checkpointer.clear()
-        log.info("run folder: %s", run_dir)
-        return TrainResult(run_dir, metrics, fitted.history)
+        out.commit()
+    else:
+        out.discard()
+    d.barrier()  # the folder is complete before any rank reports success
+    if d.is_main:
+        checkpointer.clear()
+    log.info("run folder: %s", run_dir)
+    return TrainResult(run_dir, metrics, fitted.history)
 
 
 # ----------------------------------------------------------------------------- data and model
@@ -164,8 +162,6 @@ def load_splits(cfg: TrainConfig) -> dict[str, LabelledTexts]:
 
 
 def build_model(cfg: TrainConfig):
-    from sentitune.builtin import MODEL_DESCRIPTION, default_model
-
     source = cfg.model
     if source is None:
         source = default_model()
@@ -199,43 +195,13 @@ def build_model(cfg: TrainConfig):
     }
     log.info(
         "model: %s, %d layers x %d, %s pooling, %.1f M parameters (%.1f M trainable)",
-        info["source"],
-        info["layers"],
-        info["hidden_size"],
-        pooling,
-        total / 1e6,
-        trainable / 1e6,
+        *(info["source"], info["layers"], info["hidden_size"], pooling, total / 1e6, trainable / 1e6),
     )
     return classifier, info
 
 
-# ----------------------------------------------------------------------------- fit
-
-
-class StopSignal:
-    """Turns SIGTERM (what Vertex AI sends before a Spot VM goes) into a flag the loop checks after
-    each step, so it can save a checkpoint and stop cleanly instead of dying mid-step."""
-
-    def __init__(self) -> None:
-        self.received = False
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        self.received = True
-        log.warning("SIGTERM received: stopping after this step with a checkpoint")
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 # Settings that do not change the computed weights; a checkpoint stays valid when they change.
-_NOT_IN_FINGERPRINT = {
+NOT_IN_FINGERPRINT = {
     "baseline",
     "job_dir",
     "dry_run",
@@ -252,14 +218,33 @@ _NOT_IN_FINGERPRINT = {
 }
 
 
-def _fingerprint(cfg: TrainConfig, precision: Precision) -> dict:
-    # The precision actually used, not the option: `auto` means bf16 on one machine and fp32 on another.
-    found = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+def fingerprint(cfg: TrainConfig, precision: Precision) -> dict:
+    """What a checkpoint must have been made with to be resumed. The precision is the one used, not
+    the option: `auto` means bf16 on one machine and fp32 on another."""
+    found = {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_FINGERPRINT}
     return {**found, "precision": precision.name}
 
 
-def _checkpoint_root(cfg: TrainConfig, run_dir: str) -> str:
-    return cfg.checkpoint_dir or os.environ.get("AIP_CHECKPOINT_DIR") or join(run_dir, "checkpoints")
+# ----------------------------------------------------------------------------- fit
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: everything a checkpoint holds, beside the tensors, to continue as if the run
+    had never stopped. The running sums cover the steps since the last progress line, all ranks'."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # batches of `epoch` already trained
+    seen: int = 0  # training examples so far, all ranks
+    history: list[dict] = field(default_factory=list)  # one row per validation
+    train_log: list[dict] = field(default_factory=list)  # one row per progress line
+    best_score: float = -1.0  # validation macro-F1 of the best model so far
+    best_step: int | None = None
+    bad_evals: int = 0  # validations in a row without a better macro-F1
+    run_n: int = 0
+    run_loss: float = 0.0
+    run_correct: int = 0
 
 
 @dataclass
@@ -270,44 +255,21 @@ class FitResult:
     best_step: int | None
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW without decay on biases and LayerNorms; with --layer-lr-decay D, layer i of L learns at
-    lr * D ** (L + 1 - i) (embeddings i = 0, the head L + 1)."""
-    layers = len(encoder_layers(model))
-    groups: dict[tuple[float, float], list] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        scale = cfg.layer_lr_decay ** (layers + 1 - _depth(name, layers))
-        no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        groups.setdefault((scale, 0.0 if no_decay else cfg.weight_decay), []).append(p)
-    params = [
-        {"params": ps, "weight_decay": wd, "lr": cfg.learning_rate * scale}
-        for (scale, wd), ps in groups.items()
-    ]
-    try:
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, fused=device.type in ("cpu", "cuda"))
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, foreach=True)
+@dataclass
+class Trainee:
+    """The model being trained and what updates it."""
 
+    core: torch.nn.Module  # the model itself
+    model: torch.nn.Module  # what a step runs: `core`, or DistributedDataParallel around it
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    best_state: dict[str, torch.Tensor] | None = None  # the best validation's weights, on the host
 
-_LAYER = re.compile(r"\.layers?\.(\d+)\.")
-
-
-def _depth(name: str, layers: int) -> int:
-    """0 for the embeddings, i + 1 for encoder layer i, layers + 1 for the pooler and the head."""
-    match = _LAYER.search(name)
-    if match:
-        return int(match.group(1)) + 1
-    return 0 if "embeddings" in name else layers + 1
-
-
-def _class_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
-    if mode == "none":
-        return None
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / (len(LABELS) * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
+    def checkpoint(self, checkpointer: Checkpointer, state: LoopState) -> str:
+        return checkpointer.save(
+            self.core, self.optimizer, self.scheduler, self.best_state, state, self.scaler
+        )
 
 
 def fit(
@@ -323,231 +285,178 @@ def fit(
     d: distributed.Dist = distributed.SINGLE,
 ) -> FitResult:
     """Train `model` in place; `started` (perf_counter) is when the command began, for time to first step."""
-    from transformers import get_linear_schedule_with_warmup
-
     train_tokens, train_labels = tokens["train"], splits["train"].labels
     steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
     total_steps = 1 if cfg.dry_run else (cfg.max_steps or cfg.epochs * steps_per_epoch)
     epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = _optimizer(model, cfg, device)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
-    weights = _class_weights(train_labels, cfg.class_weights)
-    # Per-example weights; the loss is their weighted sum over the global batch's total weight, so the
-    # gradient averaged over ranks is the single-process gradient of the global batch.
-    example_weight = (weights.numpy() if weights is not None else np.ones(len(LABELS), np.float32))[
-        train_labels
-    ]
-    weight_on_device = weights.to(device) if weights is not None else None
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    has_val = "val" in splits
-    core = model
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            core, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    progress = Progress(total_steps, cfg.log_every, show=d.is_main)
-    history, train_log = [], []
-    best_score, best_state, best_step, bad_evals = -1.0, None, None, 0
-    run_loss = torch.zeros((), device=device)
-    run_correct = torch.zeros((), dtype=torch.long, device=device)
-    run_n, step, seen, stop = 0, 0, 0, False
-    start = time.perf_counter()
-    started = started or start
-    validation_s = 0.0  # kept apart, so examples/s measures training alone
-    first_step_s = None
-    start_epoch, skip_batches = 0, 0
-    resumed = checkpointer.resume(core, optimizer, scheduler, device, scaler) if checkpointer else None
+    t = build_trainee(model, cfg, device, precision, total_steps, d)
+    loss_of = BatchLoss(train_labels, cfg, device, d.world_size)
+    state = LoopState()
+    resumed = (
+        checkpointer.resume(t.core, t.optimizer, t.scheduler, device, t.scaler) if checkpointer else None
+    )
     if resumed:
-        step, start_epoch, skip_batches, loop = (
-            resumed.step,
-            resumed.epoch,
-            resumed.batches_done,
-            resumed.loop,
-        )
-        seen, history, train_log = loop["seen"], loop["history"], loop["train_log"]
-        best_score, best_step, bad_evals = loop["best_score"], loop["best_step"], loop["bad_evals"]
-        best_state = resumed.best_state
-        if d.is_main:  # the saved running sums are all ranks' together
-            run_n = loop["run_n"]
-            run_loss.fill_(loop["run_loss"])
-            run_correct.fill_(loop["run_correct"])
-    seen_before = seen  # rates count only the examples trained by this process
+        state, t.best_state = LoopState(**resumed.loop), resumed.best_state
+    sums = RunningSums(device, state if d.is_main else LoopState())  # the saved sums are all ranks'
+    clock = Clock(started, seen_before=state.seen)
     events = EventLog(
-        None if cfg.dry_run or not d.is_main else events_dir(cfg.tensorboard_dir),
-        resumed.step if resumed else None,
+        None if cfg.dry_run or not d.is_main else events_dir(cfg.tensorboard_dir), state.step or None
     )
     tuning = TuningReport(enabled=d.is_main and not cfg.dry_run)
-    model.train()
-    for epoch in range(start_epoch, epochs):
+    progress = Progress(total_steps, cfg.log_every, show=d.is_main)
+    stop = False
+    t.model.train()
+    for epoch in range(state.epoch, epochs):
         # The batch order is a function of (seed, epoch): a resumed run skips the batches it did.
         batches = length_bucketed_batches(
             train_tokens.lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch])
         )
-        for i, batch_rows in enumerate(batches, 1):
-            if epoch == start_epoch and i <= skip_batches:
-                continue
+        done = state.batches_done if epoch == state.epoch else 0
+        for i, batch_rows in enumerate(batches[done:], done + 1):
             if len(batch_rows) < d.world_size:  # a last batch too small to give every rank a row
                 continue
             rows = d.shard(batch_rows)
-            ids, mask = train_tokens.batch(rows)
-            y = _to(torch.from_numpy(train_labels[rows]), device)
-            with precision.autocast(device):
-                logits = model(input_ids=_to(ids, device), attention_mask=_to(mask, device)).logits
-            per_example = torch.nn.functional.cross_entropy(
-                logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing
+            logits, y, loss, per_example = train_step(
+                t.model, train_tokens, train_labels, rows, batch_rows, loss_of, precision, device
             )
-            weighted = per_example * weight_on_device[y] if weight_on_device is not None else per_example
-            loss = weighted.sum() * (d.world_size / float(example_weight[batch_rows].sum()))
-            if scaler is None:
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                optimizer.step()
-            else:  # fp16: scaled loss; a step whose gradients overflowed is skipped and the scale lowered
-                scaler.scale(loss).backward()
-                if cfg.max_grad_norm > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            run_loss += per_example.detach().sum()
-            run_correct += (logits.detach().argmax(-1) == y).sum()
-            run_n += len(rows)
-            step += 1
-            seen += len(batch_rows)
-            if first_step_s is None:
-                first_step_s = time.perf_counter() - started
+            step_optimizer(t, loss, cfg.max_grad_norm)
+            sums.add(per_example, logits, y)
+            state.step, state.epoch, state.batches_done, state.seen = (
+                state.step + 1,
+                epoch,
+                i,
+                state.seen + len(batch_rows),
+            )
+            clock.first_step()
             last_of_epoch = i == len(batches)
-            validate_now = has_val and (
-                step == total_steps
-                or (cfg.eval_every and step % cfg.eval_every == 0)
+            validate_now = "val" in splits and (
+                state.step == total_steps
+                or (cfg.eval_every and state.step % cfg.eval_every == 0)
                 or (not cfg.eval_every and last_of_epoch)
             )
             # A validation row carries the training loss since the last log line, so log first.
-            if step % cfg.log_every == 0 or step == total_steps or last_of_epoch or validate_now:
-                loss_sum, correct, n = d.sum(run_loss.item(), run_correct.item(), run_n)
-                record = {
-                    "step": step,
-                    "epoch": epoch + 1,
-                    "examples_seen": seen,
-                    "loss": loss_sum / n,
-                    "accuracy": correct / n,
-                    "lr": scheduler.get_last_lr()[0],
-                    "elapsed_s": time.perf_counter() - start,
-                    "train_s": time.perf_counter() - start - validation_s,
-                    "examples_this_run": seen - seen_before,
-                }
-                train_log.append(record)
+            if state.step % cfg.log_every == 0 or state.step == total_steps or last_of_epoch or validate_now:
+                record = progress_record(state, sums.take(d), t.scheduler, clock)
+                state.train_log.append(record)
                 events.train(record)
                 progress.update(record, i, len(batches), epochs)
-                run_loss.zero_()
-                run_correct.zero_()
-                run_n = 0
             if validate_now:
-                t_val = time.perf_counter()
-                val = _validate(core, tokens["val"], splits["val"].labels, cfg, device, precision, d)
-                validation_s += time.perf_counter() - t_val
-                row = {
-                    "step": step,
-                    "epoch": epoch + 1,
-                    "examples_seen": seen,
-                    "train_loss": train_log[-1]["loss"],
-                    "train_accuracy": train_log[-1]["accuracy"],
-                    "val_loss": val["loss"],
-                    "val_accuracy": val["accuracy"],
-                    "val_macro_f1": val["macro_f1"],
-                    "val_macro_recall": val["macro_recall"],
-                    "lr": scheduler.get_last_lr()[0],
-                    "elapsed_s": round(time.perf_counter() - start, 2),
-                }
-                history.append(row)
-                events.validation(row)
-                tuning.report(val["macro_f1"], step)
-                progress.note(
-                    f"validation at step {step}: loss {val['loss']:.4f}, accuracy {val['accuracy']:.4f}, "
-                    f"macro-F1 {val['macro_f1']:.4f}, macro-recall {val['macro_recall']:.4f}"
-                )
-                if val["macro_f1"] > best_score + 1e-9:
-                    best_score, best_step, bad_evals = val["macro_f1"], step, 0
-                    if not cfg.dry_run:
-                        best_state = {
-                            k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()
-                        }
-                else:
-                    bad_evals += 1
-                    if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
-                        progress.note(f"early stopping: no better macro-F1 in {bad_evals} validations")
-                        stop = True
-            due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-            asked_to_stop = d.any(stop_signal is not None and stop_signal.received)
-            if checkpointer and step < total_steps and not stop and (due or asked_to_stop):
-                loss_sum, correct, n = d.sum(run_loss.item(), run_correct.item(), run_n)
-                loop = {
-                    "seen": seen,
-                    "history": history,
-                    "train_log": train_log,
-                    "best_score": best_score,
-                    "best_step": best_step,
-                    "bad_evals": bad_evals,
-                    "run_n": int(n),
-                    "run_loss": loss_sum,
-                    "run_correct": int(correct),
-                }
-                where = checkpointer.save(
-                    core,
-                    optimizer,
-                    scheduler,
-                    best_state,
-                    scaler=scaler,
-                    step=step,
-                    epoch=epoch,
-                    batches_done=i,
-                    loop=loop,
-                )
-                events.sync()
-                d.barrier()  # no rank stops before the checkpoint is complete
-                if asked_to_stop:
-                    raise Preempted(
-                        f"stopped by SIGTERM at step {step}; checkpoint saved in {where}; "
-                        "run the same command again to resume"
-                    )
-            if step >= total_steps or stop:
+                with clock.validating():
+                    val = validate(t.core, tokens["val"], splits["val"].labels, cfg, device, precision, d)
+                stop = track_validation(state, val, t, clock, cfg)
+                events.validation(state.history[-1])
+                tuning.report(val["macro_f1"], state.step)
+                progress.note(validation_line(state, val))
+                if stop:
+                    progress.note(f"early stopping: no better macro-F1 in {state.bad_evals} validations")
+            if state.step >= total_steps or stop:
                 break
-        if step >= total_steps or stop:
+            checkpoint_if_due(checkpointer, stop_signal, state, sums, t, cfg, events, d)
+        if state.step >= total_steps or stop:
             break
-    wall = time.perf_counter() - start
     progress.close()
     events.close()
-    if best_state is not None and best_step != step:
-        log.info("restoring the best model (step %d, validation macro-F1 %.4f)", best_step, best_score)
-        core.load_state_dict(best_state)
-    if history:  # the model kept is the best one: the trial's final measurement
-        tuning.report(best_score, step)
-    stats = {
-        "steps": step,
-        "epochs_run": round(seen / len(train_tokens), 3),
-        "examples": seen,
-        "wall_s": round(wall, 2),
-        "validation_s": round(validation_s, 2),
-        "examples_per_s": round((seen - seen_before) / (wall - validation_s), 1),
-        "resumed_from_step": resumed.step if resumed else None,
-        "time_to_first_step_s": round(first_step_s or 0.0, 3),
-        "stopped_early": stop,
-        "best_step": best_step,
-    }
+    if t.best_state is not None and state.best_step != state.step:
+        log.info(
+            "restoring the best model (step %d, validation macro-F1 %.4f)", state.best_step, state.best_score
+        )
+        t.core.load_state_dict(t.best_state)
+    if state.history:  # the model kept is the best one: the trial's final measurement
+        tuning.report(state.best_score, state.step)
+    stats = clock.stats(state, len(train_tokens), resumed.loop["step"] if resumed else None, stop)
     log.info(
         "trained %d steps (%d examples) in %.1fs (%.1fs of it validating): %.0f examples/s",
-        step,
-        seen,
-        wall,
-        validation_s,
-        (seen - seen_before) / (wall - validation_s),
+        *(state.step, state.seen, stats["wall_s"], stats["validation_s"], stats["examples_per_s"]),
     )
-    return FitResult(history, train_log, stats, best_step)
+    return FitResult(state.history, state.train_log, stats, state.best_step)
+
+
+def validate(
+    model, tokens: TokenizedTexts, labels: np.ndarray, cfg, device, precision, d=distributed.SINGLE
+) -> dict:
+    """Loss, accuracy, macro-F1 and the rest on a labelled split (every rank gets the whole result)."""
+    return classification_metrics(labels, probabilities(model, tokens, cfg, device, precision, d), LABELS)
+
+
+# ----------------------------------------------------------------------------- the steps of fit
+
+
+def build_trainee(model, cfg: TrainConfig, device, precision: Precision, total_steps: int, d) -> Trainee:
+    """The optimiser, the warm-up + linear-decay schedule, fp16's gradient scaler, and DDP across ranks."""
+    optimizer = build_optimizer(model, cfg, device)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
+    wrapped = model
+    if d.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return Trainee(model, wrapped, optimizer, scheduler, scaler)
+
+
+class BatchLoss:
+    """Cross-entropy with the run's class weights and label smoothing.
+
+    The step's loss is the weighted sum over this rank's rows divided by the global batch's total
+    weight (times the ranks, which DDP's gradient averaging divides back out), so the gradient
+    averaged over ranks is the single-process gradient of the global batch."""
+
+    def __init__(self, train_labels: np.ndarray, cfg: TrainConfig, device: torch.device, world_size: int = 1):
+        self.weights = class_weights(train_labels, cfg.class_weights)
+        weight_of_class = (
+            self.weights.numpy() if self.weights is not None else np.ones(len(LABELS), np.float32)
+        )
+        self.example_weight = weight_of_class[train_labels]
+        self.on_device = self.weights.to(device) if self.weights is not None else None
+        self.label_smoothing = cfg.label_smoothing
+        self.world_size = world_size
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, batch_rows: np.ndarray):
+        """(the step's loss, the unweighted per-example losses for the logs)."""
+        per_example = torch.nn.functional.cross_entropy(
+            logits.float(), y, reduction="none", label_smoothing=self.label_smoothing
+        )
+        weighted = per_example * self.on_device[y] if self.on_device is not None else per_example
+        loss = weighted.sum() * (self.world_size / float(self.example_weight[batch_rows].sum()))
+        return loss, per_example
+
+
+def class_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
+    """'auto': inverse class frequency, normalised so a balanced set gets 1 everywhere; 'none': None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (len(LABELS) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def train_step(model, train_tokens, train_labels, rows, batch_rows, loss_of: BatchLoss, precision, device):
+    """Forward pass and loss of one batch: (logits, labels on the device, loss, per-example losses)."""
+    ids, mask = train_tokens.batch(rows)
+    y = _to(torch.from_numpy(train_labels[rows]), device)
+    with precision.autocast(device):
+        logits = model(input_ids=_to(ids, device), attention_mask=_to(mask, device)).logits
+    loss, per_example = loss_of(logits, y, batch_rows)
+    return logits, y, loss, per_example
+
+
+def step_optimizer(t: Trainee, loss: torch.Tensor, max_grad_norm: float) -> None:
+    """Backward, clip, step; with fp16's gradient scaler a step whose gradients overflowed is skipped
+    and the scale lowered."""
+    trainable = [p for p in t.core.parameters() if p.requires_grad]
+    if t.scaler is None:
+        loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+        t.optimizer.step()
+    else:
+        t.scaler.scale(loss).backward()
+        if max_grad_norm > 0:
+            t.scaler.unscale_(t.optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -557,84 +466,168 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if device.type == "cpu" else t.to(device)
 
 
-def _validate(
-    model, tokens, labels, cfg, device, precision, d: distributed.Dist = distributed.SINGLE
-) -> dict:
-    return classification_metrics(labels, _probs(model, tokens, cfg, device, precision, d), LABELS)
+class RunningSums:
+    """Training loss, correct predictions and examples since the last progress line, summed on the
+    device so the step loop never waits for a number to reach the host."""
+
+    def __init__(self, device: torch.device, start: LoopState):
+        self.loss = torch.full((), float(start.run_loss), device=device)
+        self.correct = torch.full((), int(start.run_correct), dtype=torch.long, device=device)
+        self.n = start.run_n
+
+    def add(self, per_example: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += per_example.detach().sum()
+        self.correct += (logits.detach().argmax(-1) == y).sum()
+        self.n += len(y)
+
+    def peek(self, d: distributed.Dist) -> tuple[float, int, int]:
+        """(loss sum, correct, examples) of all ranks together."""
+        loss, correct, n = d.sum(self.loss.item(), self.correct.item(), self.n)
+        return loss, int(correct), int(n)
+
+    def take(self, d: distributed.Dist) -> tuple[float, int, int]:
+        """As `peek`, then start again from zero."""
+        found = self.peek(d)
+        self.loss.zero_()
+        self.correct.zero_()
+        self.n = 0
+        return found
 
 
-def _probs(model, tokens: TokenizedTexts, cfg, device, precision, d: distributed.Dist) -> np.ndarray:
+class Clock:
+    """Wall time of the loop, with the time spent validating kept apart so examples/s measures training."""
+
+    def __init__(self, started: float | None, seen_before: int = 0):
+        self.start = time.perf_counter()
+        self.started = started or self.start  # when the command began
+        self.validation_s = 0.0
+        self.first_step_s: float | None = None
+        self.seen_before = seen_before  # examples trained before a resume: not this process's work
+
+    def first_step(self) -> None:
+        if self.first_step_s is None:
+            self.first_step_s = time.perf_counter() - self.started
+
+    @contextlib.contextmanager
+    def validating(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.validation_s += time.perf_counter() - t0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def training(self) -> float:
+        return self.elapsed() - self.validation_s
+
+    def stats(
+        self, state: LoopState, train_examples: int, resumed_from: int | None, stopped_early: bool
+    ) -> dict:
+        wall = self.elapsed()
+        return {
+            "steps": state.step,
+            "epochs_run": round(state.seen / train_examples, 3),
+            "examples": state.seen,
+            "wall_s": round(wall, 2),
+            "validation_s": round(self.validation_s, 2),
+            "examples_per_s": round((state.seen - self.seen_before) / (wall - self.validation_s), 1),
+            "resumed_from_step": resumed_from,
+            "time_to_first_step_s": round(self.first_step_s or 0.0, 3),
+            "stopped_early": stopped_early,
+            "best_step": state.best_step,
+        }
+
+
+def progress_record(state: LoopState, sums: tuple[float, int, int], scheduler, clock: Clock) -> dict:
+    loss_sum, correct, n = sums
+    return {
+        "step": state.step,
+        "epoch": state.epoch + 1,
+        "examples_seen": state.seen,
+        "loss": loss_sum / n,
+        "accuracy": correct / n,
+        "lr": scheduler.get_last_lr()[0],
+        "elapsed_s": clock.elapsed(),
+        "train_s": clock.training(),
+        "examples_this_run": state.seen - clock.seen_before,
+    }
+
+
+def track_validation(state: LoopState, val: dict, t: Trainee, clock: Clock, cfg: TrainConfig) -> bool:
+    """Record a validation, keep the best model's weights (on the host); True: stop early."""
+    state.history.append(
+        {
+            "step": state.step,
+            "epoch": state.epoch + 1,
+            "examples_seen": state.seen,
+            "train_loss": state.train_log[-1]["loss"],
+            "train_accuracy": state.train_log[-1]["accuracy"],
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "val_macro_f1": val["macro_f1"],
+            "val_macro_recall": val["macro_recall"],
+            "lr": t.scheduler.get_last_lr()[0],
+            "elapsed_s": round(clock.elapsed(), 2),
+        }
+    )
+    if val["macro_f1"] > state.best_score + 1e-9:
+        state.best_score, state.best_step, state.bad_evals = val["macro_f1"], state.step, 0
+        if not cfg.dry_run:
+            t.best_state = {k: v.detach().to("cpu", copy=True) for k, v in t.core.state_dict().items()}
+        return False
+    state.bad_evals += 1
+    return bool(cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience)
+
+
+def validation_line(state: LoopState, val: dict) -> str:
+    return (
+        f"validation at step {state.step}: loss {val['loss']:.4f}, accuracy {val['accuracy']:.4f}, "
+        f"macro-F1 {val['macro_f1']:.4f}, macro-recall {val['macro_recall']:.4f}"
+    )
+
+
+def checkpoint_if_due(
+    checkpointer, stop_signal, state: LoopState, sums: RunningSums, t: Trainee, cfg, events, d
+) -> None:
+    """Checkpoint every --checkpoint-every steps, and on SIGTERM, then stop (exit 143)."""
+    due = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+    asked_to_stop = d.any(stop_signal is not None and stop_signal.received)  # every rank must ask
+    if checkpointer is None or not (due or asked_to_stop):
+        return
+    state.run_loss, state.run_correct, state.run_n = sums.peek(d)
+    where = t.checkpoint(checkpointer, state)
+    events.sync()
+    d.barrier()  # no rank stops before the checkpoint is complete
+    if asked_to_stop:
+        raise Preempted(
+            f"stopped by SIGTERM at step {state.step}; checkpoint saved in {where}; "
+            "run the same command again to resume"
+        )
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def probabilities(model, tokens: TokenizedTexts, cfg, device, precision, d: distributed.Dist) -> np.ndarray:
     """Class probabilities of every text; with several ranks each scores a shard and all get the whole."""
     if not d.enabled:
         return infer_probs(model, tokens, cfg.eval_batch_size, device, precision)
     rows = d.shard(np.arange(len(tokens)))
-    part = infer_probs(model, TokenizedTexts(*_subset(tokens, rows)), cfg.eval_batch_size, device, precision)
+    part = infer_probs(model, tokens.subset(rows), cfg.eval_batch_size, device, precision)
     return d.gather_rows(rows, part.reshape(len(rows), len(LABELS)), len(tokens))
 
 
-class Progress:
-    """A progress bar on a terminal; a plain line every `log_every` steps otherwise (cloud logs)."""
-
-    def __init__(self, total_steps: int, log_every: int, show: bool = True):
-        self.bar = None
-        if show and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
-        self.done = 0
-
-    def update(self, record: dict, batch: int, batches: int, epochs: int) -> None:
-        rate = record["examples_this_run"] / max(record["train_s"], 1e-9)
-        if self.bar is not None:
-            self.bar.update(record["step"] - self.done)
-            self.bar.set_postfix(
-                loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}", ex_s=f"{rate:.0f}"
-            )
-        else:
-            log.info(
-                "epoch %d/%d batch %d/%d step %d: loss %.4f accuracy %.4f lr %.2e %.0f examples/s %.1fs",
-                record["epoch"],
-                epochs,
-                batch,
-                batches,
-                record["step"],
-                record["loss"],
-                record["accuracy"],
-                record["lr"],
-                rate,
-                record["elapsed_s"],
-            )
-        self.done = record["step"]
-
-    def note(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=sys.stderr)
-        else:
-            log.info(message)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ----------------------------------------------------------------------------- evaluate and save
-
-
 def evaluate_splits(
-    model,
-    tokens,
-    splits,
-    cfg: TrainConfig,
-    device,
-    precision,
-    unk_id: int = -1,
-    d: distributed.Dist = distributed.SINGLE,
+    model, tokens, splits, cfg: TrainConfig, device, precision, unk_id: int = -1, d=distributed.SINGLE
 ) -> dict:
+    """The final metrics of the model kept: val and test (with 95 % intervals), and a sample of train."""
     metrics = {}
     for name in ("val", "test"):
         if name in splits:
             labels = splits[name].labels
-            probs = _probs(model, tokens[name], cfg, device, precision, d)
+            probs = probabilities(model, tokens[name], cfg, device, precision, d)
             metrics[name] = classification_metrics(labels, probs, LABELS)
             if not cfg.dry_run:
                 metrics[name]["intervals_95"] = bootstrap_intervals(labels, probs.argmax(axis=1), len(LABELS))
@@ -644,17 +637,16 @@ def evaluate_splits(
             )
     if cfg.train_eval_examples and not cfg.dry_run:
         n = len(tokens["train"])
-        rows = np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_eval_examples]
-        rows.sort()
-        sample = TokenizedTexts(*_subset(tokens["train"], rows))
-        metrics["train"] = _validate(model, sample, splits["train"].labels[rows], cfg, device, precision, d)
+        rows = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_eval_examples])
+        sample = tokens["train"].subset(rows)
+        metrics["train"] = validate(model, sample, splits["train"].labels[rows], cfg, device, precision, d)
         metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
     return metrics
 
 
 def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:
     """The TF-IDF + logistic regression baseline on the splits in memory, for the report beside the model."""
-    from sentitune import baseline
+    from sentitune import baseline  # scikit-learn, an extra: imported only when asked for
 
     bcfg = baseline.BaselineConfig(
         data=cfg.data,
@@ -672,189 +664,3 @@ def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:
         **{name: {k: found[name][k] for k in keys} for name in ("val", "test") if name in found},
         "training": stats,
     }
-
-
-def _subset(tokens: TokenizedTexts, rows: np.ndarray):
-    lengths = tokens.lengths[rows]
-    offsets = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ids = (
-        np.concatenate([tokens.ids[tokens.offsets[r] : tokens.offsets[r + 1]] for r in rows])
-        if len(rows)
-        else tokens.ids[:0]
-    )
-    return ids, offsets, tokens.pad_id
-
-
-def save_run(
-    out: StagedOutput,
-    classifier,
-    cfg: TrainConfig,
-    model_info: dict,
-    splits: dict,
-    metrics: dict,
-    fitted: FitResult,
-    device,
-    precision: Precision,
-) -> None:
-    import transformers
-
-    model = classifier.model.to("cpu")
-    model.save_pretrained(out.root, safe_serialization=True)
-    classifier.tokenizer.save_pretrained(out.root)
-    run_config = {
-        "sentitune_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "train": asdict(cfg),
-        "model": model_info,
-        "labels": list(LABELS),
-        "data": {
-            name: {
-                "path": s.path,
-                "examples": len(s),
-                "class_counts": dict(
-                    zip(LABELS, np.bincount(s.labels, minlength=len(LABELS)).tolist(), strict=True)
-                ),
-            }
-            for name, s in splits.items()
-        },
-        "environment": {
-            "device": str(device),
-            "precision": precision.name,
-            "precision_reason": precision.reason,
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": sys.version.split()[0],
-        },
-    }
-    if os.environ.get("SENTITUNE_COST_ESTIMATE"):  # set by `sentitune cloud submit`
-        try:
-            run_config["cost_estimate"] = json.loads(os.environ["SENTITUNE_COST_ESTIMATE"])
-        except ValueError:
-            log.warning("SENTITUNE_COST_ESTIMATE is not JSON; not recorded")
-    out.path(RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
-    out.path("labels.json").write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
-    with open(out.path("history.jsonl"), "w") as f:
-        for row in fitted.history:
-            f.write(json.dumps(row) + "\n")
-    plot_training_curves(fitted.train_log, fitted.history, out.path("training_curves.png"))
-    if "test" in metrics:
-        plot_confusion_matrix(metrics["test"], out.path("confusion_matrix.png"), "test split")
-    out.path("README.md").write_text(model_card(cfg, model_info, splits, metrics, run_config))
-    out.path(RUN_MARKER).write_text(json.dumps(metrics, indent=2) + "\n")
-
-
-def _label_source(cfg: TrainConfig) -> str:
-    """How the training labels were made, from prepare's report when the data came from prepare."""
-    from sentitune.storage import open_input
-
-    if cfg.data:
-        try:
-            with open_input(join(cfg.data, "prepare_report.json"), "rb") as f:
-                report = json.load(f)
-            labels = report.get("labels") or {}
-            if labels.get("source") == "category":
-                return (
-                    "class labels given with the data ("
-                    + ", ".join(f"'{k}' -> {v}" for k, v in labels.get("mapping", {}).items())
-                    + ")"
-                )
-            if labels:
-                return f"{labels['source']} scores mapped to classes by {labels.get('rule')}"
-        except (SentituneError, ValueError, KeyError):
-            pass
-    return "the label column of the training file"
-
-
-def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
-    """README.md of a run folder: what the model is, what it was trained on, how good it is, its limits."""
-    env, training = run_config["environment"], metrics.get("training", {})
-    lines = [
-        f"# Sentiment classifier: {model_info['source']}, fine-tuned with sentitune {__version__}",
-        "",
-        f'Classes: {", ".join(LABELS)}. Load it with `sentitune predict RUN_DIR "text"`, `sentitune serve RUN_DIR`, '
-        + (
-            "or `sentitune.model.load_run(RUN_DIR)`: its head reads the mean of the token states "
-            "(`--pooling mean`), which `AutoModelForSequenceClassification` alone would not apply."
-            if model_info["pooling"] == "mean"
-            else "or `AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`."
-        ),
-        "",
-        "## Data",
-        "",
-        f"Labels: {_label_source(cfg)}.",
-        "",
-        "| split | file | posts | " + " | ".join(LABELS) + " |",
-        "|---|---|---|" + "---|" * len(LABELS),
-    ]
-    for name, split in splits.items():
-        counts = np.bincount(split.labels, minlength=len(LABELS))
-        shares = " | ".join(f"{c} ({c / max(len(split), 1):.0%})" for c in counts)
-        lines.append(f"| {name} | `{split.path}` | {len(split)} | {shares} |")
-    lines += [
-        "",
-        "## Model and training",
-        "",
-        f"{model_info['type']} encoder, {model_info['layers']} layers x {model_info['hidden_size']}, "
-        f"{model_info['parameters'] / 1e6:.1f} M parameters ({model_info['trainable_parameters'] / 1e6:.1f} M "
-        f"trained); at most {cfg.max_length} tokens per post. {training.get('steps')} steps of batch "
-        f"{cfg.batch_size} ({training.get('epochs_run')} epochs), AdamW at learning rate {cfg.learning_rate}, "
-        f"seed {cfg.seed}; {training.get('wall_s')} s on {env['device']} ({env['precision']}, "
-        f"{env['threads']} threads), {training.get('examples_per_s')} examples/s. "
-        f"Best validation macro-F1 at step {training.get('best_step')}. Full settings: `run_config.json`.",
-        "",
-        "## Results",
-        "",
-        "95 % intervals: percentile bootstrap over the examples (1,000 resamples).",
-        "",
-        "| split | posts | accuracy | macro-F1 | macro-recall |",
-        "|---|---|---|---|---|",
-    ]
-    for name in ("val", "test"):
-        if name in metrics:
-            m, ci = metrics[name], metrics[name].get("intervals_95", {})
-
-            def cell(key, m=m, ci=ci):
-                low, high = ci.get(key, [None, None])
-                return f"{m[key]:.3f}" + (f" ({low:.3f}–{high:.3f})" if low is not None else "")
-
-            lines.append(
-                f"| {name} | {m['examples']} | {cell('accuracy')} | {cell('macro_f1')} | "
-                f"{cell('macro_recall')} |"
-            )
-    for name in ("val", "test"):
-        if name in metrics.get("baseline", {}):
-            b = metrics["baseline"][name]
-            lines.append(
-                f"| {name}: TF-IDF + logistic regression baseline | {b['examples']} | {b['accuracy']:.3f} | "
-                f"{b['macro_f1']:.3f} | {b['macro_recall']:.3f} |"
-            )
-    if "test" in metrics:
-        cm = metrics["test"]["confusion_matrix"]["rows_true_columns_predicted"]
-        lines += [
-            "",
-            "Test confusion matrix (rows: true class, columns: predicted):",
-            "",
-            "| | " + " | ".join(LABELS) + " |",
-            "|---|" + "---|" * len(LABELS),
-        ]
-        lines += [f"| {LABELS[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
-        lines += ["", "![confusion matrix](confusion_matrix.png) ![training curves](training_curves.png)"]
-    unknown = metrics.get("test", metrics.get("val", {})).get("posts_with_unknown_tokens")
-    examples = metrics.get("test", metrics.get("val", {})).get("examples")
-    lines += [
-        "",
-        "## Known limits",
-        "",
-        "- Trained on short English social-media posts: other languages, domains and long texts are outside "
-        f"what it has seen; posts over {cfg.max_length} tokens are cut.",
-        "- Sarcasm, irony and negation spread over a sentence are often read at face value.",
-        "- Emoji and characters missing from the uncased WordPiece vocabulary become [UNK]"
-        + (f" ({unknown} of {examples} evaluated posts hold at least one)" if unknown is not None else "")
-        + ", so their sentiment is lost.",
-        "- The labels carry the biases of their source (annotators, or a lexicon such as VADER); the scores "
-        "are not calibrated probabilities outside this data.",
-        "",
-    ]
-    return "\n".join(lines)

@@ -13,55 +13,12 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from sentitune.cloud.vertex import (
-    DEFAULT_REGION,
-    DEFAULT_REPOSITORY,
-    default_project,
-    image_uri,
-    project_option,
-    target_problems,
-)
-from sentitune.config import _check, opt
+from sentitune.cloud.config import DOCKERFILES, BuildConfig
 from sentitune.errors import SentituneError
 
 log = logging.getLogger("sentitune")
-
-DOCKERFILES = {"gpu": "Dockerfile", "cpu": "Dockerfile.cpu"}
-BUILDERS = ("cloud-build", "docker")
-
-
-@dataclass
-class BuildConfig:
-    """Which image to build, where from, and where to push it."""
-
-    project: str | None = project_option()
-    region: str = opt(DEFAULT_REGION, "Artifact Registry location (the jobs' region)")
-    repository: str = opt(DEFAULT_REPOSITORY, "Artifact Registry Docker repository")
-    variant: str = opt(
-        "gpu", "gpu: CUDA PyTorch image; cpu: slim image for CPU jobs and serving", choices=tuple(DOCKERFILES)
-    )
-    image_uri: str | None = opt(
-        None, "full image tag (default: REGION-docker.pkg.dev/PROJECT/REPOSITORY/sentitune[-cpu]:VERSION)"
-    )
-    builder: str = opt(
-        "cloud-build", "build remotely with Cloud Build, or locally with docker", choices=BUILDERS
-    )
-    source: str = opt(".", "folder holding the Dockerfiles, pyproject.toml and src/ (a sentitune checkout)")
-    dry_run: bool = opt(False, "print the commands; run nothing")
-
-    def __post_init__(self) -> None:
-        self.project = self.project or default_project()
-        problems = [] if self.image_uri else target_problems(self.project, self.region)
-        dockerfile = Path(self.source) / DOCKERFILES[self.variant]
-        if not dockerfile.is_file() or not (Path(self.source) / "src" / "sentitune").is_dir():
-            problems.append(
-                f"{dockerfile} not found: run from a sentitune source checkout or pass --source DIR"
-            )
-        _check(problems, "build options")
-        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, self.variant)
 
 
 def build_commands(cfg: BuildConfig, cloudbuild_config: str | None = None) -> list[list[str]]:

@@ -11,82 +11,16 @@ import logging
 import shlex
 from dataclasses import dataclass
 
-from sentitune.cloud.vertex import (
-    DEFAULT_REGION,
-    DEFAULT_REPOSITORY,
-    aiplatform_types,
-    api_endpoint_option,
-    call,
-    client,
-    default_project,
-    image_uri,
-    project_option,
-    target_problems,
-    to_json,
-)
-from sentitune.config import BACKENDS, _check, opt
+from sentitune.cloud.config import DeployConfig
+from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 from sentitune.errors import SentituneError
-from sentitune.storage import exists, is_url, join
+from sentitune.runfolder import EXPORT_DIR, EXPORT_REPORT, WEIGHTS
+from sentitune.storage import exists, join
 
 log = logging.getLogger("sentitune")
 
 SERVING_PORT = 8080
 LRO_TIMEOUT_S = 3600  # deploying provisions machines: minutes, sometimes tens of minutes
-
-
-@dataclass
-class DeployConfig:
-    """Where and how a trained run is served on Vertex AI."""
-
-    run_dir: str = opt(None, "run folder on gs:// written by train", positional=True, metavar="RUN_DIR")
-    project: str | None = project_option()
-    region: str = opt(DEFAULT_REGION, "Vertex AI region")
-    display_name: str | None = opt(
-        None, "name of the model and endpoint (default: sentitune-<run folder name>)"
-    )
-    image_uri: str | None = opt(
-        None, "serving image (default: the image `sentitune cloud build --variant cpu` pushes)"
-    )
-    repository: str = opt(DEFAULT_REPOSITORY, "Artifact Registry repository of the default image")
-    backend: str = opt("onnx-int8", "model the server runs (onnx*: export the run first)", choices=BACKENDS)
-    machine_type: str = opt("n1-standard-2", "machine of each serving replica")
-    min_replicas: int = opt(1, "replicas always running")
-    max_replicas: int = opt(1, "replicas under load at most (autoscaling between min and max)")
-    endpoint: str | None = opt(
-        None, "deploy to this existing endpoint (ID or resource name) instead of a new one"
-    )
-    service_account: str | None = opt(None, "service account the serving container runs as")
-    api_endpoint: str | None = api_endpoint_option()
-    dry_run: bool = opt(False, "print the requests (JSON) and the equivalent gcloud commands; send nothing")
-
-    def __post_init__(self) -> None:
-        self.project = self.project or default_project()
-        problems = target_problems(self.project, self.region)
-        if not self.run_dir:
-            problems.append("pass RUN_DIR, a run folder on gs://")
-        elif not str(self.run_dir).startswith("gs://"):
-            where = "a local folder" if not is_url(self.run_dir) else self.run_dir.split("://")[0] + "://"
-            problems.append(
-                f"RUN_DIR is {where}; Vertex AI reads models from Cloud Storage: copy it with "
-                f"`gcloud storage cp -r {self.run_dir} gs://BUCKET/runs/` or train with --job-dir gs://…"
-            )
-        if self.min_replicas < 1:
-            problems.append(f"--min-replicas must be at least 1, got {self.min_replicas}")
-        if self.max_replicas < self.min_replicas:
-            problems.append(f"--max-replicas {self.max_replicas} is below --min-replicas {self.min_replicas}")
-        _check(problems, "deploy options")
-        run_name = str(self.run_dir).rstrip("/").rsplit("/", 1)[-1]
-        self.display_name = self.display_name or f"sentitune-{run_name}"
-        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, "cpu")
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
-
-    def endpoint_name(self) -> str | None:
-        if not self.endpoint:
-            return None
-        return self.endpoint if "/" in self.endpoint else f"{self.parent}/endpoints/{self.endpoint}"
 
 
 @dataclass
@@ -183,6 +117,11 @@ def gcloud_commands(cfg: DeployConfig) -> list[str]:
     return commands
 
 
+def run(cfg: DeployConfig) -> dict:
+    """`sentitune cloud deploy`: the requests with --dry-run, else the deployed model and endpoint."""
+    return dry_run(cfg) if cfg.dry_run else deploy(cfg)
+
+
 def dry_run(cfg: DeployConfig) -> dict:
     requests = build_requests(cfg)
     return {
@@ -195,9 +134,9 @@ def dry_run(cfg: DeployConfig) -> dict:
 
 def deploy(cfg: DeployConfig) -> dict:
     """Upload, create the endpoint if needed, deploy; returns the resource names."""
-    if not exists(join(cfg.run_dir, "model.safetensors")):
-        raise SentituneError(f"{cfg.run_dir} is not a finished run (no model.safetensors)")
-    if cfg.backend != "torch" and not exists(join(cfg.run_dir, "onnx", "export_report.json")):
+    if not exists(join(cfg.run_dir, WEIGHTS)):
+        raise SentituneError(f"{cfg.run_dir} is not a finished run (no {WEIGHTS})")
+    if cfg.backend != "torch" and not exists(join(cfg.run_dir, EXPORT_DIR, EXPORT_REPORT)):
         quantize = " --quantize int8" if cfg.backend == "onnx-int8" else ""
         raise SentituneError(
             f"--backend {cfg.backend} needs an ONNX export in {cfg.run_dir}: run "

@@ -10,114 +10,39 @@ the walkthrough's "launch several jobs at once and keep the best model".
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from sentitune.cloud import prices
-from sentitune.cloud.submit import SubmitConfig, cost_estimate, job_spec, preflight
+from sentitune.cloud.config import TuneConfig
+from sentitune.cloud.submit import cost_estimate, job_spec, preflight
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
-from sentitune.config import _check, opt
-from sentitune.errors import SentituneError
 
 log = logging.getLogger("sentitune")
 
 METRIC = "val_macro_f1"
-ALGORITHMS = ("bayesian", "grid", "random")
-# The tuned settings (TuneConfig fields, also train's options) and how Vertex AI searches each: a range of
-# reals on a log or linear scale, a range of integers, or a list of values.
-SEARCHED = {
-    "learning_rate": "log",
-    "batch_size": "values",
-    "epochs": "integers",
-    "keep_layers": "values",
-    "warmup_ratio": "linear",
-}
 
 
-def _range(text: str, what: str, kind=float) -> tuple:
-    try:
-        low, high = (kind(x) for x in str(text).split(":"))
-    except ValueError as exc:
-        raise SentituneError(
-            f"{what} {text!r} is not LOW:HIGH, e.g. {'1e-5:2e-4' if kind is float else '1:4'}"
-        ) from exc
-    if not low < high:
-        raise SentituneError(f"{what} {text!r}: LOW must be below HIGH")
-    return low, high
-
-
-def _values(text: str, what: str) -> list[str]:
-    """Whole numbers as strings: categorical values reach the trial exactly as written (16, not 16.0)."""
-    try:
-        values = sorted({int(x) for x in str(text).split(",")})
-    except ValueError as exc:
-        raise SentituneError(
-            f"{what} {text!r} is not a comma-separated list of whole numbers, e.g. 16,32,64"
-        ) from exc
-    if any(v < 1 for v in values):
-        raise SentituneError(f"{what} {text!r}: every value must be at least 1")
-    return [str(v) for v in values]
-
-
-@dataclass
-class TuneConfig(SubmitConfig):
-    """A hyperparameter study whose trials are `cloud submit` jobs."""
-
-    max_trials: int = opt(8, "trials in all")
-    parallel_trials: int = opt(2, "trials running at the same time")
-    algorithm: str = opt("bayesian", "how Vertex AI picks the next trial", choices=ALGORITHMS)
-    learning_rate: str | None = opt(
-        "1e-5:2e-4", "learning-rate range LOW:HIGH (log scale); 'none': not tuned"
-    )
-    batch_size: str | None = opt("16,32,64", "batch sizes to try; 'none': not tuned")
-    epochs: str | None = opt("1:4", "epoch range LOW:HIGH; 'none': not tuned")
-    keep_layers: str | None = opt("3,4,6", "encoder layers to keep; 'none': not tuned")
-    warmup_ratio: str | None = opt("0:0.2", "warm-up fraction range LOW:HIGH; 'none': not tuned")
-
-    def __post_init__(self) -> None:
-        for name in SEARCHED:
-            if str(getattr(self, name)).lower() == "none":
-                setattr(self, name, None)
-        problems = []
-        if self.max_trials < 1 or self.parallel_trials < 1:
-            problems.append("--max-trials and --parallel-trials must be at least 1")
-        elif self.parallel_trials > self.max_trials:
-            problems.append(
-                f"--parallel-trials {self.parallel_trials} exceeds --max-trials {self.max_trials}"
+def parameters(cfg: TuneConfig) -> list:
+    """The study's parameter specs, from the search space the config checked."""
+    spec = aiplatform_types().StudySpec.ParameterSpec
+    found = []
+    for name, kind, values in cfg.search_space():
+        if kind == "values":
+            found.append(
+                spec(parameter_id=name, categorical_value_spec=spec.CategoricalValueSpec(values=values))
             )
-        try:
-            self.parameters()
-        except SentituneError as exc:
-            problems.append(str(exc))
-        if not any(getattr(self, name) for name in SEARCHED):
-            problems.append(
-                "nothing to tune: give at least one of --learning-rate, --batch-size, --epochs, "
-                "--keep-layers, --warmup-ratio"
+        elif kind == "integers":
+            low, high = values
+            found.append(
+                spec(
+                    parameter_id=name, integer_value_spec=spec.IntegerValueSpec(min_value=low, max_value=high)
+                )
             )
-        _check(problems, "tune options")
-        super().__post_init__()
-        if self.display_name.startswith("sentitune-train-"):
-            self.display_name = "sentitune-tune-" + self.display_name.removeprefix("sentitune-train-")
-
-    def parameters(self) -> list:
-        spec = aiplatform_types().StudySpec.ParameterSpec
-        found = []
-        for name, kind in SEARCHED.items():
-            text, flag = getattr(self, name), "--" + name.replace("_", "-")
-            if not text:
-                continue
-            if kind == "values":
-                values = spec.CategoricalValueSpec(values=_values(text, flag))
-                found.append(spec(parameter_id=name, categorical_value_spec=values))
-            elif kind == "integers":
-                low, high = _range(text, flag, int)
-                values = spec.IntegerValueSpec(min_value=low, max_value=high)
-                found.append(spec(parameter_id=name, integer_value_spec=values))
-            else:
-                low, high = _range(text, flag)
-                scale = spec.ScaleType.UNIT_LOG_SCALE if kind == "log" else spec.ScaleType.UNIT_LINEAR_SCALE
-                values = spec.DoubleValueSpec(min_value=low, max_value=high)
-                found.append(spec(parameter_id=name, double_value_spec=values, scale_type=scale))
-        return found
+        else:
+            low, high = values
+            scale = spec.ScaleType.UNIT_LOG_SCALE if kind == "log" else spec.ScaleType.UNIT_LINEAR_SCALE
+            values = spec.DoubleValueSpec(min_value=low, max_value=high)
+            found.append(spec(parameter_id=name, double_value_spec=values, scale_type=scale))
+    return found
 
 
 def build_request(cfg: TuneConfig):
@@ -131,7 +56,7 @@ def build_request(cfg: TuneConfig):
         metrics=[
             types.StudySpec.MetricSpec(metric_id=METRIC, goal=types.StudySpec.MetricSpec.GoalType.MAXIMIZE)
         ],
-        parameters=cfg.parameters(),
+        parameters=parameters(cfg),
         algorithm=algorithm,
     )
     job = types.HyperparameterTuningJob(
@@ -159,6 +84,11 @@ def study_cost(cfg: TuneConfig) -> dict:
 
 def plan(cfg: TuneConfig) -> dict:
     return {"hyperparameter_tuning_job": to_json(build_request(cfg)), "cost": study_cost(cfg)}
+
+
+def run(cfg: TuneConfig) -> dict:
+    """`sentitune cloud tune`: the plan with --dry-run, else the submitted study."""
+    return plan(cfg) if cfg.dry_run else tune(cfg)
 
 
 def tune(cfg: TuneConfig) -> dict:

@@ -7,7 +7,6 @@ import os
 import re
 
 from sentitune import __version__
-from sentitune.config import opt
 from sentitune.errors import SentituneError, require_extra
 
 DEFAULT_REGION = "europe-west4"  # where the walkthrough ran its T4 job
@@ -21,16 +20,6 @@ def aiplatform_types():
     from google.cloud.aiplatform_v1 import types
 
     return types
-
-
-def project_option():
-    """The --project option of the cloud commands."""
-    return opt(None, "Google Cloud project ID (default: $GOOGLE_CLOUD_PROJECT)")
-
-
-def api_endpoint_option():
-    """The --api-endpoint option of the commands that call Vertex AI."""
-    return opt(None, "Vertex AI API host (default: REGION-aiplatform.googleapis.com)")
 
 
 def default_project() -> str | None:

@@ -1,0 +1,127 @@
+"""The model card (README.md) of a run folder: what the model is, what it was trained on, how good it
+is, and its limits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from sentitune import LABELS, __version__
+from sentitune.config import TrainConfig
+from sentitune.errors import SentituneError
+from sentitune.splits import SPLIT_MARKER
+from sentitune.storage import join, open_input
+
+
+def _label_source(cfg: TrainConfig) -> str:
+    """How the training labels were made, from prepare's report when the data came from prepare."""
+    if cfg.data:
+        try:
+            with open_input(join(cfg.data, SPLIT_MARKER), "rb") as f:
+                report = json.load(f)
+            labels = report.get("labels") or {}
+            if labels.get("source") == "category":
+                return (
+                    "class labels given with the data ("
+                    + ", ".join(f"'{k}' -> {v}" for k, v in labels.get("mapping", {}).items())
+                    + ")"
+                )
+            if labels:
+                return f"{labels['source']} scores mapped to classes by {labels.get('rule')}"
+        except (SentituneError, ValueError, KeyError):
+            pass
+    return "the label column of the training file"
+
+
+def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
+    """README.md of a run folder: what the model is, what it was trained on, how good it is, its limits."""
+    env, training = run_config["environment"], metrics.get("training", {})
+    lines = [
+        f"# Sentiment classifier: {model_info['source']}, fine-tuned with sentitune {__version__}",
+        "",
+        f'Classes: {", ".join(LABELS)}. Load it with `sentitune predict RUN_DIR "text"`, `sentitune serve RUN_DIR`, '
+        + (
+            "or `sentitune.model.load_run(RUN_DIR)`: its head reads the mean of the token states "
+            "(`--pooling mean`), which `AutoModelForSequenceClassification` alone would not apply."
+            if model_info["pooling"] == "mean"
+            else "or `AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`."
+        ),
+        "",
+        "## Data",
+        "",
+        f"Labels: {_label_source(cfg)}.",
+        "",
+        "| split | file | posts | " + " | ".join(LABELS) + " |",
+        "|---|---|---|" + "---|" * len(LABELS),
+    ]
+    for name, split in splits.items():
+        counts = np.bincount(split.labels, minlength=len(LABELS))
+        shares = " | ".join(f"{c} ({c / max(len(split), 1):.0%})" for c in counts)
+        lines.append(f"| {name} | `{split.path}` | {len(split)} | {shares} |")
+    lines += [
+        "",
+        "## Model and training",
+        "",
+        f"{model_info['type']} encoder, {model_info['layers']} layers x {model_info['hidden_size']}, "
+        f"{model_info['parameters'] / 1e6:.1f} M parameters ({model_info['trainable_parameters'] / 1e6:.1f} M "
+        f"trained); at most {cfg.max_length} tokens per post. {training.get('steps')} steps of batch "
+        f"{cfg.batch_size} ({training.get('epochs_run')} epochs), AdamW at learning rate {cfg.learning_rate}, "
+        f"seed {cfg.seed}; {training.get('wall_s')} s on {env['device']} ({env['precision']}, "
+        f"{env['threads']} threads), {training.get('examples_per_s')} examples/s. "
+        f"Best validation macro-F1 at step {training.get('best_step')}. Full settings: `run_config.json`.",
+        "",
+        "## Results",
+        "",
+        "95 % intervals: percentile bootstrap over the examples (1,000 resamples).",
+        "",
+        "| split | posts | accuracy | macro-F1 | macro-recall |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("val", "test"):
+        if name in metrics:
+            m, ci = metrics[name], metrics[name].get("intervals_95", {})
+
+            def cell(key, m=m, ci=ci):
+                low, high = ci.get(key, [None, None])
+                return f"{m[key]:.3f}" + (f" ({low:.3f}–{high:.3f})" if low is not None else "")
+
+            lines.append(
+                f"| {name} | {m['examples']} | {cell('accuracy')} | {cell('macro_f1')} | "
+                f"{cell('macro_recall')} |"
+            )
+    for name in ("val", "test"):
+        if name in metrics.get("baseline", {}):
+            b = metrics["baseline"][name]
+            lines.append(
+                f"| {name}: TF-IDF + logistic regression baseline | {b['examples']} | {b['accuracy']:.3f} | "
+                f"{b['macro_f1']:.3f} | {b['macro_recall']:.3f} |"
+            )
+    if "test" in metrics:
+        cm = metrics["test"]["confusion_matrix"]["rows_true_columns_predicted"]
+        lines += [
+            "",
+            "Test confusion matrix (rows: true class, columns: predicted):",
+            "",
+            "| | " + " | ".join(LABELS) + " |",
+            "|---|" + "---|" * len(LABELS),
+        ]
+        lines += [f"| {LABELS[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
+        lines += ["", "![confusion matrix](confusion_matrix.png) ![training curves](training_curves.png)"]
+    unknown = metrics.get("test", metrics.get("val", {})).get("posts_with_unknown_tokens")
+    examples = metrics.get("test", metrics.get("val", {})).get("examples")
+    lines += [
+        "",
+        "## Known limits",
+        "",
+        "- Trained on short English social-media posts: other languages, domains and long texts are outside "
+        f"what it has seen; posts over {cfg.max_length} tokens are cut.",
+        "- Sarcasm, irony and negation spread over a sentence are often read at face value.",
+        "- Emoji and characters missing from the uncased WordPiece vocabulary become [UNK]"
+        + (f" ({unknown} of {examples} evaluated posts hold at least one)" if unknown is not None else "")
+        + ", so their sentiment is lost.",
+        "- The labels carry the biases of their source (annotators, or a lexicon such as VADER); the scores "
+        "are not calibrated probabilities outside this data.",
+        "",
+    ]
+    return "\n".join(lines)

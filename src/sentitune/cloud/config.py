@@ -1,0 +1,453 @@
+"""The dataclasses of the cloud commands (build, submit, tune, deploy, status / logs / cancel), with
+the options they share declared once. Like `sentitune.config`, nothing here imports the Google Cloud
+SDK: the parser builds without it, and every check here runs before anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sentitune.cloud import prices
+from sentitune.cloud.vertex import (
+    DEFAULT_REGION,
+    DEFAULT_REPOSITORY,
+    default_project,
+    image_uri,
+    target_problems,
+)
+from sentitune.config import BACKENDS, JOB, OUTPUT, RUNTIME, opt, parse_train_args
+from sentitune.errors import SentituneError, raise_problems
+from sentitune.storage import is_url
+
+# Which machine family each GPU attaches to (Vertex AI refuses other pairs after the job is queued).
+GPU_MACHINES = {
+    "NVIDIA_TESLA_T4": ("n1-",),
+    "NVIDIA_TESLA_P4": ("n1-",),
+    "NVIDIA_TESLA_P100": ("n1-",),
+    "NVIDIA_TESLA_V100": ("n1-",),
+    "NVIDIA_TESLA_A100": ("a2-highgpu-", "a2-megagpu-"),
+    "NVIDIA_A100_80GB": ("a2-ultragpu-",),
+    "NVIDIA_L4": ("g2-",),
+    "NVIDIA_H100_80GB": ("a3-highgpu-",),
+    "NVIDIA_H100_MEGA_80GB": ("a3-megagpu-",),
+    "NVIDIA_H200_141GB": ("a3-ultragpu-",),
+}
+MACHINE_TYPE = re.compile(r"^(n1|n2|n2d|e2|c2|c2d|c3|m1|a2|a3|g2)-[a-z]+(-[0-9]+[a-z]*)?$")
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+# Training options whose value is a path the job must be able to read or write.
+PATH_FLAGS = (
+    "--training-file",
+    "--validation-file",
+    "--testing-file",
+    "--data",
+    "--job-dir",
+    "--checkpoint-dir",
+)
+DOCKERFILES = {"gpu": "Dockerfile", "cpu": "Dockerfile.cpu"}
+BUILDERS = ("cloud-build", "docker")
+ALGORITHMS = ("bayesian", "grid", "random")
+# The tuned settings (TuneConfig fields, also train's options) and how Vertex AI searches each: a range of
+# reals on a log or linear scale, a range of integers, or a list of values.
+SEARCHED = {
+    "learning_rate": "log",
+    "batch_size": "values",
+    "epochs": "integers",
+    "keep_layers": "values",
+    "warmup_ratio": "linear",
+}
+
+
+# ----------------------------------------------------------------------------- shared options
+
+
+def project_option():
+    return opt(
+        None, "Google Cloud project ID (default: $GOOGLE_CLOUD_PROJECT)", group=JOB, factory=default_project
+    )
+
+
+def region_option():
+    return opt(DEFAULT_REGION, "Google Cloud region of the jobs, models, endpoints and images", group=JOB)
+
+
+def repository_option():
+    return opt(DEFAULT_REPOSITORY, "Artifact Registry repository of the images", group=JOB)
+
+
+def image_option():
+    return opt(
+        None,
+        "image tag (default: the one `sentitune cloud build` pushes for the project, region and repository: "
+        "the GPU image for GPU jobs, the CPU image for CPU jobs and serving)",
+        group=JOB,
+    )
+
+
+def display_name_option():
+    return opt(
+        None,
+        "name shown in the console (default: from the command and the time, or the run folder)",
+        group=JOB,
+    )
+
+
+def service_account_option():
+    return opt(None, "service account the job or the server runs as", group=JOB)
+
+
+def api_endpoint_option():
+    return opt(None, "Vertex AI API host (default: REGION-aiplatform.googleapis.com)", group=JOB)
+
+
+def dry_run_option():
+    return opt(
+        False,
+        "print what would be sent or run (requests as JSON, commands, the cost); do nothing",
+        group=OUTPUT,
+    )
+
+
+def parse_duration(text: str) -> int:
+    """'90m', '2h', '3600s', '3600' -> seconds."""
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise SentituneError(f"--timeout {text!r} is not a duration; use e.g. 90m, 2h or 7200 (seconds)")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+# ----------------------------------------------------------------------------- build
+
+
+@dataclass
+class BuildConfig:
+    """Which image to build, where from, and where to push it."""
+
+    project: str | None = project_option()
+    region: str = region_option()
+    repository: str = repository_option()
+    variant: str = opt(
+        "gpu",
+        "gpu: CUDA PyTorch image; cpu: slim image for CPU jobs and serving",
+        choices=tuple(DOCKERFILES),
+        group=JOB,
+    )
+    image_uri: str | None = image_option()
+    builder: str = opt(
+        "cloud-build", "build remotely with Cloud Build, or locally with docker", choices=BUILDERS, group=JOB
+    )
+    source: str = opt(
+        ".", "folder holding the Dockerfiles, pyproject.toml and src/ (a sentitune checkout)", group=JOB
+    )
+    dry_run: bool = dry_run_option()
+
+    def __post_init__(self) -> None:
+        problems = [] if self.image_uri else target_problems(self.project, self.region)
+        dockerfile = Path(self.source) / DOCKERFILES[self.variant]
+        if not dockerfile.is_file() or not (Path(self.source) / "src" / "sentitune").is_dir():
+            problems.append(
+                f"{dockerfile} not found: run from a sentitune source checkout or pass --source DIR"
+            )
+        raise_problems(problems, "build options")
+        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, self.variant)
+
+
+# ----------------------------------------------------------------------------- submit and tune
+
+
+@dataclass
+class SubmitConfig:
+    """A Vertex AI custom job that runs `sentitune train` with the arguments after `--`."""
+
+    project: str | None = project_option()
+    region: str = region_option()
+    display_name: str | None = display_name_option()
+    machine_type: str = opt("n1-standard-4", "machine of each training replica", group=JOB)
+    accelerator_type: str | None = opt(
+        "NVIDIA_TESLA_T4", "GPU type, e.g. NVIDIA_TESLA_T4, NVIDIA_L4 ('none': CPU only)", group=JOB
+    )
+    accelerator_count: int = opt(1, "GPUs per replica", group=JOB)
+    replica_count: int = opt(
+        1, "machines (more than 1: the primary + workers, see distributed training)", group=JOB
+    )
+    image_uri: str | None = image_option()
+    repository: str = repository_option()
+    service_account: str | None = service_account_option()
+    base_output_dir: str | None = opt(
+        None,
+        "gs:// folder of the job's outputs: Vertex AI sets AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, ... under it",
+        group=OUTPUT,
+    )
+    env: list[str] = opt(
+        [], "KEY=VALUE environment variable of the container (repeatable)", action="append", group=JOB
+    )
+    timeout: str | None = opt(
+        None, "stop the job after this long, e.g. 90m or 2h (default: Vertex AI's 7 days)", group=JOB
+    )
+    spot: bool = opt(
+        False,
+        "run on Spot VMs (much cheaper, may be preempted: training resumes from checkpoints)",
+        group=JOB,
+    )
+    restart_on_worker_restart: bool = opt(
+        False,
+        "restart the job when a worker restarts (otherwise a restarted worker rejoins alone)",
+        group=JOB,
+    )
+    prices: str | None = opt(None, "JSON price table to estimate with instead of the built-in one", group=JOB)
+    throughput_from: str | None = opt(
+        None,
+        "a finished run folder whose training examples/s (same machine kind) estimates the job's length",
+        group=JOB,
+    )
+    api_endpoint: str | None = api_endpoint_option()
+    dry_run: bool = dry_run_option()
+    train_args: list[str] = field(default_factory=list)  # after `--`: passed to `sentitune train` unchanged
+
+    def __post_init__(self) -> None:
+        if self.accelerator_type and self.accelerator_type.lower() == "none":
+            self.accelerator_type = None
+        problems = target_problems(self.project, self.region) + self.machine_problems()
+        if self.replica_count < 1:
+            problems.append(f"--replica-count must be at least 1, got {self.replica_count}")
+        if self.base_output_dir and not self.base_output_dir.startswith("gs://"):
+            problems.append(f"--base-output-dir must be a gs:// folder, got {self.base_output_dir}")
+        for item in self.env:
+            if "=" not in item or not item.split("=", 1)[0]:
+                problems.append(f"--env {item!r} is not KEY=VALUE")
+        # The training arguments parsed once, as `sentitune train` will: checked here, read by the estimate
+        # and the checks before sending.
+        self.train, unknown = parse_train_args(self.train_args)
+        problems += train_args_problems(self.train, unknown, bool(self.base_output_dir))
+        if self.timeout is not None:
+            try:
+                parse_duration(self.timeout)
+            except SentituneError as exc:
+                problems.append(str(exc))
+        raise_problems(problems, "submit options")
+        self.display_name = self.display_name or time.strftime("sentitune-train-%Y%m%d-%H%M%S", time.gmtime())
+        variant = "gpu" if self.accelerator_type else "cpu"
+        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
+
+    def machine_problems(self) -> list[str]:
+        problems = []
+        if not MACHINE_TYPE.match(self.machine_type):
+            problems.append(
+                f"--machine-type {self.machine_type!r} is not a Vertex AI machine type such as n1-standard-4, "
+                "g2-standard-8 or a2-highgpu-1g"
+            )
+        if not self.accelerator_type:
+            return problems
+        if self.accelerator_type not in GPU_MACHINES:
+            problems.append(
+                f"--accelerator-type {self.accelerator_type!r} is unknown; choose one of {', '.join(GPU_MACHINES)} or none"
+            )
+        elif not self.machine_type.startswith(GPU_MACHINES[self.accelerator_type]):
+            families = " or ".join(p + "*" for p in GPU_MACHINES[self.accelerator_type])
+            problems.append(
+                f"{self.accelerator_type} attaches to {families} machines, not {self.machine_type}"
+            )
+        if region_offers(self.region, self.accelerator_type, self.prices) is False:
+            problems.append(
+                f"{self.accelerator_type} is not offered in {self.region} (per {prices.load_table(self.prices)[1]}); "
+                "choose another --region or --accelerator-type"
+            )
+        if self.accelerator_count < 1:
+            problems.append(
+                f"--accelerator-count must be at least 1 with a GPU, got {self.accelerator_count}"
+            )
+        return problems
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+
+def region_offers(region: str, accelerator: str, prices_file: str | None) -> bool | None:
+    """False when the price table lists the region and the GPU elsewhere but not there; None: unknown."""
+    try:
+        table = prices.load_table(prices_file)[0]
+    except SentituneError:
+        return None  # reported when the estimate is made
+    if region not in table or not any(accelerator in r.get("accelerators", {}) for r in table.values()):
+        return None
+    return accelerator in table[region].get("accelerators", {})
+
+
+def train_args_problems(parsed, unknown: list[str], has_output_dir: bool) -> list[str]:
+    """What in the training arguments would fail in the cloud: unknown flags, local paths, no output."""
+    if parsed is None:
+        return ["the training arguments after -- do not parse; check them with `sentitune train --help`"]
+    problems = []
+    if unknown:
+        problems.append(
+            f"unknown training arguments after --: {' '.join(unknown)} (see `sentitune train --help`)"
+        )
+    for flag in PATH_FLAGS:
+        value = getattr(parsed, flag[2:].replace("-", "_"), None)
+        if value and not str(value).startswith(("gs://", "/gcs/")):
+            problems.append(
+                f"{flag} {value} is not on Cloud Storage; the job cannot read local files: pass gs://… or /gcs/BUCKET/…"
+            )
+    if not (
+        getattr(parsed, "training_file", None)
+        or getattr(parsed, "data", None)
+        or getattr(parsed, "dry_run", False)
+    ):
+        problems.append(
+            "no training data: pass -- --training-file gs://… (or --data gs://…) after the job options"
+        )
+    if not has_output_dir and not getattr(parsed, "job_dir", None):
+        problems.append("nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)")
+    return problems
+
+
+def _range(text: str, what: str, kind=float) -> tuple:
+    try:
+        low, high = (kind(x) for x in str(text).split(":"))
+    except ValueError as exc:
+        raise SentituneError(
+            f"{what} {text!r} is not LOW:HIGH, e.g. {'1e-5:2e-4' if kind is float else '1:4'}"
+        ) from exc
+    if not low < high:
+        raise SentituneError(f"{what} {text!r}: LOW must be below HIGH")
+    return low, high
+
+
+def _values(text: str, what: str) -> list[str]:
+    """Whole numbers as strings: categorical values reach the trial exactly as written (16, not 16.0)."""
+    try:
+        values = sorted({int(x) for x in str(text).split(",")})
+    except ValueError as exc:
+        raise SentituneError(
+            f"{what} {text!r} is not a comma-separated list of whole numbers, e.g. 16,32,64"
+        ) from exc
+    if any(v < 1 for v in values):
+        raise SentituneError(f"{what} {text!r}: every value must be at least 1")
+    return [str(v) for v in values]
+
+
+@dataclass
+class TuneConfig(SubmitConfig):
+    """A hyperparameter study whose trials are `cloud submit` jobs."""
+
+    max_trials: int = opt(8, "trials in all", group=RUNTIME)
+    parallel_trials: int = opt(2, "trials running at the same time", group=RUNTIME)
+    algorithm: str = opt("bayesian", "how Vertex AI picks the next trial", choices=ALGORITHMS, group=RUNTIME)
+    # The search space: same names as train's options, other meanings (ranges and lists to try).
+    learning_rate: str | None = opt(
+        "1e-5:2e-4", "learning-rate range LOW:HIGH (log scale); 'none': not tuned", group=RUNTIME
+    )
+    batch_size: str | None = opt("16,32,64", "batch sizes to try; 'none': not tuned", group=RUNTIME)
+    epochs: str | None = opt("1:4", "epoch range LOW:HIGH; 'none': not tuned", group=RUNTIME)
+    keep_layers: str | None = opt("3,4,6", "encoder layers to keep; 'none': not tuned", group=RUNTIME)
+    warmup_ratio: str | None = opt(
+        "0:0.2", "warm-up fraction range LOW:HIGH; 'none': not tuned", group=RUNTIME
+    )
+
+    def __post_init__(self) -> None:
+        for name in SEARCHED:
+            if str(getattr(self, name)).lower() == "none":
+                setattr(self, name, None)
+        problems = []
+        if self.max_trials < 1 or self.parallel_trials < 1:
+            problems.append("--max-trials and --parallel-trials must be at least 1")
+        elif self.parallel_trials > self.max_trials:
+            problems.append(
+                f"--parallel-trials {self.parallel_trials} exceeds --max-trials {self.max_trials}"
+            )
+        try:
+            self.search_space()
+        except SentituneError as exc:
+            problems.append(str(exc))
+        if not any(getattr(self, name) for name in SEARCHED):
+            problems.append(
+                "nothing to tune: give at least one of --learning-rate, --batch-size, --epochs, "
+                "--keep-layers, --warmup-ratio"
+            )
+        raise_problems(problems, "tune options")
+        super().__post_init__()
+        if self.display_name.startswith("sentitune-train-"):
+            self.display_name = "sentitune-tune-" + self.display_name.removeprefix("sentitune-train-")
+
+    def search_space(self) -> list[tuple[str, str, object]]:
+        """(parameter, kind, values or (low, high)) of every tuned setting."""
+        found = []
+        for name, kind in SEARCHED.items():
+            text, flag = getattr(self, name), "--" + name.replace("_", "-")
+            if not text:
+                continue
+            if kind == "values":
+                found.append((name, kind, _values(text, flag)))
+            else:
+                found.append((name, kind, _range(text, flag, int if kind == "integers" else float)))
+        return found
+
+
+# ----------------------------------------------------------------------------- deploy and follow
+
+
+@dataclass
+class DeployConfig:
+    """Where and how a trained run is served on Vertex AI."""
+
+    run_dir: str = opt(None, "run folder on gs:// written by train", positional=True, metavar="RUN_DIR")
+    project: str | None = project_option()
+    region: str = region_option()
+    display_name: str | None = display_name_option()
+    image_uri: str | None = image_option()
+    repository: str = repository_option()
+    backend: str = opt(
+        "onnx-int8", "model the server runs (onnx*: export the run first)", choices=BACKENDS, group=RUNTIME
+    )
+    machine_type: str = opt("n1-standard-2", "machine of each serving replica", group=JOB)
+    min_replicas: int = opt(1, "replicas always running", group=JOB)
+    max_replicas: int = opt(1, "replicas under load at most (autoscaling between min and max)", group=JOB)
+    endpoint: str | None = opt(
+        None, "deploy to this existing endpoint (ID or resource name) instead of a new one", group=JOB
+    )
+    service_account: str | None = service_account_option()
+    api_endpoint: str | None = api_endpoint_option()
+    dry_run: bool = dry_run_option()
+
+    def __post_init__(self) -> None:
+        problems = target_problems(self.project, self.region)
+        if not self.run_dir:
+            problems.append("pass RUN_DIR, a run folder on gs://")
+        elif not str(self.run_dir).startswith("gs://"):
+            where = "a local folder" if not is_url(self.run_dir) else self.run_dir.split("://")[0] + "://"
+            problems.append(
+                f"RUN_DIR is {where}; Vertex AI reads models from Cloud Storage: copy it with "
+                f"`gcloud storage cp -r {self.run_dir} gs://BUCKET/runs/` or train with --job-dir gs://…"
+            )
+        if self.min_replicas < 1:
+            problems.append(f"--min-replicas must be at least 1, got {self.min_replicas}")
+        if self.max_replicas < self.min_replicas:
+            problems.append(f"--max-replicas {self.max_replicas} is below --min-replicas {self.min_replicas}")
+        raise_problems(problems, "deploy options")
+        run_name = str(self.run_dir).rstrip("/").rsplit("/", 1)[-1]
+        self.display_name = self.display_name or f"sentitune-{run_name}"
+        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, "cpu")
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+    def endpoint_name(self) -> str | None:
+        if not self.endpoint:
+            return None
+        return self.endpoint if "/" in self.endpoint else f"{self.parent}/endpoints/{self.endpoint}"
+
+
+@dataclass
+class FollowConfig:
+    """`cloud status`, `cloud logs` and `cloud cancel`: which job."""
+
+    job: str = opt(
+        None, "job ID (with --project/--region) or full resource name", positional=True, metavar="JOB"
+    )
+    project: str | None = project_option()
+    region: str = region_option()
+    api_endpoint: str | None = api_endpoint_option()

@@ -1,0 +1,175 @@
+"""How raw label values become the classes negative / neutral / positive (ids 0 / 1 / 2).
+
+A label column holds scores (a number per post: the class is its sign, or neutral within a band),
+categories (class names in any of several spellings, ids 0/1/2 or -1/0/1, or a user's own names mapped
+with --label-map), or nothing: VADER then scores the text. The rule is decided once from the distinct
+values of the whole input, never from one chunk, and applied to every row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from sentitune import LABELS
+from sentitune.errors import SentituneError
+
+LABEL_SYNONYMS = {"negative": 0, "neg": 0, "neutral": 1, "neu": 1, "positive": 2, "pos": 2}
+MISSING_LABELS = ("nan", "na", "n/a", "null", "none")
+
+
+@dataclass
+class LabelRule:
+    """How raw label values become class ids 0/1/2 (negative/neutral/positive)."""
+
+    source: str  # score | category | vader
+    neutral_band: float = 0.0
+    mapping: dict[str, int] = field(default_factory=dict)  # category: lower-cased value -> id
+    seen: Counter = field(default_factory=Counter)  # raw value -> rows, for the printed mapping
+
+    def describe(self) -> dict:
+        if self.source in ("score", "vader"):
+            b = self.neutral_band
+            rule = (
+                "sign(score) + 1"
+                if b == 0
+                else f"score < -{b}: negative, |score| <= {b}: neutral, score > {b}: positive"
+            )
+            return {"source": self.source, "rule": rule}
+        used = {raw: LABELS[self.mapping[raw.strip().lower()]] for raw in sorted(self.seen)}
+        return {"source": "category", "mapping": used}
+
+
+def parse_label_map(spec: str) -> dict[str, int]:
+    mapping = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise SentituneError(
+                f"--label-map entry '{part}' is not VALUE=CLASS; e.g. 'bad=negative,good=positive'"
+            )
+        raw, target = (s.strip() for s in part.split("=", 1))
+        target_id = LABEL_SYNONYMS.get(target.lower())
+        if target_id is None and target in ("0", "1", "2"):
+            target_id = int(target)
+        if target_id is None:
+            raise SentituneError(
+                f"--label-map maps '{raw}' to '{target}', which is no class; use one of {', '.join(LABELS)}"
+            )
+        mapping[raw.lower()] = target_id
+    return mapping
+
+
+def decide_label_rule(
+    values: pd.Series, source: str, neutral_band: float, label_map: str | None, integers_are_ids: bool = False
+) -> LabelRule:
+    """Decide from the distinct label values whether they are scores or categories.
+
+    Integers 0/1/2 are class ids when a 2 occurs, or always with `integers_are_ids` (split files,
+    whose integer labels are the walkthrough's `Target` ids even when a split lacks a class)."""
+    if label_map:
+        return LabelRule("category", mapping=parse_label_map(label_map))
+    if source in ("score", "vader"):
+        return LabelRule(source, neutral_band)
+    numbers = pd.to_numeric(values.dropna(), errors="coerce")
+    if len(numbers) and numbers.notna().all():
+        integral = bool((numbers == numbers.round()).all())
+        distinct = set(numbers.astype(float).unique())
+        if integral and distinct <= {0.0, 1.0, 2.0} and (2.0 in distinct or integers_are_ids):
+            return LabelRule("category", mapping={"0": 0, "1": 1, "2": 2, "0.0": 0, "1.0": 1, "2.0": 2})
+        if source == "category":
+            if integral and distinct <= {-1.0, 0.0, 1.0}:
+                return LabelRule("category", mapping={"-1": 0, "0": 1, "1": 2, "-1.0": 0, "0.0": 1, "1.0": 2})
+            raise SentituneError(
+                f"numeric labels {sorted(distinct)[:6]} are not class ids 0/1/2 or -1/0/1; "
+                "use --label-type score or --label-map"
+            )
+        return LabelRule("score", neutral_band)  # -1/0/1 read as scores is the same mapping
+    if source == "score":
+        raise SentituneError("--label-type score needs numbers in the label column")
+    return LabelRule("category", mapping=dict(LABEL_SYNONYMS))
+
+
+def score_to_class(scores: np.ndarray, neutral_band: float) -> np.ndarray:
+    cls = np.where(scores < 0, 0, 2).astype(np.int8)
+    cls[np.abs(scores) <= neutral_band] = 1
+    return cls
+
+
+def apply_label_rule(
+    rule: LabelRule, values: pd.Series, where: str | Callable[[np.ndarray], str]
+) -> np.ndarray:
+    """Class ids as int8, -1 where the label is missing; values that fit no class are an error.
+
+    `where` names the input in messages: a path, or a function of the offending rows' mask."""
+
+    def name(bad: pd.Series) -> str:
+        return where if isinstance(where, str) else where(bad.to_numpy())
+
+    if rule.source in ("score", "vader"):
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & numbers.isna()
+        if bad.any():
+            examples = ", ".join(repr(v) for v in values[bad].unique()[:3])
+            raise SentituneError(
+                f"{name(bad)}: label values {examples} are not numbers; pass --label-type category "
+                "or --label-map if the column holds class names"
+            )
+        out = score_to_class(numbers.fillna(0).to_numpy(np.float64), rule.neutral_band)
+        out[numbers.isna().to_numpy()] = -1
+        return out
+    keys = values.str.strip().str.lower()
+    ids = keys.map(rule.mapping)
+    unknown = values.notna() & ids.isna()
+    if unknown.any():
+        examples = ", ".join(repr(v) for v in values[unknown].unique()[:5])
+        raise SentituneError(
+            f"{name(unknown)}: label value {examples} maps to no class (known: "
+            f"{', '.join(sorted(rule.mapping))}); pass --label-map VALUE=CLASS,..."
+        )
+    rule.seen.update(values.value_counts().to_dict())  # counted in pandas: this runs on every chunk
+    return ids.fillna(-1).to_numpy(np.int8)
+
+
+def missing_as_na(values: pd.Series) -> pd.Series:
+    """Labels spelled as missing ('NaN', 'null', ...) become NA, as empty cells already are."""
+    return values.mask(values.str.strip().str.lower().isin(MISSING_LABELS))
+
+
+class DistinctLabels:
+    """The distinct raw label values seen, up to a cap: enough to tell scores from categories."""
+
+    CAP = 10_000
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+
+    def update(self, raw: pd.Series) -> None:
+        if len(self.values) < self.CAP:
+            self.values.update(raw.dropna().unique().tolist())
+
+    def sample(self) -> pd.Series:
+        return pd.Series(sorted(self.values), dtype="string")
+
+
+def vader_scores(texts: pd.Series) -> pd.Series:
+    """VADER's compound score of each text, as strings (the scratch file's raw-label type)."""
+    analyzer = _vader()
+    return pd.Series([repr(analyzer.polarity_scores(t)["compound"]) for t in texts], dtype="string")
+
+
+_VADER = None
+
+
+def _vader():
+    global _VADER
+    if _VADER is None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        _VADER = SentimentIntensityAnalyzer()
+    return _VADER

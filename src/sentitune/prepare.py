@@ -1,0 +1,311 @@
+"""`sentitune prepare`: read posts, label, clean and split them stratified by class, write the splits.
+
+`prepare()` streams its inputs in chunks: pass 1 cleans and labels each chunk, spills it to a local
+Parquet scratch file and keeps only three small arrays per row (text hash, normalised-text hash,
+class id); duplicates and the stratified split are decided on those arrays; pass 2 streams the
+scratch file into the split files. Memory grows by ~17 bytes a row, not with the text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sentitune import LABELS, __version__
+from sentitune.config import PrepareConfig
+from sentitune.errors import SentituneError
+from sentitune.labels import (
+    DistinctLabels,
+    LabelRule,
+    apply_label_rule,
+    decide_label_rule,
+    missing_as_na,
+    vader_scores,
+)
+from sentitune.splits import SPLIT_FILES, SPLIT_MARKER
+from sentitune.storage import StagedOutput
+from sentitune.tables import InputStats, pick_label_column, pick_text_column, read_chunks
+
+log = logging.getLogger("sentitune")
+
+SPLITS = tuple(SPLIT_FILES.values())  # the file stems, in order: train, eval, test
+
+# ----------------------------------------------------------------------------- cleaning
+
+_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
+_MENTION = re.compile(r"@\w+")
+_SPACE = re.compile(r"\s+")
+_CR = re.compile(r"\r\n?")
+
+
+def normalise_for_near_duplicates(texts: pd.Series) -> pd.Series:
+    out = texts.str.lower().str.replace(_URL, "", regex=True).str.replace(_MENTION, "@user", regex=True)
+    return out.str.replace(_SPACE, " ", regex=True).str.strip()
+
+
+def text_hashes(texts: pd.Series) -> np.ndarray:
+    # pandas' vectorised SipHash with its fixed key: deterministic across runs and machines.
+    return pd.util.hash_pandas_object(texts, index=False).to_numpy(np.uint64)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+@dataclass
+class PrepareResult:
+    output_dir: str
+    report: dict
+
+
+def prepare(cfg: PrepareConfig) -> PrepareResult:
+    """Read, label, clean and split `cfg.inputs` into `cfg.output_dir` (see the module docstring)."""
+    inputs = list(cfg.inputs)
+    if not inputs:
+        from sentitune.builtin import DATASET_DESCRIPTION, default_dataset
+
+        inputs = [default_dataset()]
+        log.info("no input given: using the embedded dataset, %s", DATASET_DESCRIPTION)
+    out = StagedOutput(
+        cfg.output_dir,
+        occupied_by=[*(f"{s}.{cfg.format}" for s in SPLITS), SPLIT_MARKER, "labels.json"],
+        marker=SPLIT_MARKER,
+        what="prepared splits",
+        overwrite=cfg.overwrite,
+    )
+    with out, tempfile.TemporaryDirectory(prefix="sentitune-prepare-") as scratch_dir:
+        scratch = Path(scratch_dir) / "clean.parquet"
+        rows = _clean_inputs(cfg, inputs, scratch)
+        keep, near = _deduplicate(rows, cfg.drop_near_duplicates)
+        split_of = _stratified_split(rows["label"], keep, cfg)
+        counts = _write_splits(scratch, rows["label"], split_of, cfg, out, near)
+        report = _report(cfg, inputs, rows, keep, near, counts)
+        out.path("labels.json").write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
+        out.path(SPLIT_MARKER).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        out.commit()
+    return PrepareResult(cfg.output_dir, report)
+
+
+def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> dict:
+    """Pass 1: clean every chunk and spill (text, raw label) to Parquet, keeping per-row hashes. The
+    label rule is then decided from the distinct raw labels of all inputs (never from one chunk),
+    and the raw labels are mapped to class ids from the scratch file's label column."""
+    hashes, norm_hashes = [], []
+    dropped = Counter()
+    stats, columns_used = [], []
+    distinct = DistinctLabels()
+    writer = None
+    try:
+        for index, path in enumerate(inputs):
+            st = InputStats(path)
+            stats.append(st)
+            text_col = label_col = None
+            for df in read_chunks(path, cfg.chunk_rows, st):
+                if text_col is None:
+                    cols = [str(c) for c in df.columns]
+                    text_col = pick_text_column(cols, cfg.text_column, path)
+                    if cfg.label_source != "vader":
+                        label_col = pick_label_column(cols, cfg.label_column, path)
+                    columns_used.append({"path": path, "text": text_col, "label": label_col})
+                # A bare CR inside a field is a line break to CSV readers; unify line breaks as LF.
+                texts = df[text_col].str.replace(_CR, "\n", regex=True).str.strip()
+                empty = (texts.isna() | (texts == "")).to_numpy()
+                dropped["empty_text"] += int(empty.sum())
+                texts = texts[~empty].reset_index(drop=True)
+                if label_col is None:
+                    raw = vader_scores(texts)
+                else:
+                    raw = missing_as_na(df[label_col][~empty]).reset_index(drop=True)
+                missing = raw.isna().to_numpy()
+                dropped["missing_label"] += int(missing.sum())
+                texts, raw = texts[~missing].reset_index(drop=True), raw[~missing].reset_index(drop=True)
+                distinct.update(raw)
+                hashes.append(text_hashes(texts))
+                norm_hashes.append(text_hashes(normalise_for_near_duplicates(texts)))
+                table = pa.table(
+                    {
+                        "text": pa.array(texts.astype(object), pa.string()),
+                        "raw_label": pa.array(raw.astype(object), pa.string()),
+                        "input": pa.array(np.full(len(texts), index, np.int32)),
+                    }
+                )
+                if writer is None:
+                    writer = pq.ParquetWriter(scratch, table.schema)
+                writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    total = sum(len(h) for h in hashes)
+    if total == 0:
+        raise SentituneError(
+            f"nothing left after cleaning ({sum(s.rows for s in stats)} rows read, "
+            f"{dropped['empty_text']} empty, {dropped['missing_label']} without a label); "
+            "check --text-column and --label-column"
+        )
+    source = "score" if cfg.label_source == "vader" else cfg.label_source
+    rule = decide_label_rule(distinct.sample(), source, cfg.neutral_band, cfg.label_map)
+    if cfg.label_source == "vader":
+        rule.source = "vader"
+    labels = []
+    for batch in pq.ParquetFile(scratch).iter_batches(
+        batch_size=cfg.chunk_rows, columns=["raw_label", "input"]
+    ):
+        raw = batch.column("raw_label").to_pandas().astype("string")
+        origin = batch.column("input").to_numpy()
+        labels.append(apply_label_rule(rule, raw, lambda bad, origin=origin: inputs[origin[bad][0]]))
+    log.info("labels: %s", json.dumps(rule.describe(), ensure_ascii=False))
+    return {
+        "hash": np.concatenate(hashes),
+        "norm": np.concatenate(norm_hashes),
+        "label": np.concatenate(labels),
+        "dropped": dropped,
+        "stats": stats,
+        "rule": rule,
+        "columns": columns_used,
+    }
+
+
+def _first_occurrences(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(is first occurrence, index of the first occurrence of each row's value)."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    is_first = np.zeros(len(values), bool)
+    is_first[first] = True
+    return is_first, first[inverse]
+
+
+def _deduplicate(rows: dict, drop_near: bool) -> tuple[np.ndarray, dict]:
+    keep, first_of = _first_occurrences(rows["hash"])
+    rows["conflicting_duplicates"] = int(((rows["label"] != rows["label"][first_of]) & ~keep).sum())
+    rows["dropped"]["duplicate_text"] += int((~keep).sum())
+    kept = np.flatnonzero(keep)
+    near_first, near_first_of = _first_occurrences(rows["norm"][kept])
+    near_rows = kept[~near_first]
+    examples = [(int(kept[near_first_of[i]]), int(kept[i])) for i in np.flatnonzero(~near_first)[:5]]
+    if drop_near:
+        keep[near_rows] = False
+        rows["dropped"]["near_duplicate"] += len(near_rows)
+    return keep, {"rows": len(near_rows), "dropped": drop_near, "example_rows": examples}
+
+
+def _stratified_split(labels: np.ndarray, keep: np.ndarray, cfg: PrepareConfig) -> np.ndarray:
+    """Split id per row (0 train, 1 eval, 2 test, -1 dropped), stratified by class, seeded."""
+    rng = np.random.default_rng(cfg.seed)
+    split_of = np.full(len(labels), -1, np.int8)
+    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+    problems = []
+    for cls in range(len(LABELS)):
+        rows = rng.permutation(np.flatnonzero(keep & (labels == cls)))
+        n = len(rows)
+        if n == 0:
+            continue
+        n_eval, n_test = round(n * cfg.val_fraction), round(n * cfg.test_fraction)
+        sizes = (n - n_eval - n_test, n_eval, n_test)
+        if any(size == 0 and f > 0 for size, f in zip(sizes, fractions, strict=True)):
+            need = int(np.ceil(0.5 / min(f for f in fractions if f > 0)))
+            problems.append(
+                f"class '{LABELS[cls]}' has {n} rows, too few to stratify "
+                f"{fractions[0]:g}/{fractions[1]:g}/{fractions[2]:g} (needs about {need})"
+            )
+            continue
+        split_of[rows[sizes[0] : sizes[0] + n_eval]] = 1
+        split_of[rows[sizes[0] + n_eval :]] = 2
+        split_of[rows[: sizes[0]]] = 0
+    if problems:
+        raise SentituneError("; ".join(problems) + "; add rows, or lower --val-fraction/--test-fraction")
+    return split_of
+
+
+def _write_splits(
+    scratch: Path, labels: np.ndarray, split_of: np.ndarray, cfg: PrepareConfig, out: StagedOutput, near: dict
+) -> dict:
+    """Pass 2: stream the scratch file into one file per split, in input order."""
+    counts = {s: Counter() for s in SPLITS}
+    wanted = {i for pair in near["example_rows"] for i in pair}
+    example_text = {}
+    writers, handles = {}, {}
+    offset = 0
+    try:
+        for batch in pq.ParquetFile(scratch).iter_batches(batch_size=cfg.chunk_rows, columns=["text"]):
+            df = batch.to_pandas()
+            df["label"] = np.asarray(LABELS)[labels[offset : offset + len(df)]]
+            where = split_of[offset : offset + len(df)]
+            for i in wanted:
+                if offset <= i < offset + len(df):
+                    example_text[i] = df["text"].iat[i - offset]
+            offset += len(df)
+            for sid, name in enumerate(SPLITS):
+                part = df[where == sid]
+                if part.empty:
+                    continue
+                counts[name].update(part["label"].tolist())
+                _append(part, name, cfg.format, out, writers, handles)
+    finally:
+        for h in handles.values():
+            h.close()
+        for w in writers.values():
+            w.close()
+    for name in SPLITS:  # a split with no rows still gets its (empty) file
+        if name not in handles and name not in writers:
+            _append(
+                pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype=str)}),
+                name,
+                cfg.format,
+                out,
+                writers,
+                handles,
+            )
+            (handles.get(name) or writers.get(name)).close()
+    near["examples"] = [[example_text.get(a), example_text.get(b)] for a, b in near.pop("example_rows")]
+    return counts
+
+
+def _append(part: pd.DataFrame, name: str, fmt: str, out: StagedOutput, writers: dict, handles: dict) -> None:
+    if fmt == "parquet":
+        table = pa.Table.from_pandas(
+            part, preserve_index=False, schema=pa.schema([("text", pa.string()), ("label", pa.string())])
+        )
+        if name not in writers:
+            writers[name] = pq.ParquetWriter(out.path(f"{name}.parquet"), table.schema)
+        writers[name].write_table(table)
+        return
+    first = name not in handles
+    if first:
+        handles[name] = open(out.path(f"{name}.csv"), "w", encoding="utf-8", newline="")
+    part.to_csv(handles[name], header=first, index=False, lineterminator="\n")
+
+
+def _report(
+    cfg: PrepareConfig, inputs: list[str], rows: dict, keep: np.ndarray, near: dict, counts: dict
+) -> dict:
+    rule: LabelRule | None = rows["rule"]
+    return {
+        "sentitune_version": __version__,
+        "inputs": [asdict(s) for s in rows["stats"]],
+        "columns": rows["columns"],
+        "rows_read": sum(s.rows for s in rows["stats"]),
+        "rows_decoded_as_latin1": sum(s.latin1_lines for s in rows["stats"]),
+        "rows_dropped": dict(rows["dropped"]),
+        "duplicates_with_other_label": rows["conflicting_duplicates"],
+        "rows_kept": int(keep.sum()),
+        "labels": rule.describe() if rule else None,
+        "near_duplicates": near,
+        "split": {
+            "seed": cfg.seed,
+            "fractions": {
+                "train": round(1 - cfg.val_fraction - cfg.test_fraction, 6),
+                "eval": cfg.val_fraction,
+                "test": cfg.test_fraction,
+            },
+            "format": cfg.format,
+        },
+        "class_counts": {s: {label: counts[s].get(label, 0) for label in LABELS} for s in SPLITS},
+    }

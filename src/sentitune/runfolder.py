@@ -1,0 +1,149 @@
+"""A run folder: what `sentitune train` writes and every later command reads.
+
+The folder is a standard Hugging Face model folder (config.json, model.safetensors, the tokenizer) plus
+sentitune's record of the run: the resolved settings and environment (run_config.json), the label
+names, the validation history, plots, a model card (README.md) and metrics.json, written last: a
+folder with metrics.json is finished. `sentitune export` adds onnx/. The names below are the layout;
+no other module spells them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer
+
+from sentitune import LABELS, __version__
+from sentitune.card import model_card
+from sentitune.config import TrainConfig
+from sentitune.errors import SentituneError
+from sentitune.metrics import plot_confusion_matrix, plot_training_curves
+from sentitune.model import Classifier, load_classifier, quiet_transformers
+from sentitune.runtime import Precision
+from sentitune.storage import StagedOutput, exists, join, local_copy, open_input
+
+CONFIG = "config.json"  # the Hugging Face model config, with id2label and sentitune_pooling
+WEIGHTS = "model.safetensors"
+RUN_CONFIG = "run_config.json"
+METRICS = "metrics.json"  # written last: its presence marks a finished run (and a finished evaluation)
+LABELS_FILE = "labels.json"
+HISTORY = "history.jsonl"
+CARD = "README.md"
+CURVES = "training_curves.png"
+CONFUSION = "confusion_matrix.png"
+CHECKPOINTS = "checkpoints"
+EXPORT_DIR = "onnx"
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+EXPORT_REPORT = "export_report.json"
+FINISHED_RUN = (METRICS, RUN_CONFIG, WEIGHTS)  # any of these: the folder already holds a run
+DEFAULT_MAX_LENGTH = 100  # the walkthrough's, for runs that do not record theirs
+
+log = logging.getLogger("sentitune")
+
+
+def load_run(run_dir: str, with_model: bool = True) -> Classifier:
+    """The trained classifier of a run folder (local or URL), with its label names; without the
+    weights (`model` None) when `with_model` is false, for runtimes that bring their own (ONNX)."""
+    if not exists(run_dir):
+        raise SentituneError(f"run folder not found: {run_dir}")
+    if not exists(join(run_dir, CONFIG)) or not exists(join(run_dir, WEIGHTS)):
+        raise SentituneError(
+            f"{run_dir} is not a finished run (no config.json and model.safetensors); "
+            "pass the --job-dir of a `sentitune train` run"
+        )
+    path = local_copy(run_dir)
+    id2label = AutoConfig.from_pretrained(path).id2label
+    labels = tuple(id2label[i] for i in range(len(id2label)))
+    if not with_model:
+        quiet_transformers()
+        return Classifier(None, AutoTokenizer.from_pretrained(path, use_fast=True), labels, run_dir, path)
+    classifier = load_classifier(path, labels, for_training=False)
+    classifier.source, classifier.local_dir = run_dir, path
+    classifier.model.eval()
+    return classifier
+
+
+def read_run_config(run_dir: str) -> dict:
+    with open_input(join(run_dir, RUN_CONFIG), "rb") as f:
+        return json.load(f)
+
+
+def trained_max_length(run_dir: str) -> int:
+    """The --max-length the run was trained with."""
+    try:
+        return int(read_run_config(run_dir)["train"]["max_length"])
+    except (SentituneError, KeyError, TypeError):
+        return DEFAULT_MAX_LENGTH
+
+
+def onnx_path(run_dir: str, backend: str) -> str:
+    """Where the export a backend runs (onnx, onnx-int8) lies in a run folder."""
+    return join(run_dir, EXPORT_DIR, ONNX_FILES["int8" if backend == "onnx-int8" else "fp32"])
+
+
+def save_run(
+    out: StagedOutput,
+    classifier,
+    cfg: TrainConfig,
+    model_info: dict,
+    splits: dict,
+    metrics: dict,
+    history: list[dict],
+    train_log: list[dict],
+    device,
+    precision: Precision,
+) -> None:
+    """Write the run into `out` (committed by the caller): the model, the settings, the logs and plots,
+    the card, and metrics.json last."""
+    model = classifier.model.to("cpu")
+    model.save_pretrained(out.root, safe_serialization=True)
+    classifier.tokenizer.save_pretrained(out.root)
+    run_config = {
+        "sentitune_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "train": asdict(cfg),
+        "model": model_info,
+        "labels": list(LABELS),
+        "data": {
+            name: {
+                "path": s.path,
+                "examples": len(s),
+                "class_counts": dict(
+                    zip(LABELS, np.bincount(s.labels, minlength=len(LABELS)).tolist(), strict=True)
+                ),
+            }
+            for name, s in splits.items()
+        },
+        "environment": {
+            "device": str(device),
+            "precision": precision.name,
+            "precision_reason": precision.reason,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": sys.version.split()[0],
+        },
+    }
+    if os.environ.get("SENTITUNE_COST_ESTIMATE"):  # set by `sentitune cloud submit`
+        try:
+            run_config["cost_estimate"] = json.loads(os.environ["SENTITUNE_COST_ESTIMATE"])
+        except ValueError:
+            log.warning("SENTITUNE_COST_ESTIMATE is not JSON; not recorded")
+    out.path(RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
+    out.path(LABELS_FILE).write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
+    with open(out.path(HISTORY), "w") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    plot_training_curves(train_log, history, out.path(CURVES))
+    if "test" in metrics:
+        plot_confusion_matrix(metrics["test"], out.path(CONFUSION), "test split")
+    out.path(CARD).write_text(model_card(cfg, model_info, splits, metrics, run_config))
+    out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -1,0 +1,118 @@
+"""The labelled splits that training, evaluation and export read: a folder written by `prepare`, or
+the walkthrough's three files, or any labelled file.
+
+On disk the validation split is `eval.*` (the walkthrough's name); in code and in metrics it is `val`.
+SPLIT_FILES is the one place that maps one to the other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sentitune import LABELS
+from sentitune.errors import SentituneError
+from sentitune.labels import DistinctLabels, apply_label_rule, decide_label_rule, missing_as_na
+from sentitune.storage import join, listdir_names
+from sentitune.tables import pick_label_column, pick_text_column, read_chunks
+
+log = logging.getLogger("sentitune")
+
+SPLIT_FILES = {"train": "train", "val": "eval", "test": "test"}  # split in code -> file stem on disk
+SPLIT_MARKER = "prepare_report.json"  # written last by prepare: the folder is complete
+SPLIT_ALIASES = {"val": ("eval", "val", "validation")}  # stems accepted when reading a folder
+SPLIT_EXTENSIONS = ("csv", "parquet", "jsonl", "tsv")
+
+
+@dataclass
+class LabelledTexts:
+    """One split in memory: the texts and their class ids."""
+
+    path: str
+    texts: list[str]
+    labels: np.ndarray  # int64 class ids
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_labelled(
+    path: str, text_column: str | None = None, label_column: str | None = None, chunk_rows: int = 100_000
+) -> LabelledTexts:
+    """Read a labelled file: ours (text, label names), the walkthrough's (bodyText, Target ids), or any
+    file whose label column holds names, ids or scores. Rows without text or label are skipped."""
+    texts: list[str] = []
+    raw_labels: list[pd.Series] = []
+    distinct = DistinctLabels()
+    text_col = label_col = None
+    skipped = 0
+    for df in read_chunks(path, chunk_rows):
+        if text_col is None:
+            cols = [str(c) for c in df.columns]
+            text_col = pick_text_column(cols, text_column, path)
+            label_col = pick_label_column(cols, label_column, path)
+        t = df[text_col].str.strip()
+        raw = missing_as_na(df[label_col])
+        ok = (t.notna() & (t != "") & raw.notna()).to_numpy(bool, na_value=False)
+        skipped += int((~ok).sum())
+        texts.extend(t[ok].tolist())
+        raw_labels.append(raw[ok])
+        distinct.update(raw[ok])
+    if skipped:
+        log.warning("%s: skipped %d rows without text or label", path, skipped)
+    if not texts:
+        raise SentituneError(
+            f"{path} has no labelled rows (columns used: text '{text_col}', label '{label_col}')"
+        )
+    rule = decide_label_rule(distinct.sample(), "auto", 0.0, None, integers_are_ids=True)
+    labels = apply_label_rule(rule, pd.concat(raw_labels, ignore_index=True), path)
+    return LabelledTexts(path, texts, labels.astype(np.int64))
+
+
+def load_splits(cfg) -> dict[str, LabelledTexts]:
+    """The train/val/test splits named by a config with `data` (a prepared folder) or
+    `training_file` / `validation_file` / `testing_file`, plus `text_column` and `label_column`."""
+    if cfg.data:
+        paths = find_split_files(cfg.data)
+    else:
+        paths = {"train": cfg.training_file, "val": cfg.validation_file, "test": cfg.testing_file}
+    splits = {}
+    for name, path in paths.items():
+        if path:
+            splits[name] = read_labelled(path, cfg.text_column, cfg.label_column)
+            counts = np.bincount(splits[name].labels, minlength=len(LABELS))
+            log.info(
+                "%s: %s, %d examples (%s)",
+                name,
+                path,
+                len(splits[name]),
+                ", ".join(f"{label} {c}" for label, c in zip(LABELS, counts, strict=True)),
+            )
+    return splits
+
+
+def find_split_files(data_dir: str) -> dict[str, str | None]:
+    """The train/val/test files of a prepared folder, by split (csv, parquet, jsonl or tsv)."""
+    names = listdir_names(data_dir)
+    if not names:
+        raise SentituneError(f"--data {data_dir} is not a folder or is empty; run `sentitune prepare` first")
+    found = {}
+    for split, stem in SPLIT_FILES.items():
+        found[split] = next(
+            (
+                join(data_dir, f"{alias}.{ext}")
+                for alias in SPLIT_ALIASES.get(split, (stem,))
+                for ext in SPLIT_EXTENSIONS
+                if f"{alias}.{ext}" in names
+            ),
+            None,
+        )
+    if found["train"] is None:
+        raise SentituneError(
+            f"--data {data_dir} has no train.csv or train.parquet "
+            f"(found: {', '.join(sorted(names)[:8])}); run `sentitune prepare` first"
+        )
+    return found
