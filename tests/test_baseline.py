@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNG_SIGNATURE, TWEETS, cli, cli_error, entries, snapshot
+from conftest import PNG_SIGNATURE, TWEETS, cli, cli_error, entries, require_shared, snapshot
 
 from sentitune import LABELS
 from sentitune.baseline import BaselineConfig, baseline, fit, load_baseline
@@ -179,8 +179,7 @@ def test_a_class_missing_from_training_is_named(tmp_path, capsys, prepared):
 @pytest.mark.slow
 def test_baseline_beats_the_published_svm_level_on_tweeteval_val(tmp_path):
     val = TWEETS.parent / "val.csv"
-    if not (TWEETS.is_file() and val.is_file()):
-        pytest.skip(f"shared tweet data not found at {TWEETS.parent}")
+    require_shared(TWEETS, val)
     result = baseline(
         BaselineConfig(training_file=str(TWEETS), validation_file=str(val), job_dir=str(tmp_path / "run"))
     )

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
-from conftest import TWEETS
+from conftest import TWEETS, require_shared
 
 import sentitune
 
@@ -43,8 +42,7 @@ def test_half_data_is_a_stratified_half_of_train_with_the_same_eval_splits(prepa
 
 
 def test_smoke_grid_trains_two_settings_at_once_and_a_rerun_skips_them(tmp_path):
-    if not TWEETS.is_file():
-        pytest.skip(f"shared tweet data not found at {TWEETS}")
+    require_shared(TWEETS)
     env = {**os.environ, "SENTITUNE_SHARED": str(TWEETS.parents[2])}
     command = [
         sys.executable,

@@ -406,7 +406,16 @@ def test_submit_dry_run_is_the_walkthroughs_job_with_spot_and_an_output_folder(c
                             "acceleratorCount": 1,
                         },
                         "replicaCount": "1",
-                        "containerSpec": {"imageUri": image, "args": WALKTHROUGH_ARGS[1:]},
+                        "containerSpec": {
+                            "imageUri": image,
+                            "args": WALKTHROUGH_ARGS[1:],
+                            "env": [
+                                {
+                                    "name": "SENTITUNE_COST_ESTIMATE",
+                                    "value": json.dumps(plan["cost"], separators=(",", ":")),
+                                }
+                            ],
+                        },
                     }
                 ],
                 "scheduling": {"timeout": "7200s", "strategy": "SPOT"},
@@ -484,11 +493,10 @@ def test_submit_sends_the_dry_run_request_and_records_the_estimate(vertex, walkt
     (sent,) = vertex.requests
     assert sent["path"] == f"/v1/{PARENT}/customJobs" and sent["authorization"] is None
     body = as_sent(sent["body"])
-    expected = json.loads(planned)["custom_job"]["customJob"]
-    env = body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"].pop("env")
-    assert body == expected
-    assert env[0]["name"] == "SENTITUNE_COST_ESTIMATE"
-    assert json.loads(env[0]["value"]) == json.loads(planned)["cost"]
+    assert body == json.loads(planned)["custom_job"]["customJob"]  # the dry run is the request, env and all
+    (env,) = body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]
+    assert env["name"] == "SENTITUNE_COST_ESTIMATE"
+    assert json.loads(env["value"]) == json.loads(planned)["cost"]
 
 
 def test_status_and_cancel(vertex, capsys):

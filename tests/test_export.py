@@ -133,6 +133,28 @@ def test_a_model_that_does_not_match_is_not_written(run_copy, capsys, monkeypatc
     assert not [p for p in run_copy.parent.iterdir() if "staging" in p.name]
 
 
+def test_an_int8_model_that_disagrees_is_not_written(run_copy, capsys, monkeypatch, tmp_path):
+    """int8 may move a few labels near a class boundary, not most of them: a quantised copy of other
+    weights must fail the check, and nothing is written (the fp32 model neither)."""
+    from sentitune import export
+    from sentitune.builtin import build_random_bert
+    from sentitune.model import load_classifier
+
+    other = load_classifier(build_random_bert(tmp_path / "other", layers=2, hidden=32, heads=2, seed=7))
+    real_export, real_quantize = export.export_graph, export.quantize_int8
+
+    def quantize_other(source, dest):
+        real_export(other, tmp_path / "other.onnx")
+        real_quantize(tmp_path / "other.onnx", dest)
+
+    monkeypatch.setattr(export, "quantize_int8", quantize_other)
+    message = cli_error(capsys, "export", str(run_copy), "--quantize", "int8", "--parity-examples", "200")
+    assert message.startswith("the ONNX model does not match the PyTorch model: int8 labels agree on ")
+    assert "(allowed: ≥ 95%)" in message and "fp32" not in message
+    assert message.endswith("nothing written")
+    assert not (run_copy / "onnx").exists()
+
+
 def test_a_real_server_answers_with_the_int8_model(exported):
     import signal
     import time

@@ -161,6 +161,30 @@ def test_outputs_and_stratified_80_10_10_split(prepared):
     assert not set(got[got.split == "train"].text) & set(got[got.split != "train"].text)
 
 
+def test_unequal_validation_and_test_fractions_size_each_split(tmp_path, capsys, corpus):
+    walkthrough_frame(corpus).to_csv(tmp_path / "posts.csv", index=False)
+    out = tmp_path / "splits"
+    code, _, err = cli(
+        capsys,
+        "prepare",
+        tmp_path / "posts.csv",
+        "--output-dir",
+        out,
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.05",
+    )
+    assert code == 0, err
+    counts = read_splits(out).groupby(["split", "label"]).size()
+    for label in LABELS:
+        n = sum(int(counts[s][label]) for s in ("train", "eval", "test"))
+        assert abs(counts["eval"][label] - 0.2 * n) <= 1, label
+        assert abs(counts["test"][label] - 0.05 * n) <= 1, label
+    fractions = json.loads((out / "prepare_report.json").read_text())["split"]["fractions"]
+    assert fractions == {"train": 0.75, "eval": 0.2, "test": 0.05}
+
+
 def test_same_seed_gives_identical_bytes_and_other_seed_another_split(tmp_path, corpus):
     walkthrough_frame(corpus).to_csv(tmp_path / "posts.csv", index=False)
 

@@ -126,9 +126,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_then_resumes(tmp_path, prepare
     proc = start_and_wait_for_checkpoint(cmd, checkpoints)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before SIGTERM arrived")  # a race on a very fast machine, not a bug
-    assert proc.returncode == 143, err[-2000:]
+    # The signal leaves within milliseconds of the first checkpoint (step 15), with 75 steps still to go:
+    # a run that finishes anyway ignored it.
+    assert proc.returncode == 143, f"exit {proc.returncode}, not 143: SIGTERM was not handled\n{err[-2000:]}"
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: stopped by SIGTERM at step ") and "run the same command again" in last
     stopped_at = int(last.split("at step ")[1].split(";")[0])

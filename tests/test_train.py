@@ -282,6 +282,49 @@ def test_class_weights_auto(tmp_path, capsys, prepared, tiny_model):
     assert json.loads((tmp_path / "job" / "run_config.json").read_text())["train"]["class_weights"] == "auto"
 
 
+def test_the_loss_weights_each_class_by_its_inverse_frequency_and_smooths_labels():
+    from sentitune.train import BatchLoss
+
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)  # the training labels: 60 / 30 / 10 %
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 0.0, 3.0], [0.5, 0.5, 0.0]])
+    rows = np.array([0, 6, 9, 1])  # a batch of training rows: classes 0, 1, 2, 0
+    y = torch.from_numpy(labels[rows])
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    weight = torch.tensor([10 / 18, 10 / 9, 10 / 3])[y]  # n / (classes x count)
+
+    loss, per_example = BatchLoss(labels, TrainConfig(data="d", class_weights="auto"), torch.device("cpu"))(
+        logits, y, rows
+    )
+    torch.testing.assert_close(per_example, ce)
+    torch.testing.assert_close(loss, (weight * ce).sum() / weight.sum())
+    loss, _ = BatchLoss(labels, TrainConfig(data="d"), torch.device("cpu"))(logits, y, rows)
+    torch.testing.assert_close(loss, ce.mean())
+
+    eps = 0.2
+    log_p = torch.log_softmax(logits, dim=-1)
+    smoothed = (1 - eps) * ce - eps * log_p.mean(dim=-1)
+    loss, _ = BatchLoss(labels, TrainConfig(data="d", label_smoothing=eps), torch.device("cpu"))(
+        logits, y, rows
+    )
+    torch.testing.assert_close(loss, smoothed.mean())
+
+
+def test_class_weights_change_what_an_imbalanced_run_learns(tmp_path, capsys, prepared, tiny_model):
+    train = pd.read_csv(prepared / "train.csv")
+    keep = train[(train["label"] != "positive") | (train.index % 4 == 0)]  # a quarter of the positives
+    keep.to_csv(tmp_path / "train.csv", index=False)
+    common = ["--training-file", tmp_path / "train.csv", "--max-steps", "4", "--train-eval-examples", "0"]
+    weights = {}
+    for mode in ("none", "auto"):
+        code, _, err = cli(
+            capsys,
+            *("train", *common, "--model", tiny_model, "--job-dir", tmp_path / mode, "--class-weights", mode),
+        )
+        assert code == 0, err
+        weights[mode] = load_file(str(tmp_path / mode / "model.safetensors"))
+    assert any(changed(weights["none"], weights["auto"], "classifier."))
+
+
 def test_model_card_states_data_metrics_intervals_and_limits(trained_run):
     card = (trained_run / "README.md").read_text()
     metrics = json.loads((trained_run / "metrics.json").read_text())

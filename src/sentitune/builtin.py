@@ -69,12 +69,12 @@ def build_random_bert(
     Speed does not depend on the weights, so benchmarks use this in place of BERT-Tiny (whose
     weights no package ships); tests use a smaller one.
     """
+    # torch and transformers load here, not with the module: `prepare` uses this module and loads neither.
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
 
-    from sentitune.model import quiet_transformers
-
-    quiet_transformers()
+    hf_logging.set_verbosity_error()
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=30522,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from sentitune import __version__
+from sentitune.cloud import prices
 from sentitune.cloud.config import BuildConfig, DeployConfig, FollowConfig, SubmitConfig, TuneConfig
 from sentitune.config import (
     BaselineConfig,
@@ -138,8 +139,6 @@ def _print_build(cfg, result) -> None:
 def _print_job(cfg, job) -> None:
     if cfg.dry_run:
         return _print_json(cfg, job)
-    from sentitune.cloud import prices
-
     print(prices.describe(job["cost"]))
     print(f"submitted {job['name']} ({job['state']})")
     if isinstance(cfg, SubmitConfig) and not isinstance(cfg, TuneConfig):

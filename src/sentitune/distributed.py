@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import transformers
 
+from sentitune import __version__
 from sentitune.errors import SentituneError
 
 log = logging.getLogger("sentitune")
@@ -141,12 +143,8 @@ def setup(device_name: str, timeout_s: float) -> tuple[Dist, str]:
 
 
 def local_versions() -> dict:
-    import transformers
-
-    import sentitune
-
     return {
-        "sentitune": sentitune.__version__,
+        "sentitune": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
@@ -168,7 +166,3 @@ def check_same_versions(d: Dist, versions: dict | None = None) -> None:
 def shutdown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -17,6 +17,14 @@ import sys
 from sentitune import __version__
 from sentitune.config import EnvConfig
 from sentitune.errors import SentituneError
+from sentitune.runtime import (
+    capabilities,
+    cpu_features,
+    cpu_model,
+    onnx_provider,
+    resolve_device,
+    resolve_precision,
+)
 
 # extra -> the modules it installs (see pyproject.toml)
 EXTRAS = {
@@ -68,15 +76,6 @@ def _threads() -> tuple[int, str]:
 
 def report() -> dict:
     import torch
-
-    from sentitune.runtime import (
-        capabilities,
-        cpu_features,
-        cpu_model,
-        onnx_provider,
-        resolve_device,
-        resolve_precision,
-    )
 
     gpus = []
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sentitune import LABELS, __version__
+from sentitune.builtin import DATASET_DESCRIPTION, default_dataset
 from sentitune.config import PrepareConfig
 from sentitune.errors import SentituneError
 from sentitune.labels import (
@@ -71,8 +72,6 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     """Read, label, clean and split `cfg.inputs` into `cfg.output_dir` (see the module docstring)."""
     inputs = list(cfg.inputs)
     if not inputs:
-        from sentitune.builtin import DATASET_DESCRIPTION, default_dataset
-
         inputs = [default_dataset()]
         log.info("no input given: using the embedded dataset, %s", DATASET_DESCRIPTION)
     out = StagedOutput(

@@ -30,7 +30,7 @@ import torch
 
 from sentitune.batching import TokenizedTexts, sorted_batches
 from sentitune.config import PRECISION_ENV, PRECISIONS
-from sentitune.errors import SentituneError
+from sentitune.errors import SentituneError, require_extra
 
 NATIVE_BF16_CUDA = (8, 0)  # Ampere and newer
 
@@ -258,8 +258,6 @@ def batched_probs(tokens: TokenizedTexts, batch_size: int, logits_of: Callable) 
 
 
 def require_onnxruntime():
-    from sentitune.errors import require_extra
-
     return require_extra("onnxruntime", "export", "running ONNX models")
 
 

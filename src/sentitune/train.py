@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from sentitune import LABELS, distributed
+from sentitune import LABELS, baseline, distributed
 from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
 from sentitune.builtin import MODEL_DESCRIPTION, default_model
 from sentitune.checkpoint import Checkpointer, StopSignal
@@ -646,8 +646,6 @@ def evaluate_splits(
 
 def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:
     """The TF-IDF + logistic regression baseline on the splits in memory, for the report beside the model."""
-    from sentitune import baseline  # scikit-learn, an extra: imported only when asked for
-
     bcfg = baseline.BaselineConfig(
         data=cfg.data,
         training_file=cfg.training_file,

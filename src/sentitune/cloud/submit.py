@@ -24,22 +24,32 @@ from sentitune.storage import exists, join, open_input
 log = logging.getLogger("sentitune")
 
 
-def build_request(cfg: SubmitConfig):
+COST_ENV = "SENTITUNE_COST_ESTIMATE"  # the estimate, passed to the job; train records it in run_config.json
+
+
+def build_request(cfg: SubmitConfig, estimate: dict):
+    """The CreateCustomJob request; the job's container also gets the cost estimate (COST_ENV)."""
     types = aiplatform_types()
     job = types.CustomJob(
-        display_name=cfg.display_name, job_spec=job_spec(cfg), labels={"created-by": "sentitune"}
+        display_name=cfg.display_name,
+        job_spec=job_spec(cfg, cost_env(estimate)),
+        labels={"created-by": "sentitune"},
     )
     return types.CreateCustomJobRequest(parent=cfg.parent, custom_job=job)
 
 
-def job_spec(cfg: SubmitConfig):
+def cost_env(estimate: dict) -> list[str]:
+    return [f"{COST_ENV}={json.dumps(estimate, separators=(',', ':'))}"]
+
+
+def job_spec(cfg: SubmitConfig, extra_env: list[str] = ()):
     """The CustomJobSpec: worker pools running the image with the training arguments, output, scheduling."""
     types = aiplatform_types()
     machine = types.MachineSpec(machine_type=cfg.machine_type)
     if cfg.accelerator_type:
         machine.accelerator_type = types.AcceleratorType[cfg.accelerator_type]
         machine.accelerator_count = cfg.accelerator_count
-    env = [types.EnvVar(name=k, value=v) for k, v in (e.split("=", 1) for e in cfg.env)]
+    env = [types.EnvVar(name=k, value=v) for k, v in (e.split("=", 1) for e in [*cfg.env, *extra_env])]
 
     def pool(replicas: int):
         return types.WorkerPoolSpec(
@@ -131,8 +141,10 @@ def cost_estimate(cfg: SubmitConfig) -> dict:
 
 
 def plan(cfg: SubmitConfig) -> dict:
-    request = build_request(cfg)
-    return {"custom_job": to_json(request), "gcloud": gcloud_command(cfg), "cost": cost_estimate(cfg)}
+    """Exactly what `submit` sends, and the gcloud equivalent."""
+    estimate = cost_estimate(cfg)
+    request = build_request(cfg, estimate)
+    return {"custom_job": to_json(request), "gcloud": gcloud_command(cfg), "cost": estimate}
 
 
 def preflight(cfg: SubmitConfig) -> None:
@@ -162,8 +174,7 @@ def submit(cfg: SubmitConfig) -> dict:
     """Create the job; returns its resource name and the cost estimate (also passed to the job)."""
     preflight(cfg)
     estimate = cost_estimate(cfg)
-    cfg.env = [*cfg.env, "SENTITUNE_COST_ESTIMATE=" + json.dumps(estimate, separators=(",", ":"))]
-    request = build_request(cfg)
+    request = build_request(cfg, estimate)
     log.info(prices.describe(estimate))
     jobs = client("job", cfg.region, cfg.api_endpoint)
     job = call("CreateCustomJob", jobs.create_custom_job, request=request)

@@ -13,7 +13,7 @@ import logging
 
 from sentitune.cloud import prices
 from sentitune.cloud.config import TuneConfig
-from sentitune.cloud.submit import cost_estimate, job_spec, preflight
+from sentitune.cloud.submit import cost_env, cost_estimate, job_spec, preflight
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 
 log = logging.getLogger("sentitune")
@@ -64,7 +64,7 @@ def build_request(cfg: TuneConfig):
         study_spec=study,
         max_trial_count=cfg.max_trials,
         parallel_trial_count=cfg.parallel_trials,
-        trial_job_spec=job_spec(cfg),
+        trial_job_spec=job_spec(cfg, cost_env(cost_estimate(cfg))),  # each trial: one submit job
         labels={"created-by": "sentitune"},
     )
     return types.CreateHyperparameterTuningJobRequest(parent=cfg.parent, hyperparameter_tuning_job=job)

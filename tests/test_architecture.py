@@ -1,0 +1,137 @@
+"""The shape of the code, held by tests: no import cycle, layers that point down, every command-line
+option declared once."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+from sentitune.cli import build_parser
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sentitune"
+
+# Options that share a name across commands but mean something else in each (so each has its own
+# declaration); any other option must come from one declaration, whichever commands take it.
+SAME_NAME_OTHER_MEANING = {
+    "--backend": "deploy serves the int8 export by default; evaluate, predict and serve run PyTorch",
+    "--batch-size": "train's optimiser batch; evaluate's and predict's inference batch; tune's values to try",
+    "--class-weights": "train defaults to none (the walkthrough), the baseline to auto",
+    "--data": "train's and baseline's prepared folder; evaluate's labelled file",
+    "--dry-run": "train runs one step; the cloud commands print their requests",
+    "--epochs": "train's epochs; tune's range to search",
+    "--format": "prepare's split format; export's model format",
+    "--job-dir": "train's run folder (Vertex AI's AIP_MODEL_DIR when unset); the baseline's, required",
+    "--keep-layers": "train's layers kept; tune's values to try",
+    "--learning-rate": "train's learning rate; tune's range to search",
+    "--machine-type": "a training machine for jobs; a serving machine for endpoints",
+    "--output-dir": "prepare's splits, evaluate's metrics, export's ONNX folder",
+    "--seed": "prepare's split; train's initialisation, dropout and data order",
+    "--warmup-ratio": "train's warm-up; tune's range to search",
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The sentitune modules a module imports, at any depth (function-level imports too)."""
+    found = set()
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("sentitune")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sentitune"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules}
+    # `from sentitune import LABELS` reads the package's constants; its lazy attributes are not imports
+    return found - {"sentitune"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py") if module_name(p) != "sentitune"}
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_layers_point_down():
+    graph = import_graph()
+    users = [m for m, deps in graph.items() if "sentitune.cli" in deps]
+    assert users == ["sentitune.__main__"], "nothing but `python -m sentitune` imports the CLI"
+    assert "sentitune.predict" not in graph["sentitune.train"], "training does not import prediction"
+    assert "sentitune.predict" not in graph["sentitune.export"]
+    assert "sentitune.export" not in graph["sentitune.predict"]
+    light = {"sentitune.config", "sentitune.cloud.config", "sentitune.errors"}
+    for module in light:  # the parser is built from these: they must not pull in a command's module
+        commands = {"sentitune.train", "sentitune.predict", "sentitune.serve", "sentitune.export"}
+        assert not graph[module] & commands, module
+
+
+def subparsers(parser: argparse.ArgumentParser, prefix: str = ""):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from subparsers(sub, f"{prefix}{name} ")
+    yield prefix.strip(), parser
+
+
+def test_every_option_is_declared_once():
+    sites, commands = defaultdict(set), defaultdict(set)
+    undeclared = []
+    for command, parser in subparsers(build_parser()):
+        for action in parser._actions:
+            flags = [o for o in action.option_strings if o.startswith("--")]
+            if not flags or flags[0] in ("--help", "--quiet", "--verbose", "--version"):
+                continue
+            if not hasattr(action, "declared_at"):
+                undeclared.append(f"{command} {flags[0]}")
+                continue
+            for flag in flags:
+                sites[flag].add(action.declared_at)
+                commands[flag].add(command)
+    assert not undeclared, f"options not derived from a config dataclass: {undeclared}"
+    repeated = {f: sorted(s) for f, s in sites.items() if len(s) > 1 and f not in SAME_NAME_OTHER_MEANING}
+    assert not repeated, f"declared more than once (declare it once in config.py and reuse it): {repeated}"
+    stale = [f for f in SAME_NAME_OTHER_MEANING if len(sites.get(f, ())) < 2]
+    assert not stale, f"no longer declared twice; drop from SAME_NAME_OTHER_MEANING: {stale}"
+    # The shared ones really are shared: one declaration, several commands.
+    for flag in ("--text-column", "--label-column", "--overwrite", "--device", "--precision", "--project"):
+        assert len(sites[flag]) == 1 and len(commands[flag]) >= 3, (flag, commands[flag])
+
+
+def test_every_command_takes_quiet_and_verbose():
+    for command, parser in subparsers(build_parser()):
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            continue  # a group (sentitune, cloud): its commands take them
+        flags = {o for a in parser._actions for o in a.option_strings}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= flags, command
+
+
+def test_help_is_grouped_and_quotes_no_measurements():
+    import re
+
+    for command, parser in subparsers(build_parser()):
+        text = parser.format_help()
+        assert not re.search(r"\d[\d,.]* (tweets|examples)/s|\d+ minutes|fastest", text), command
+        if command in ("train", "predict", "serve"):
+            assert "runtime:" in text, command
