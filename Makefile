@@ -9,7 +9,7 @@ DEMO   ?= demo
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
 DEMO_TRAIN_ARGS ?= --preset fast
 
-.PHONY: install demo test test-all test-other-precision lint format bench bench-full bench-memory bench-serve quality clean
+.PHONY: install demo test test-fast test-all test-other-precision lint format bench bench-full bench-memory bench-serve quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The fast tier: in-process tests on tiny inputs, about 30 s (no servers, subprocesses or longer training).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'fast and not slow'
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''

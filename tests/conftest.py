@@ -41,10 +41,26 @@ PRECISION_SENSITIVE = {
 }
 
 
+# Modules whose tests run in-process on tiny inputs, with no server, subprocess or real training of more
+# than a few steps: `make test-fast` runs these (about 30 s on 2 cores).
+FAST = {
+    "test_architecture",
+    "test_baseline",
+    "test_batching",
+    "test_cloud",
+    "test_errors",
+    "test_metrics",
+    "test_prepare",
+    "test_runtime",
+}
+
+
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if item.module.__name__ in PRECISION_SENSITIVE:
             item.add_marker(pytest.mark.precision)
+        if item.module.__name__ in FAST:
+            item.add_marker(pytest.mark.fast)
 
 
 def pytest_report_header() -> str:

@@ -21,12 +21,11 @@ def posts(tmp_path, corpus):
     return tmp_path / "posts.csv"
 
 
-def assert_refused(capsys, tmp_path, *args, words: list[str]) -> str:
-    """The command fails with a message holding every word in `words`, and leaves tmp_path as it was."""
+def assert_refused(capsys, tmp_path, *args, expected: str) -> str:
+    """The command fails with exactly the message `expected`, and leaves tmp_path as it was."""
     before = entries(tmp_path)
     message = cli_error(capsys, *args)
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
+    assert message == expected
     assert entries(tmp_path) == before
     return message
 
@@ -42,7 +41,7 @@ def test_prepare_missing_input_file(tmp_path, capsys):
         tmp_path / "posts.csv",
         "--output-dir",
         tmp_path / "out",
-        words=["not found", str(tmp_path / "posts.csv"), "check the path"],
+        expected=f"input not found: {tmp_path}/posts.csv; check the path or URL",
     )
 
 
@@ -54,7 +53,7 @@ def test_prepare_failure_creates_no_parent_folders(tmp_path, capsys):
         tmp_path / "posts.csv",
         "--output-dir",
         tmp_path / "data" / "prepared",
-        words=["not found"],
+        expected=f"input not found: {tmp_path}/posts.csv; check the path or URL",
     )
 
 
@@ -66,7 +65,7 @@ def test_prepare_unreadable_url(tmp_path, capsys):
         "memory://nope/missing.csv",
         "--output-dir",
         tmp_path / "out",
-        words=["not found", "memory://nope/missing.csv"],
+        expected="input not found: memory://nope/missing.csv; check the path or URL",
     )
 
 
@@ -81,7 +80,7 @@ def test_prepare_missing_text_column(tmp_path, capsys, corpus):
         tmp_path / "posts.csv",
         "--output-dir",
         tmp_path / "out",
-        words=["posts.csv", "no column 'bodyText'", "(columns: id, body, score)", "--text-column"],
+        expected=f"{tmp_path}/posts.csv has no column 'bodyText' (columns: id, body, score); pass --text-column body",
     )
 
 
@@ -95,7 +94,8 @@ def test_prepare_label_that_maps_to_no_class(tmp_path, capsys, corpus):
         tmp_path / "posts.csv",
         "--output-dir",
         tmp_path / "out",
-        words=["'mixed'", "maps to no class", "negative", "--label-map"],
+        expected=f"{tmp_path}/posts.csv: label value 'mixed' maps to no class (known: neg, negative, neu, neutral, "
+        "pos, positive); pass --label-map VALUE=CLASS,...",
     )
 
 
@@ -109,7 +109,8 @@ def test_prepare_class_too_small_to_stratify(tmp_path, capsys, corpus):
         tmp_path / "posts.csv",
         "--output-dir",
         tmp_path / "out",
-        words=["'positive'", "3 rows", "too few to stratify", "add rows", "--val-fraction"],
+        expected="class 'positive' has 3 rows, too few to stratify 0.8/0.1/0.1 (needs about 5); add rows, or "
+        "lower --val-fraction/--test-fraction",
     )
 
 
@@ -124,7 +125,8 @@ def test_prepare_nothing_left_after_cleaning(tmp_path, capsys, corpus):
         tmp_path / "posts.csv",
         "--output-dir",
         tmp_path / "out",
-        words=["nothing left after cleaning", "60 rows read", "60 empty", "--text-column"],
+        expected="nothing left after cleaning (60 rows read, 60 empty, 0 without a label); check --text-column "
+        "and --label-column",
     )
 
 
@@ -138,7 +140,8 @@ def test_prepare_refuses_a_folder_holding_splits_unless_overwrite(tmp_path, caps
         posts,
         "--output-dir",
         out,
-        words=[str(out), "already holds prepared splits", "--overwrite"],
+        expected=f"{out} already holds prepared splits (eval.csv, labels.json, prepare_report.json, test.csv); "
+        "pass --overwrite to replace it or choose another folder",
     )
     assert snapshot(out) == before
 
@@ -164,7 +167,8 @@ def test_prepare_invalid_options_are_reported_together(tmp_path, capsys, posts):
         "0.5",
         "--neutral-band",
         "-1",
-        words=["--val-fraction + --test-fraction", "--neutral-band must be >= 0"],
+        expected="invalid prepare options: --val-fraction + --test-fraction must leave rows for training, got "
+        "0.6 + 0.5; --neutral-band must be >= 0, got -1.0",
     )
 
 
@@ -180,7 +184,8 @@ def test_train_without_data(tmp_path, capsys, tiny_model):
         tmp_path / "run",
         "--model",
         tiny_model,
-        words=["no training data", "--data DIR", "--training-file"],
+        expected="invalid train options: no training data: pass --data DIR (from `sentitune prepare`) or "
+        "--training-file FILE",
     )
 
 
@@ -195,7 +200,7 @@ def test_train_unreadable_url(tmp_path, capsys, tiny_model):
         tmp_path / "run",
         "--model",
         tiny_model,
-        words=["not found", "memory://nope/missing.csv"],
+        expected="input not found: memory://nope/missing.csv; check the path or URL",
     )
 
 
@@ -220,7 +225,8 @@ def test_train_refuses_a_finished_run_unless_overwrite(tmp_path, capsys, run_cop
         *args,
         "--max-steps",
         "2",
-        words=[str(run_copy), "already holds a finished run", "metrics.json", "--overwrite"],
+        expected=f"{run_copy} already holds a finished run (metrics.json, model.safetensors, run_config.json); "
+        "pass --overwrite to replace it or choose another folder",
     )
     assert snapshot(run_copy) == before
 
@@ -237,13 +243,21 @@ def _gpt2_folder(folder):
 
 
 @pytest.mark.parametrize(
-    "kind,words",
+    "kind,expected",
     [
-        ("empty folder", ["no config.json", "Hugging Face model folder"]),
-        ("gpt2", ["'gpt2'", "not a BERT-family encoder", "pass an encoder"]),
+        (
+            "empty folder",
+            "model folder {model} has no config.json; pass a Hugging Face model folder or hub id "
+            "(e.g. google/bert_uncased_L-2_H-128_A-2)",
+        ),
+        (
+            "gpt2",
+            "model {model} is a 'gpt2' model, not a BERT-family encoder; pass an encoder such as bert, "
+            "roberta, distilbert or deberta",
+        ),
     ],
 )
-def test_train_refuses_a_model_that_is_not_an_encoder(tmp_path, capsys, prepared, kind, words):
+def test_train_refuses_a_model_that_is_not_an_encoder(tmp_path, capsys, prepared, kind, expected):
     model = tmp_path / "model"
     model.mkdir()
     if kind == "gpt2":
@@ -258,7 +272,7 @@ def test_train_refuses_a_model_that_is_not_an_encoder(tmp_path, capsys, prepared
         tmp_path / "run",
         "--model",
         model,
-        words=[str(model), *words],
+        expected=expected.format(model=model),
     )
 
 
@@ -279,7 +293,8 @@ def test_train_invalid_options_are_reported_together(tmp_path, capsys, prepared,
         "-1",
         "--max-length",
         "1000",
-        words=["--epochs must be >= 1", "--learning-rate must be > 0", "exceeds BERT's 512"],
+        expected="invalid train options: --epochs must be >= 1, got 0; --learning-rate must be > 0, got -1.0; "
+        "--max-length 1000 exceeds BERT's 512 positions",
     )
 
 

@@ -34,7 +34,10 @@ def test_evaluate_refuses_to_overwrite_an_evaluation(tmp_path, capsys, run_copy,
     assert cli(capsys, "evaluate", run_copy, "--data", prepared / "eval.csv")[0] == 0
     before = snapshot(run_copy)
     message = cli_error(capsys, "evaluate", run_copy, "--data", prepared / "eval.csv")
-    assert "already holds an evaluation" in message and "--overwrite" in message
+    assert message == (
+        f"{run_copy / 'evaluation-eval'} already holds an evaluation (metrics.json); pass --overwrite to replace "
+        "it or choose another folder"
+    )
     assert snapshot(run_copy) == before
     code, _, err = cli(capsys, "evaluate", run_copy, "--data", prepared / "eval.csv", "--overwrite")
     assert code == 0, err

@@ -82,14 +82,19 @@ def test_predict_and_evaluate_with_the_onnx_backend(exported, capsys, tmp_path):
 def test_export_refuses_to_replace_an_export(exported, capsys):
     before = (exported / "onnx" / "model.onnx").read_bytes()
     message = cli_error(capsys, "export", str(exported))
-    assert "already holds an ONNX export" in message and "--overwrite" in message
+    assert message == (
+        f"{exported / 'onnx'} already holds an ONNX export (export_report.json, model.onnx, model_int8.onnx); "
+        "pass --overwrite to replace it or choose another folder"
+    )
     assert (exported / "onnx" / "model.onnx").read_bytes() == before
 
 
 def test_backend_without_an_export_names_the_command(run_copy, capsys):
     message = cli_error(capsys, "predict", str(run_copy), "--backend", "onnx-int8", "hello")
-    assert "model_int8.onnx not found" in message
-    assert f"sentitune export {run_copy} --quantize int8" in message
+    assert message == (
+        f"{run_copy}/onnx/model_int8.onnx not found; run `sentitune export {run_copy} --quantize int8` first, "
+        "or use --backend torch"
+    )
 
 
 def test_export_without_reachable_parity_data_asks_for_it(run_copy, capsys, tmp_path):
@@ -98,7 +103,10 @@ def test_export_without_reachable_parity_data_asks_for_it(run_copy, capsys, tmp_
         split["path"] = str(tmp_path / "gone.csv")
     (run_copy / "run_config.json").write_text(json.dumps(config))
     message = cli_error(capsys, "export", str(run_copy))
-    assert "pass --parity-data FILE" in message
+    assert message == (
+        f"no posts to check the export on: the run's data ({tmp_path / 'gone.csv'}) is not readable here; "
+        "pass --parity-data FILE (a labelled CSV/JSONL/Parquet file)"
+    )
     assert not (run_copy / "onnx").exists()
 
     posts = pd.DataFrame({"text": POSTS, "label": ["positive", "negative", "neutral", "neutral"]})

@@ -205,7 +205,7 @@ def predict_file(
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             for df in read_chunks(input_path, chunk_rows):
                 if column is None:
-                    column = pick_text_column([str(c) for c in df.columns], text_column, input_path)
+                    column = pick_text_column(df, text_column, input_path)
                 out = predictor.predict_frame(df, column)
                 if fmt == "parquet":
                     table = pa.Table.from_pandas(out, preserve_index=False)
@@ -282,7 +282,7 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
     for path in inputs:
         column = None
         for df in read_chunks(path, 50_000):
-            column = column or pick_text_column([str(c) for c in df.columns], cfg.text_column, path)
+            column = column or pick_text_column(df, cfg.text_column, path)
             stdout.write(
                 predictor.predict_frame(df, column).to_json(orient="records", lines=True, force_ascii=False)
             )

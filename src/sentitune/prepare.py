@@ -111,7 +111,7 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> dict:
             for df in read_chunks(path, cfg.chunk_rows, st):
                 if text_col is None:
                     cols = [str(c) for c in df.columns]
-                    text_col = pick_text_column(cols, cfg.text_column, path)
+                    text_col = pick_text_column(df, cfg.text_column, path)
                     if cfg.label_source != "vader":
                         label_col = pick_label_column(cols, cfg.label_column, path)
                     columns_used.append({"path": path, "text": text_col, "label": label_col})

@@ -52,7 +52,7 @@ def read_labelled(
     for df in read_chunks(path, chunk_rows):
         if text_col is None:
             cols = [str(c) for c in df.columns]
-            text_col = pick_text_column(cols, text_column, path)
+            text_col = pick_text_column(df, text_column, path)
             label_col = pick_label_column(cols, label_column, path)
         t = df[text_col].str.strip()
         raw = missing_as_na(df[label_col])

@@ -116,8 +116,10 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
         handle.close()
 
 
-def pick_text_column(columns: list[str], wanted: str | None, path: str) -> str:
-    """`wanted` (--text-column), else the walkthrough's bodyText, else a single 'text' column."""
+def pick_text_column(df: pd.DataFrame, wanted: str | None, path: str) -> str:
+    """`wanted` (--text-column), else the walkthrough's bodyText, else a single 'text' column. The error
+    for a missing column suggests the one that looks most like text: the longest values on average."""
+    columns = [str(c) for c in df.columns]
     explicit = bool(wanted)
     wanted = wanted or DEFAULT_TEXT_COLUMN
     if wanted in columns:
@@ -125,9 +127,16 @@ def pick_text_column(columns: list[str], wanted: str | None, path: str) -> str:
     texts = [c for c in columns if c.lower() == TEXT_FALLBACK]
     if not explicit and len(texts) == 1:
         return texts[0]
+    lengths = {c: df[c].head(1000).astype("string").str.len().mean() for c in columns}
+    likely = (
+        texts[0]
+        if texts
+        else max(columns, key=lambda c: lengths[c] if pd.notna(lengths[c]) else -1, default=None)
+    )
     shown = ", ".join(columns)
-    hint = f"pass --text-column {texts[0] if texts else columns[0] if columns else 'NAME'}"
-    raise SentituneError(f"{path} has no column '{wanted}' (columns: {shown}); {hint}")
+    raise SentituneError(
+        f"{path} has no column '{wanted}' (columns: {shown}); pass --text-column {likely or 'NAME'}"
+    )
 
 
 def pick_label_column(columns: list[str], wanted: str | None, path: str) -> str:
