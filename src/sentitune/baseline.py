@@ -55,6 +55,7 @@ def baseline(cfg: BaselineConfig) -> BaselineResult:
         marker=METRICS,
         what="a finished run",
         overwrite=cfg.overwrite,
+        option="--job-dir",
     )
     with out:
         splits = load_splits(cfg)
@@ -124,6 +125,11 @@ def fit(cfg: BaselineConfig, train_split: LabelledTexts) -> tuple[BaselineModel,
     """Fit the pipeline on the training split; the stats go into metrics.json's `training` block."""
     from sklearn.exceptions import ConvergenceWarning
 
+    if cfg.min_df > len(train_split):
+        raise SentituneError(
+            f"--min-df {cfg.min_df} is more than the {len(train_split)} training posts: no n-gram can be kept; "
+            "lower --min-df"
+        )
     t0 = time.perf_counter()
     pipeline = build_pipeline(cfg)
     with warnings.catch_warnings():  # not converging is reported in metrics.json and the log

@@ -92,6 +92,8 @@ class Checkpointer:
         self.keep = keep
         self.dist = dist  # under torchrun: every rank calls save(), rank 0 writes
         self.fs, self.inner = url_to_fs(self.root)
+        if not is_url(self.root) and os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise SentituneError(f"--checkpoint-dir {self.root} is a file, not a folder; pass a folder")
 
     def _complete(self) -> list[tuple[int, str]]:
         if not self.fs.isdir(self.inner):

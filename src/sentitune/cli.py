@@ -341,9 +341,17 @@ COMMANDS = (
 # ----------------------------------------------------------------------------- parsing and running
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with its errors as sentitune's: one `error: ...` line and exit 2, no usage block."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message}; see `{self.prog} --help`\n")
+        sys.exit(2)
+
+
 def _logging_options(suppress: bool) -> argparse.ArgumentParser:
     """-q / -v, on the top-level parser and on every command (a command's own wins)."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     default = argparse.SUPPRESS if suppress else False
     parent.add_argument(
         "-q", "--quiet", action="store_true", default=default, help="log warnings and errors only"
@@ -355,14 +363,16 @@ def _logging_options(suppress: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sentitune",
         description="Fine-tune BERT-family models for negative / neutral / positive sentiment of social-media posts.",
         epilog=EPILOG_DEFAULTS,
         parents=[_logging_options(suppress=False)],
     )
     parser.add_argument("--version", action="version", version=f"sentitune {__version__}")
-    commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command_name", required=True, metavar="COMMAND", parser_class=Parser
+    )
     cloud = None
     per_command = _logging_options(suppress=True)
     for command in COMMANDS:
@@ -373,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="Google Cloud: build the image, train as a Vertex AI job, deploy to an endpoint",
                 description=f"Vertex AI commands; each one takes --dry-run to print its requests and send nothing. {CLOUD_EXTRA}",
             )
-            cloud = cloud_parser.add_subparsers(dest="cloud_command", required=True, metavar="CLOUD_COMMAND")
+            cloud = cloud_parser.add_subparsers(
+                dest="cloud_command", required=True, metavar="CLOUD_COMMAND", parser_class=Parser
+            )
         p = (cloud if group else commands).add_parser(
             name,
             help=command.help,
@@ -405,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             *extra,
         ]  # texts after options: `predict RUN --device cpu "text"`
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        prog = " ".join(["sentitune", *args.command.name.split()])
+        Parser(prog=prog).error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("sentitune").setLevel(level)

@@ -232,7 +232,8 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if self.label_with == "vader":
             self.label_source = "vader"
-        problems = finite_problems(self)
+        raise_problems(finite_problems(self), "prepare options")  # NaN passes every range check below
+        problems = []
         if not self.output_dir:
             problems.append("--output-dir is required")
         for name in ("val_fraction", "test_fraction"):
@@ -248,6 +249,8 @@ class PrepareConfig:
             problems.append(f"--neutral-band must be >= 0, got {self.neutral_band}")
         if self.chunk_rows < 1:
             problems.append("--chunk-rows must be positive")
+        if self.seed < 0:
+            problems.append(f"--seed must be >= 0, got {self.seed}")
         if self.label_map and self.label_source not in ("auto", "category"):
             problems.append("--label-map applies to categorical labels; drop --label-type score/vader")
         raise_problems(problems, "prepare options")
@@ -363,7 +366,10 @@ class TrainConfig(DataFiles):
     PRESETS: typing.ClassVar[dict[str, dict[str, Any]]] = TRAIN_PRESETS
 
     def __post_init__(self) -> None:
-        problems = self.data_problems() + finite_problems(self)
+        raise_problems(finite_problems(self), "train options")  # NaN passes every range check below
+        problems = self.data_problems()
+        if self.seed < 0:
+            problems.append(f"--seed must be >= 0, got {self.seed}")
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -425,7 +431,8 @@ class BaselineConfig(DataFiles):
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
-        problems = self.data_problems() + finite_problems(self)
+        raise_problems(finite_problems(self), "baseline options")
+        problems = self.data_problems()
         if not self.job_dir:
             problems.append("--job-dir is required")
         if self.c <= 0:
@@ -543,7 +550,8 @@ class ServeSettings:
     max_body_bytes: int = opt(VERTEX_BODY_LIMIT, "largest request body in bytes (larger: 413)", group=SERVER)
 
     def __post_init__(self) -> None:
-        problems = finite_problems(self)
+        raise_problems(finite_problems(self), "server settings")
+        problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be in 0..65535, got {self.port}")
         for name in ("health_route", "predict_route"):

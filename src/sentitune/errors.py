@@ -5,6 +5,12 @@ class SentituneError(Exception):
     """A problem with the user's input or environment, stated with what was found and how to fix it."""
 
 
+def short(value, limit: int = 200) -> str:
+    """User data quoted in a message: at most `limit` characters (a 50 MB line must not become the error)."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def raise_problems(problems: list[str], what: str) -> None:
     """Report every problem found at once (`invalid train options: a; b`), or nothing when there are none."""
     if problems:

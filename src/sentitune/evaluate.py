@@ -30,7 +30,12 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     suffix = "" if cfg.backend == "torch" else f"-{cfg.backend}"
     output_dir = cfg.output_dir or join(cfg.run_dir, f"evaluation-{stem}{suffix}")
     out = StagedOutput(
-        output_dir, occupied_by=[METRICS], marker=METRICS, what="an evaluation", overwrite=cfg.overwrite
+        output_dir,
+        occupied_by=[METRICS],
+        marker=METRICS,
+        what="an evaluation",
+        overwrite=cfg.overwrite,
+        option="--output-dir",
     )
     with out:
         predictor = Predictor(

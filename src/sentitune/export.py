@@ -29,9 +29,9 @@ from sentitune.runfolder import (
     read_run_config,
     trained_max_length,
 )
-from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_onnxruntime
+from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_finite, require_onnxruntime
 from sentitune.splits import read_labelled
-from sentitune.storage import StagedOutput, exists, join, url_to_fs
+from sentitune.storage import StagedOutput, exists, join
 
 log = logging.getLogger("sentitune")
 
@@ -52,10 +52,17 @@ def export_onnx(cfg: ExportConfig) -> dict:
         marker=EXPORT_REPORT,
         what="an ONNX export",
         overwrite=cfg.overwrite,
+        option="--output-dir",
+        replaces=[EXPORT_REPORT, *ONNX_FILES.values()],  # an earlier export's int8 model must not outlive it
     )
     with out:
         classifier = load_run(cfg.run_dir)
         sample = parity_sample(cfg)
+        # The reference first: a model that scores NaN fails here, before a minute of exporting.
+        tokens = tokenize(classifier.tokenizer, sample.texts, trained_max_length(cfg.run_dir))
+        reference = require_finite(
+            infer_probs(classifier.model, tokens, 64, torch.device("cpu")), cfg.run_dir
+        )
         started = time.perf_counter()
         fp32_path = out.path(ONNX_FILES["fp32"])
         export_graph(classifier, fp32_path)
@@ -74,11 +81,9 @@ def export_onnx(cfg: ExportConfig) -> dict:
             variants["int8"] = out.path(ONNX_FILES["int8"])
             quantize_int8(fp32_path, variants["int8"])
 
-        tokens = tokenize(classifier.tokenizer, sample.texts, trained_max_length(cfg.run_dir))
-        reference = infer_probs(classifier.model, tokens, 64, torch.device("cpu"))
         for name, path in variants.items():
             session = onnx_session(str(path))
-            probs = onnx_probs(session, tokens, 64)
+            probs = require_finite(onnx_probs(session, tokens, 64), f"the {name} export of {cfg.run_dir}")
             parity = compare(reference, probs, sample.labels, classifier.labels)
             parity["file"] = ONNX_FILES[name]
             parity["bytes"] = os.path.getsize(path)
@@ -102,11 +107,6 @@ def export_onnx(cfg: ExportConfig) -> dict:
             )
         out.path(EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         out.commit()
-    for name, file in ONNX_FILES.items():  # an earlier export's int8 model must not outlive it
-        stale = join(output_dir, file)
-        if name not in variants and exists(stale):
-            fs, inner = url_to_fs(stale)
-            fs.rm(inner)
     report["output_dir"] = output_dir
     return report
 

@@ -66,12 +66,19 @@ def parse_label_map(spec: str) -> dict[str, int]:
 
 
 def decide_label_rule(
-    values: pd.Series, source: str, neutral_band: float, label_map: str | None, integers_are_ids: bool = False
+    values: pd.Series,
+    source: str,
+    neutral_band: float,
+    label_map: str | None,
+    integers_are_ids: bool = False,
+    where: str = "the label column",
 ) -> LabelRule:
     """Decide from the distinct label values whether they are scores or categories.
 
     Integers 0/1/2 are class ids when a 2 occurs, or always with `integers_are_ids` (split files,
-    whose integer labels are the walkthrough's `Target` ids even when a split lacks a class)."""
+    whose integer labels are the walkthrough's `Target` ids even when a split lacks a class). Whole
+    numbers from 0 up past 2 (star ratings 1-5, ids 0-4) are neither, and are refused: read by sign
+    they would all be positive."""
     if label_map:
         return LabelRule("category", mapping=parse_label_map(label_map))
     if source in ("score", "vader"):
@@ -82,6 +89,15 @@ def decide_label_rule(
         distinct = set(numbers.astype(float).unique())
         if integral and distinct <= {0.0, 1.0, 2.0} and (2.0 in distinct or integers_are_ids):
             return LabelRule("category", mapping={"0": 0, "1": 1, "2": 2, "0.0": 0, "1.0": 1, "2.0": 2})
+        if source == "auto" and integral and min(distinct) >= 0 and max(distinct) > 2:
+            shown = ", ".join(str(int(v)) for v in sorted(distinct)[:8]) + (
+                ", ..." if len(distinct) > 8 else ""
+            )
+            raise SentituneError(
+                f"{where}: numeric labels {{{shown}}} look like ratings or ids, not class ids 0/1/2 or signed "
+                "scores; map them with `sentitune prepare --label-map '1=negative,3=neutral,5=positive'`, or "
+                "pass --label-type score there if they are scores"
+            )
         if source == "category":
             if integral and distinct <= {-1.0, 0.0, 1.0}:
                 return LabelRule("category", mapping={"-1": 0, "0": 1, "1": 2, "-1.0": 0, "0.0": 1, "1.0": 2})

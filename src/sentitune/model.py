@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 
 from sentitune import LABELS
-from sentitune.errors import SentituneError
+from sentitune.errors import SentituneError, short
 from sentitune.storage import is_url, local_copy
 
 log = logging.getLogger("sentitune")
@@ -113,31 +114,18 @@ def has_bert_style_head(model: torch.nn.Module) -> bool:
     return isinstance(getattr(model, "classifier", None), torch.nn.Linear) and hasattr(model, "dropout")
 
 
-def _model_file(name_or_path: str, filename: str) -> str | None:
-    """A file of a local model folder or of a hub model (cached), or None where there is none."""
-    if os.path.isdir(name_or_path):
-        path = os.path.join(name_or_path, filename)
-        return path if os.path.isfile(path) else None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(name_or_path, filename)
-    except (OSError, ValueError):  # not on the hub, or offline: no sentence-transformers settings
-        return None
-
-
-def trained_pooling(name_or_path: str) -> str:
+def trained_pooling(folder: str) -> str:
     """'mean' for a sentence-transformers encoder trained with mean pooling (its modules.json names a
-    Pooling module whose config sets pooling_mode_mean_tokens), else 'cls'."""
-    path = _model_file(name_or_path, "modules.json")
-    if path is None:
+    Pooling module whose config sets pooling_mode_mean_tokens), else 'cls'. `folder`: a local model folder."""
+    path = os.path.join(folder, "modules.json")
+    if not os.path.isfile(path):
         return "cls"
     with open(path) as f:
         modules = json.load(f)
     for module in modules if isinstance(modules, list) else []:
         if str(module.get("type", "")).endswith(".Pooling"):
-            config = _model_file(name_or_path, f"{module.get('path', '')}/config.json")
-            if config is None:
+            config = os.path.join(folder, str(module.get("path", "")), "config.json")
+            if not os.path.isfile(config):
                 return "cls"
             with open(config) as f:
                 return "mean" if json.load(f).get("pooling_mode_mean_tokens") else "cls"
@@ -157,48 +145,155 @@ def quiet_transformers() -> None:
         pass
 
 
-def load_classifier(name_or_path: str, labels=LABELS, *, for_training: bool = True) -> Classifier:
-    """A sequence classifier with `labels`, from a hub id, a local folder or a run folder."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+# What a model folder needs from the hub: configs, tokenizer files, safetensors weights (never a pickle).
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
+HUB_TIMEOUT_S = 5
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # model, or user/model
 
-    quiet_transformers()
+
+def model_folder(name_or_path: str) -> str:
+    """A local folder holding the model: itself, a downloaded copy of a URL, or a hub snapshot. A hub id
+    is checked with one short request first, so a wrong id or no network fails in seconds, not after
+    minutes of retries; without network a model already in the local cache is used."""
     source = str(name_or_path)
-    path = local_copy(source) if is_url(source) else source
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+    if is_url(source):
+        return local_copy(source)
+    if os.path.isdir(source):
+        return source
+    if not HUB_ID.match(source):  # a path: ./x, /x, ~/x, a/b/c
+        raise SentituneError(f"model folder {source} not found; pass a local folder or a hub id (user/model)")
+    from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    local_only = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not local_only:
+        try:
+            HfApi().model_info(source, timeout=HUB_TIMEOUT_S)
+        except (RepositoryNotFoundError, GatedRepoError, HFValidationError) as exc:
+            raise SentituneError(
+                f"model {source} is not on the Hugging Face hub, or is private or gated ({type(exc).__name__}); "
+                "check the id, log in with `hf auth login`, or pass a local folder"
+            ) from None
+        except Exception as exc:  # no network, DNS, proxy, TLS: the hub cannot be asked
+            if not isinstance(try_to_load_from_cache(source, "config.json"), str):
+                raise SentituneError(
+                    f"cannot reach the Hugging Face hub to download {source} ({short(exc)}); connect to the "
+                    "network, or pass a local folder of the model"
+                ) from None
+            local_only = True
+    try:
+        return snapshot_download(
+            source, allow_patterns=HUB_FILES, local_files_only=local_only, etag_timeout=HUB_TIMEOUT_S
+        )
+    except Exception as exc:
+        raise SentituneError(
+            f"cannot download model {source} from the Hugging Face hub: {short(exc)}"
+        ) from None
+
+
+def read_model_config(folder: str, source: str) -> dict:
+    """config.json of a local model folder, checked for what makes a loadable encoder."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
         raise SentituneError(
             f"model folder {source} has no config.json; pass a Hugging Face model folder "
             "or hub id (e.g. google/bert_uncased_L-2_H-128_A-2)"
         )
     try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        where = (
-            "local folder" if os.path.isdir(path) else "hub id (needs network access, or pass a local folder)"
-        )
-        raise SentituneError(f"cannot load model {source} as a {where}: {str(exc).splitlines()[0]}") from exc
-    if config.model_type not in ENCODER_TYPES or getattr(config, "is_encoder_decoder", False):
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, UnicodeDecodeError):
         raise SentituneError(
-            f"model {source} is a '{config.model_type}' model, not a BERT-family encoder; "
+            f"cannot load model {source} as a local folder: its config.json is not valid JSON"
+        ) from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in ENCODER_TYPES or config.get("is_encoder_decoder"):
+        raise SentituneError(
+            f"model {source} is a '{short(kind, 40)}' model, not a BERT-family encoder; "
             "pass an encoder such as bert, roberta, distilbert or deberta"
         )
+    return config
+
+
+def check_weights(folder: str, source: str, labels: tuple[str, ...] | None) -> None:
+    """model.safetensors is there and whole; with `labels` (a trained run), its head has that many outputs."""
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(folder, "pytorch_model.bin")):
+            raise SentituneError(
+                f"cannot load model {source}: it has only pytorch_model.bin (a pickle); sentitune loads weights "
+                "from safetensors only: convert it with transformers' save_pretrained(..., safe_serialization=True)"
+            )
+        if not any(name.endswith(".safetensors") for name in os.listdir(folder)):  # sharded models are fine
+            raise SentituneError(f"cannot load model {source}: no model.safetensors in the folder")
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except (SafetensorError, OSError, ValueError):
+        raise SentituneError(
+            f"cannot load model {source}: model.safetensors is empty or truncated (not a safetensors file); "
+            "download or copy the model again"
+        ) from None
+    if os.path.getsize(path) < 8 + sum(1 for _ in shapes):  # a header without the tensors behind it
+        raise SentituneError(f"cannot load model {source}: model.safetensors is truncated; copy it again")
+    heads = [
+        shape for name, shape in shapes.items() if name.startswith("classifier") and name.endswith("weight")
+    ]
+    if labels is not None and heads and heads[-1][0] != len(labels):
+        raise SentituneError(
+            f"{source} has {len(labels)} labels ({', '.join(short(x, 40) for x in labels)}) in config.json but its "
+            f"classifier has {heads[-1][0]} outputs; the folder was edited or mixed with another run"
+        )
+
+
+def load_classifier(
+    name_or_path: str, labels=LABELS, *, for_training: bool = True, shown_as: str | None = None
+) -> Classifier:
+    """A sequence classifier with `labels`, from a hub id, a local folder or a run folder."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
+    source = shown_as or str(name_or_path)
+    folder = model_folder(str(name_or_path))
+    config = read_model_config(folder, source)
+    check_weights(folder, source, None if for_training else tuple(labels))
     id2label = dict(enumerate(labels))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path,
+            folder,
             num_labels=len(labels),
             id2label=id2label,
             label2id={v: k for k, v in id2label.items()},
             ignore_mismatched_sizes=for_training,
+            use_safetensors=True,
         )
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    except (OSError, ValueError) as exc:
-        raise SentituneError(f"cannot load model {source}: {str(exc).splitlines()[0]}") from exc
+        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise SentituneError(f"cannot load model {source}: {short(str(exc).splitlines()[0])}") from exc
     if not getattr(tokenizer, "is_fast", False):
         raise SentituneError(f"model {source} has no fast tokenizer (tokenizer.json); sentitune needs one")
-    pooling = getattr(config, POOLING_KEY, "cls")
+    check_tokenizer(tokenizer, config, source)
+    pooling = config.get(POOLING_KEY, "cls")
     if pooling not in ("cls", "mean"):
-        raise SentituneError(f"model {source} has an unknown {POOLING_KEY} '{pooling}' in config.json")
-    return Classifier(pooled(model, pooling), tokenizer, tuple(labels), source)
+        raise SentituneError(
+            f"model {source} has an unknown {POOLING_KEY} '{short(pooling, 40)}' in config.json"
+        )
+    return Classifier(pooled(model, pooling), tokenizer, tuple(labels), source, folder)
+
+
+def check_tokenizer(tokenizer, config: dict, source: str) -> None:
+    """A tokenizer far smaller than the model's vocabulary is not this model's: its files are missing and
+    transformers built a near-empty one, which would map every post to [UNK]."""
+    vocab = int(config.get("vocab_size") or 0)
+    if vocab and len(tokenizer) < vocab // 2:
+        raise SentituneError(
+            f"the tokenizer of {source} has {len(tokenizer)} tokens but the model {vocab}: its tokenizer files "
+            "(tokenizer.json, vocab.txt) are missing or from another model; copy the whole folder"
+        )
 
 
 def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -30,12 +30,13 @@ from sentitune.runtime import (
     infer_probs,
     onnx_probs,
     onnx_session,
+    require_finite,
     require_onnxruntime,
     resolve_device,
     resolve_precision,
 )
 from sentitune.storage import COMPRESSIONS, exists, expand, is_url, join, url_to_fs
-from sentitune.tables import file_format, pick_text_column, read_chunks
+from sentitune.tables import file_format, output_format, pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
 
@@ -89,8 +90,10 @@ class Predictor:
         if len(tokens) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
         if self.session is not None:
-            return onnx_probs(self.session, tokens, self.batch_size)
-        return infer_probs(self.model, tokens, self.batch_size, self.device, self.precision)
+            probs = onnx_probs(self.session, tokens, self.batch_size)
+        else:
+            probs = infer_probs(self.model, tokens, self.batch_size, self.device, self.precision)
+        return require_finite(probs, self.classifier.source)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probs = self.probabilities(texts)
@@ -263,6 +266,8 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
         or cfg.output.endswith("/")
         or (not is_url(cfg.output) and os.path.isdir(cfg.output))
     )
+    if cfg.output and not to_folder:
+        output_format(cfg.output)  # an unknown format is refused before the model loads
     predictor = Predictor(
         cfg.run_dir,
         device=cfg.device,
@@ -289,10 +294,52 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
             rows += len(df)
     if inputs:
         return {"to": "stdout", "files": len(inputs), "labelled": len(inputs), "skipped": 0, "rows": rows}
-    texts = cfg.texts or [line.rstrip("\n") for line in stdin if line.strip()]
+    texts = cfg.texts or stdin_texts(stdin)
+    check_utf8(texts, "text")
     for text, p in zip(texts, predictor.predict(texts), strict=True):
         scores = {k: round(v, 6) for k, v in p.scores.items()}
         stdout.write(
             json.dumps({"text": text, "label": p.label, "scores": scores}, ensure_ascii=False) + "\n"
         )
     return {"to": "stdout", "files": 0, "labelled": 0, "skipped": 0, "rows": len(texts)}
+
+
+def stdin_texts(stdin: TextIO) -> list[str]:
+    """One text per non-empty line, read as bytes and decoded here so a non-UTF-8 line is named, not a
+    traceback."""
+    texts = []
+    for number, line in enumerate(getattr(stdin, "buffer", stdin), 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SentituneError(
+                    f"stdin line {number} is not valid UTF-8 (byte 0x{line[exc.start]:02x} at position "
+                    f"{exc.start}); send UTF-8 text"
+                ) from None
+        line = line.rstrip("\r\n")
+        if line.strip():
+            texts.append(line)
+    if not texts:
+        raise SentituneError(
+            "no texts on stdin (only empty lines); pass texts as arguments or pipe one per line"
+        )
+    return texts
+
+
+def check_utf8(texts: Sequence[str], what: str) -> None:
+    """Text that cannot be UTF-8 (an argument in another encoding arrives as lone surrogates) is named
+    with its position; the tokenizer would otherwise fail with a TypeError."""
+    for number, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(text[exc.start])
+            found = (
+                f"byte 0x{code - 0xDC00:02x}"
+                if 0xDC80 <= code <= 0xDCFF
+                else f"a lone surrogate U+{code:04X}"
+            )
+            raise SentituneError(
+                f"{what} {number} is not valid UTF-8 ({found} at position {exc.start}); pass UTF-8 text"
+            ) from None

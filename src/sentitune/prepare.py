@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from sentitune.labels import (
     missing_as_na,
     vader_scores,
 )
-from sentitune.splits import SPLIT_FILES, SPLIT_MARKER
+from sentitune.splits import SPLIT_EXTENSIONS, SPLIT_FILES, SPLIT_LABELS, SPLIT_MARKER
 from sentitune.storage import StagedOutput
 from sentitune.tables import InputStats, pick_label_column, pick_text_column, read_chunks
 
@@ -68,33 +67,51 @@ class PrepareResult:
     report: dict
 
 
+@dataclass
+class CleanRows:
+    """Pass 1's result: per kept row, two text hashes and the class id (the texts are in the scratch
+    file); and what the report needs about the inputs."""
+
+    hash: np.ndarray  # of the text as written
+    norm: np.ndarray  # of the text after case, whitespace, @user and link normalisation
+    label: np.ndarray  # class ids, int8
+    dropped: Counter  # reason -> rows
+    stats: list[InputStats]
+    rule: LabelRule
+    columns: list[dict]  # per input: the text and label columns used
+    conflicting_duplicates: int = 0  # duplicate texts whose label differs from the first occurrence's
+
+
 def prepare(cfg: PrepareConfig) -> PrepareResult:
     """Read, label, clean and split `cfg.inputs` into `cfg.output_dir` (see the module docstring)."""
     inputs = list(cfg.inputs)
     if not inputs:
         inputs = [default_dataset()]
         log.info("no input given: using the embedded dataset, %s", DATASET_DESCRIPTION)
+    every_split_file = [f"{stem}.{ext}" for stem in SPLITS for ext in SPLIT_EXTENSIONS]
     out = StagedOutput(
         cfg.output_dir,
-        occupied_by=[*(f"{s}.{cfg.format}" for s in SPLITS), SPLIT_MARKER, "labels.json"],
+        occupied_by=[*(f"{s}.{cfg.format}" for s in SPLITS), SPLIT_MARKER, SPLIT_LABELS],
         marker=SPLIT_MARKER,
         what="prepared splits",
         overwrite=cfg.overwrite,
+        option="--output-dir",
+        replaces=[*every_split_file, SPLIT_MARKER, SPLIT_LABELS],  # --overwrite: the whole set, any format
     )
-    with out, tempfile.TemporaryDirectory(prefix="sentitune-prepare-") as scratch_dir:
-        scratch = Path(scratch_dir) / "clean.parquet"
+    with out:
+        scratch = out.scratch() / "clean.parquet"
         rows = _clean_inputs(cfg, inputs, scratch)
         keep, near = _deduplicate(rows, cfg.drop_near_duplicates)
-        split_of = _stratified_split(rows["label"], keep, cfg)
-        counts = _write_splits(scratch, rows["label"], split_of, cfg, out, near)
+        split_of = _stratified_split(rows.label, keep, cfg)
+        counts = _write_splits(scratch, rows.label, split_of, cfg, out, near)
         report = _report(cfg, inputs, rows, keep, near, counts)
-        out.path("labels.json").write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
+        out.path(SPLIT_LABELS).write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
         out.path(SPLIT_MARKER).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         out.commit()
     return PrepareResult(cfg.output_dir, report)
 
 
-def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> dict:
+def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> CleanRows:
     """Pass 1: clean every chunk and spill (text, raw label) to Parquet, keeping per-row hashes. The
     label rule is then decided from the distinct raw labels of all inputs (never from one chunk),
     and the raw labels are mapped to class ids from the scratch file's label column."""
@@ -151,7 +168,8 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> dict:
             "check --text-column and --label-column"
         )
     source = "score" if cfg.label_source == "vader" else cfg.label_source
-    rule = decide_label_rule(distinct.sample(), source, cfg.neutral_band, cfg.label_map)
+    where = inputs[0] if len(inputs) == 1 else f"the label columns of {len(inputs)} inputs"
+    rule = decide_label_rule(distinct.sample(), source, cfg.neutral_band, cfg.label_map, where=where)
     if cfg.label_source == "vader":
         rule.source = "vader"
     labels = []
@@ -162,15 +180,15 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> dict:
         origin = batch.column("input").to_numpy()
         labels.append(apply_label_rule(rule, raw, lambda bad, origin=origin: inputs[origin[bad][0]]))
     log.info("labels: %s", json.dumps(rule.describe(), ensure_ascii=False))
-    return {
-        "hash": np.concatenate(hashes),
-        "norm": np.concatenate(norm_hashes),
-        "label": np.concatenate(labels),
-        "dropped": dropped,
-        "stats": stats,
-        "rule": rule,
-        "columns": columns_used,
-    }
+    return CleanRows(
+        np.concatenate(hashes),
+        np.concatenate(norm_hashes),
+        np.concatenate(labels),
+        dropped,
+        stats,
+        rule,
+        columns_used,
+    )
 
 
 def _first_occurrences(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,17 +199,17 @@ def _first_occurrences(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return is_first, first[inverse]
 
 
-def _deduplicate(rows: dict, drop_near: bool) -> tuple[np.ndarray, dict]:
-    keep, first_of = _first_occurrences(rows["hash"])
-    rows["conflicting_duplicates"] = int(((rows["label"] != rows["label"][first_of]) & ~keep).sum())
-    rows["dropped"]["duplicate_text"] += int((~keep).sum())
+def _deduplicate(rows: CleanRows, drop_near: bool) -> tuple[np.ndarray, dict]:
+    keep, first_of = _first_occurrences(rows.hash)
+    rows.conflicting_duplicates = int(((rows.label != rows.label[first_of]) & ~keep).sum())
+    rows.dropped["duplicate_text"] += int((~keep).sum())
     kept = np.flatnonzero(keep)
-    near_first, near_first_of = _first_occurrences(rows["norm"][kept])
+    near_first, near_first_of = _first_occurrences(rows.norm[kept])
     near_rows = kept[~near_first]
     examples = [(int(kept[near_first_of[i]]), int(kept[i])) for i in np.flatnonzero(~near_first)[:5]]
     if drop_near:
         keep[near_rows] = False
-        rows["dropped"]["near_duplicate"] += len(near_rows)
+        rows.dropped["near_duplicate"] += len(near_rows)
     return keep, {"rows": len(near_rows), "dropped": drop_near, "example_rows": examples}
 
 
@@ -283,17 +301,17 @@ def _append(part: pd.DataFrame, name: str, fmt: str, out: StagedOutput, writers:
 
 
 def _report(
-    cfg: PrepareConfig, inputs: list[str], rows: dict, keep: np.ndarray, near: dict, counts: dict
+    cfg: PrepareConfig, inputs: list[str], rows: CleanRows, keep: np.ndarray, near: dict, counts: dict
 ) -> dict:
-    rule: LabelRule | None = rows["rule"]
+    rule: LabelRule | None = rows.rule
     return {
         "sentitune_version": __version__,
-        "inputs": [asdict(s) for s in rows["stats"]],
-        "columns": rows["columns"],
-        "rows_read": sum(s.rows for s in rows["stats"]),
-        "rows_decoded_as_latin1": sum(s.latin1_lines for s in rows["stats"]),
-        "rows_dropped": dict(rows["dropped"]),
-        "duplicates_with_other_label": rows["conflicting_duplicates"],
+        "inputs": [asdict(s) for s in rows.stats],
+        "columns": rows.columns,
+        "rows_read": sum(s.rows for s in rows.stats),
+        "rows_decoded_as_latin1": sum(s.latin1_lines for s in rows.stats),
+        "rows_dropped": dict(rows.dropped),
+        "duplicates_with_other_label": rows.conflicting_duplicates,
         "rows_kept": int(keep.sum()),
         "labels": rule.describe() if rule else None,
         "near_duplicates": near,

@@ -19,18 +19,25 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import transformers
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from sentitune import LABELS, __version__
 from sentitune.card import model_card
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
 from sentitune.metrics import plot_confusion_matrix, plot_training_curves
-from sentitune.model import Classifier, load_classifier, quiet_transformers
+from sentitune.model import (
+    Classifier,
+    check_tokenizer,
+    load_classifier,
+    quiet_transformers,
+    read_model_config,
+)
 from sentitune.runtime import Precision
-from sentitune.storage import StagedOutput, exists, join, local_copy, open_input
+from sentitune.storage import StagedOutput, exists, join, listdir_names, local_copy, open_input
 
 CONFIG = "config.json"  # the Hugging Face model config, with id2label and sentitune_pooling
+TOKENIZER = "tokenizer.json"  # the fast tokenizer, which every run saves
 WEIGHTS = "model.safetensors"
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"  # written last: its presence marks a finished run (and a finished evaluation)
@@ -50,22 +57,39 @@ log = logging.getLogger("sentitune")
 
 
 def load_run(run_dir: str, with_model: bool = True) -> Classifier:
-    """The trained classifier of a run folder (local or URL), with its label names; without the
-    weights (`model` None) when `with_model` is false, for runtimes that bring their own (ONNX)."""
+    """The trained classifier of a run folder (local or URL), with its label names, after checking the
+    folder holds everything it needs; without the weights (`model` None) when `with_model` is false, for
+    runtimes that bring their own (ONNX)."""
+    if str(run_dir).startswith(("http://", "https://")):
+        raise SentituneError(
+            f"{run_dir}: a run folder cannot be read over http(s), which cannot list a folder; download it, "
+            "or use a local folder or a storage URL (gs://, s3://)"
+        )
     if not exists(run_dir):
         raise SentituneError(f"run folder not found: {run_dir}")
-    if not exists(join(run_dir, CONFIG)) or not exists(join(run_dir, WEIGHTS)):
+    names = listdir_names(run_dir)
+    if CONFIG not in names or WEIGHTS not in names:
         raise SentituneError(
             f"{run_dir} is not a finished run (no config.json and model.safetensors); "
             "pass the --job-dir of a `sentitune train` run"
         )
+    if TOKENIZER not in names:
+        raise SentituneError(f"{run_dir} is missing {TOKENIZER} (the tokenizer); copy the whole run folder")
     path = local_copy(run_dir)
-    id2label = AutoConfig.from_pretrained(path).id2label
-    labels = tuple(id2label[i] for i in range(len(id2label)))
+    config = read_model_config(path, run_dir)
+    id2label = config.get("id2label") or {}
+    try:
+        labels = tuple(id2label[str(i)] for i in range(len(id2label)))
+    except KeyError:
+        raise SentituneError(
+            f"{run_dir}: config.json's id2label is not 0..N-1; the folder was edited"
+        ) from None
     if not with_model:
         quiet_transformers()
-        return Classifier(None, AutoTokenizer.from_pretrained(path, use_fast=True), labels, run_dir, path)
-    classifier = load_classifier(path, labels, for_training=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+        check_tokenizer(tokenizer, config, run_dir)
+        return Classifier(None, tokenizer, labels, run_dir, path)
+    classifier = load_classifier(path, labels, for_training=False, shown_as=run_dir)
     classifier.source, classifier.local_dir = run_dir, path
     classifier.model.eval()
     return classifier

@@ -254,6 +254,17 @@ def batched_probs(tokens: TokenizedTexts, batch_size: int, logits_of: Callable) 
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
+def require_finite(probs: np.ndarray, source: str) -> np.ndarray:
+    """Scores with NaN or infinity are garbage, never an answer: a model whose weights hold them."""
+    bad = ~np.isfinite(probs).all(axis=1) if probs.size else np.zeros(0, bool)
+    if bad.any():
+        raise SentituneError(
+            f"{source} gives non-finite scores (NaN) for {int(bad.sum())} of {len(probs)} posts: its weights "
+            "hold NaN or infinity; retrain it"
+        )
+    return probs
+
+
 # ----------------------------------------------------------------------------- ONNX
 
 

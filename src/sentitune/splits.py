@@ -7,6 +7,7 @@ SPLIT_FILES is the one place that maps one to the other.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -16,13 +17,14 @@ import pandas as pd
 from sentitune import LABELS
 from sentitune.errors import SentituneError
 from sentitune.labels import DistinctLabels, apply_label_rule, decide_label_rule, missing_as_na
-from sentitune.storage import join, listdir_names
+from sentitune.storage import join, listdir_names, open_input
 from sentitune.tables import pick_label_column, pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
 
 SPLIT_FILES = {"train": "train", "val": "eval", "test": "test"}  # split in code -> file stem on disk
 SPLIT_MARKER = "prepare_report.json"  # written last by prepare: the folder is complete
+SPLIT_LABELS = "labels.json"
 SPLIT_ALIASES = {"val": ("eval", "val", "validation")}  # stems accepted when reading a folder
 SPLIT_EXTENSIONS = ("csv", "parquet", "jsonl", "tsv")
 
@@ -67,7 +69,7 @@ def read_labelled(
         raise SentituneError(
             f"{path} has no labelled rows (columns used: text '{text_col}', label '{label_col}')"
         )
-    rule = decide_label_rule(distinct.sample(), "auto", 0.0, None, integers_are_ids=True)
+    rule = decide_label_rule(distinct.sample(), "auto", 0.0, None, integers_are_ids=True, where=path)
     labels = apply_label_rule(rule, pd.concat(raw_labels, ignore_index=True), path)
     return LabelledTexts(path, texts, labels.astype(np.int64))
 
@@ -99,13 +101,17 @@ def find_split_files(data_dir: str) -> dict[str, str | None]:
     names = listdir_names(data_dir)
     if not names:
         raise SentituneError(f"--data {data_dir} is not a folder or is empty; run `sentitune prepare` first")
+    extensions = SPLIT_EXTENSIONS
+    if SPLIT_MARKER in names:  # the format prepare wrote wins over files of another format beside it
+        written = prepared_format(data_dir)
+        extensions = (written, *[e for e in SPLIT_EXTENSIONS if e != written]) if written else extensions
     found = {}
     for split, stem in SPLIT_FILES.items():
         found[split] = next(
             (
                 join(data_dir, f"{alias}.{ext}")
                 for alias in SPLIT_ALIASES.get(split, (stem,))
-                for ext in SPLIT_EXTENSIONS
+                for ext in extensions
                 if f"{alias}.{ext}" in names
             ),
             None,
@@ -116,3 +122,12 @@ def find_split_files(data_dir: str) -> dict[str, str | None]:
             f"(found: {', '.join(sorted(names)[:8])}); run `sentitune prepare` first"
         )
     return found
+
+
+def prepared_format(data_dir: str) -> str | None:
+    """The split format a prepared folder's report records (csv, parquet), or None when unreadable."""
+    try:
+        with open_input(join(data_dir, SPLIT_MARKER), "rb") as f:
+            return json.load(f)["split"]["format"]
+    except (SentituneError, ValueError, KeyError, TypeError):
+        return None

@@ -7,10 +7,13 @@ the file that marks the folder as complete last, so a failed command leaves noth
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import fsspec
 
 from sentitune.errors import SentituneError
 
+LOCK_NAME = ".sentitune.lock"  # an output folder's lock object on object stores
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")  # suffixes fsspec decompresses on reading
 # fsspec protocol -> (package, extra) for the "pip install" hint when a backend is missing.
 _BACKENDS = {"gs": ("gcsfs", "cloud"), "gcs": ("gcsfs", "cloud"), "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
@@ -111,37 +115,164 @@ def local_copy(path: str, cache_dir: str | None = None) -> str:
     return str(dest)
 
 
+class OutputLock:
+    """One writer at a time for an output: a lock file created atomically beside it, holding the owner's
+    PID, host and start time. A lock whose owner is gone (same host, no such process) is stale and is
+    taken over; a live owner's is refused with a one-line error. On object stores (gs://, s3://) the lock
+    is an object in the output folder, checked then written: not atomic, but it stops the common case of
+    two jobs started with one output folder."""
+
+    def __init__(self, dest: str, what: str):
+        self.dest, self.what = str(dest), what
+        self._remote = is_url(self.dest)
+        if self._remote:
+            self.fs, inner = url_to_fs(self.dest)
+            self.path = posixpath.join(inner.rstrip("/"), LOCK_NAME)
+        else:  # beside the output, in the nearest folder that exists: no folder is made just for the lock
+            target = Path(self.dest).absolute()
+            parent = target.parent
+            while not parent.exists():
+                parent = parent.parent
+            self.path = str(parent / ("." + str(target.relative_to(parent)).replace(os.sep, "%") + ".lock"))
+        self.held = False
+
+    def acquire(self) -> None:
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        for _ in range(3):
+            if self._create(json.dumps(owner)):
+                self.held = True
+                return
+            found = self._read()
+            if found is not None and not self._stale(found):
+                raise SentituneError(
+                    f"{self.dest} is being written by another sentitune (pid {found.get('pid')} on "
+                    f"{found.get('host')}, since {found.get('started')}); wait for it to finish, or remove "
+                    f"{self._shown()} if that process is gone"
+                )
+            self._remove()  # stale: its owner died without cleaning up
+        raise SentituneError(
+            f"cannot lock {self.dest}: {self._shown()} keeps reappearing; remove it and retry"
+        )
+
+    def release(self) -> None:
+        if self.held:
+            self._remove()
+            self.held = False
+
+    def _create(self, content: str) -> bool:
+        if self._remote:
+            if self.fs.exists(self.path):
+                return False
+            self.fs.pipe_file(self.path, content.encode())
+            return True
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        return True
+
+    def _read(self) -> dict | None:
+        try:
+            raw = self.fs.cat_file(self.path) if self._remote else Path(self.path).read_bytes()
+            return json.loads(raw)
+        except (OSError, ValueError):
+            return None  # vanished or half-written: treated as stale
+
+    def _stale(self, owner: dict) -> bool:
+        if owner.get("host") != socket.gethostname():
+            return False  # another machine's process: we cannot tell whether it lives
+        try:
+            os.kill(int(owner.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, OverflowError):
+            return False  # alive (another user's), or not a PID we can judge
+        return False
+
+    def _remove(self) -> None:
+        try:
+            self.fs.rm(self.path) if self._remote else os.remove(self.path)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def _shown(self) -> str:
+        return self.fs.unstrip_protocol(self.path) if self._remote else self.path
+
+
 class StagedOutput:
     """A destination folder filled through a local staging folder and committed at the end.
 
     `occupied_by` names the files whose presence means the folder already holds our output (a
-    previous run, earlier splits); then we refuse unless `overwrite`. Other files in the folder are
-    never touched. `commit()` moves staged files into place with `marker` last, so a reader that
-    sees the marker sees a complete folder.
+    previous run, earlier splits); then we refuse unless `overwrite`, and with it the files named in
+    `replaces` that the new output does not bring are removed at commit (no stale CSVs beside new
+    Parquet files). Other files in the folder are never touched. `commit()` moves staged files into
+    place with `marker` last, so a reader that sees the marker sees a complete folder. While the output
+    is being written it is locked (`OutputLock`), and the staging and scratch folders a killed earlier
+    writer left beside it are removed.
     """
 
-    def __init__(self, dest: str, *, occupied_by: Iterable[str], marker: str, what: str, overwrite: bool):
+    def __init__(
+        self,
+        dest: str,
+        *,
+        occupied_by: Iterable[str],
+        marker: str,
+        what: str,
+        overwrite: bool,
+        option: str = "the output folder",
+        replaces: Iterable[str] = (),
+        lock: bool = True,
+    ):
         self.dest = str(dest)
         self.marker = marker
         self._remote = is_url(self.dest)
+        self.replaces = set(replaces) if overwrite else set()
+        if not self._remote and os.path.exists(self.dest) and not os.path.isdir(self.dest):
+            raise SentituneError(f"{option} {self.dest} is a file, not a folder; pass a folder")
         taken = sorted(listdir_names(self.dest) & set(occupied_by)) if exists(self.dest) else []
         if taken and not overwrite:
             raise SentituneError(
                 f"{self.dest} already holds {what} ({', '.join(taken[:4])}); "
                 "pass --overwrite to replace it or choose another folder"
             )
+        self.lock = OutputLock(self.dest, what) if lock else None
+        if self.lock:
+            self.lock.acquire()
+        self._scratch: list[Path] = []
         if self._remote:
             self.root = Path(tempfile.mkdtemp(prefix="sentitune-staging-"))
         else:
             parent = Path(self.dest).resolve().parent
             while not parent.exists():  # missing parents are created at commit, not before
                 parent = parent.parent
+            self._parent, self._name = parent, Path(self.dest).name
+            if self.lock:  # we are the only writer: what is staged beside it is a dead writer's
+                for leftover in parent.glob(f".{self._name}.staging-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                for leftover in parent.glob(f".{self._name}.scratch-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
             # Same filesystem as the destination, so the final move is a rename.
-            self.root = Path(tempfile.mkdtemp(prefix=f".{Path(self.dest).name}.staging-", dir=parent))
+            self.root = Path(tempfile.mkdtemp(prefix=f".{self._name}.staging-", dir=parent))
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(self.root, 0o777 & ~umask)  # mkdtemp's 0700 would become the output's mode
             self._file_mode = 0o666 & ~umask
+
+    def scratch(self) -> Path:
+        """A scratch folder for the writer's own temporary files, removed with the staging folder (and by
+        the next writer, if this one is killed)."""
+        if self._remote:
+            folder = Path(tempfile.mkdtemp(prefix="sentitune-scratch-"))
+        else:
+            folder = Path(tempfile.mkdtemp(prefix=f".{self._name}.scratch-", dir=self._parent))
+        self._scratch.append(folder)
+        return folder
 
     def path(self, name: str) -> Path:
         p = self.root / name
@@ -151,6 +282,13 @@ class StagedOutput:
     def commit(self) -> str:
         files = sorted(p for p in self.root.rglob("*") if p.is_file())
         files.sort(key=lambda p: p.name == self.marker)  # marker last, order otherwise stable
+        stale = self.replaces - {p.relative_to(self.root).as_posix() for p in files}
+        if stale and exists(self.dest):
+            fs, inner = url_to_fs(self.dest)
+            for name in sorted(stale):  # before the marker lands: a reader never sees old beside new
+                target = posixpath.join(inner, name) if self._remote else os.path.join(self.dest, name)
+                if fs.exists(target):
+                    fs.rm(target)
         if self._remote:
             fs, inner = url_to_fs(self.dest)
             for p in files:
@@ -168,14 +306,21 @@ class StagedOutput:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(p, target)
             shutil.rmtree(self.root, ignore_errors=True)
+        self._finish()
         return self.dest
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        self._finish()
+
+    def _finish(self) -> None:
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        if self.lock:
+            self.lock.release()
 
     def __enter__(self) -> StagedOutput:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.discard()
+        self.discard()  # after a commit there is nothing left to discard; the lock goes either way

@@ -7,6 +7,8 @@ that are not valid UTF-8 are decoded as latin-1 and counted, so mixed-encoding f
 from __future__ import annotations
 
 import io
+import lzma
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sentitune.config import DEFAULT_TEXT_COLUMN, LABEL_COLUMNS
-from sentitune.errors import SentituneError
+from sentitune.errors import SentituneError, short
 from sentitune.storage import COMPRESSIONS, open_input
 
 TEXT_FALLBACK = "text"  # used when the file has no DEFAULT_TEXT_COLUMN and one column of this name
@@ -67,6 +69,30 @@ def file_format(path: str) -> str:
     return "csv"
 
 
+OUTPUT_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+def output_format(path: str, option: str = "--output") -> str:
+    """The format of an output file from its extension; an unknown one is refused, not written as CSV."""
+    name = str(path).lower()
+    for suffix, fmt in OUTPUT_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    ext = "." + name.rsplit(".", 1)[1] if "." in name.rsplit("/", 1)[-1] else "(none)"
+    raise SentituneError(
+        f"{option} {path}: unknown format '{short(ext, 20)}'; use .csv, .tsv, .jsonl or .parquet, or end the "
+        "name with / for a folder"
+    )
+
+
 @dataclass
 class InputStats:
     path: str
@@ -80,6 +106,9 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
     stats = stats or InputStats(path)
     handle = open_input(path, "rb", compression=None if fmt == "parquet" else "infer")
     try:
+        if fmt != "parquet":
+            handle = io.BufferedReader(handle) if not hasattr(handle, "peek") else handle
+            check_text(handle.peek(4096)[:4096], path)
         if fmt == "parquet":
             parquet = pq.ParquetFile(handle)
             for batch in parquet.iter_batches(batch_size=chunk_rows):
@@ -111,9 +140,24 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
     except SentituneError:
         raise
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError, pa.ArrowException) as exc:
-        raise SentituneError(f"cannot parse {path} as {fmt}: {str(exc).splitlines()[0]}") from exc
+        raise SentituneError(f"cannot parse {path} as {fmt}: {short(str(exc).splitlines()[0])}") from exc
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:  # a .gz (.bz2, .xz) that is not one
+        raise SentituneError(
+            f"cannot read {path}: it does not decompress as its extension says ({short(exc)}); "
+            "check the file or its extension"
+        ) from exc
     finally:
         handle.close()
+
+
+def check_text(head: bytes, path: str) -> None:
+    """Refuse an empty file, and a binary one (a NUL byte in its first 4 KB; UTF-16 text has them too)."""
+    if not head:
+        raise SentituneError(f"{path} is empty: no header and no rows")
+    if b"\x00" in head:
+        raise SentituneError(
+            f"{path} is not a text file (it holds NUL bytes); pass a UTF-8 CSV, TSV or JSONL file, or Parquet"
+        )
 
 
 def pick_text_column(df: pd.DataFrame, wanted: str | None, path: str) -> str:
@@ -133,9 +177,9 @@ def pick_text_column(df: pd.DataFrame, wanted: str | None, path: str) -> str:
         if texts
         else max(columns, key=lambda c: lengths[c] if pd.notna(lengths[c]) else -1, default=None)
     )
-    shown = ", ".join(columns)
     raise SentituneError(
-        f"{path} has no column '{wanted}' (columns: {shown}); pass --text-column {likely or 'NAME'}"
+        f"{path} has no column '{short(wanted)}' (columns: {short(', '.join(columns))}); "
+        f"pass --text-column {short(likely) if likely else 'NAME'}"
     )
 
 
@@ -145,12 +189,12 @@ def pick_label_column(columns: list[str], wanted: str | None, path: str) -> str:
         if wanted in columns:
             return wanted
         raise SentituneError(
-            f"{path} has no column '{wanted}' (columns: {', '.join(columns)}); pass --label-column NAME"
+            f"{path} has no column '{short(wanted)}' (columns: {short(', '.join(columns))}); pass --label-column NAME"
         )
     for name in LABEL_COLUMNS:
         if name in columns:
             return name
     raise SentituneError(
-        f"{path} has no label column (columns: {', '.join(columns)}); pass "
+        f"{path} has no label column (columns: {short(', '.join(columns))}); pass "
         "--label-column NAME, or --label-with vader to label the text with VADER"
     )

@@ -65,12 +65,18 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise SentituneError("no run folder: pass --job-dir DIR (or run with --dry-run)")
     if cfg.baseline and not cfg.dry_run:  # a missing extra fails now, not after the training
         require_extra("sklearn", "baseline", "train --baseline")
+    d = distributed.from_environment()
     out = None
     if not cfg.dry_run:  # refuse an occupied folder before spending minutes on training
         out = StagedOutput(
-            run_dir, occupied_by=FINISHED_RUN, marker=METRICS, what="a finished run", overwrite=cfg.overwrite
+            run_dir,
+            occupied_by=FINISHED_RUN,
+            marker=METRICS,
+            what="a finished run",
+            overwrite=cfg.overwrite,
+            option="--job-dir",
+            lock=d.is_main,  # rank 0 writes the folder; the other ranks stage nothing
         )
-    d = distributed.from_environment()
     if d.enabled and cfg.batch_size % d.world_size:
         raise SentituneError(
             f"--batch-size {cfg.batch_size} is the global batch and must divide by the {d.world_size} "
@@ -94,8 +100,8 @@ def _train(
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
 
+    classifier, model_info = build_model(cfg)  # a model that cannot load fails before the data is read
     splits = load_splits(cfg)
-    classifier, model_info = build_model(cfg)
     t0 = time.perf_counter()
     tokens = {name: tokenize(classifier.tokenizer, s.texts, cfg.max_length) for name, s in splits.items()}
     tokenize_s = time.perf_counter() - t0
@@ -114,6 +120,7 @@ def _train(
         checkpointer = Checkpointer(root, fingerprint(cfg, precision), dist=d)
     with StopSignal() as stop_signal:
         fitted = fit(model, tokens, splits, cfg, device, precision, started, checkpointer, stop_signal, d)
+    check_weights_finite(model, fitted.stats["steps"], cfg)
     metrics = evaluate_splits(
         model, tokens, splits, cfg, device, precision, classifier.tokenizer.unk_token_id, d
     )
@@ -337,12 +344,14 @@ def fit(
             # A validation row carries the training loss since the last log line, so log first.
             if state.step % cfg.log_every == 0 or state.step == total_steps or last_of_epoch or validate_now:
                 record = progress_record(state, sums.take(d), t.scheduler, clock)
+                check_finite(record["loss"], state.step, cfg)
                 state.train_log.append(record)
                 events.train(record)
                 progress.update(record, i, len(batches), epochs)
             if validate_now:
                 with clock.validating():
                     val = validate(t.core, tokens["val"], splits["val"].labels, cfg, device, precision, d)
+                check_finite(val["loss"], state.step, cfg, "validation loss")
                 stop = track_validation(state, val, t, clock, cfg)
                 events.validation(state.history[-1])
                 tuning.report(val["macro_f1"], state.step)
@@ -579,6 +588,25 @@ def track_validation(state: LoopState, val: dict, t: Trainee, clock: Clock, cfg:
         return False
     state.bad_evals += 1
     return bool(cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience)
+
+
+def check_finite(loss: float, step: int, cfg: TrainConfig, what: str = "loss") -> None:
+    """A NaN or infinite loss means the weights are lost: stop with what to change, write nothing."""
+    if not math.isfinite(loss):
+        raise SentituneError(
+            f"training diverged by step {step}: the {what} is {loss}; lower --learning-rate (it is "
+            f"{cfg.learning_rate:g}) or keep --max-grad-norm on (it is {cfg.max_grad_norm:g}); nothing was written"
+        )
+
+
+def check_weights_finite(model: torch.nn.Module, step: int, cfg: TrainConfig) -> None:
+    """The last check before saving: no NaN or infinity in any weight."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise SentituneError(
+            f"training diverged by step {step}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[0]}); "
+            f"lower --learning-rate (it is {cfg.learning_rate:g}); nothing was written"
+        )
 
 
 def validation_line(state: LoopState, val: dict) -> str:

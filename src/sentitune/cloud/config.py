@@ -381,8 +381,11 @@ class TuneConfig(SubmitConfig):
                 continue
             if kind == "values":
                 found.append((name, kind, _values(text, flag)))
-            else:
-                found.append((name, kind, _range(text, flag, int if kind == "integers" else float)))
+                continue
+            low, high = _range(text, flag, int if kind == "integers" else float)
+            if kind == "log" and low <= 0:
+                raise SentituneError(f"{flag} '{text}': a log-scale range must start above 0, e.g. 1e-6:1e-4")
+            found.append((name, kind, (low, high)))
         return found
 
 
