@@ -35,6 +35,7 @@ class Case:
     check: Callable[[Path, str], None] | None = None  # (folder, stdout) -> asserts, for successes
     needs: tuple[str, ...] = ()  # fixtures: run, data, model
     written: tuple[str, ...] = ()  # what may exist in {tmp} afterwards besides the inputs
+    env: dict[str, str] = field(default_factory=dict)  # environment variables set for the case
 
 
 def text(content: str | bytes) -> Callable[[Path], None]:
@@ -632,6 +633,29 @@ def baseline_cases() -> Iterator[Case]:
     )
 
 
+def storage_cases() -> Iterator[Case]:
+    """Cloud Storage that cannot be reached: one line in seconds, not a minute of retries and tracebacks."""
+    closed = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    message = (
+        "cannot reach Cloud Storage at 127.0.0.1:9 (Connection refused); check the network connection and "
+        "STORAGE_EMULATOR_HOST"
+    )
+    yield Case("predict-gs-unreachable", ["predict", "gs://bucket/run", "a post"], message, env=closed)
+    yield Case(
+        "prepare-gs-unreachable",
+        ["prepare", "gs://bucket/posts.csv", "--output-dir", "{tmp}/o"],
+        message,
+        env=closed,
+    )
+    yield Case(
+        "train-gs-unreachable",
+        ["train", "--data", "gs://bucket/data", "--model", "{model}", "--job-dir", "{tmp}/j"],
+        message,
+        env=closed,
+        needs=("model",),
+    )
+
+
 def cli_cases() -> Iterator[Case]:
     yield Case(
         "unknown-command",
@@ -669,7 +693,16 @@ def cli_cases() -> Iterator[Case]:
     )
 
 
-ALL = (prepare_cases, train_cases, run_folder_cases, predict_cases, serve_cases, baseline_cases, cli_cases)
+ALL = (
+    prepare_cases,
+    train_cases,
+    run_folder_cases,
+    predict_cases,
+    serve_cases,
+    baseline_cases,
+    storage_cases,
+    cli_cases,
+)
 
 
 def cases() -> list[Case]:

@@ -44,6 +44,8 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, capsys, request):
         places["model"] = str(request.getfixturevalue("tiny_model"))
     for name, write in case.files.items():
         write(tmp_path / name)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
     before = {p.name for p in tmp_path.iterdir()}
     if case.stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(case.stdin), encoding="utf-8"))

@@ -233,6 +233,141 @@ def test_batches_stay_within_max_batch_and_answers_stay_in_order():
     assert max(n for _, n in answers) > 1
 
 
+def test_a_poisoned_request_fails_alone_among_30_concurrent_good_ones(server, predictor, posts):
+    """A lone surrogate passes JSON and the string check; it must get its own 422 and never a 500 for
+    the requests that share its batch."""
+    expected = predictor.predict(posts[:30])
+    workers = 31
+    start = threading.Barrier(workers)
+
+    def ask(i: int) -> httpx.Response:
+        start.wait()
+        body = '{"instances": ["caf\\ud800"]}' if i == 30 else json.dumps({"instances": [posts[i]]})
+        return httpx.post(
+            f"{server.url}/predict", content=body, headers={"Content-Type": "application/json"}, timeout=60
+        )
+
+    with ThreadPoolExecutor(workers) as pool:
+        answers = list(pool.map(ask, range(workers)))
+    assert [r.status_code for r in answers[:30]] == [200] * 30
+    for r, want in zip(answers[:30], expected, strict=True):
+        assert_matches(r.json()["predictions"], [want])
+    assert answers[30].status_code == 422
+    assert answers[30].json() == {
+        "error": "instances[0] is not valid Unicode text (a lone surrogate such as \\ud800); send UTF-8 text"
+    }
+
+
+def test_a_model_call_that_fails_fails_only_the_request_that_caused_it():
+    """Inside a merged batch, a text the model cannot take is retried alone: the others get answers."""
+
+    def run_model(texts: list[str]) -> np.ndarray:
+        if "poison" in texts:
+            raise ValueError("the model cannot take this text")
+        time.sleep(0.01)
+        return np.array([[float(len(t))] for t in texts])
+
+    async def main():
+        batcher = MicroBatcher(run_model, max_batch=64, max_wait_ms=50)
+        await batcher.start()
+        requests = [["a" * i] for i in range(1, 11)] + [["poison"]]
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(batcher.predict(t) for t in requests), return_exceptions=True), 30
+        )
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [float(a[0][0, 0]) for a in answers[:10]] == [float(i) for i in range(1, 11)]
+    assert isinstance(answers[10], ValueError)
+
+
+@pytest.fixture(scope="module")
+def strict_server(predictor):
+    """A server with short header and body deadlines, for slow and lying clients."""
+    settings = ServeSettings(host="127.0.0.1", port=0, header_timeout_s=0.5, body_timeout_s=0.5)
+    app = create_app(predictor, settings)
+    sock = open_socket("127.0.0.1", 0)
+    server = uvicorn_server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(15)
+    sock.close()
+
+
+def raw_exchange(port: int, data: bytes, wait_s: float = 3.0) -> tuple[bytes, float]:
+    """Send raw bytes, then read until the server closes; (answer, seconds until closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        started = time.monotonic()
+        conn.sendall(data)
+        answer = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return answer, time.monotonic() - started
+            answer += chunk
+            if time.monotonic() - started > wait_s + 5:
+                raise AssertionError(f"the server kept the connection open: {answer!r}")
+
+
+def json_body(answer: bytes) -> dict:
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+@pytest.mark.parametrize("sent", [b"POST /predict HTTP/1.1\r\nHost: x\r\n", b""], ids=["part", "nothing"])
+def test_a_client_that_withholds_its_headers_is_cut_off(strict_server, sent):
+    answer, seconds = raw_exchange(strict_server, sent)
+    assert answer.startswith(b"HTTP/1.1 408 ") and 0.4 < seconds < 3
+    assert json_body(answer) == {"error": "the request line and headers did not arrive within 0.5 s"}
+
+
+def test_a_body_shorter_than_its_content_length_gets_a_408(strict_server):
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    answer, seconds = raw_exchange(strict_server, head + b'{"instances"')
+    assert answer.startswith(b"HTTP/1.1 408 ") and seconds < 3
+    assert json_body(answer) == {
+        "error": "the request body did not arrive within 0.5 s (--body-timeout-s); send the whole body, with a "
+        "Content-Length that matches it"
+    }
+
+
+def test_malformed_http_gets_a_json_400(strict_server):
+    answer, _ = raw_exchange(strict_server, b"HELLO THERE\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/json" in answer.lower()
+    assert json_body(answer) == {
+        "error": "the request is not valid HTTP/1.1; send a JSON POST to the predict route"
+    }
+
+
+def test_inference_sees_few_shapes_whatever_the_batches():
+    """Every (rows, tokens) shape costs the kernels memory that stays: a server's shapes are bounded."""
+    from sentitune.batching import TokenizedTexts
+    from sentitune.runtime import batched_probs
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 101, size=5000)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = TokenizedTexts(rng.integers(1000, 2000, size=int(offsets[-1])).astype(np.int32), offsets, 0)
+    shapes = set()
+
+    def logits_of(ids, mask):
+        shapes.add(tuple(ids.shape))
+        return np.zeros((ids.shape[0], 3), np.float32)
+
+    for _ in range(300):
+        rows = np.sort(rng.choice(len(lengths), size=int(rng.integers(1, 65)), replace=False))
+        batched_probs(tokens.subset(rows), 16, logits_of)
+    assert len(shapes) <= 4 * 13, sorted(shapes)  # rows in fours up to 16, tokens in eights up to 104
+    assert all(rows % 4 == 0 and width % 8 == 0 for rows, width in shapes)
+
+
 # ----------------------------------------------------------------------------- settings and the command line
 
 

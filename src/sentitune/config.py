@@ -548,6 +548,12 @@ class ServeSettings:
         group=SERVER,
     )
     max_body_bytes: int = opt(VERTEX_BODY_LIMIT, "largest request body in bytes (larger: 413)", group=SERVER)
+    header_timeout_s: float = opt(
+        10.0,
+        "seconds a connection has to send a request's line and headers (then it is closed)",
+        group=SERVER,
+    )
+    body_timeout_s: float = opt(30.0, "seconds a request has to send its body (longer: 408)", group=SERVER)
 
     def __post_init__(self) -> None:
         raise_problems(finite_problems(self), "server settings")
@@ -564,6 +570,9 @@ class ServeSettings:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             problems.append(f"--max-wait-ms must be at least 0, got {self.max_wait_ms}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name.replace('_', '-')} must be above 0, got {getattr(self, name)}")
         raise_problems(problems, "server settings")
 
     @classmethod

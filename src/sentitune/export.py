@@ -31,7 +31,7 @@ from sentitune.runfolder import (
 )
 from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_finite, require_onnxruntime
 from sentitune.splits import read_labelled
-from sentitune.storage import StagedOutput, exists, join
+from sentitune.storage import WRITE_FAILURES, StagedOutput, exists, join
 
 log = logging.getLogger("sentitune")
 
@@ -148,6 +148,10 @@ def export_graph(classifier, path) -> None:
             external_data=False,
             verbose=False,
         )
+    except OSError as exc:
+        if exc.errno in WRITE_FAILURES:
+            raise  # a full or read-only disk: the CLI's one line about writing
+        raise SentituneError(f"ONNX export of {classifier.source} failed: OSError: {exc}") from exc
     except Exception as exc:
         raise SentituneError(
             f"ONNX export of {classifier.source} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -35,7 +36,7 @@ from sentitune.runtime import (
     resolve_device,
     resolve_precision,
 )
-from sentitune.storage import COMPRESSIONS, exists, expand, is_url, join, url_to_fs
+from sentitune.storage import COMPRESSIONS, OutputLock, exists, expand, is_url, join, url_to_fs
 from sentitune.tables import file_format, output_format, pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
@@ -152,21 +153,24 @@ def predict_files(
             )
         names[name] = path
     summary = {"files": len(inputs), "labelled": 0, "skipped": 0, "rows": 0}
-    for number, (name, path) in enumerate(names.items(), 1):
-        target = join(output_dir, name)
-        if not overwrite and exists(target):
-            log.info(f"[{number}/{len(names)}] {posixpath.basename(path)}: done earlier, skipped ({target})")
-            summary["skipped"] += 1
-            continue
-        started = time.perf_counter()
-        rows = predict_file(predictor, path, target, text_column, chunk_rows, overwrite=True)
-        seconds = time.perf_counter() - started
-        log.info(
-            f"[{number}/{len(names)}] {path}: {rows} rows -> {target} "
-            f"({seconds:.1f} s, {rows / max(seconds, 1e-9):.0f} rows/s)"
-        )
-        summary["labelled"] += 1
-        summary["rows"] += rows
+    with OutputLock(output_dir, "predictions"):  # one batch job per folder at a time
+        for number, (name, path) in enumerate(names.items(), 1):
+            target = join(output_dir, name)
+            if not overwrite and exists(target):
+                log.info(
+                    f"[{number}/{len(names)}] {posixpath.basename(path)}: done earlier, skipped ({target})"
+                )
+                summary["skipped"] += 1
+                continue
+            started = time.perf_counter()
+            rows = predict_file(predictor, path, target, text_column, chunk_rows, overwrite=True)
+            seconds = time.perf_counter() - started
+            log.info(
+                f"[{number}/{len(names)}] {path}: {rows} rows -> {target} "
+                f"({seconds:.1f} s, {rows / max(seconds, 1e-9):.0f} rows/s)"
+            )
+            summary["labelled"] += 1
+            summary["rows"] += rows
     return summary
 
 
@@ -193,16 +197,23 @@ def predict_file(
     fs, inner = url_to_fs(output_path) if remote else (None, output_path)
     if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
         raise SentituneError(f"{output_path} exists; pass --overwrite to replace it")
+    with OutputLock(output_path, "predictions"):
+        return _write_predictions(predictor, input_path, output_path, text_column, chunk_rows, fs, inner)
+
+
+def _write_predictions(predictor, input_path, output_path, text_column, chunk_rows, fs, inner) -> int:
+    """predict_file's writing, under its lock: a temporary name beside the output, renamed at the end."""
+    remote = fs is not None
     fmt = file_format(output_path)
     folder = os.path.dirname(os.path.abspath(output_path))
+    name = os.path.basename(output_path)
     created = [] if remote else missing_folders(folder)
     for path in reversed(created):
         os.mkdir(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=".sentitune-predict-",
-        suffix=f".{fmt}",
-        dir=None if remote else os.path.dirname(os.path.abspath(output_path)),
-    )
+    if not remote:  # a killed earlier run's partial file
+        for leftover in Path(folder).glob(f".{name}.partial-*"):
+            leftover.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.partial-", suffix=f".{fmt}", dir=None if remote else folder)
     rows, column, writer = 0, None, None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:

@@ -34,7 +34,7 @@ from sentitune.model import (
     read_model_config,
 )
 from sentitune.runtime import Precision
-from sentitune.storage import StagedOutput, exists, join, listdir_names, local_copy, open_input
+from sentitune.storage import StagedOutput, exists, join, listdir_names, local_copy, open_input, writing
 
 CONFIG = "config.json"  # the Hugging Face model config, with id2label and sentitune_pooling
 TOKENIZER = "tokenizer.json"  # the fast tokenizer, which every run saves
@@ -128,7 +128,8 @@ def save_run(
     """Write the run into `out` (committed by the caller): the model, the settings, the logs and plots,
     the card, and metrics.json last."""
     model = classifier.model.to("cpu")
-    model.save_pretrained(out.root, safe_serialization=True)
+    with writing(out.root):
+        model.save_pretrained(out.root, safe_serialization=True)
     classifier.tokenizer.save_pretrained(out.root)
     run_config = {
         "sentitune_version": __version__,

@@ -44,6 +44,7 @@ from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from pydantic import BaseModel, Field, StrictStr  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 log = logging.getLogger("sentitune.serve")
 
@@ -138,11 +139,77 @@ def open_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_server(app: FastAPI) -> uvicorn.Server:
-    """A uvicorn server for `app` whose logs go through the root logger (JSON under `serve`)."""
+    """A uvicorn server for `app` whose logs go through the root logger (JSON under `serve`), on
+    `GuardedH11` with the app's header deadline."""
+    settings: ServeSettings = app.state.settings
+    protocol = type("GuardedH11", (GuardedH11,), {"header_timeout_s": settings.header_timeout_s})
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=10
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        http=protocol,
+        timeout_keep_alive=5,
     )
     return uvicorn.Server(config)
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's line and headers (a client that
+    opens a connection and trickles or withholds them is cut off, so slow clients cannot pile up), and
+    with its 400 for malformed HTTP as JSON like every other error."""
+
+    header_timeout_s = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm()  # the next request's head starts arriving
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._disarm()  # its head is complete: the body has its own deadline (RequestGuard)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        message = f"the request line and headers did not arrive within {self.header_timeout_s:g} s"
+        log.warning(message, extra={"json_fields": {"status": 408, "error": message}})
+        self._write_json_and_close(408, "Request Timeout", {"error": message})
+
+    def send_400_response(self, msg: str) -> None:
+        self._write_json_and_close(
+            400,
+            "Bad Request",
+            {"error": "the request is not valid HTTP/1.1; send a JSON POST to the predict route"},
+        )
+
+    def _write_json_and_close(self, status: int, reason: str, body: dict) -> None:
+        payload = json.dumps(body).encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        self.transport.write(head + payload)
+        self.transport.close()
 
 
 # ----------------------------------------------------------------------------- request and response
@@ -303,6 +370,15 @@ def check_texts(texts: Sequence[str], settings: ServeSettings) -> None:
             + _more(too_long)
             + f"; the limit is {settings.max_text_chars} characters (--max-text-chars)",
         )
+    not_text = [i for i, t in enumerate(texts) if not _encodable(t)]
+    if not_text:
+        raise HTTPException(
+            422,
+            ", ".join(f"instances[{i}]" for i in not_text[:5])
+            + _more(not_text)
+            + (" is" if len(not_text) == 1 else " are")
+            + " not valid Unicode text (a lone surrogate such as \\ud800); send UTF-8 text",
+        )
     empty = [i for i, t in enumerate(texts) if not t.strip()]
     if empty:
         raise HTTPException(
@@ -312,6 +388,14 @@ def check_texts(texts: Sequence[str], settings: ServeSettings) -> None:
             + (" is" if len(empty) == 1 else " are")
             + " empty or only whitespace; send text to classify",
         )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def describe_validation_errors(errors: Sequence[dict], body: Any) -> tuple[int, str]:
@@ -448,9 +532,12 @@ class MicroBatcher:
         try:
             probs = await loop.run_in_executor(self._executor, self.run_model, texts)
         except Exception as exc:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+            if len(batch) > 1:  # one request's texts must not fail the others': each runs alone
+                for pending in batch:
+                    await self._run_batch(loop, [pending])
+                return
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
             return
         self.batches += 1
         self.largest_batch_requests = max(self.largest_batch_requests, len(batch))
@@ -500,7 +587,8 @@ class RequestGuard:
             problem = problem or self._check_content_type(scope)
             if problem is not None:
                 state["error"] = problem[1]
-                response = JSONResponse({"error": problem[1]}, status_code=problem[0])
+                close = {"connection": "close"} if problem[0] == 408 else None  # the rest may never come
+                response = JSONResponse({"error": problem[1]}, status_code=problem[0], headers=close)
                 await response(scope, receive, send_and_log)
                 return
             await self.app(scope, _replay(body, receive), send_and_log)
@@ -523,11 +611,22 @@ class RequestGuard:
 
     async def _read_body(self, receive) -> tuple[bytes | None, tuple[int, str] | None]:
         """The whole body, or the problem with it. An oversized body is still read to its end (up to a
-        bound) so that the client, still sending, gets our 413 rather than a reset connection."""
+        bound) so that the client, still sending, gets our 413 rather than a reset connection; a body that
+        does not arrive within --body-timeout-s (a slow client, a Content-Length larger than what is sent)
+        gets a 408."""
         limit = self.settings.max_body_bytes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.body_timeout_s
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+            except TimeoutError:
+                return b"", (
+                    408,
+                    f"the request body did not arrive within {self.settings.body_timeout_s:g} s "
+                    "(--body-timeout-s); send the whole body, with a Content-Length that matches it",
+                )
             if message["type"] == "http.disconnect":
                 return None, None
             chunk = message.get("body", b"")

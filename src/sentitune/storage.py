@@ -7,13 +7,19 @@ the file that marks the folder as complete last, so a failed command leaves noth
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import json
+import logging
 import os
 import posixpath
+import re
 import shutil
 import socket
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,8 +27,29 @@ import fsspec
 
 from sentitune.errors import SentituneError
 
-LOCK_NAME = ".sentitune.lock"  # an output folder's lock object on object stores
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")  # suffixes fsspec decompresses on reading
+# A full disk, a read-only or forbidden destination: the user's environment, told in one line (the CLI).
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Writers that report a full disk in their own exception type (safetensors) report it as the
+    OSError it is, so it becomes the one-line error every other writer's does."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        found = _OS_ERROR.search(str(exc))
+        if found and int(found.group(1)) in WRITE_FAILURES:
+            raise OSError(int(found.group(1)), os.strerror(int(found.group(1))), str(path)) from exc
+        raise
+
+
+# Storage libraries log their retries with tracebacks; their failures reach the user as one line of ours.
+logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 # fsspec protocol -> (package, extra) for the "pip install" hint when a backend is missing.
 _BACKENDS = {"gs": ("gcsfs", "cloud"), "gcs": ("gcsfs", "cloud"), "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
 
@@ -33,6 +60,9 @@ def is_url(path: str) -> bool:
 
 def url_to_fs(path: str):
     """The fsspec filesystem and the path inside it, with a clear message when a backend is missing."""
+    protocol = str(path).split("://", 1)[0] if "://" in str(path) else "file"
+    if protocol in ("gs", "gcs"):
+        reach_cloud_storage(os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com")
     try:
         return fsspec.core.url_to_fs(str(path))
     except (ImportError, ValueError) as exc:
@@ -44,6 +74,26 @@ def url_to_fs(path: str):
                 f"run: pip install 'sentitune[{extra}]'"
             ) from exc
         raise SentituneError(f"cannot open {path}: {exc}") from exc
+
+
+PROBE_TIMEOUT_S = 5
+
+
+@functools.cache  # once per endpoint and process; a failure is not cached
+def reach_cloud_storage(url: str) -> None:
+    """One TCP connection to Cloud Storage (or STORAGE_EMULATOR_HOST) before the first gs:// request:
+    without network gcsfs retries for about a minute before it gives up; this fails in seconds."""
+    endpoint = urllib.parse.urlsplit(url)
+    host = endpoint.hostname or "storage.googleapis.com"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise SentituneError(
+            f"cannot reach Cloud Storage at {host}:{port} ({exc.strerror or type(exc).__name__}); check the "
+            "network connection"
+            + (" and STORAGE_EMULATOR_HOST" if "STORAGE_EMULATOR_HOST" in os.environ else "")
+        ) from None
 
 
 def join(base: str, *parts: str) -> str:
@@ -119,15 +169,23 @@ class OutputLock:
     """One writer at a time for an output: a lock file created atomically beside it, holding the owner's
     PID, host and start time. A lock whose owner is gone (same host, no such process) is stale and is
     taken over; a live owner's is refused with a one-line error. On object stores (gs://, s3://) the lock
-    is an object in the output folder, checked then written: not atomic, but it stops the common case of
-    two jobs started with one output folder."""
+    object is checked, then written: not atomic, but it stops the common case of two jobs started with
+    one output."""
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def __init__(self, dest: str, what: str):
         self.dest, self.what = str(dest), what
         self._remote = is_url(self.dest)
-        if self._remote:
+        if self._remote:  # beside the output, as locally
             self.fs, inner = url_to_fs(self.dest)
-            self.path = posixpath.join(inner.rstrip("/"), LOCK_NAME)
+            parent, name = posixpath.split(inner.rstrip("/"))
+            self.path = posixpath.join(parent, f".{name}.lock")
         else:  # beside the output, in the nearest folder that exists: no folder is made just for the lock
             target = Path(self.dest).absolute()
             parent = target.parent
@@ -173,6 +231,10 @@ class OutputLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
+        except OSError as exc:  # a read-only or forbidden place: the output cannot be written either
+            raise SentituneError(
+                f"cannot write {self.dest}: {exc.strerror} ({os.path.dirname(self.path)}); choose another output"
+            ) from None
         with os.fdopen(fd, "w") as f:
             f.write(content)
         return True
