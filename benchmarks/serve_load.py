@@ -5,14 +5,16 @@ For each backend (PyTorch, ONNX fp32, ONNX int8) the real server runs as its own
 machine, and locust's headless runner drives it with 1, 8 and 64 concurrent clients, each sending one
 tweet per request (real posts from the TweetEval validation split) as fast as answers come back.
 Figures per backend and concurrency: requests/s (= tweets/s), latency p50 / p90 / p99, failures and
-5xx answers, and the server's RSS. Then a soak: --soak-seconds at 64 clients on the int8 model, with
-the server's RSS before and after.
+5xx answers, and the server's RSS. Then a soak per --soak-backends: --soak-seconds at 64 clients with
+malformed requests mixed in, the server's RSS sampled every 10 s and its growth after warm-up.
 
 The load generator shares the machine's cores with the server (2 on the reference machine); its CPU
 time is reported, so the figures are a floor for a server with the machine to itself.
 
 usage: serve_load.py [--run RUN_DIR] [--backends torch,onnx,onnx-int8] [--clients 1,8,64]
-                     [--seconds 20] [--soak-seconds 60]
+                     [--seconds 20] [--soak-seconds 60] [--soak-backends onnx-int8] [--malformed 0.1]
+The soak sends --malformed of its requests malformed (cut-off JSON, no instances, not text, a lone
+surrogate, the wrong content type, too many instances): each must get its 4xx, none a 5xx.
 Without --run, a run of the embedded MiniLM is trained for --train-steps steps on the shared tweets
 (a briefly trained head is enough for speed; use a fully trained run for the int8 accuracy figure).
 """
@@ -29,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -42,6 +45,19 @@ import json, os, random
 from locust import FastHttpUser, constant, task
 
 TEXTS = [line for line in open(os.environ["LOAD_TEXTS"], encoding="utf-8").read().split("\\n") if line]
+MALFORMED = float(os.environ.get("LOAD_MALFORMED", "0"))
+JSON = "application/json"
+# (body, content type, the status it must get): each a mistake a real client makes
+BAD = [
+    (b'{"instances": [', JSON, 400),                           # cut-off JSON
+    (b'{"inputs": ["a post"]}', JSON, 422),                    # no instances
+    (b'{"instances": "a post"}', JSON, 422),                   # not a list
+    (b'{"instances": [42]}', JSON, 422),                       # not text
+    (b'{"instances": [""]}', JSON, 422),                       # empty text
+    (b'{"instances": ["caf\\\\ud800"]}', JSON, 422),        # a lone surrogate: not Unicode
+    (b'{"instances": ["a post"]}', "text/plain", 415),         # wrong content type
+    (json.dumps({"instances": ["x"] * 1001}).encode(), JSON, 413),  # too many instances
+]
 
 
 class Client(FastHttpUser):
@@ -49,9 +65,18 @@ class Client(FastHttpUser):
 
     @task
     def predict(self):
+        if MALFORMED and random.random() < MALFORMED:
+            body, content_type, expected = random.choice(BAD)
+            with self.client.post("/predict", data=body, headers={"Content-Type": content_type},
+                                  name="malformed", catch_response=True) as response:
+                if response.status_code != expected or "error" not in (response.text or ""):
+                    response.failure(f"status {response.status_code}, expected {expected}")
+                else:
+                    response.success()
+            return
         body = json.dumps({"instances": [random.choice(TEXTS)]})
-        with self.client.post("/predict", data=body, headers={"Content-Type": "application/json"},
-                              catch_response=True) as response:
+        with self.client.post("/predict", data=body, headers={"Content-Type": JSON},
+                              name="good", catch_response=True) as response:
             if response.status_code != 200 or "predictions" not in (response.text or ""):
                 response.failure(f"status {response.status_code}")
 """
@@ -63,7 +88,11 @@ def main() -> int:
     parser.add_argument("--backends", default="torch,onnx,onnx-int8")
     parser.add_argument("--clients", default="1,8,64")
     parser.add_argument("--seconds", type=int, default=20, help="per backend and concurrency")
-    parser.add_argument("--soak-seconds", type=int, default=60, help="64 clients on the int8 model (0: none)")
+    parser.add_argument("--soak-seconds", type=int, default=60, help="64 clients per soak backend (0: none)")
+    parser.add_argument("--soak-backends", default="onnx-int8", help="backends soaked, e.g. torch,onnx-int8")
+    parser.add_argument(
+        "--malformed", type=float, default=0.1, help="fraction of malformed requests in a soak"
+    )
     parser.add_argument("--train-steps", type=int, default=100)
     parser.add_argument(
         "--serve-options", default="", help="more `sentitune serve` options, e.g. '--max-wait-ms 0'"
@@ -101,26 +130,51 @@ def main() -> int:
                     points[str(n)]["server_rss_mib"] = server.rss_mib()
                     log(f"{backend} x{n}: {points[str(n)]}")
                 result["backends"][backend] = {"load_s": server.load_s, "clients": points}
-        if args.soak_seconds and "onnx-int8" in backends:
-            with Server(run, "onnx-int8", args.serve_options.split()) as server:
-                locust(work, server.port, 64, 10)  # warm: allocator pools, batch shapes
-                before = server.rss_mib()
-                soak = locust(work, server.port, 64, args.soak_seconds)
-                soak.update(
-                    backend="onnx-int8",
-                    clients=64,
-                    server_rss_before_mib=before,
-                    server_rss_after_mib=server.rss_mib(),
-                    server_peak_rss_mib=server.peak_rss_mib(),
-                    server_5xx=server.count_5xx(),
-                )
-                soak["server_rss_growth_mib"] = round(soak["server_rss_after_mib"] - before, 1)
-                result["soak"] = soak
-                log(f"soak: {soak}")
+        for backend in args.soak_backends.split(",") if args.soak_seconds else []:
+            with Server(run, backend, args.serve_options.split()) as server:
+                result.setdefault("soak", {})[backend] = soak(work, server, args)
+                log(f"soak {backend}: {result['soak'][backend]}")
         emit(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def soak(work: Path, server: Server, args) -> dict:
+    """64 clients for --soak-seconds with --malformed of the requests malformed: every good request
+    answered, every malformed one a 4xx, no 5xx; server RSS sampled every 10 s, its growth measured from
+    the end of the first minute (warm-up: allocator pools, kernel caches) to the end."""
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+    started = time.monotonic()
+
+    def sample() -> None:
+        while not done.wait(10):
+            samples.append((round(time.monotonic() - started), server.rss_mib()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        found = locust(work, server.port, 64, args.soak_seconds, malformed=args.malformed)
+    finally:
+        done.set()
+        sampler.join()
+    warm = next(
+        (rss for t, rss in samples if t >= min(60, args.soak_seconds / 2)), samples[0][1] if samples else None
+    )
+    end = samples[-1][1] if samples else server.rss_mib()
+    found.update(
+        clients=64,
+        seconds=args.soak_seconds,
+        malformed_fraction=args.malformed,
+        server_5xx=server.count_5xx(),
+        server_rss_after_warm_up_mib=warm,
+        server_rss_end_mib=end,
+        server_peak_rss_mib=server.peak_rss_mib(),
+        server_rss_growth_after_warm_up_pct=round(100 * (end - warm) / warm, 2) if warm else None,
+        server_rss_samples=samples,
+    )
+    return found
 
 
 def prepare_run(given: str | None, work: Path, train_steps: int) -> Path:
@@ -222,7 +276,7 @@ class Server:
         return count
 
 
-def locust(work: Path, port: int, clients: int, seconds: int) -> dict:
+def locust(work: Path, port: int, clients: int, seconds: int, malformed: float = 0.0) -> dict:
     prefix = work / f"locust-{port}-{clients}-{time.monotonic_ns()}"
     proc = subprocess.Popen(
         [
@@ -246,7 +300,7 @@ def locust(work: Path, port: int, clients: int, seconds: int) -> dict:
             "--exit-code-on-error",
             "0",
         ],
-        env={**os.environ, "LOAD_TEXTS": str(work / "texts.txt")},
+        env={**os.environ, "LOAD_TEXTS": str(work / "texts.txt"), "LOAD_MALFORMED": str(malformed)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -258,7 +312,15 @@ def locust(work: Path, port: int, clients: int, seconds: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"locust failed: {stderr[-2000:]}")
     with open(f"{prefix}_stats.csv", newline="") as f:
-        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    found = summary(rows["Aggregated"], usage)
+    if malformed:  # the good requests' own figures (latency, rate) and the malformed ones' outcome
+        found["good"] = summary(rows["good"], usage)
+        found["malformed"] = {k: summary(rows["malformed"], usage)[k] for k in ("requests", "failures")}
+    return found
+
+
+def summary(row: dict, usage) -> dict:
     return {
         "requests": int(row["Request Count"]),
         "failures": int(row["Failure Count"]),
