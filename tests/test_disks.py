@@ -35,10 +35,11 @@ def commands(prepared: Path, run: Path, model: Path, out: Path) -> dict[str, lis
         "predict": ["predict", run, "--input", prepared / "train.csv", "--output", out / "labelled.csv"],
         "evaluate": ["evaluate", run, "--data", prepared / "test.csv", "--output-dir", out],
         "export": ["export", run, "--output-dir", out],
+        "baseline": ["baseline", "--data", prepared, "--job-dir", out],
     }
 
 
-@pytest.mark.parametrize("command", ["prepare", "train", "predict", "evaluate", "export"])
+@pytest.mark.parametrize("command", ["prepare", "train", "predict", "evaluate", "export", "baseline"])
 def test_a_full_disk_is_one_line_and_leaves_nothing(
     mounts, capsys, prepared, trained_run, tiny_model, command
 ):
@@ -51,7 +52,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(
     assert [p.name for p in full.iterdir()] == ["filler"], "no staging folder, partial file or lock is left"
 
 
-@pytest.mark.parametrize("command", ["prepare", "train", "predict", "evaluate", "export"])
+@pytest.mark.parametrize("command", ["prepare", "train", "predict", "evaluate", "export", "baseline"])
 def test_a_read_only_destination_is_one_line(mounts, capsys, prepared, trained_run, tiny_model, command):
     _, readonly = mounts
     out = readonly / "out"

@@ -346,26 +346,22 @@ def test_malformed_http_gets_a_json_400(strict_server):
     }
 
 
-def test_inference_sees_few_shapes_whatever_the_batches():
+def test_the_pytorch_model_sees_few_shapes_whatever_the_batches(trained_run, corpus):
     """Every (rows, tokens) shape costs the kernels memory that stays: a server's shapes are bounded."""
-    from sentitune.batching import TokenizedTexts
-    from sentitune.runtime import batched_probs
-
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(3, 101, size=5000)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    tokens = TokenizedTexts(rng.integers(1000, 2000, size=int(offsets[-1])).astype(np.int32), offsets, 0)
+    predictor = Predictor(str(trained_run), precision="fp32", batch_size=16)
     shapes = set()
-
-    def logits_of(ids, mask):
-        shapes.add(tuple(ids.shape))
-        return np.zeros((ids.shape[0], 3), np.float32)
-
-    for _ in range(300):
-        rows = np.sort(rng.choice(len(lengths), size=int(rng.integers(1, 65)), replace=False))
-        batched_probs(tokens.subset(rows), 16, logits_of)
+    hook = predictor.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.add(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    texts = corpus["text"].tolist()
+    rng = np.random.default_rng(0)
+    try:
+        for _ in range(150):
+            predictor.probabilities(list(rng.choice(texts, size=int(rng.integers(1, 65)), replace=False)))
+    finally:
+        hook.remove()
     assert len(shapes) <= 4 * 13, sorted(shapes)  # rows in fours up to 16, tokens in eights up to 104
-    assert all(rows % 4 == 0 and width % 8 == 0 for rows, width in shapes)
+    assert all(rows % 4 == 0 and width % 8 == 0 for rows, width in shapes), sorted(shapes)
 
 
 # ----------------------------------------------------------------------------- settings and the command line

@@ -447,8 +447,21 @@ class BaselineConfig(DataFiles):
 # ----------------------------------------------------------------------------- using a run
 
 
+@dataclass(kw_only=True)  # keyword-only: a command's own fields keep their positional order
+class InferenceOptions:
+    """How a run is run to score posts (evaluate, predict)."""
+
+    batch_size: int = inference_batch_option()
+    device: str = device_option()
+    precision: str = precision_option()
+    backend: str = backend_option()
+
+    def inference_problems(self) -> list[str]:
+        return [f"--batch-size must be at least 1, got {self.batch_size}"] if self.batch_size < 1 else []
+
+
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(InferenceOptions):
     """Which run `sentitune evaluate` scores, on which labelled file, and where the results go."""
 
     run_dir: str = run_dir_argument()
@@ -461,24 +474,18 @@ class EvaluateConfig:
         group=OUTPUT,
     )
     overwrite: bool = overwrite_option()
-    batch_size: int = inference_batch_option()
-    device: str = device_option()
-    precision: str = precision_option()
-    backend: str = backend_option()
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.inference_problems()
         if not self.run_dir:
             problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
         if not self.data:
             problems.append("--data FILE is required")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
         raise_problems(problems, "evaluate options")
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(InferenceOptions):
     """What `sentitune predict` labels (texts, stdin or files) and where the labels go."""
 
     run_dir: str = run_dir_argument()
@@ -502,19 +509,13 @@ class PredictConfig:
         group=OUTPUT,
     )
     overwrite: bool = overwrite_option()
-    batch_size: int = inference_batch_option()
-    device: str = device_option()
-    precision: str = precision_option()
-    backend: str = backend_option()
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.inference_problems()
         if self.input and self.texts:
             problems.append("pass texts as arguments or --input FILE, not both")
         if self.output and not self.input:
             problems.append("--output needs --input FILE; texts from arguments or stdin print to stdout")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
         if problems:  # each is a whole sentence on its own
             raise SentituneError("; ".join(problems))
 

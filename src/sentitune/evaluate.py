@@ -38,13 +38,7 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         option="--output-dir",
     )
     with out:
-        predictor = Predictor(
-            cfg.run_dir,
-            device=cfg.device,
-            precision=cfg.precision,
-            batch_size=cfg.batch_size,
-            backend=cfg.backend,
-        )
+        predictor = Predictor.for_run(cfg.run_dir, cfg)
         split = read_labelled(cfg.data, cfg.text_column, cfg.label_column)
         metrics = classification_metrics(split.labels, predictor.probabilities(split.texts), predictor.labels)
         metrics["data"] = str(cfg.data)

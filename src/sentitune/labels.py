@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sentitune import LABELS
-from sentitune.errors import SentituneError
+from sentitune.errors import SentituneError, short
 
 LABEL_SYNONYMS = {"negative": 0, "neg": 0, "neutral": 1, "neu": 1, "positive": 2, "pos": 2}
 MISSING_LABELS = ("nan", "na", "n/a", "null", "none")
@@ -131,7 +131,7 @@ def apply_label_rule(
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values.notna() & numbers.isna()
         if bad.any():
-            examples = ", ".join(repr(v) for v in values[bad].unique()[:3])
+            examples = ", ".join(repr(short(v, 60)) for v in values[bad].unique()[:3])
             raise SentituneError(
                 f"{name(bad)}: label values {examples} are not numbers; pass --label-type category "
                 "or --label-map if the column holds class names"
@@ -143,7 +143,7 @@ def apply_label_rule(
     ids = keys.map(rule.mapping)
     unknown = values.notna() & ids.isna()
     if unknown.any():
-        examples = ", ".join(repr(v) for v in values[unknown].unique()[:5])
+        examples = ", ".join(repr(short(v, 60)) for v in values[unknown].unique()[:5])
         raise SentituneError(
             f"{name(unknown)}: label value {examples} maps to no class (known: "
             f"{', '.join(sorted(rule.mapping))}); pass --label-map VALUE=CLASS,..."

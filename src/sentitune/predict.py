@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from sentitune.batching import tokenize
-from sentitune.config import BACKENDS, INFERENCE_BATCH, PredictConfig
+from sentitune.config import BACKENDS, INFERENCE_BATCH, InferenceOptions, PredictConfig
 from sentitune.errors import SentituneError
 from sentitune.runfolder import EXPORT_DIR, load_run, onnx_path, trained_max_length
 from sentitune.runtime import (
@@ -85,6 +85,17 @@ class Predictor:
             )
             self.device, self.precision, self.model = torch.device("cpu"), exported, None
             self.session = load_onnx(local, backend, shown_as=run_dir)
+
+    @classmethod
+    def for_run(cls, run_dir: str, options: InferenceOptions) -> Predictor:
+        """The run's Predictor as a command's inference options say."""
+        return cls(
+            run_dir,
+            device=options.device,
+            precision=options.precision,
+            batch_size=options.batch_size,
+            backend=options.backend,
+        )
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         tokens = tokenize(self.classifier.tokenizer, [str(t) for t in texts], self.max_length)
@@ -279,13 +290,7 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
     )
     if cfg.output and not to_folder:
         output_format(cfg.output)  # an unknown format is refused before the model loads
-    predictor = Predictor(
-        cfg.run_dir,
-        device=cfg.device,
-        precision=cfg.precision,
-        batch_size=cfg.batch_size,
-        backend=cfg.backend,
-    )
+    predictor = Predictor.for_run(cfg.run_dir, cfg)
     if to_folder:
         return {
             "to": "folder",

@@ -370,24 +370,20 @@ def check_texts(texts: Sequence[str], settings: ServeSettings) -> None:
             + _more(too_long)
             + f"; the limit is {settings.max_text_chars} characters (--max-text-chars)",
         )
-    not_text = [i for i, t in enumerate(texts) if not _encodable(t)]
-    if not_text:
-        raise HTTPException(
-            422,
-            ", ".join(f"instances[{i}]" for i in not_text[:5])
-            + _more(not_text)
-            + (" is" if len(not_text) == 1 else " are")
-            + " not valid Unicode text (a lone surrogate such as \\ud800); send UTF-8 text",
-        )
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise HTTPException(
-            422,
-            ", ".join(f"instances[{i}]" for i in empty[:5])
-            + _more(empty)
-            + (" is" if len(empty) == 1 else " are")
-            + " empty or only whitespace; send text to classify",
-        )
+    _refuse(
+        [i for i, t in enumerate(texts) if not _encodable(t)],
+        "not valid Unicode text (a lone surrogate such as \\ud800); send UTF-8 text",
+    )
+    _refuse(
+        [i for i, t in enumerate(texts) if not t.strip()], "empty or only whitespace; send text to classify"
+    )
+
+
+def _refuse(indices: list[int], problem: str) -> None:
+    """A 422 naming the instances (the first five) that have `problem`, if any do."""
+    if indices:
+        named = ", ".join(f"instances[{i}]" for i in indices[:5]) + _more(indices)
+        raise HTTPException(422, f"{named} {'is' if len(indices) == 1 else 'are'} {problem}")
 
 
 def _encodable(text: str) -> bool:
