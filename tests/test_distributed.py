@@ -201,7 +201,7 @@ def test_global_batch_must_divide_by_the_processes(capsys, prepared, tiny_model,
         "--batch-size 15 is the global batch and must divide by the 2 processes "
         "(each takes batch / processes); use e.g. --batch-size 14"
     )
-    assert not (tmp_path / "j").exists()
+    assert list(tmp_path.iterdir()) == [], "no run folder, staging folder or lock"
 
 
 def test_a_rank_that_cannot_reach_the_master_fails_with_a_clear_message(
@@ -234,6 +234,7 @@ def test_a_rank_that_cannot_reach_the_master_fails_with_a_clear_message(
     assert time.monotonic() - started < 60
     assert message.startswith(f"rank 1 of 2 could not join the job at 127.0.0.1:{port} within 3 s")
     assert "check MASTER_ADDR/MASTER_PORT" in message
+    assert list(tmp_path.iterdir()) == [], "no staging folder or lock is left behind"
 
 
 def _versions_worker(rank: int, port: int, queue) -> None:

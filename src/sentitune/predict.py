@@ -164,7 +164,7 @@ def predict_files(
             )
         names[name] = path
     summary = {"files": len(inputs), "labelled": 0, "skipped": 0, "rows": 0}
-    with OutputLock(output_dir, "predictions"):  # one batch job per folder at a time
+    with OutputLock(output_dir):  # one batch job per folder at a time
         for number, (name, path) in enumerate(names.items(), 1):
             target = join(output_dir, name)
             if not overwrite and exists(target):
@@ -208,7 +208,7 @@ def predict_file(
     fs, inner = url_to_fs(output_path) if remote else (None, output_path)
     if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
         raise SentituneError(f"{output_path} exists; pass --overwrite to replace it")
-    with OutputLock(output_path, "predictions"):
+    with OutputLock(output_path):
         return _write_predictions(predictor, input_path, output_path, text_column, chunk_rows, fs, inner)
 
 

@@ -172,15 +172,8 @@ class OutputLock:
     object is checked, then written: not atomic, but it stops the common case of two jobs started with
     one output."""
 
-    def __enter__(self) -> OutputLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def __init__(self, dest: str, what: str):
-        self.dest, self.what = str(dest), what
+    def __init__(self, dest: str):
+        self.dest = str(dest)
         self._remote = is_url(self.dest)
         if self._remote:  # beside the output, as locally
             self.fs, inner = url_to_fs(self.dest)
@@ -220,6 +213,13 @@ class OutputLock:
         if self.held:
             self._remove()
             self.held = False
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def _create(self, content: str) -> bool:
         if self._remote:
@@ -303,7 +303,7 @@ class StagedOutput:
                 f"{self.dest} already holds {what} ({', '.join(taken[:4])}); "
                 "pass --overwrite to replace it or choose another folder"
             )
-        self.lock = OutputLock(self.dest, what) if lock else None
+        self.lock = OutputLock(self.dest) if lock else None
         if self.lock:
             self.lock.acquire()
         self._scratch: list[Path] = []

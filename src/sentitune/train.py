@@ -66,6 +66,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.baseline and not cfg.dry_run:  # a missing extra fails now, not after the training
         require_extra("sklearn", "baseline", "train --baseline")
     d = distributed.from_environment()
+    if d.enabled and cfg.batch_size % d.world_size:
+        raise SentituneError(
+            f"--batch-size {cfg.batch_size} is the global batch and must divide by the {d.world_size} "
+            f"processes (each takes batch / processes); use e.g. --batch-size "
+            f"{max(1, cfg.batch_size // d.world_size) * d.world_size}"
+        )
     out = None
     if not cfg.dry_run:  # refuse an occupied folder before spending minutes on training
         out = StagedOutput(
@@ -77,18 +83,12 @@ def train(cfg: TrainConfig) -> TrainResult:
             option="--job-dir",
             lock=d.is_main,  # rank 0 writes the folder; the other ranks stage nothing
         )
-    if d.enabled and cfg.batch_size % d.world_size:
-        raise SentituneError(
-            f"--batch-size {cfg.batch_size} is the global batch and must divide by the {d.world_size} "
-            f"processes (each takes batch / processes); use e.g. --batch-size "
-            f"{max(1, cfg.batch_size // d.world_size) * d.world_size}"
-        )
-    d, device_name = distributed.setup(cfg.device, cfg.dist_timeout)
-    try:
-        with out or contextlib.nullcontext():
+    with out or contextlib.nullcontext():  # from here on, a failure leaves no lock or staging behind
+        d, device_name = distributed.setup(cfg.device, cfg.dist_timeout)
+        try:
             return _train(cfg, out, run_dir, started, d, device_name)
-    finally:
-        distributed.shutdown(d)
+        finally:
+            distributed.shutdown(d)
 
 
 def _train(
