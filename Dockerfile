@@ -1,11 +1,17 @@
 # sentitune training image for GPUs (Vertex AI custom jobs): `sentitune cloud build` builds and pushes it.
-# The official PyTorch CUDA runtime image supplies Python, CUDA and torch; sentitune needs torch >= 2.4.
+# The official PyTorch CUDA runtime image supplies Python, CUDA and torch; sentitune needs torch >= 2.6
+# (transformers 5 disables older ones). Its CUDA 12.8 build runs on compute capability 7.0 and newer (V100,
+# T4, L4, A100, H100, H200, B200): for P100 or P4 build on a CUDA 12.6 base, e.g.
+# --build-arg BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime.
 ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
+# SENTITUNE_REPORT_TUNING: the image runs only as a Vertex AI job, so training always reports its tuning
+# metric where Vertex AI reads it, whichever variables the job sets.
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SENTITUNE_REPORT_TUNING=1
 
 WORKDIR /opt/sentitune
 COPY pyproject.toml README.md ./

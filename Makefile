@@ -9,7 +9,7 @@ DEMO   ?= demo
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
 DEMO_TRAIN_ARGS ?= --preset fast
 
-.PHONY: install demo test test-fast test-all test-other-precision lint format bench bench-full bench-memory bench-serve quality clean
+.PHONY: install demo test test-fast test-all test-other-precision lint format bench bench-full bench-memory bench-serve bench-soak quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ bench-memory: $(BENCH_STAMP)
 # Load test of `sentitune serve` (PyTorch, ONNX, ONNX int8) with locust; SERVE_RUN=RUN_DIR uses a trained run.
 bench-serve: $(BENCH_STAMP)
 	@$(BIN)/python benchmarks/serve_load.py $(if $(SERVE_RUN),--run $(SERVE_RUN))
+
+# The 10-minute soak: 64 clients with 10 % malformed requests on the PyTorch and the int8 backends.
+bench-soak: $(BENCH_STAMP)
+	@$(BIN)/python benchmarks/serve_load.py --backends torch,onnx-int8 --clients 64 --soak-seconds 600 \
+		--soak-backends torch,onnx-int8 --malformed 0.1 $(if $(SERVE_RUN),--run $(SERVE_RUN))
 
 # Quality grid on the shared tweets (hours on 2 cores for GRID=quick; stop and rerun to resume).
 GRID ?= quick

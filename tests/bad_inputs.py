@@ -686,8 +686,6 @@ def cli_cases() -> Iterator[Case]:
             "--",
             "--data",
             "gs://b/d",
-            "--job-dir",
-            "gs://b/j",
         ],
         "invalid tune options: --learning-rate '0:1e-4': a log-scale range must start above 0, e.g. 1e-6:1e-4",
     )

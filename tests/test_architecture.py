@@ -15,6 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sentitune"
 # Options that share a name across commands but mean something else in each (so each has its own
 # declaration); any other option must come from one declaration, whichever commands take it.
 SAME_NAME_OTHER_MEANING = {
+    "--accelerator-count": "GPUs of each training replica; of each serving replica",
+    "--accelerator-type": "a training replica's GPU (default T4, the walkthrough's); a serving replica's (default none)",
     "--backend": "deploy serves the int8 export by default; evaluate, predict and serve run PyTorch",
     "--batch-size": "train's optimiser batch; evaluate's and predict's inference batch; tune's values to try",
     "--class-weights": "train defaults to none (the walkthrough), the baseline to auto",

@@ -293,7 +293,10 @@ def test_build_runs_the_walkthroughs_cloud_build_command(fake_tools, capsys):
     assert fake_tools() == [
         {
             "tool": "gcloud",
-            "args": ["builds", "submit", "--project", PROJECT, "--tag", image, str(REPO)],
+            "args": [
+                *("builds", "submit", "--project", PROJECT, "--timeout=3600s", "--machine-type=e2-highcpu-8"),
+                *("--tag", image, str(REPO)),
+            ],
             "config": None,
         }
     ]
@@ -458,12 +461,12 @@ def test_replicas_become_a_primary_pool_and_a_worker_pool(capsys):
     _, out, _ = cli(
         capsys,
         *submit_args(
-            "--replica-count", "3", "--accelerator-count", "2", "--base-output-dir", "gs://b/o", "--dry-run"
+            "--replica-count", "4", "--accelerator-count", "2", "--base-output-dir", "gs://b/o", "--dry-run"
         ),
         *WALKTHROUGH_ARGS,
     )
     pools = json.loads(out)["custom_job"]["customJob"]["jobSpec"]["workerPoolSpecs"]
-    assert [p["replicaCount"] for p in pools] == ["1", "2"]
+    assert [p["replicaCount"] for p in pools] == ["1", "3"]
     assert all(p["machineSpec"]["acceleratorCount"] == 2 for p in pools)
     assert pools[0]["containerSpec"] == pools[1]["containerSpec"]
 
@@ -557,19 +560,19 @@ def test_logs_streams_with_gcloud(fake_tools, capsys):
         (
             ["--machine-type", "g2-standard-8"],
             WALKTHROUGH_ARGS,
-            "NVIDIA_TESLA_T4 attaches to n1-* machines, not g2-standard-8; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
+            "g2-standard-8 comes with NVIDIA_L4, not NVIDIA_TESLA_T4; pick a machine for NVIDIA_TESLA_T4 (n1-*); nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
         ),
         (
             ["--accelerator-type", "T4"],
             WALKTHROUGH_ARGS,
-            "--accelerator-type 'T4' is unknown; choose one of NVIDIA_TESLA_T4, NVIDIA_TESLA_P4, NVIDIA_TESLA_P100, NVIDIA_TESLA_V100, NVIDIA_TESLA_A100, NVIDIA_A100_80GB, NVIDIA_L4, NVIDIA_H100_80GB, NVIDIA_H100_MEGA_80GB, NVIDIA_H200_141GB "
-            "or none; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
+            "--accelerator-type 'T4' is unknown; choose one of NVIDIA_TESLA_T4, NVIDIA_TESLA_P4, NVIDIA_TESLA_P100, NVIDIA_TESLA_V100, NVIDIA_L4, NVIDIA_TESLA_A100, NVIDIA_A100_80GB, NVIDIA_H100_80GB, NVIDIA_H100_MEGA_80GB, NVIDIA_H200_141GB, "
+            "NVIDIA_B200, NVIDIA_GB200, NVIDIA_RTX_PRO_6000 or none; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
         ),
         (
             ["--machine-type", "big-box"],
             WALKTHROUGH_ARGS,
             "--machine-type 'big-box' is not a Vertex AI machine type such as n1-standard-4, g2-standard-8 or "
-            "a2-highgpu-1g; NVIDIA_TESLA_T4 attaches to n1-* machines, not big-box; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
+            "a2-highgpu-1g; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
         ),
         (
             [],
@@ -731,34 +734,31 @@ def test_missing_inputs_or_a_finished_run_stop_the_job_before_it_is_sent(vertex,
     assert vertex.requests == []
 
 
-def test_a_gpu_the_region_does_not_offer_is_refused(capsys, tmp_path):
+def test_a_gpu_the_catalog_does_not_offer_is_refused_and_prices_come_from_the_table(capsys, tmp_path):
+    from sentitune.cloud import catalog
+
+    mine = catalog.load()
+    mine["date"] = "2026-11-30"
+    mine["training_regions"]["asia-east1"] = ["NVIDIA_TESLA_T4"]
+    (tmp_path / "catalog.json").write_text(json.dumps(mine))
     table = {
-        "us-central1": {
-            "machines": {"n1-standard-4": {"on_demand": 0.2, "spot": 0.05}},
-            "accelerators": {"NVIDIA_TESLA_V100": {"on_demand": 2.5, "spot": 1.0}},
-        },
         "asia-east1": {
             "machines": {"n1-standard-4": {"on_demand": 0.2, "spot": 0.05}},
             "accelerators": {"NVIDIA_TESLA_T4": {"on_demand": 0.4, "spot": 0.1}},
         },
     }
     (tmp_path / "prices.json").write_text(json.dumps(table))
-    args = [
-        "cloud",
-        "submit",
-        "--project",
-        PROJECT,
-        "--region",
-        "asia-east1",
-        "--prices",
-        str(tmp_path / "prices.json"),
-    ]
+    args = ["cloud", "submit", "--project", PROJECT, "--region", "asia-east1"]
+    args += ["--catalog", str(tmp_path / "catalog.json"), "--prices", str(tmp_path / "prices.json")]
     message = cli_error(
         capsys, *args, "--accelerator-type", "NVIDIA_TESLA_V100", "--dry-run", *WALKTHROUGH_ARGS
     )
     assert message == (
-        f"invalid submit options: NVIDIA_TESLA_V100 is not offered in asia-east1 (per {tmp_path / 'prices.json'}); "
-        "choose another --region or --accelerator-type; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)"
+        "invalid submit options: NVIDIA_TESLA_V100 is not offered for training in asia-east1 (per the catalog "
+        "of 2026-11-30); regions that offer it: europe-west4, us-central1, us-east1, us-west1; "
+        "nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)"
     )
     code, out, _ = cli(capsys, *args, "--dry-run", *WALKTHROUGH_ARGS, "--job-dir=gs://b/m")
-    assert code == 0 and json.loads(out)["cost"]["usd_per_hour"] == pytest.approx(0.6)
+    plan = json.loads(out)
+    assert code == 0 and plan["cost"]["usd_per_hour"] == pytest.approx(0.6)
+    assert plan["checked_against"]["catalog"] == str(tmp_path / "catalog.json")

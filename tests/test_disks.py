@@ -4,12 +4,17 @@ tests need the right to mount (root in a container that allows it; they skip whe
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import cli_error
+from safetensors.numpy import save_file
+
+from sentitune.storage import writing
 
 
 @pytest.fixture
@@ -67,3 +72,13 @@ def test_the_mount_fixture_really_fills_up(mounts):
         (full / "big").write_bytes(b"x" * 20_000)
     (full / "big").unlink()
     assert shutil.disk_usage(full).free <= 8192
+
+
+def test_a_safetensors_write_on_a_full_disk_is_the_oserror_it_is(mounts):
+    """safetensors raises its own exception type for ENOSPC; every model writer goes through `writing`,
+    which turns it into the OSError the CLI reports in one line (whichever file a command writes first)."""
+    full, _ = mounts
+    with pytest.raises(OSError) as raised, writing(full):
+        save_file({"w": np.zeros(10_000, dtype=np.float64)}, str(full / "w.safetensors"))
+    assert raised.value.errno == errno.ENOSPC
+    assert raised.value.filename == str(full)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 
 from sentitune import LABELS
 from sentitune.config import TrainConfig
+from sentitune.events import TuningReport
 from sentitune.splits import read_labelled
 from sentitune.train import train
 
@@ -545,3 +547,35 @@ def test_a_preset_sets_options_that_were_not_given(prepared):
     assert dataclasses.replace(parsed("--preset", "balanced"), preset=None) == parsed()  # the defaults
     with pytest.raises(SystemExit):
         parsed("--preset", "fastest")
+
+
+DEFAULT_METRIC_FILE = Path("/tmp/hypertune/output.metrics")  # cloudml-hypertune's, which Vertex AI reads
+
+
+@pytest.mark.parametrize(
+    "variables, trial",
+    [
+        ({"CLUSTER_SPEC": json.dumps({"task": {"type": "workerpool0", "index": 0, "trial": "3"}})}, "3"),
+        ({"AIP_MODEL_DIR": "unused"}, "0"),  # a Vertex AI job that sets none of the hypertune variables
+        ({"SENTITUNE_REPORT_TUNING": "1"}, "0"),  # the image, with nothing set by Vertex AI
+        ({}, None),  # a laptop: nothing is written
+    ],
+    ids=["trial-in-cluster-spec", "vertex-job-without-variables", "image-with-nothing-set", "outside-vertex"],
+)
+def test_the_tuning_metric_lands_where_vertex_reads_it(
+    tmp_path, capsys, prepared, tiny_model, monkeypatch, variables, trial
+):
+    for name in TuningReport.JOB_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    DEFAULT_METRIC_FILE.unlink(missing_ok=True)
+    try:
+        train_cli(capsys, prepared, tiny_model, tmp_path / "job", "--max-steps", "2", "--eval-every", "2")
+        if trial is None:
+            assert not DEFAULT_METRIC_FILE.exists()
+            return
+        reported = [json.loads(line) for line in DEFAULT_METRIC_FILE.read_text().splitlines()]
+        assert {r["trial"] for r in reported} == {trial} and all("val_macro_f1" in r for r in reported)
+    finally:
+        DEFAULT_METRIC_FILE.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from sentitune.metrics import classification_metrics, log_metrics, plot_confusio
 from sentitune.runfolder import CONFUSION, METRICS
 from sentitune.splits import LabelledTexts
 from sentitune.splits import load_splits as read_splits
-from sentitune.storage import StagedOutput, join, open_input
+from sentitune.storage import StagedOutput, join, open_input, writing
 
 log = logging.getLogger("sentitune")
 
@@ -218,7 +218,8 @@ class BaselineModel:
             "classifier": _json_params(lr),
             "vectorizers": vectorizers,
         }
-        save_file(tensors, str(out.path(MODEL_WEIGHTS)), metadata={"format": FORMAT})
+        with writing(out.root):  # safetensors reports a full disk in its own exception type
+            save_file(tensors, str(out.path(MODEL_WEIGHTS)), metadata={"format": FORMAT})
         out.path(MODEL_JSON).write_text(json.dumps(document, ensure_ascii=False) + "\n")
 
 

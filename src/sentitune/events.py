@@ -10,6 +10,7 @@ TensorBoard instance) shows the run while it trains. Needs the `tensorboard` pac
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -87,22 +88,48 @@ class EventLog:
 
 
 class TuningReport:
-    """Validation macro-F1 for a Vertex AI hyperparameter tuning trial (the cloudml-hypertune protocol:
-    JSON lines in $CLOUD_ML_HP_METRIC_FILE, tagged with $CLOUD_ML_TRIAL_ID). A no-op outside a trial."""
+    """Validation macro-F1 for a Vertex AI hyperparameter tuning trial, through cloudml-hypertune: JSON
+    lines in $CLOUD_ML_HP_METRIC_FILE, else the library's default file, which Vertex AI reads.
+
+    Vertex AI does not promise the CLOUD_ML_* variables, so every process that runs inside a Vertex AI
+    job reports: in sentitune's images always (they set SENTITUNE_REPORT_TUNING), elsewhere when
+    CLUSTER_SPEC or an AIP_* variable is set. The trial id comes from CLOUD_ML_TRIAL_ID or CLUSTER_SPEC's
+    task.trial. Outside a job (a laptop) nothing is written."""
 
     METRIC = "val_macro_f1"
+    JOB_VARIABLES = (
+        "SENTITUNE_REPORT_TUNING",
+        "CLOUD_ML_TRIAL_ID",
+        "CLOUD_ML_HP_METRIC_FILE",
+        "CLUSTER_SPEC",
+        "AIP_MODEL_DIR",
+        "AIP_TRAINING_DATA_URI",
+    )
 
     def __init__(self, enabled: bool = True):
         self.hpt = None
-        if enabled and (os.environ.get("CLOUD_ML_TRIAL_ID") or os.environ.get("CLOUD_ML_HP_METRIC_FILE")):
-            self.hpt = require_extra("hypertune", "cloud", "reporting to a tuning job").HyperTune()
-            log.info(f"tuning trial {os.environ.get('CLOUD_ML_TRIAL_ID', '?')}: reporting {self.METRIC}")
+        if not enabled or not any(os.environ.get(name) for name in self.JOB_VARIABLES):
+            return
+        self.hpt = require_extra("hypertune", "cloud", "reporting to a tuning job").HyperTune()
+        trial = os.environ.get("CLOUD_ML_TRIAL_ID") or trial_from_cluster_spec(os.environ.get("CLUSTER_SPEC"))
+        if trial:
+            self.hpt.trial_id = trial
+        log.info(f"tuning trial {trial or '?'}: reporting {self.METRIC} to {self.hpt.metric_path}")
 
     def report(self, value: float, step: int) -> None:
         if self.hpt is not None:
             self.hpt.report_hyperparameter_tuning_metric(
                 hyperparameter_metric_tag=self.METRIC, metric_value=value, global_step=step
             )
+
+
+def trial_from_cluster_spec(spec: str | None) -> str | None:
+    """The trial id Vertex AI puts in CLUSTER_SPEC ({"task": {"trial": "3", ...}}), if any."""
+    try:
+        trial = json.loads(spec or "{}").get("task", {}).get("trial")
+    except (ValueError, AttributeError):
+        return None
+    return str(trial) if trial not in (None, "") else None
 
 
 def target_dir(configured: str | None) -> str | None:

@@ -37,14 +37,17 @@ def build_commands(cfg: BuildConfig, cloudbuild_config: str | None = None) -> li
             ["docker", "push", cfg.image_uri],
         ]
     project = ["--project", cfg.project] if cfg.project else []
+    # Cloud Build's default time limit and machine are sized for small builds, not a CUDA image of several GB.
+    sized = [f"--timeout={cfg.build_timeout}", f"--machine-type={cfg.build_machine_type}"]
     if dockerfile == "Dockerfile":  # the walkthrough's command
-        return [["gcloud", "builds", "submit", *project, "--tag", cfg.image_uri, cfg.source]]
+        return [["gcloud", "builds", "submit", *project, *sized, "--tag", cfg.image_uri, cfg.source]]
     return [
         [
             "gcloud",
             "builds",
             "submit",
             *project,
+            *sized,
             "--config",
             cloudbuild_config or "cloudbuild.yaml",
             cfg.source,

@@ -9,8 +9,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from sentitune.cloud import prices
+from sentitune.cloud import catalog
 from sentitune.cloud.vertex import (
     DEFAULT_REGION,
     DEFAULT_REPOSITORY,
@@ -18,24 +19,11 @@ from sentitune.cloud.vertex import (
     image_uri,
     target_problems,
 )
-from sentitune.config import BACKENDS, JOB, OUTPUT, RUNTIME, opt, parse_train_args
+from sentitune.config import BACKENDS, JOB, OUTPUT, RUNTIME, opt, parse_train_args, train_option
 from sentitune.errors import SentituneError, raise_problems
 from sentitune.storage import is_url
 
-# Which machine family each GPU attaches to (Vertex AI refuses other pairs after the job is queued).
-GPU_MACHINES = {
-    "NVIDIA_TESLA_T4": ("n1-",),
-    "NVIDIA_TESLA_P4": ("n1-",),
-    "NVIDIA_TESLA_P100": ("n1-",),
-    "NVIDIA_TESLA_V100": ("n1-",),
-    "NVIDIA_TESLA_A100": ("a2-highgpu-", "a2-megagpu-"),
-    "NVIDIA_A100_80GB": ("a2-ultragpu-",),
-    "NVIDIA_L4": ("g2-",),
-    "NVIDIA_H100_80GB": ("a3-highgpu-",),
-    "NVIDIA_H100_MEGA_80GB": ("a3-megagpu-",),
-    "NVIDIA_H200_141GB": ("a3-ultragpu-",),
-}
-MACHINE_TYPE = re.compile(r"^(n1|n2|n2d|e2|c2|c2d|c3|m1|a2|a3|g2)-[a-z]+(-[0-9]+[a-z]*)?$")
+MACHINE_TYPE = re.compile(r"^(n1|n2|n2d|e2|c2|c2d|c3|m1|a2|a3|a4|a4x|g2|g4)-[a-z]+(-[0-9]+[a-z]*)?$")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 # Training options whose value is a path the job must be able to read or write.
 PATH_FLAGS = (
@@ -102,6 +90,14 @@ def api_endpoint_option():
     return opt(None, "Vertex AI API host (default: REGION-aiplatform.googleapis.com)", group=JOB)
 
 
+def catalog_option():
+    return opt(
+        None,
+        "JSON machine catalog (GPU types, machines, counts, regions) to check against instead of the built-in one",
+        group=JOB,
+    )
+
+
 def dry_run_option():
     return opt(
         False,
@@ -141,10 +137,20 @@ class BuildConfig:
     source: str = opt(
         ".", "folder holding the Dockerfiles, pyproject.toml and src/ (a sentitune checkout)", group=JOB
     )
+    build_timeout: str = opt(
+        "3600s",
+        "Cloud Build's time limit for build and push, e.g. 3600s or 60m (a CUDA image takes several minutes)",
+        group=JOB,
+    )
+    build_machine_type: str = opt(
+        "e2-highcpu-8", "Cloud Build's machine (e2-highcpu-8, e2-highcpu-32, ...)", group=JOB
+    )
     dry_run: bool = dry_run_option()
 
     def __post_init__(self) -> None:
         problems = [] if self.image_uri else target_problems(self.project, self.region)
+        if not re.match(r"^\d+[smh]?$", self.build_timeout):
+            problems.append(f"--build-timeout {self.build_timeout!r} is not a duration such as 3600s or 60m")
         dockerfile = Path(self.source) / DOCKERFILES[self.variant]
         if not dockerfile.is_file() or not (Path(self.source) / "src" / "sentitune").is_dir():
             problems.append(
@@ -160,6 +166,8 @@ class BuildConfig:
 @dataclass
 class SubmitConfig:
     """A Vertex AI custom job that runs `sentitune train` with the arguments after `--`."""
+
+    WHAT: ClassVar[str] = "submit options"
 
     project: str | None = project_option()
     region: str = region_option()
@@ -197,6 +205,7 @@ class SubmitConfig:
         group=JOB,
     )
     prices: str | None = opt(None, "JSON price table to estimate with instead of the built-in one", group=JOB)
+    catalog: str | None = catalog_option()
     throughput_from: str | None = opt(
         None,
         "a finished run folder whose training examples/s (same machine kind) estimates the job's length",
@@ -209,7 +218,9 @@ class SubmitConfig:
     def __post_init__(self) -> None:
         if self.accelerator_type and self.accelerator_type.lower() == "none":
             self.accelerator_type = None
-        problems = target_problems(self.project, self.region) + self.machine_problems()
+        default_image = not self.image_uri
+        machine = machine_problems(self, serving=False, default_image=default_image)
+        problems = target_problems(self.project, self.region) + machine
         if self.replica_count < 1:
             problems.append(f"--replica-count must be at least 1, got {self.replica_count}")
         if self.base_output_dir and not self.base_output_dir.startswith("gs://"):
@@ -221,59 +232,67 @@ class SubmitConfig:
         # and the checks before sending.
         self.train, unknown = parse_train_args(self.train_args)
         problems += train_args_problems(self.train, unknown, bool(self.base_output_dir))
+        if self.train is not None and not machine:  # processes are known once the machine is right
+            problems += self.job_batch_problems()
         if self.timeout is not None:
             try:
                 parse_duration(self.timeout)
             except SentituneError as exc:
                 problems.append(str(exc))
-        raise_problems(problems, "submit options")
+        raise_problems(problems, self.WHAT)
         self.display_name = self.display_name or time.strftime("sentitune-train-%Y%m%d-%H%M%S", time.gmtime())
         variant = "gpu" if self.accelerator_type else "cpu"
         self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
 
-    def machine_problems(self) -> list[str]:
-        problems = []
-        if not MACHINE_TYPE.match(self.machine_type):
-            problems.append(
-                f"--machine-type {self.machine_type!r} is not a Vertex AI machine type such as n1-standard-4, "
-                "g2-standard-8 or a2-highgpu-1g"
-            )
-        if not self.accelerator_type:
-            return problems
-        if self.accelerator_type not in GPU_MACHINES:
-            problems.append(
-                f"--accelerator-type {self.accelerator_type!r} is unknown; choose one of {', '.join(GPU_MACHINES)} or none"
-            )
-        elif not self.machine_type.startswith(GPU_MACHINES[self.accelerator_type]):
-            families = " or ".join(p + "*" for p in GPU_MACHINES[self.accelerator_type])
-            problems.append(
-                f"{self.accelerator_type} attaches to {families} machines, not {self.machine_type}"
-            )
-        if region_offers(self.region, self.accelerator_type, self.prices) is False:
-            problems.append(
-                f"{self.accelerator_type} is not offered in {self.region} (per {prices.load_table(self.prices)[1]}); "
-                "choose another --region or --accelerator-type"
-            )
-        if self.accelerator_count < 1:
-            problems.append(
-                f"--accelerator-count must be at least 1 with a GPU, got {self.accelerator_count}"
-            )
-        return problems
+    @property
+    def processes(self) -> int:
+        """Training processes of the job: one per GPU on each replica (one per CPU-only replica), as the
+        image's entrypoint (sentitune.launch) starts them."""
+        return self.replica_count * (self.accelerator_count if self.accelerator_type else 1)
+
+    def job_batch_problems(self) -> list[str]:
+        return self.batch_problems([train_option(self.train, "batch_size")])
+
+    def batch_problems(self, batch_sizes: list[int], flag: str = "-- --batch-size") -> list[str]:
+        """Every rank takes batch / processes of each global batch: a batch that does not divide stops
+        every rank as soon as the machines are up, after they are paid for."""
+        bad = [b for b in batch_sizes if b % self.processes]
+        if not bad or self.processes == 1:
+            return []
+        n = self.processes
+        fits = sorted({max(n, b // n * n) for b in bad} | {-(-b // n) * n for b in bad})
+        return [
+            f"{flag} {', '.join(map(str, bad))} does not divide by the job's {n} training processes "
+            f"({self.replica_count} replicas x {self.accelerator_count if self.accelerator_type else 1} "
+            f"per replica), so every process would refuse to start; use a multiple of {n}, e.g. "
+            f"{', '.join(map(str, fits))}"
+        ]
 
     @property
     def parent(self) -> str:
         return f"projects/{self.project}/locations/{self.region}"
 
 
-def region_offers(region: str, accelerator: str, prices_file: str | None) -> bool | None:
-    """False when the price table lists the region and the GPU elsewhere but not there; None: unknown."""
-    try:
-        table = prices.load_table(prices_file)[0]
-    except SentituneError:
-        return None  # reported when the estimate is made
-    if region not in table or not any(accelerator in r.get("accelerators", {}) for r in table.values()):
-        return None
-    return accelerator in table[region].get("accelerators", {})
+def machine_problems(cfg, *, serving: bool, default_image: bool) -> list[str]:
+    """The machine type's form, then what the catalog says Vertex AI accepts of a job's or an endpoint's
+    machine (`cfg`: its machine_type, accelerator_type, accelerator_count, region, catalog): GPU, count,
+    region and the default image's CUDA architectures."""
+    if not MACHINE_TYPE.match(cfg.machine_type):
+        return [
+            f"--machine-type {cfg.machine_type!r} is not a Vertex AI machine type such as n1-standard-4, "
+            "g2-standard-8 or a2-highgpu-1g"
+        ]
+    if cfg.accelerator_type and cfg.accelerator_count < 1:
+        return [f"--accelerator-count must be at least 1 with a GPU, got {cfg.accelerator_count}"]
+    return catalog.gpu_problems(
+        catalog.load(cfg.catalog),
+        cfg.machine_type,
+        cfg.accelerator_type,
+        cfg.accelerator_count,
+        cfg.region,
+        serving=serving,
+        default_image=default_image,
+    )
 
 
 def train_args_problems(parsed, unknown: list[str], has_output_dir: bool) -> list[str]:
@@ -316,22 +335,27 @@ def _range(text: str, what: str, kind=float) -> tuple:
     return low, high
 
 
-def _values(text: str, what: str) -> list[str]:
-    """Whole numbers as strings: categorical values reach the trial exactly as written (16, not 16.0)."""
+def _listed(text: str, what: str, kind=int, positive: bool = True) -> list:
+    """Listed values, sorted, each once. Whole numbers (at least 1) come back as strings, so categorical
+    values reach the trial exactly as written (16, not 16.0); reals (above 0 when `positive`) as floats."""
+    whole = kind is int
     try:
-        values = sorted({int(x) for x in str(text).split(",")})
+        values = sorted({kind(x) for x in str(text).split(",")})
     except ValueError as exc:
         raise SentituneError(
-            f"{what} {text!r} is not a comma-separated list of whole numbers, e.g. 16,32,64"
+            f"{what} {text!r} is not a comma-separated list of {'whole numbers' if whole else 'numbers'}, "
+            f"e.g. {'16,32,64' if whole else '2e-5,5e-5'}"
         ) from exc
-    if any(v < 1 for v in values):
-        raise SentituneError(f"{what} {text!r}: every value must be at least 1")
-    return [str(v) for v in values]
+    if (positive or whole) and values[0] <= 0:
+        raise SentituneError(f"{what} {text!r}: every value must be {'at least 1' if whole else 'above 0'}")
+    return [str(v) for v in values] if whole else values
 
 
 @dataclass
 class TuneConfig(SubmitConfig):
     """A hyperparameter study whose trials are `cloud submit` jobs."""
+
+    WHAT: ClassVar[str] = "tune options"
 
     max_trials: int = opt(8, "trials in all", group=RUNTIME)
     parallel_trials: int = opt(2, "trials running at the same time", group=RUNTIME)
@@ -359,18 +383,40 @@ class TuneConfig(SubmitConfig):
                 f"--parallel-trials {self.parallel_trials} exceeds --max-trials {self.max_trials}"
             )
         try:
-            self.search_space()
+            space = self.search_space()
         except SentituneError as exc:
             problems.append(str(exc))
+            space = []
+        reals = [name for name, kind, _ in space if kind in ("log", "linear")]  # DOUBLE parameters
+        if self.algorithm == "grid" and reals:
+            flags = " and ".join("--" + n.replace("_", "-") for n in reals)
+            problems.append(
+                f"--algorithm grid takes whole-number ranges and listed values only, and {flags} "
+                f"{'is a range' if len(reals) == 1 else 'are ranges'} of reals; list the values "
+                "(e.g. --learning-rate 2e-5,5e-5,1e-4), pass 'none', or use --algorithm random"
+            )
+        parsed = parse_train_args(self.train_args)[0]
+        if parsed is not None and getattr(parsed, "job_dir", None):
+            problems.append(
+                f"-- --job-dir {parsed.job_dir}: every trial would write that one folder; drop it and pass "
+                "--base-output-dir gs://… (each trial then writes <base>/<trial id>/model)"
+            )
         if not any(getattr(self, name) for name in SEARCHED):
             problems.append(
                 "nothing to tune: give at least one of --learning-rate, --batch-size, --epochs, "
                 "--keep-layers, --warmup-ratio"
             )
-        raise_problems(problems, "tune options")
+        raise_problems(problems, self.WHAT)
         super().__post_init__()
         if self.display_name.startswith("sentitune-train-"):
             self.display_name = "sentitune-tune-" + self.display_name.removeprefix("sentitune-train-")
+
+    def job_batch_problems(self) -> list[str]:
+        """The tuned batch sizes replace the one after `--` in every trial."""
+        tuned = next((values for name, _, values in self.search_space() if name == "batch_size"), None)
+        if tuned is None:
+            return super().job_batch_problems()
+        return self.batch_problems([int(v) for v in tuned], "--batch-size")
 
     def search_space(self) -> list[tuple[str, str, object]]:
         """(parameter, kind, values or (low, high)) of every tuned setting."""
@@ -380,7 +426,13 @@ class TuneConfig(SubmitConfig):
             if not text:
                 continue
             if kind == "values":
-                found.append((name, kind, _values(text, flag)))
+                found.append((name, kind, _listed(text, flag)))
+                continue
+            if "," in str(text) and kind != "integers":  # listed reals: a discrete parameter
+                found.append((name, "discrete", _listed(text, flag, float, positive=kind == "log")))
+                continue
+            if "," in str(text):
+                found.append((name, "values", _listed(text, flag)))
                 continue
             low, high = _range(text, flag, int if kind == "integers" else float)
             if kind == "log" and low <= 0:
@@ -406,6 +458,13 @@ class DeployConfig:
         "onnx-int8", "model the server runs (onnx*: export the run first)", choices=BACKENDS, group=RUNTIME
     )
     machine_type: str = opt("n1-standard-2", "machine of each serving replica", group=JOB)
+    accelerator_type: str | None = opt(
+        None,
+        "GPU of each serving replica, e.g. NVIDIA_TESLA_T4 or NVIDIA_L4 (default: none, CPU serving)",
+        group=JOB,
+    )
+    accelerator_count: int = opt(1, "GPUs per serving replica", group=JOB)
+    catalog: str | None = catalog_option()
     min_replicas: int = opt(1, "replicas always running", group=JOB)
     max_replicas: int = opt(1, "replicas under load at most (autoscaling between min and max)", group=JOB)
     endpoint: str | None = opt(
@@ -429,10 +488,16 @@ class DeployConfig:
             problems.append(f"--min-replicas must be at least 1, got {self.min_replicas}")
         if self.max_replicas < self.min_replicas:
             problems.append(f"--max-replicas {self.max_replicas} is below --min-replicas {self.min_replicas}")
+        problems += machine_problems(self, serving=True, default_image=not self.image_uri)
+        if self.accelerator_type and self.backend != "torch":
+            problems.append(
+                f"--backend {self.backend} runs on the CPU; with --accelerator-type pass --backend torch"
+            )
         raise_problems(problems, "deploy options")
         run_name = str(self.run_dir).rstrip("/").rsplit("/", 1)[-1]
         self.display_name = self.display_name or f"sentitune-{run_name}"
-        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, "cpu")
+        variant = "gpu" if self.accelerator_type else "cpu"  # GPU serving runs the CUDA image
+        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
 
     @property
     def parent(self) -> str:

@@ -11,6 +11,7 @@ import logging
 import shlex
 from dataclasses import dataclass
 
+from sentitune.cloud import catalog
 from sentitune.cloud.config import DeployConfig
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 from sentitune.errors import SentituneError
@@ -62,7 +63,7 @@ def build_requests(cfg: DeployConfig) -> DeployRequests:
         model=MODEL_PLACEHOLDER,
         display_name=cfg.display_name,
         dedicated_resources=types.DedicatedResources(
-            machine_spec=types.MachineSpec(machine_type=cfg.machine_type),
+            machine_spec=machine_spec(cfg, types),
             min_replica_count=cfg.min_replicas,
             max_replica_count=cfg.max_replicas,
         ),
@@ -75,6 +76,14 @@ def build_requests(cfg: DeployConfig) -> DeployRequests:
         traffic_split={"0": 100},  # "0": the model this request deploys
     )
     return DeployRequests(upload, create, deploy)
+
+
+def machine_spec(cfg: DeployConfig, types):
+    spec = types.MachineSpec(machine_type=cfg.machine_type)
+    if cfg.accelerator_type:
+        spec.accelerator_type = types.AcceleratorType[cfg.accelerator_type]
+        spec.accelerator_count = cfg.accelerator_count
+    return spec
 
 
 def gcloud_commands(cfg: DeployConfig) -> list[str]:
@@ -107,6 +116,13 @@ def gcloud_commands(cfg: DeployConfig) -> list[str]:
         "--model=MODEL_ID",
         f"--display-name={q(cfg.display_name)}",
         f"--machine-type={cfg.machine_type}",
+        *(
+            [
+                f"--accelerator=type={cfg.accelerator_type.lower().replace('_', '-')},count={cfg.accelerator_count}"
+            ]
+            if cfg.accelerator_type
+            else []
+        ),
         f"--min-replica-count={cfg.min_replicas}",
         f"--max-replica-count={cfg.max_replicas}",
         "--traffic-split=0=100",
@@ -129,6 +145,7 @@ def dry_run(cfg: DeployConfig) -> dict:
         "create_endpoint": to_json(requests.create_endpoint) if requests.create_endpoint else None,
         "deploy_model": to_json(requests.deploy),
         "gcloud": gcloud_commands(cfg),
+        "checked_against": catalog.describe(catalog.load(cfg.catalog), cfg.catalog),
     }
 
 

@@ -13,7 +13,7 @@ import shlex
 import shutil
 import subprocess
 
-from sentitune.cloud import prices
+from sentitune.cloud import catalog, prices
 from sentitune.cloud.config import FollowConfig, SubmitConfig, parse_duration
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 from sentitune.config import train_option
@@ -144,7 +144,12 @@ def plan(cfg: SubmitConfig) -> dict:
     """Exactly what `submit` sends, and the gcloud equivalent."""
     estimate = cost_estimate(cfg)
     request = build_request(cfg, estimate)
-    return {"custom_job": to_json(request), "gcloud": gcloud_command(cfg), "cost": estimate}
+    return {
+        "custom_job": to_json(request),
+        "gcloud": gcloud_command(cfg),
+        "cost": estimate,
+        "checked_against": catalog.describe(catalog.load(cfg.catalog), cfg.catalog),
+    }
 
 
 def preflight(cfg: SubmitConfig) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from sentitune.cloud import prices
+from sentitune.cloud import catalog, prices
 from sentitune.cloud.config import TuneConfig
 from sentitune.cloud.submit import cost_env, cost_estimate, job_spec, preflight
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
@@ -30,6 +30,8 @@ def parameters(cfg: TuneConfig) -> list:
             found.append(
                 spec(parameter_id=name, categorical_value_spec=spec.CategoricalValueSpec(values=values))
             )
+        elif kind == "discrete":
+            found.append(spec(parameter_id=name, discrete_value_spec=spec.DiscreteValueSpec(values=values)))
         elif kind == "integers":
             low, high = values
             found.append(
@@ -83,7 +85,11 @@ def study_cost(cfg: TuneConfig) -> dict:
 
 
 def plan(cfg: TuneConfig) -> dict:
-    return {"hyperparameter_tuning_job": to_json(build_request(cfg)), "cost": study_cost(cfg)}
+    return {
+        "hyperparameter_tuning_job": to_json(build_request(cfg)),
+        "cost": study_cost(cfg),
+        "checked_against": catalog.describe(catalog.load(cfg.catalog), cfg.catalog),
+    }
 
 
 def run(cfg: TuneConfig) -> dict:
