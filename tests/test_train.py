@@ -11,10 +11,13 @@ import pandas as pd
 import pytest
 import torch
 from conftest import PNG_SIGNATURE, RUN_ARGS, cli, cli_error, entries, label_ids
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from sentitune import LABELS
-from sentitune.config import TrainConfig
+from sentitune.card import base_model_of
+from sentitune.cli import build_parser
+from sentitune.config import TrainConfig, from_namespace
 from sentitune.events import TuningReport
 from sentitune.splits import read_labelled
 from sentitune.train import train
@@ -343,6 +346,95 @@ def test_model_card_states_data_metrics_intervals_and_limits(trained_run):
     cm = metrics["test"]["confusion_matrix"]["rows_true_columns_predicted"]
     assert "| negative | " + " | ".join(str(v) for v in cm[0]) + " |" in card
     assert "## Known limits" in card and "Sarcasm" in card
+
+
+def test_a_run_replayed_from_its_run_config_ends_with_its_weights(capsys, tmp_path, trained_run):
+    code, _, err = cli(capsys, "train", "--config", trained_run, "--job-dir", tmp_path / "replay")
+    assert code == 0, err
+    first, again = weights(trained_run), weights(tmp_path / "replay")
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    recorded = json.loads((trained_run / "run_config.json").read_text())["train"]
+    replayed = json.loads((tmp_path / "replay" / "run_config.json").read_text())["train"]
+    assert replayed["config"] == str(trained_run) and replayed["job_dir"] == str(tmp_path / "replay")
+    for key in set(recorded) - TrainConfig.NOT_REPLAYED:
+        assert replayed[key] == recorded[key], key
+
+
+def test_options_given_with_a_replay_override_its_settings(capsys, tmp_path, trained_run):
+    run_config = trained_run / "run_config.json"
+    code, _, err = cli(
+        capsys, "train", "--config", run_config, "--job-dir", tmp_path / "r", "--learning-rate", "0.001",
+        "--max-steps", "2", "--train-head-only", "--dry-run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert not (tmp_path / "r").exists()  # a dry run, replayed: nothing written
+    cfg = from_namespace(TrainConfig, build_parser().parse_args(
+        ["train", "--config", str(run_config), "--learning-rate", "0.001", "--train-head-only", "--preset", "fast"]
+    ))  # fmt: skip
+    recorded = json.loads(run_config.read_text())["train"]
+    assert cfg.learning_rate == 0.001 and cfg.train_head_only is True  # given now
+    assert (
+        cfg.keep_layers == TrainConfig.PRESETS["fast"]["keep_layers"]
+    )  # the preset given now, over the run's
+    assert (cfg.batch_size, cfg.seed, cfg.model, cfg.data) == (
+        recorded["batch_size"], recorded["seed"], recorded["model"], recorded["data"],
+    )  # fmt: skip
+    assert cfg.job_dir is None  # where the run wrote is not replayed
+
+
+def test_a_replay_of_a_config_it_cannot_use_is_one_line(capsys, tmp_path, trained_run):
+    document = json.loads((trained_run / "run_config.json").read_text())
+    document["sentitune_version"] = "9.0.0"
+    document["train"]["warp_drive"] = True
+    (tmp_path / "future.json").write_text(json.dumps(document))
+    (tmp_path / "notes.json").write_text("these are notes")
+    (tmp_path / "other.json").write_text(json.dumps({"model": "x"}))
+    cases = {
+        "future.json": "holds train settings this sentitune does not know (warp_drive); it was written by "
+        "sentitune 9.0.0: delete them from a copy or use that version",
+        "notes.json": "is not JSON; pass the run_config.json of a `sentitune train` run",
+        "other.json": "has no train settings; pass the run_config.json of a `sentitune train` run",
+    }
+    for name, expected in cases.items():
+        message = cli_error(capsys, "train", "--config", tmp_path / name, "--job-dir", tmp_path / "out")
+        assert message == f"--config {tmp_path / name} {expected}"
+    message = cli_error(capsys, "train", "--config", tmp_path / "nowhere", "--job-dir", tmp_path / "out")
+    assert message.startswith(f"--config {tmp_path / 'nowhere' / 'run_config.json'}: cannot read it (")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_model_cards_metadata_reads_back_with_the_results(trained_run, prepared):
+    """The YAML a hub or registry reads: task, language, library, and a model-index with every split's
+    accuracy, macro-F1 and macro-recall and their 95 % intervals, equal to metrics.json."""
+    card = ModelCard.load(trained_run / "README.md")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "text-classification" and data["language"] == "en"
+    assert data["library_name"] == "transformers" and "sentitune" in data["tags"]
+    assert "base_model" not in data and "license" not in data  # a local folder: neither is known
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    found = {(r.dataset_split, r.metric_type, r.metric_config): r for r in card.data.eval_results}
+    assert len(found) == 6
+    for split, name in (("val", "validation"), ("test", "test")):
+        for key, kind, config in (("accuracy", "accuracy", None), ("macro_f1", "f1", "macro"), ("macro_recall", "recall", "macro")):  # fmt: skip
+            result = found[(name, kind, config)]
+            assert result.metric_value == pytest.approx(metrics[split][key], abs=5e-5)
+            low, high = metrics[split]["intervals_95"][key]
+            assert result.metric_name.endswith(f"(95 % interval {low:.4f}-{high:.4f})")
+            assert result.dataset_name == prepared.name  # the prepared folder the run trained on
+    assert card.text.lstrip().startswith("# Sentiment classifier:")  # the card for people follows
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("embedded:all-MiniLM-L6-v2", ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")),
+        ("google/bert_uncased_L-2_H-128_A-2", ("google/bert_uncased_L-2_H-128_A-2", None)),
+        ("gs://bucket/runs/a", (None, None)),
+        ("/models/local", (None, None)),
+    ],
+)
+def test_the_cards_base_model_is_named_where_it_is_known(source, expected):
+    assert base_model_of(source) == expected
 
 
 def test_baseline_beside_the_model_in_metrics_card_and_summary(capsys, prepared, tiny_model, tmp_path):

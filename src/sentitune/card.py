@@ -1,11 +1,14 @@
 """The model card (README.md) of a run folder: what the model is, what it was trained on, how good it
-is, and its limits."""
+is, and its limits, under the YAML metadata a model hub or registry reads (huggingface_hub's ModelCard:
+licence, base model, task, language, and a model-index with the validation and test results)."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from sentitune import LABELS, __version__
 from sentitune.config import TrainConfig
@@ -34,7 +37,69 @@ def _label_source(cfg: TrainConfig) -> str:
     return "the label column of the training file"
 
 
+EMBEDDED_BASE = ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")  # the embedded model: id, licence
+# metrics.json key -> (model-index metric type, its config, the name shown)
+INDEXED_METRICS = {
+    "accuracy": ("accuracy", None, "accuracy"),
+    "macro_f1": ("f1", "macro", "macro-F1"),
+    "macro_recall": ("recall", "macro", "macro-recall"),
+}
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def base_model_of(source: str) -> tuple[str | None, str | None]:
+    """(hub id, licence) of the model the run started from, where known: the embedded one, or a hub id."""
+    if source.startswith("embedded:"):
+        return EMBEDDED_BASE
+    hub_id = "/" in source and not os.path.exists(source) and "://" not in source and source.count("/") == 1
+    return (source, None) if hub_id else (None, None)
+
+
+def card_metadata(cfg: TrainConfig, model_info: dict, metrics: dict) -> ModelCardData:
+    """The card's YAML: what a hub lists the model under, and its results with their 95 % intervals."""
+    base, licence = base_model_of(model_info["source"])
+    data = str(cfg.data or cfg.training_file or "training data").rstrip("/")
+    dataset = os.path.basename(data) if cfg.data else os.path.basename(os.path.dirname(data)) or data
+    results = []
+    for split in ("val", "test"):
+        for key, (kind, config, shown) in INDEXED_METRICS.items():
+            if split not in metrics or key not in metrics[split]:
+                continue
+            low, high = metrics[split].get("intervals_95", {}).get(key, [None, None])
+            interval = f" (95 % interval {low:.4f}-{high:.4f})" if low is not None else ""
+            results.append(
+                EvalResult(
+                    task_type="text-classification",
+                    task_name="Sentiment analysis",
+                    dataset_type="local",
+                    dataset_name=dataset,
+                    dataset_split=SPLIT_NAMES[split],
+                    metric_type=kind,
+                    metric_config=config,
+                    metric_value=round(float(metrics[split][key]), 4),
+                    metric_name=f"{SPLIT_NAMES[split]} {shown}{interval}",
+                )
+            )
+    return ModelCardData(
+        model_name=f"sentitune-{os.path.basename(str(cfg.job_dir or 'run').rstrip('/')) or 'run'}",
+        base_model=base,
+        license=licence,
+        language="en",
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["sentitune", "sentiment-analysis", "text-classification", f"pooling-{model_info['pooling']}"],
+        metrics=["accuracy", "f1", "recall"],
+        eval_results=results or None,
+    )
+
+
 def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
+    """README.md: the metadata as YAML front matter, then the card for people."""
+    yaml = card_metadata(cfg, model_info, metrics).to_yaml()
+    return str(ModelCard(f"---\n{yaml}\n---\n\n{card_text(cfg, model_info, splits, metrics, run_config)}"))
+
+
+def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
     """README.md of a run folder: what the model is, what it was trained on, how good it is, its limits."""
     env, training = run_config["environment"], metrics.get("training", {})
     lines = [
@@ -42,10 +107,10 @@ def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, 
         "",
         f'Classes: {", ".join(LABELS)}. Load it with `sentitune predict RUN_DIR "text"`, `sentitune serve RUN_DIR`, '
         + (
-            "or `sentitune.model.load_run(RUN_DIR)`: its head reads the mean of the token states "
-            "(`--pooling mean`), which `AutoModelForSequenceClassification` alone would not apply."
+            'or `pipeline("text-classification", model=RUN_DIR, trust_remote_code=True)`: its head reads the '
+            "mean of the token states (`--pooling mean`), which modeling_sentitune.py in this folder implements."
             if model_info["pooling"] == "mean"
-            else "or `AutoModelForSequenceClassification.from_pretrained(RUN_DIR)`."
+            else 'or `pipeline("text-classification", model=RUN_DIR)`.'
         ),
         "",
         "## Data",

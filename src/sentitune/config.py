@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -19,7 +20,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentitune.errors import SentituneError, raise_problems
+from sentitune.errors import SentituneError, raise_problems, short
+from sentitune.storage import join, open_input
 
 LABEL_SOURCES = ("auto", "score", "category", "vader")
 FORMATS = ("csv", "parquet")
@@ -272,6 +274,11 @@ class TrainConfig(DataFiles):
     dry_run: bool = opt(
         False, "one training and one validation step, nothing written but the log", group=TRAINING
     )
+    config: str | None = opt(
+        None,
+        "replay a run: its folder or run_config.json (local or URL); options given here override its settings",
+        group=TRAINING,
+    )
     preset: str | None = opt(
         None,
         "fast (the first 3 layers, 1 epoch, learning rate 1e-4) or balanced (the defaults: 6 layers, 2 epochs); "
@@ -364,6 +371,44 @@ class TrainConfig(DataFiles):
     overwrite: bool = overwrite_option()
 
     PRESETS: typing.ClassVar[dict[str, dict[str, Any]]] = TRAIN_PRESETS
+    # Where a run wrote, not how it trained: a replay writes afresh where it is told.
+    NOT_REPLAYED: typing.ClassVar[set[str]] = {
+        "job_dir", "checkpoint_dir", "tensorboard_dir", "overwrite", "dry_run", "config",
+    }  # fmt: skip
+
+    @classmethod
+    def replayed(cls, values: dict) -> dict:
+        """The options given (`values`, with --config) over the train settings recorded in that run's
+        run_config.json; a --preset given now applies between the two."""
+        path = str(values["config"])
+        if not path.endswith(".json"):
+            path = join(path, "run_config.json")
+        try:
+            with open_input(path, "rb") as f:
+                document = json.load(f)
+        except (OSError, SentituneError) as exc:
+            raise SentituneError(
+                f"--config {path}: cannot read it ({short(exc)}); pass a run folder or its run_config.json"
+            ) from None
+        except ValueError:
+            raise SentituneError(
+                f"--config {path} is not JSON; pass the run_config.json of a `sentitune train` run"
+            ) from None
+        settings = document.get("train") if isinstance(document, dict) else None
+        if not isinstance(settings, dict):
+            raise SentituneError(
+                f"--config {path} has no train settings; pass the run_config.json of a `sentitune train` run"
+            )
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise SentituneError(
+                f"--config {path} holds train settings this sentitune does not know ({', '.join(unknown[:5])}); it was "
+                f"written by sentitune {document.get('sentitune_version', '?')}: delete them from a copy or use that version"
+            )
+        given = {k: v for k, v in values.items() if v is not False}  # a flag not given is False, not a choice
+        preset = cls.PRESETS[given["preset"]] if given.get("preset") else {}
+        recorded = {k: v for k, v in settings.items() if k not in cls.NOT_REPLAYED}
+        return {**recorded, **preset, **given}
 
     def __post_init__(self) -> None:
         raise_problems(finite_problems(self), "train options")  # NaN passes every range check below
@@ -725,6 +770,8 @@ def from_namespace(cls, ns: argparse.Namespace, build=None, **overrides):
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(ns).items() if k in names}
     values.update(overrides)
+    if values.get("config") and hasattr(cls, "replayed"):
+        values = cls.replayed(values)
     return (build or cls)(**_with_preset(cls, values))
 
 

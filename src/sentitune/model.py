@@ -10,6 +10,7 @@ loaders honour.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
@@ -57,6 +58,24 @@ ENCODER_TYPES = {
     "neobert",
 }
 POOLING_KEY = "sentitune_pooling"  # in config.json; absent means the model's own ([CLS]) head
+# A mean-pooled run's config.json has a model_type of its own, with the encoder's in ENCODER_TYPE_KEY and an
+# auto_map naming MODELING_FILE (copied into the folder): plain transformers loads it right with
+# trust_remote_code=True and refuses it without, never [CLS] through a random pooler. sentitune itself never
+# runs the folder's code: it builds the encoder family's own classes from the same config.
+MEAN_POOLED_TYPE = "sentitune-mean-pooled"
+ENCODER_TYPE_KEY = "sentitune_encoder_type"
+MODELING_FILE = "modeling_sentitune.py"
+OWN_KEYS = {
+    "model_type",
+    "auto_map",
+    "architectures",
+    "transformers_version",
+    ENCODER_TYPE_KEY,
+}  # not the encoder's
+AUTO_MAP = {
+    "AutoConfig": "modeling_sentitune.SentituneMeanPooledConfig",
+    "AutoModelForSequenceClassification": "modeling_sentitune.SentituneMeanPooledForSequenceClassification",
+}
 
 
 @dataclass
@@ -93,8 +112,24 @@ class MeanPooled(torch.nn.Module):
     def base_model(self) -> torch.nn.Module:
         return self.inner.base_model
 
-    def save_pretrained(self, *args, **kwargs):
-        return self.inner.save_pretrained(*args, **kwargs)
+    def save_pretrained(self, folder: str, **kwargs) -> None:
+        """The standard folder, with the config and modeling file that make transformers pool as we do."""
+        self.inner.save_pretrained(folder, **kwargs)
+        path = os.path.join(folder, "config.json")
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        config[ENCODER_TYPE_KEY] = config["model_type"]
+        config.update(
+            model_type=MEAN_POOLED_TYPE,
+            architectures=[AUTO_MAP["AutoModelForSequenceClassification"].split(".")[1]],
+            auto_map=AUTO_MAP,
+        )
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+            f.write("\n")
+        modeling = importlib.resources.files("sentitune").joinpath(MODELING_FILE).read_text(encoding="utf-8")
+        with open(os.path.join(folder, MODELING_FILE), "w", encoding="utf-8") as f:
+            f.write(modeling)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         from transformers.modeling_outputs import SequenceClassifierOutput
@@ -207,6 +242,8 @@ def read_model_config(folder: str, source: str) -> dict:
             f"cannot load model {source} as a local folder: its config.json is not valid JSON"
         ) from None
     kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind == MEAN_POOLED_TYPE:  # a mean-pooled run: the encoder's family is recorded beside it
+        kind = config.get(ENCODER_TYPE_KEY)
     if kind not in ENCODER_TYPES or config.get("is_encoder_decoder"):
         raise SentituneError(
             f"model {source} is a '{short(kind, 40)}' model, not a BERT-family encoder; "
@@ -254,7 +291,7 @@ def load_classifier(
 ) -> Classifier:
     """A sequence classifier with `labels`, from a hub id, a local folder or a run folder."""
     from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     quiet_transformers()
     source = shown_as or str(name_or_path)
@@ -262,16 +299,17 @@ def load_classifier(
     config = read_model_config(folder, source)
     check_weights(folder, source, None if for_training else tuple(labels))
     id2label = dict(enumerate(labels))
+    heads = {"num_labels": len(labels), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
     try:
+        own_code = config.get("model_type") == MEAN_POOLED_TYPE
         model = AutoModelForSequenceClassification.from_pretrained(
             folder,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
+            **({"config": encoder_config(config, **heads)} if own_code else heads),
             ignore_mismatched_sizes=for_training,
             use_safetensors=True,
+            trust_remote_code=False,
         )
-        tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=True)
+        tokenizer = load_tokenizer(folder, config)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise SentituneError(f"cannot load model {source}: {short(str(exc).splitlines()[0])}") from exc
     if not getattr(tokenizer, "is_fast", False):
@@ -283,6 +321,24 @@ def load_classifier(
             f"model {source} has an unknown {POOLING_KEY} '{short(pooling, 40)}' in config.json"
         )
     return Classifier(pooled(model, pooling), tokenizer, tuple(labels), source, folder)
+
+
+def encoder_config(config: dict, **overrides):
+    """The encoder family's own transformers config for a mean-pooled run's config.json: sentitune builds
+    the family's classes from it and never runs the folder's modeling code (nor lets transformers ask)."""
+    from transformers import AutoConfig
+
+    fields = {k: v for k, v in config.items() if k not in OWN_KEYS}
+    return AutoConfig.for_model(config[ENCODER_TYPE_KEY], **{**fields, **overrides})
+
+
+def load_tokenizer(folder: str, config: dict):
+    """The folder's fast tokenizer; for a mean-pooled run, with the encoder's config handed over, since
+    reading config.json itself would make transformers ask whether to run the folder's code."""
+    from transformers import AutoTokenizer
+
+    extra = {"config": encoder_config(config)} if config.get("model_type") == MEAN_POOLED_TYPE else {}
+    return AutoTokenizer.from_pretrained(folder, use_fast=True, trust_remote_code=False, **extra)
 
 
 def check_tokenizer(tokenizer, config: dict, source: str) -> None:

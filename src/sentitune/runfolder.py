@@ -19,7 +19,6 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import transformers
-from transformers import AutoTokenizer
 
 from sentitune import LABELS, __version__
 from sentitune.card import model_card
@@ -30,6 +29,7 @@ from sentitune.model import (
     Classifier,
     check_tokenizer,
     load_classifier,
+    load_tokenizer,
     quiet_transformers,
     read_model_config,
 )
@@ -86,7 +86,7 @@ def load_run(run_dir: str, with_model: bool = True) -> Classifier:
         ) from None
     if not with_model:
         quiet_transformers()
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+        tokenizer = load_tokenizer(path, config)
         check_tokenizer(tokenizer, config, run_dir)
         return Classifier(None, tokenizer, labels, run_dir, path)
     classifier = load_classifier(path, labels, for_training=False, shown_as=run_dir)

@@ -33,6 +33,7 @@ PATH_FLAGS = (
     "--data",
     "--job-dir",
     "--checkpoint-dir",
+    "--config",
 )
 DOCKERFILES = {"gpu": "Dockerfile", "cpu": "Dockerfile.cpu"}
 BUILDERS = ("cloud-build", "docker")
@@ -313,6 +314,7 @@ def train_args_problems(parsed, unknown: list[str], has_output_dir: bool) -> lis
     if not (
         getattr(parsed, "training_file", None)
         or getattr(parsed, "data", None)
+        or getattr(parsed, "config", None)  # a replayed run's data, as recorded
         or getattr(parsed, "dry_run", False)
     ):
         problems.append(
