@@ -376,7 +376,7 @@ def run_folder_cases() -> Iterator[Case]:
         (
             "config.json",
             "{tmp}/run is not a finished run (no config.json and model.safetensors); pass the "
-            "--job-dir of a `sentitune train` run",
+            "--job-dir of a `sentitune train` run, or a classifier's folder or hub id",
         ),
     ):
         for command in (

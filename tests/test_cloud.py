@@ -176,6 +176,11 @@ def test_deploy_sends_exactly_the_dry_run_requests(gs_run, vertex, capsys):
     code, out, err = cli(capsys, *deploy_args(gs_run, "--api-endpoint", vertex.url))
     assert code == 0, err
     assert f"deployed {PARENT}/models/111 to {PARENT}/endpoints/222 (deployed model 333)" in out
+    console = "https://console.cloud.google.com/vertex-ai/locations/" + REGION
+    assert (
+        f"console: {console}/endpoints/222?project={PROJECT} (the model: {console}/models/111?project={PROJECT})"
+        in out
+    )
 
     upload, create, deploy = vertex.requests
     assert upload["path"] == f"/v1/{PARENT}/models:upload"
@@ -524,6 +529,10 @@ def test_submit_sends_the_dry_run_request_and_records_the_estimate(vertex, walkt
     code, out, err = cli(capsys, *args[:-7], "--api-endpoint", vertex.url, *WALKTHROUGH_ARGS)
     assert code == 0, err
     assert f"submitted {PARENT}/customJobs/444 (JOB_STATE_PENDING)" in out
+    assert (
+        f"console: https://console.cloud.google.com/ai/platform/locations/{REGION}/training/444?project={PROJECT}"
+        in out.splitlines()
+    )
     assert "cost: $0.21/hour spot" in out
     (sent,) = vertex.requests
     assert sent["path"] == f"/v1/{PARENT}/customJobs" and sent["authorization"] is None

@@ -174,7 +174,7 @@ def test_predict_with_a_folder_that_is_not_a_run(tmp_path, capsys, prepared):
     message = cli_error(capsys, "predict", prepared, "hello")
     assert message == (
         f"{prepared} is not a finished run (no config.json and model.safetensors); pass the --job-dir of a "
-        "`sentitune train` run"
+        "`sentitune train` run, or a classifier's folder or hub id"
     )
     message = cli_error(capsys, "predict", tmp_path / "nope", "hello")
     assert message == f"run folder not found: {tmp_path / 'nope'}"

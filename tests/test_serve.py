@@ -31,8 +31,8 @@ pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'senti
 pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'sentitune[serve]'")
 httpx = pytest.importorskip("httpx", reason="needs httpx (the dev extra)")
 
+from sentitune.logs import JsonFormatter  # noqa: E402
 from sentitune.serve import (  # noqa: E402
-    JsonFormatter,
     MicroBatcher,
     ServeSettings,
     create_app,

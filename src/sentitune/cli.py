@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from sentitune import __version__
 from sentitune.cloud import prices
 from sentitune.cloud.config import BuildConfig, DeployConfig, FollowConfig, SubmitConfig, TuneConfig
+from sentitune.cloud.vertex import console_url
 from sentitune.config import (
     BaselineConfig,
     EnvConfig,
@@ -36,6 +37,8 @@ from sentitune.config import (
     hyphenate,
 )
 from sentitune.errors import SentituneError
+from sentitune.logs import configure as configure_logs
+from sentitune.logs import log_format
 from sentitune.storage import WRITE_FAILURES
 
 log = logging.getLogger("sentitune")
@@ -101,6 +104,9 @@ def _print_baseline(cfg, result) -> None:
 
 
 def _print_evaluate(cfg, result) -> None:
+    if result.compared:
+        _print_comparison(result.compared)
+        return
     m = result.metrics
     print(
         f"{m['examples']} examples: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
@@ -112,6 +118,25 @@ def _print_evaluate(cfg, result) -> None:
             f"support {c['support']}"
         )
     print(f"wrote {result.output_dir}")
+
+
+def _print_comparison(results) -> None:
+    """One row per model: the headline metrics with their 95 % intervals, and its speed here."""
+
+    def cell(m: dict, key: str) -> str:
+        low, high = m.get("intervals_95", {}).get(key, (None, None))
+        return f"{m[key]:.4f}" + (f" ({low:.4f}-{high:.4f})" if low is not None else "")
+
+    print("| model | examples | accuracy | macro-F1 | macro-recall | examples/s |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        m = r.metrics
+        print(
+            f"| {r.model} | {m['examples']} | {cell(m, 'accuracy')} | {cell(m, 'macro_f1')} | "
+            f"{cell(m, 'macro_recall')} | {m['examples_per_s']:,.0f} |"
+        )
+    for r in results:
+        print(f"wrote {r.output_dir}")
 
 
 def _print_predict(cfg, done) -> None:
@@ -144,6 +169,7 @@ def _print_job(cfg, job) -> None:
         return _print_json(cfg, job)
     print(prices.describe(job["cost"]))
     print(f"submitted {job['name']} ({job['state']})")
+    print(f"console: {console_url(job['name'])}")
     if isinstance(cfg, SubmitConfig) and not isinstance(cfg, TuneConfig):
         print(f"follow it: sentitune cloud logs {job['name']}")
 
@@ -154,6 +180,7 @@ def _print_deploy(cfg, result) -> None:
     print(
         f"deployed {result['model']} to {result['endpoint']} (deployed model {result['deployed_model_id']})"
     )
+    print(f"console: {console_url(result['endpoint'])} (the model: {console_url(result['model'])})")
     endpoint_id = result["endpoint"].rsplit("/", 1)[-1]
     print(
         f"try: gcloud ai endpoints predict {endpoint_id} --region={cfg.region} "
@@ -423,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         prog = " ".join(["sentitune", *args.command.name.split()])
         Parser(prog=prog).error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("sentitune").setLevel(level)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    configure_logs(level, log_format())
     command: Command = args.command
     cfg = None
     try:

@@ -500,6 +500,13 @@ class InferenceOptions:
     device: str = device_option()
     precision: str = precision_option()
     backend: str = backend_option()
+    model_labels: str | None = opt(
+        None,
+        "for a classifier from elsewhere: what its labels mean, e.g. 'LABEL_0=negative,LABEL_1=neutral,"
+        "LABEL_2=positive' (default: read from its names: negative/neutral/positive in any order or "
+        "spelling, LABEL_0..LABEL_2 in that order, ratings 1-5 as 1-2 negative, 3 neutral, 4-5 positive)",
+        group=MODEL,
+    )
 
     def inference_problems(self) -> list[str]:
         return [f"--batch-size must be at least 1, got {self.batch_size}"] if self.batch_size < 1 else []
@@ -509,16 +516,25 @@ class InferenceOptions:
 class EvaluateConfig(InferenceOptions):
     """Which run `sentitune evaluate` scores, on which labelled file, and where the results go."""
 
-    run_dir: str = run_dir_argument()
+    run_dir: str = run_dir_argument(
+        "run folder (local or URL) written by train, or a sequence classifier's folder or hub id"
+    )
     data: str = opt(None, "labelled CSV/TSV/JSONL/Parquet file or URL", required=True, group=DATA)
     text_column: str | None = text_column_option()
     label_column: str | None = label_column_option()
     output_dir: str | None = opt(
         None,
-        "where metrics.json and confusion_matrix.png go (default: RUN_DIR/evaluation-<file name>)",
+        "where metrics.json and confusion_matrix.png go (default: RUN_DIR/evaluation-<file name>); with "
+        "several models, a folder per model in it",
         group=OUTPUT,
     )
     overwrite: bool = overwrite_option()
+    compare: list[str] = opt(
+        [],
+        "more runs or classifiers to score on the same file, printed side by side in one table",
+        positional=True,
+        metavar="MORE",
+    )
 
     def __post_init__(self) -> None:
         problems = self.inference_problems()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
+import re
+import time
+from dataclasses import dataclass, field
 
 from sentitune.config import EvaluateConfig
-from sentitune.metrics import classification_metrics, plot_confusion_matrix
+from sentitune.errors import SentituneError
+from sentitune.metrics import bootstrap_intervals, classification_metrics, plot_confusion_matrix
+from sentitune.model import is_hub_id
 from sentitune.predict import Predictor
 from sentitune.runfolder import CONFUSION, METRICS
 from sentitune.splits import read_labelled
@@ -21,11 +26,38 @@ log = logging.getLogger("sentitune")
 class EvaluateResult:
     metrics: dict
     output_dir: str
+    model: str = ""
+    compared: list[EvaluateResult] = field(default_factory=list)  # every model, when several were given
 
 
 def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
-    """Evaluate the run in `cfg.run_dir` on the labelled file `cfg.data`; write metrics.json and
-    confusion_matrix.png to `cfg.output_dir` (default: RUN_DIR/evaluation-<file name>[-<backend>])."""
+    """Evaluate the run in `cfg.run_dir` (and each of `cfg.compare`) on the labelled file `cfg.data`; write
+    metrics.json and confusion_matrix.png to `cfg.output_dir` (default: RUN_DIR/evaluation-<file
+    name>[-<backend>]); with several models, each into a folder of its own name under --output-dir."""
+    if not cfg.compare:
+        return evaluate_one(cfg)
+    models = [cfg.run_dir, *cfg.compare]
+    if len(set(models)) < len(models):
+        raise SentituneError("a model is named twice; name each model to compare once")
+    folders = [None] * len(models)
+    if cfg.output_dir:
+        names = [re.sub(r"[^\w.-]+", "-", str(m).rstrip("/").split("://")[-1]).strip("-.") for m in models]
+        short_names = [os.path.basename(str(m).rstrip("/")) for m in models]
+        if len(set(short_names)) == len(short_names):
+            names = short_names
+        folders = [join(cfg.output_dir, name) for name in names]
+    results = []
+    for model, folder in zip(models, folders, strict=True):
+        results.append(evaluate_one(dataclasses.replace(cfg, run_dir=model, compare=[], output_dir=folder)))
+    first = results[0]
+    return EvaluateResult(first.metrics, first.output_dir, first.model, compared=results)
+
+
+def evaluate_one(cfg: EvaluateConfig) -> EvaluateResult:
+    if is_hub_id(cfg.run_dir) and not cfg.output_dir:
+        raise SentituneError(
+            f"{cfg.run_dir} is a hub model, with no folder here for its results: pass --output-dir"
+        )
     stem = os.path.basename(str(cfg.data).rstrip("/")).split(".")[0] or "data"
     suffix = "" if cfg.backend == "torch" else f"-{cfg.backend}"
     output_dir = cfg.output_dir or join(cfg.run_dir, f"evaluation-{stem}{suffix}")
@@ -40,11 +72,19 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     with out:
         predictor = Predictor.for_run(cfg.run_dir, cfg)
         split = read_labelled(cfg.data, cfg.text_column, cfg.label_column)
-        metrics = classification_metrics(split.labels, predictor.probabilities(split.texts), predictor.labels)
+        start = time.perf_counter()
+        probabilities = predictor.probabilities(split.texts)
+        seconds = time.perf_counter() - start
+        metrics = classification_metrics(split.labels, probabilities, predictor.labels)
+        metrics["intervals_95"] = bootstrap_intervals(
+            split.labels, probabilities.argmax(axis=1), len(predictor.labels)
+        )
         metrics["data"] = str(cfg.data)
+        metrics["model"] = str(cfg.run_dir)
         metrics["backend"] = cfg.backend
         metrics["inference_precision"] = predictor.precision.name
+        metrics["examples_per_s"] = round(len(split) / max(seconds, 1e-9), 1)
         plot_confusion_matrix(metrics, out.path(CONFUSION), os.path.basename(str(cfg.data)))
         out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         out.commit()
-    return EvaluateResult(metrics, output_dir)
+    return EvaluateResult(metrics, output_dir, str(cfg.run_dir))

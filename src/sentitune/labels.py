@@ -8,6 +8,7 @@ values of the whole input, never from one chunk, and applied to every row.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,14 +45,14 @@ class LabelRule:
         return {"source": "category", "mapping": used}
 
 
-def parse_label_map(spec: str) -> dict[str, int]:
+def parse_label_map(spec: str, flag: str = "--label-map") -> dict[str, int]:
     mapping = {}
     for part in spec.split(","):
         if not part.strip():
             continue
         if "=" not in part:
             raise SentituneError(
-                f"--label-map entry '{part}' is not VALUE=CLASS; e.g. 'bad=negative,good=positive'"
+                f"{flag} entry '{part}' is not VALUE=CLASS; e.g. 'bad=negative,good=positive'"
             )
         raw, target = (s.strip() for s in part.split("=", 1))
         target_id = LABEL_SYNONYMS.get(target.lower())
@@ -59,10 +60,54 @@ def parse_label_map(spec: str) -> dict[str, int]:
             target_id = int(target)
         if target_id is None:
             raise SentituneError(
-                f"--label-map maps '{raw}' to '{target}', which is no class; use one of {', '.join(LABELS)}"
+                f"{flag} maps '{raw}' to '{target}', which is no class; use one of {', '.join(LABELS)}"
             )
         mapping[raw.lower()] = target_id
     return mapping
+
+
+GENERIC_LABEL = re.compile(r"label_([0-2])")  # transformers' names when a model was saved without any
+STAR_LABEL = re.compile(r"([1-5])(?: ?stars?)?")  # ratings: 1 star ... 5 stars, or 1 ... 5
+STARS_TO_CLASS = {1: 0, 2: 0, 3: 1, 4: 2, 5: 2}
+
+
+def model_label_matrix(names: tuple[str, ...], spec: str | None, source: str) -> np.ndarray | None:
+    """How the labels of a classifier from elsewhere add up to negative/neutral/positive: a 0/1 matrix
+    (its labels x our 3 classes) its probabilities are multiplied by, so classes that share a meaning add
+    up (1 and 2 stars are negative). None for our labels in our order, whatever `spec` says. Read from --model-labels (`spec`),
+    else from the names: the three classes in any order and spelling, LABEL_0..LABEL_2 (the order
+    negative, neutral, positive, as the common Twitter models use), or ratings 1-5."""
+    names = tuple(str(n) for n in names)
+    if names == LABELS:  # a sentitune run (--model-labels is for the others beside it)
+        return None
+    keys = [n.strip().lower() for n in names]
+    if spec:
+        given = parse_label_map(spec, flag="--model-labels")
+        targets = [given.get(k) for k in keys]
+        if None in targets:
+            missing = ", ".join(short(n, 40) for n, t in zip(names, targets, strict=True) if t is None)
+            raise SentituneError(
+                f"--model-labels does not map {missing}; map every label of {short(source)}: "
+                f"{', '.join(short(n, 40) for n in names)}"
+            )
+    elif all(k in LABEL_SYNONYMS for k in keys):
+        targets = [LABEL_SYNONYMS[k] for k in keys]
+    elif sorted(k for k in keys if GENERIC_LABEL.fullmatch(k)) == ["label_0", "label_1", "label_2"]:
+        targets = [int(GENERIC_LABEL.fullmatch(k).group(1)) for k in keys]
+    elif all(STAR_LABEL.fullmatch(k) for k in keys) and sorted(int(k[0]) for k in keys) == [1, 2, 3, 4, 5]:
+        targets = [STARS_TO_CLASS[int(STAR_LABEL.fullmatch(k).group(1))] for k in keys]
+    else:
+        raise SentituneError(
+            f"the labels of {short(source)} ({', '.join(short(n, 40) for n in names)}) do not map onto "
+            f"{', '.join(LABELS)}; say how with --model-labels 'NAME=negative,NAME=neutral,NAME=positive'"
+        )
+    if len(set(targets)) < 2:
+        raise SentituneError(
+            f"the labels of {short(source)} all mean {LABELS[targets[0]]}; a classifier needs two classes or more"
+        )
+    matrix = np.zeros((len(names), len(LABELS)), np.float32)
+    matrix[np.arange(len(names)), targets] = 1.0
+    return matrix
 
 
 def decide_label_rule(

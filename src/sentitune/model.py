@@ -186,6 +186,12 @@ HUB_TIMEOUT_S = 5
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # model, or user/model
 
 
+def is_hub_id(name: str) -> bool:
+    """A Hugging Face hub id (user/model) rather than a local folder or a URL."""
+    name = str(name)
+    return not is_url(name) and not os.path.exists(name) and "/" in name and bool(HUB_ID.match(name))
+
+
 def model_folder(name_or_path: str) -> str:
     """A local folder holding the model: itself, a downloaded copy of a URL, or a hub snapshot. A hub id
     is checked with one short request first, so a wrong id or no network fails in seconds, not after

@@ -22,9 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from sentitune import LABELS
 from sentitune.batching import tokenize
 from sentitune.config import BACKENDS, INFERENCE_BATCH, InferenceOptions, PredictConfig
 from sentitune.errors import SentituneError
+from sentitune.labels import model_label_matrix
 from sentitune.runfolder import EXPORT_DIR, load_run, onnx_path, trained_max_length
 from sentitune.runtime import (
     Precision,
@@ -63,11 +65,23 @@ class Predictor:
         precision: str = "auto",
         max_length: int | None = None,
         backend: str = "torch",
+        model_labels: str | None = None,
     ):
         if backend not in BACKENDS:
             raise SentituneError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.classifier = load_run(run_dir, with_model=backend == "torch")
-        self.labels = self.classifier.labels
+        # A classifier from elsewhere: its probabilities summed onto our classes (None: ours already).
+        self.to_ours = model_label_matrix(self.classifier.labels, model_labels, run_dir)
+        self.labels = LABELS if self.to_ours is not None else self.classifier.labels
+        if self.to_ours is not None:
+            read_as = [LABELS[int(row.argmax())] for row in self.to_ours]
+            log.info(
+                "%s: its labels read as %s",
+                run_dir,
+                ", ".join(f"{n} = {c}" for n, c in zip(self.classifier.labels, read_as, strict=True)),
+            )
+            for name in set(LABELS) - set(read_as):
+                log.warning("%s has no label for %s: it never predicts it", run_dir, name)
         self.backend = backend
         self.batch_size = batch_size
         local = self.classifier.local_dir  # the run read once, also for its settings and ONNX files
@@ -95,6 +109,7 @@ class Predictor:
             precision=options.precision,
             batch_size=options.batch_size,
             backend=options.backend,
+            model_labels=options.model_labels,
         )
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -105,7 +120,8 @@ class Predictor:
             probs = onnx_probs(self.session, tokens, self.batch_size)
         else:
             probs = infer_probs(self.model, tokens, self.batch_size, self.device, self.precision)
-        return require_finite(probs, self.classifier.source)
+        probs = require_finite(probs, self.classifier.source)
+        return probs if self.to_ours is None else probs @ self.to_ours
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probs = self.probabilities(texts)

@@ -28,13 +28,23 @@ from sentitune.metrics import plot_confusion_matrix, plot_training_curves
 from sentitune.model import (
     Classifier,
     check_tokenizer,
+    is_hub_id,
     load_classifier,
     load_tokenizer,
+    model_folder,
     quiet_transformers,
     read_model_config,
 )
 from sentitune.runtime import Precision
-from sentitune.storage import StagedOutput, exists, join, listdir_names, local_copy, open_input, writing
+from sentitune.storage import (
+    StagedOutput,
+    exists,
+    join,
+    listdir_names,
+    local_copy,
+    open_input,
+    writing,
+)
 
 CONFIG = "config.json"  # the Hugging Face model config, with id2label and sentitune_pooling
 TOKENIZER = "tokenizer.json"  # the fast tokenizer, which every run saves
@@ -65,17 +75,21 @@ def load_run(run_dir: str, with_model: bool = True) -> Classifier:
             f"{run_dir}: a run folder cannot be read over http(s), which cannot list a folder; download it, "
             "or use a local folder or a storage URL (gs://, s3://)"
         )
-    if not exists(run_dir):
+    if is_hub_id(run_dir):  # a classifier on the Hugging Face hub, downloaded once
+        path = model_folder(str(run_dir))
+        names = set(os.listdir(path))
+    elif not exists(run_dir):
         raise SentituneError(f"run folder not found: {run_dir}")
-    names = listdir_names(run_dir)
+    else:
+        names, path = listdir_names(run_dir), None
     if CONFIG not in names or WEIGHTS not in names:
         raise SentituneError(
             f"{run_dir} is not a finished run (no config.json and model.safetensors); "
-            "pass the --job-dir of a `sentitune train` run"
+            "pass the --job-dir of a `sentitune train` run, or a classifier's folder or hub id"
         )
     if TOKENIZER not in names:
         raise SentituneError(f"{run_dir} is missing {TOKENIZER} (the tokenizer); copy the whole run folder")
-    path = local_copy(run_dir)
+    path = path or local_copy(run_dir)
     config = read_model_config(path, run_dir)
     id2label = config.get("id2label") or {}
     try:

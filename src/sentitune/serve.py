@@ -19,12 +19,10 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -33,6 +31,7 @@ import torch
 from sentitune import __version__
 from sentitune.config import ServeConfig, ServeSettings
 from sentitune.errors import SentituneError, require_extra
+from sentitune.logs import use_json_logs
 from sentitune.predict import Predictor
 
 require_extra("fastapi", "serve", "sentitune serve")
@@ -665,30 +664,3 @@ def _replay(body: bytes, receive):
         return await receive()
 
     return replay
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the fields Cloud Logging reads (`severity`, `message`)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "severity": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "json_fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
-
-
-def use_json_logs() -> None:
-    """Every log line on stderr as JSON, uvicorn's and Python warnings included."""
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler(sys.stderr))
-        root.setLevel(logging.INFO)
-    for handler in root.handlers:
-        handler.setFormatter(JsonFormatter())
-    logging.captureWarnings(True)

@@ -51,6 +51,26 @@ def api_endpoint(region: str, override: str | None = None) -> str:
     return override or f"{region}-aiplatform.googleapis.com"
 
 
+# The Cloud Console's page for each kind of resource sentitune creates (as the aiplatform SDK links them).
+CONSOLE_PAGES = {
+    "customJobs": "ai/platform/locations/{location}/training/{id}",
+    "hyperparameterTuningJobs": "ai/platform/locations/{location}/training/{id}",
+    "models": "vertex-ai/locations/{location}/models/{id}",
+    "endpoints": "vertex-ai/locations/{location}/endpoints/{id}",
+}
+RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/(\w+)/([^/]+)$")
+
+
+def console_url(resource_name: str) -> str | None:
+    """The Cloud Console page of a Vertex AI resource name, or None for a kind without one here."""
+    found = RESOURCE.search(str(resource_name))
+    if not found or found.group(3) not in CONSOLE_PAGES:
+        return None
+    project, location, kind, ident = found.groups()
+    page = CONSOLE_PAGES[kind].format(location=location, id=ident)
+    return f"https://console.cloud.google.com/{page}?project={project}"
+
+
 def to_json(message) -> dict:
     """A request as the JSON the REST API receives: enum names, set fields only."""
     return json.loads(
