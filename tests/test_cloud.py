@@ -74,6 +74,11 @@ class FakeVertex:
                     )
                 elif path == f"/v1/{PARENT}/customJobs/444:cancel":
                     return self.answer(200, {})
+                elif path == f"/v1/{PARENT}/batchPredictionJobs":
+                    return self.answer(
+                        200,
+                        {**body, "name": f"{PARENT}/batchPredictionJobs/666", "state": "JOB_STATE_PENDING"},
+                    )
                 elif path == f"/v1/{PARENT}/hyperparameterTuningJobs":
                     return self.answer(
                         200,

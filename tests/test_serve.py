@@ -106,7 +106,8 @@ def test_health_says_ok_once_loaded(client, trained_run):
 
 def test_predictions_equal_the_predictor(client, predictor, posts):
     texts = posts[:6]
-    instances = [t if i % 2 else {"text": t, "id": i} for i, t in enumerate(texts)]  # extra fields ignored
+    # strings, objects (extra fields ignored) and one-column CSV rows, as a batch prediction job sends them
+    instances = [[t] if i % 3 == 2 else t if i % 3 else {"text": t, "id": i} for i, t in enumerate(texts)]
     r = client.post("/predict", json={"instances": instances, "parameters": {"anything": 1}})
     assert r.status_code == 200, r.text
     assert list(r.json()) == ["predictions"]
@@ -158,9 +159,10 @@ BAD_REQUESTS = {
     "malformed JSON": (dict(content=b'{"instances": ["a", ', headers={"content-type": "application/json"}), 400, "not valid JSON"),
     "missing instances": (dict(json={"parameters": {}}), 422, "no 'instances' field"),
     "instances not a list": (dict(json={"instances": "one post"}), 422, "'instances' must be a list"),
-    "number instance": (dict(json={"instances": ["fine", 5]}), 422, "instances[1] must be a string or an object"),
-    "object without text": (dict(json={"instances": [{"txt": "x"}]}), 422, 'instances[0] must be a string or an object {"text": "..."}, got {"txt": "x"}'),
+    "number instance": (dict(json={"instances": ["fine", 5]}), 422, "instances[1] must be a string, an object"),
+    "object without text": (dict(json={"instances": [{"txt": "x"}]}), 422, 'instances[0] must be a string, an object {"text": "..."} or a one-column row ["..."], got {"txt": "x"}'),
     "empty string": (dict(json={"instances": ["fine", ""]}), 422, "instances[1] is empty"),
+    "two-column CSV row": (dict(json={"instances": ["fine", ["a", "b"]]}), 422, 'instances[1] must be a string, an object {"text": "..."} or a one-column row ["..."], got ["a", "b"]'),
     "no instances": (dict(json={"instances": []}), 422, "'instances' is empty"),
     "1 MB text": (dict(json={"instances": ["a" * 1_000_000]}), 413, "instances[0] is 1000000 characters long; the limit is 10000"),
     "10,000 instances": (dict(json={"instances": ["a"] * 10_000}), 413, "10000 instances in one request; the limit is 1000"),

@@ -21,7 +21,14 @@ from dataclasses import dataclass, fields
 
 from sentitune import __version__
 from sentitune.cloud import prices
-from sentitune.cloud.config import BuildConfig, DeployConfig, FollowConfig, SubmitConfig, TuneConfig
+from sentitune.cloud.config import (
+    BatchPredictConfig,
+    BuildConfig,
+    DeployConfig,
+    FollowConfig,
+    SubmitConfig,
+    TuneConfig,
+)
 from sentitune.cloud.vertex import console_url
 from sentitune.config import (
     BaselineConfig,
@@ -186,6 +193,14 @@ def _print_deploy(cfg, result) -> None:
         f"try: gcloud ai endpoints predict {endpoint_id} --region={cfg.region} "
         """--json-request=<(echo '{"instances": ["what a great day"]}')"""
     )
+
+
+def _print_batch(cfg, result) -> None:
+    if result["dry_run"]:
+        return _print_json(cfg, {k: v for k, v in result.items() if k != "dry_run"})
+    print(f"submitted {result['name']} ({result['state']}), model {result['model']}")
+    print(f"console: {console_url(result['name'])}")
+    print(f"predictions will be under {cfg.output_uri_prefix}")
 
 
 def _nothing(cfg, result) -> None:
@@ -364,6 +379,16 @@ COMMANDS = (
         "Upload RUN_DIR (on gs://) to the Vertex AI Model Registry, served by the sentitune image (`sentitune "
         "serve`, the Vertex AI prediction contract), create an endpoint (or use --endpoint) and deploy the model "
         f"to it with all traffic. {CLOUD_EXTRA}",
+    ),
+    Command(
+        "cloud batch-predict",
+        BatchPredictConfig,
+        "sentitune.cloud.batch:run",
+        _print_batch,
+        "score files on gs:// with a run as a Vertex AI batch prediction job",
+        "Upload RUN_DIR (on gs://) to the Model Registry as `cloud deploy` does (or use --registered-model) and "
+        "create a batch prediction job over --input-uri (JSONL or CSV on gs://), served by the sentitune image "
+        f"on as many replicas as it needs; the predictions go under --output-uri-prefix. {CLOUD_EXTRA}",
     ),
 )
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -220,11 +220,16 @@ class TextInstance(BaseModel):
     text: str = Field(description="the post to classify")
 
 
+# A CSV row of a Vertex AI batch prediction job, which sends each row as a list of its values: the post in
+# its only column.
+CsvRow = Annotated[list[StrictStr], Field(min_length=1, max_length=1)]
+
+
 class PredictRequest(BaseModel):
     """The Vertex AI prediction request."""
 
-    instances: list[StrictStr | TextInstance] = Field(
-        description="posts to classify: strings, or objects with a `text` field",
+    instances: list[StrictStr | TextInstance | CsvRow] = Field(
+        description="posts to classify: strings, objects with a `text` field, or one-column CSV rows (lists)",
         examples=[["what a great day", {"text": "worst service ever"}]],
     )
     parameters: dict[str, Any] | None = Field(
@@ -316,7 +321,7 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
         ),
     )
     async def predict(body: PredictRequest, request: Request) -> dict:
-        texts = [i if isinstance(i, str) else i.text for i in body.instances]
+        texts = [i if isinstance(i, str) else i[0] if isinstance(i, list) else i.text for i in body.instances]
         request.state.instances = len(texts)
         check_texts(texts, settings)
         probs, batch_requests = await batcher.predict(texts)
@@ -424,7 +429,8 @@ def describe_validation_errors(errors: Sequence[dict], body: Any) -> tuple[int, 
     for i in bad_instances[:5]:
         value = body["instances"][i] if isinstance(body, dict) else None
         messages.append(
-            f'instances[{i}] must be a string or an object {{"text": "..."}}, got {_preview(value)}'
+            f'instances[{i}] must be a string, an object {{"text": "..."}} or a one-column row ["..."], '
+            f"got {_preview(value)}"
         )
     if len(bad_instances) > 5:
         messages.append(f"{len(bad_instances) - 5} more instances are wrong the same way")

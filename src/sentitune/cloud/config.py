@@ -19,7 +19,17 @@ from sentitune.cloud.vertex import (
     image_uri,
     target_problems,
 )
-from sentitune.config import BACKENDS, JOB, OUTPUT, RUNTIME, opt, parse_train_args, train_option
+from sentitune.config import (
+    BACKENDS,
+    DATA,
+    JOB,
+    OUTPUT,
+    RUNTIME,
+    opt,
+    overwrite_option,
+    parse_train_args,
+    train_option,
+)
 from sentitune.errors import SentituneError, raise_problems
 from sentitune.storage import is_url
 
@@ -97,6 +107,23 @@ def catalog_option():
         "JSON machine catalog (GPU types, machines, counts, regions) to check against instead of the built-in one",
         group=JOB,
     )
+
+
+def gs_run_argument():
+    return opt(None, "run folder on gs:// written by train", positional=True, metavar="RUN_DIR")
+
+
+def gs_run_problems(run_dir: str | None) -> list[str]:
+    """Vertex AI reads a model from Cloud Storage only."""
+    if not run_dir:
+        return ["pass RUN_DIR, a run folder on gs://"]
+    if not str(run_dir).startswith("gs://"):
+        where = "a local folder" if not is_url(run_dir) else run_dir.split("://")[0] + "://"
+        return [
+            f"RUN_DIR is {where}; Vertex AI reads models from Cloud Storage: copy it with "
+            f"`gcloud storage cp -r {run_dir} gs://BUCKET/runs/` or train with --job-dir gs://…"
+        ]
+    return []
 
 
 def dry_run_option():
@@ -447,15 +474,10 @@ class TuneConfig(SubmitConfig):
 
 
 @dataclass
-class DeployConfig:
-    """Where and how a trained run is served on Vertex AI."""
+class ServingOptions:
+    """What serves a run on Vertex AI (`cloud deploy`, `cloud batch-predict`): the server's backend and
+    each replica's machine, checked against the catalog."""
 
-    run_dir: str = opt(None, "run folder on gs:// written by train", positional=True, metavar="RUN_DIR")
-    project: str | None = project_option()
-    region: str = region_option()
-    display_name: str | None = display_name_option()
-    image_uri: str | None = image_option()
-    repository: str = repository_option()
     backend: str = opt(
         "onnx-int8", "model the server runs (onnx*: export the run first)", choices=BACKENDS, group=RUNTIME
     )
@@ -467,6 +489,26 @@ class DeployConfig:
     )
     accelerator_count: int = opt(1, "GPUs per serving replica", group=JOB)
     catalog: str | None = catalog_option()
+
+    def serving_problems(self, default_image: bool) -> list[str]:
+        problems = machine_problems(self, serving=True, default_image=default_image)
+        if self.accelerator_type and self.backend != "torch":
+            problems.append(
+                f"--backend {self.backend} runs on the CPU; with --accelerator-type pass --backend torch"
+            )
+        return problems
+
+
+@dataclass
+class DeployConfig(ServingOptions):
+    """Where and how a trained run is served on Vertex AI."""
+
+    run_dir: str = gs_run_argument()
+    project: str | None = project_option()
+    region: str = region_option()
+    display_name: str | None = display_name_option()
+    image_uri: str | None = image_option()
+    repository: str = repository_option()
     min_replicas: int = opt(1, "replicas always running", group=JOB)
     max_replicas: int = opt(1, "replicas under load at most (autoscaling between min and max)", group=JOB)
     endpoint: str | None = opt(
@@ -478,23 +520,12 @@ class DeployConfig:
 
     def __post_init__(self) -> None:
         problems = target_problems(self.project, self.region)
-        if not self.run_dir:
-            problems.append("pass RUN_DIR, a run folder on gs://")
-        elif not str(self.run_dir).startswith("gs://"):
-            where = "a local folder" if not is_url(self.run_dir) else self.run_dir.split("://")[0] + "://"
-            problems.append(
-                f"RUN_DIR is {where}; Vertex AI reads models from Cloud Storage: copy it with "
-                f"`gcloud storage cp -r {self.run_dir} gs://BUCKET/runs/` or train with --job-dir gs://…"
-            )
+        problems += gs_run_problems(self.run_dir)
         if self.min_replicas < 1:
             problems.append(f"--min-replicas must be at least 1, got {self.min_replicas}")
         if self.max_replicas < self.min_replicas:
             problems.append(f"--max-replicas {self.max_replicas} is below --min-replicas {self.min_replicas}")
-        problems += machine_problems(self, serving=True, default_image=not self.image_uri)
-        if self.accelerator_type and self.backend != "torch":
-            problems.append(
-                f"--backend {self.backend} runs on the CPU; with --accelerator-type pass --backend torch"
-            )
+        problems += self.serving_problems(default_image=not self.image_uri)
         raise_problems(problems, "deploy options")
         run_name = str(self.run_dir).rstrip("/").rsplit("/", 1)[-1]
         self.display_name = self.display_name or f"sentitune-{run_name}"
@@ -509,6 +540,111 @@ class DeployConfig:
         if not self.endpoint:
             return None
         return self.endpoint if "/" in self.endpoint else f"{self.parent}/endpoints/{self.endpoint}"
+
+
+INSTANCE_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
+
+
+@dataclass
+class BatchPredictConfig(ServingOptions):
+    """Which run scores which files on Cloud Storage as a Vertex AI batch prediction job, on what."""
+
+    run_dir: str | None = opt(
+        None,
+        "run folder on gs:// written by train (uploaded to the Model Registry first)",
+        positional=True,
+        metavar="RUN_DIR",
+        nargs="?",
+    )
+    registered_model: str | None = opt(
+        None,
+        "a model already in the Model Registry (ID or resource name) instead of uploading RUN_DIR",
+        group=JOB,
+    )
+    input_uri: list[str] = opt(
+        [],
+        "files on gs:// to score (wildcards allowed): JSONL, one post per line as a JSON string or "
+        '{"text": …}; or CSV, a header then the post in the only column',
+        nargs="+",
+        group=DATA,
+    )
+    instances_format: str | None = opt(
+        None, "jsonl or csv (default: from the input files' names)", choices=("jsonl", "csv"), group=DATA
+    )
+    output_uri_prefix: str | None = opt(
+        None, "gs:// folder under which Vertex AI writes each job's predictions", group=OUTPUT
+    )
+    predictions_format: str = opt(
+        "jsonl", "format of the predictions written", choices=("jsonl",), group=OUTPUT
+    )
+    starting_replica_count: int = opt(1, "replicas the job starts with", group=JOB)
+    max_replica_count: int = opt(10, "replicas the job may scale to", group=JOB)
+    instances_per_request: int = opt(64, "posts per request to each replica's server", group=JOB)
+    project: str | None = project_option()
+    region: str = region_option()
+    display_name: str | None = display_name_option()
+    image_uri: str | None = image_option()
+    repository: str = repository_option()
+    service_account: str | None = service_account_option()
+    api_endpoint: str | None = api_endpoint_option()
+    overwrite: bool = overwrite_option()
+    dry_run: bool = dry_run_option()
+
+    def __post_init__(self) -> None:
+        problems = target_problems(self.project, self.region)
+        if self.registered_model and self.run_dir:
+            problems.append("pass RUN_DIR or --registered-model, not both")
+        elif not self.registered_model:
+            problems += gs_run_problems(self.run_dir)
+        if not self.input_uri:
+            problems.append("--input-uri is required: the JSONL or CSV files on gs:// to score")
+        formats = set()
+        for uri in self.input_uri:
+            if not str(uri).startswith("gs://"):
+                problems.append(f"--input-uri {uri} is not on Cloud Storage; the job reads gs://… only")
+                continue
+            name = str(uri).rsplit("/", 1)[-1].lower().removesuffix(".gz")
+            suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+            if suffix in INSTANCE_FORMATS:
+                formats.add(INSTANCE_FORMATS[suffix])
+            elif not self.instances_format:
+                problems.append(
+                    f"--input-uri {uri} is not JSONL or CSV by its name; rename it or pass --instances-format"
+                )
+        if len(formats) > 1 and not self.instances_format:
+            problems.append("the inputs mix JSONL and CSV; one job reads one format: send them as two jobs")
+        self.instances_format = self.instances_format or (formats.pop() if len(formats) == 1 else None)
+        if not self.output_uri_prefix:
+            problems.append("--output-uri-prefix is required: a gs:// folder for the predictions")
+        elif not str(self.output_uri_prefix).startswith("gs://"):
+            problems.append(
+                f"--output-uri-prefix {self.output_uri_prefix} is not on Cloud Storage; pass gs://…"
+            )
+        if self.starting_replica_count < 1:
+            problems.append(f"--starting-replica-count must be at least 1, got {self.starting_replica_count}")
+        if self.max_replica_count < self.starting_replica_count:
+            problems.append(
+                f"--max-replica-count {self.max_replica_count} is below --starting-replica-count "
+                f"{self.starting_replica_count}"
+            )
+        if self.instances_per_request < 1:
+            problems.append(f"--instances-per-request must be at least 1, got {self.instances_per_request}")
+        problems += self.serving_problems(default_image=not self.image_uri)
+        raise_problems(problems, "batch-predict options")
+        name = str(self.run_dir or self.registered_model).rstrip("/").rsplit("/", 1)[-1]
+        self.display_name = self.display_name or f"sentitune-batch-{name}"
+        variant = "gpu" if self.accelerator_type else "cpu"
+        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+    def registered_model_name(self) -> str | None:
+        model = self.registered_model
+        if not model:
+            return None
+        return model if "/" in model else f"{self.parent}/models/{model}"
 
 
 @dataclass

@@ -35,7 +35,9 @@ MODEL_PLACEHOLDER = "<the model UploadModel returns>"
 ENDPOINT_PLACEHOLDER = "<the endpoint CreateEndpoint returns>"
 
 
-def build_requests(cfg: DeployConfig) -> DeployRequests:
+def upload_request(cfg):
+    """UploadModel of the run in `cfg.run_dir`, served by the sentitune image's `sentitune serve` (`cfg`: a
+    DeployConfig or BatchPredictConfig)."""
     types = aiplatform_types()
     model = types.Model(
         display_name=cfg.display_name,
@@ -53,6 +55,12 @@ def build_requests(cfg: DeployConfig) -> DeployRequests:
     upload = types.UploadModelRequest(parent=cfg.parent, model=model)
     if cfg.service_account:
         upload.service_account = cfg.service_account
+    return upload
+
+
+def build_requests(cfg: DeployConfig) -> DeployRequests:
+    types = aiplatform_types()
+    upload = upload_request(cfg)
     create = None
     if not cfg.endpoint:
         create = types.CreateEndpointRequest(

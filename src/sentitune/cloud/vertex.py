@@ -57,6 +57,7 @@ CONSOLE_PAGES = {
     "hyperparameterTuningJobs": "ai/platform/locations/{location}/training/{id}",
     "models": "vertex-ai/locations/{location}/models/{id}",
     "endpoints": "vertex-ai/locations/{location}/endpoints/{id}",
+    "batchPredictionJobs": "ai/platform/locations/{location}/batch-predictions/{id}",
 }
 RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/(\w+)/([^/]+)$")
 
