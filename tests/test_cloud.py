@@ -17,12 +17,15 @@ from conftest import cli, cli_error
 from test_gcs import BUCKET, gcs_env, gs  # noqa: F401  (the Cloud Storage emulator fixtures)
 
 from sentitune import __version__
+from sentitune.cloud import prices
 
 pytest.importorskip("google.cloud.aiplatform_v1")
 
 PROJECT, REGION = "sentiment-lab-1", "europe-west4"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 V1 = "type.googleapis.com/google.cloud.aiplatform.v1"
+# The walkthrough's machine: n1-standard-4 with one T4, as the REST API writes it.
+T4_MACHINE = {"machineType": "n1-standard-4", "acceleratorType": "NVIDIA_TESLA_T4", "acceleratorCount": 1}
 
 
 class FakeVertex:
@@ -45,6 +48,12 @@ class FakeVertex:
                             "displayName": "nightly",
                             "state": "JOB_STATE_FAILED",
                             "createTime": "2026-11-27T10:00:00Z",
+                            "startTime": "2026-11-27T10:02:00Z",
+                            "endTime": "2026-11-27T11:32:30Z",
+                            "jobSpec": {
+                                "workerPoolSpecs": [{"machineSpec": T4_MACHINE, "replicaCount": "1"}],
+                                "scheduling": {"strategy": "SPOT"},
+                            },
                             "error": {
                                 "code": 3,
                                 "message": "The replica workerpool0-0 exited with a non-zero status of 2.",
@@ -445,11 +454,7 @@ def test_submit_dry_run_is_the_walkthroughs_job_with_spot_and_an_output_folder(c
             "jobSpec": {
                 "workerPoolSpecs": [
                     {
-                        "machineSpec": {
-                            "machineType": "n1-standard-4",
-                            "acceleratorType": "NVIDIA_TESLA_T4",
-                            "acceleratorCount": 1,
-                        },
+                        "machineSpec": T4_MACHINE,
                         "replicaCount": "1",
                         "containerSpec": {
                             "imageUri": image,
@@ -562,8 +567,23 @@ def test_status_and_cancel(vertex, capsys):
         vertex.url,
     )
     assert code == 0, err
-    status = json.loads(out)
-    assert status["state"] == "JOB_STATE_FAILED" and "non-zero status of 2" in status["error"]
+    spot = prices.estimate(REGION, "n1-standard-4", "NVIDIA_TESLA_T4", 1, 1, True)
+    assert out.splitlines() == [
+        f"job      {PARENT}/customJobs/444 (nightly)",
+        "state    JOB_STATE_FAILED",
+        "times    create 2026-11-27T10:00:00+00:00, start 2026-11-27T10:02:00+00:00, end 2026-11-27T11:32:30+00:00",
+        "ran      1 h 30 min 30 s",
+        "machine  1 x n1-standard-4 + 1 x NVIDIA_TESLA_T4, spot",
+        f"cost     about ${spot['usd_per_hour'] * 5430 / 3600:.2f} at ${spot['usd_per_hour']:.2f}/hour ({spot['prices']})",
+        "error    The replica workerpool0-0 exited with a non-zero status of 2.",
+        f"console  https://console.cloud.google.com/ai/platform/locations/{REGION}/training/444?project={PROJECT}",
+    ]
+    code, out, _ = cli(
+        capsys, "cloud", "status", f"{PARENT}/customJobs/444", "--json", "--api-endpoint", vertex.url
+    )
+    resource = json.loads(out)  # the job as Vertex AI returned it
+    assert resource["state"] == "JOB_STATE_FAILED" and "non-zero status of 2" in resource["error"]["message"]
+    assert resource["jobSpec"]["scheduling"]["strategy"] == "SPOT"
     code, out, _ = cli(capsys, "cloud", "cancel", f"{PARENT}/customJobs/444", "--api-endpoint", vertex.url)
     assert code == 0 and out.strip() == f"cancelling {PARENT}/customJobs/444"
     assert vertex.requests[-1]["path"] == f"/v1/{PARENT}/customJobs/444:cancel"

@@ -271,3 +271,29 @@ def test_a_refused_job_sends_nothing(vertex, walkthrough_data, capsys):  # noqa:
         *WALKTHROUGH_ARGS,
     )
     assert vertex.requests == []
+
+
+def test_a_tensorboard_instance_is_linked_where_vertex_can_stream_to_it(capsys, walkthrough_data):  # noqa: F811
+    account = ["--service-account", "trainer@sentiment-lab-1.iam.gserviceaccount.com"]
+    code, out, err = cli(
+        capsys, *submit_args("--tensorboard", "77", *account, *OUT, "--dry-run"), *WALKTHROUGH_ARGS
+    )
+    assert code == 0, err
+    spec = json.loads(out)["custom_job"]["customJob"]["jobSpec"]
+    assert spec["tensorboard"] == f"projects/{PROJECT}/locations/europe-west4/tensorboards/77"
+    elsewhere = f"projects/{PROJECT}/locations/us-central1/tensorboards/77"
+    message = refused(capsys, *submit_args("--tensorboard", elsewhere, *account, *OUT), *WALKTHROUGH_ARGS)
+    assert message == (
+        f"invalid submit options: --tensorboard {elsewhere} is in us-central1 and the job runs in europe-west4: "
+        "use an instance in europe-west4, or --region us-central1"
+    )
+    message = refused(capsys, *submit_args("--tensorboard", "77"), *WALKTHROUGH_ARGS, "--job-dir", "gs://b/r")
+    assert message == (
+        "invalid submit options: --tensorboard needs --service-account: Vertex AI uploads the logs as that "
+        "account; --tensorboard needs --base-output-dir: the job writes its logs under it first"
+    )
+    message = refused(capsys, *submit_args("--tensorboard", "tb/77", *account, *OUT), *WALKTHROUGH_ARGS)
+    assert message == (
+        "invalid submit options: --tensorboard 'tb/77' is not a TensorBoard ID or a resource name "
+        "projects/PROJECT/locations/REGION/tensorboards/ID"
+    )

@@ -195,6 +195,32 @@ def _print_deploy(cfg, result) -> None:
     )
 
 
+def _print_status(cfg, result) -> None:
+    """The job in a few lines; --json prints the resource as Vertex AI returned it."""
+    if cfg.json:
+        return _print_json(cfg, result["resource"])
+    s = result["summary"]
+    print(f"job      {s['name']} ({s['display_name']})")
+    print(f"state    {s['state']}")
+    times = [f"{k.removesuffix('_time')} {s[k]}" for k in ("create_time", "start_time", "end_time") if k in s]
+    if times:
+        print("times    " + ", ".join(times))
+    if "ran_s" in s:
+        minutes, seconds = divmod(s["ran_s"], 60)
+        so_far = "" if "end_time" in s else " so far"
+        print(f"ran      {minutes // 60} h {minutes % 60:02d} min {seconds:02d} s{so_far}")
+    if "machine" in s:
+        m = s["machine"]
+        gpu = f" + {m['accelerator']}" if m["accelerator"] else ""
+        print(f"machine  {m['replicas']} x {m['machine_type']}{gpu}, {m['pricing']}")
+    if "usd_so_far" in s:
+        m = s["machine"]
+        print(f"cost     about ${s['usd_so_far']:.2f} at ${m['usd_per_hour']:.2f}/hour ({m['prices']})")
+    if "error" in s:
+        print(f"error    {s['error']}")
+    print(f"console  {s['console']}")
+
+
 def _print_batch(cfg, result) -> None:
     if result["dry_run"]:
         return _print_json(cfg, {k: v for k, v in result.items() if k != "dry_run"})
@@ -349,7 +375,7 @@ COMMANDS = (
         "cloud status",
         FollowConfig,
         "sentitune.cloud.submit:status",
-        _print_json,
+        _print_status,
         "show a custom job's state",
         f"Show a custom job's state. {CLOUD_EXTRA}",
     ),
@@ -360,7 +386,7 @@ COMMANDS = (
         lambda cfg, code: code,  # gcloud's exit code
         "stream a custom job's log (gcloud ai custom-jobs stream-logs)",
         "Stream a custom job's log (gcloud ai custom-jobs stream-logs).",
-        skip=("api_endpoint",),
+        skip=("api_endpoint", "json"),
     ),
     Command(
         "cloud cancel",
@@ -369,6 +395,7 @@ COMMANDS = (
         lambda cfg, name: print(f"cancelling {name}"),
         "cancel a custom job",
         f"Cancel a custom job. {CLOUD_EXTRA}",
+        skip=("json",),
     ),
     Command(
         "cloud deploy",

@@ -106,6 +106,10 @@ def label_column_option():
     )
 
 
+def json_option():
+    return opt(False, "print one JSON object instead of text", group=OUTPUT)
+
+
 def overwrite_option():
     return opt(
         False, "replace what an earlier run of the command wrote there (refused otherwise)", group=OUTPUT
@@ -717,7 +721,7 @@ class ExportConfig:
 class EnvConfig:
     """`sentitune env`: how to print the report."""
 
-    json: bool = opt(False, "print one JSON object instead of text", group=OUTPUT)
+    json: bool = json_option()
 
 
 # ----------------------------------------------------------------------------- CLI derivation

@@ -25,6 +25,7 @@ from sentitune.config import (
     JOB,
     OUTPUT,
     RUNTIME,
+    json_option,
     opt,
     overwrite_option,
     parse_train_args,
@@ -232,6 +233,12 @@ class SubmitConfig:
         "restart the job when a worker restarts (otherwise a restarted worker rejoins alone)",
         group=JOB,
     )
+    tensorboard: str | None = opt(
+        None,
+        "a Vertex AI TensorBoard instance (ID or resource name, in the job's region) that the job's training "
+        "curves stream to; needs --service-account and --base-output-dir",
+        group=JOB,
+    )
     prices: str | None = opt(None, "JSON price table to estimate with instead of the built-in one", group=JOB)
     catalog: str | None = catalog_option()
     throughput_from: str | None = opt(
@@ -248,7 +255,7 @@ class SubmitConfig:
             self.accelerator_type = None
         default_image = not self.image_uri
         machine = machine_problems(self, serving=False, default_image=default_image)
-        problems = target_problems(self.project, self.region) + machine
+        problems = target_problems(self.project, self.region) + machine + self.tensorboard_problems()
         if self.replica_count < 1:
             problems.append(f"--replica-count must be at least 1, got {self.replica_count}")
         if self.base_output_dir and not self.base_output_dir.startswith("gs://"):
@@ -271,6 +278,37 @@ class SubmitConfig:
         self.display_name = self.display_name or time.strftime("sentitune-train-%Y%m%d-%H%M%S", time.gmtime())
         variant = "gpu" if self.accelerator_type else "cpu"
         self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
+
+    def tensorboard_name(self) -> str | None:
+        """--tensorboard as a resource name (an ID is in the job's project and region)."""
+        if not self.tensorboard or "/" in self.tensorboard:
+            return self.tensorboard
+        return f"projects/{self.project}/locations/{self.region}/tensorboards/{self.tensorboard}"
+
+    def tensorboard_problems(self) -> list[str]:
+        """Vertex AI streams a job's TensorBoard logs as its service account from under its output folder,
+        to an instance in the job's region."""
+        if not self.tensorboard:
+            return []
+        found = TENSORBOARD.fullmatch(self.tensorboard_name() or "")
+        if not found:
+            return [
+                f"--tensorboard {self.tensorboard!r} is not a TensorBoard ID or a resource name "
+                "projects/PROJECT/locations/REGION/tensorboards/ID"
+            ]
+        problems = []
+        if found.group(2) != self.region:
+            problems.append(
+                f"--tensorboard {self.tensorboard} is in {found.group(2)} and the job runs in {self.region}: "
+                f"use an instance in {self.region}, or --region {found.group(2)}"
+            )
+        if not self.service_account:
+            problems.append(
+                "--tensorboard needs --service-account: Vertex AI uploads the logs as that account"
+            )
+        if not self.base_output_dir:
+            problems.append("--tensorboard needs --base-output-dir: the job writes its logs under it first")
+        return problems
 
     @property
     def processes(self) -> int:
@@ -542,6 +580,7 @@ class DeployConfig(ServingOptions):
         return self.endpoint if "/" in self.endpoint else f"{self.parent}/endpoints/{self.endpoint}"
 
 
+TENSORBOARD = re.compile(r"projects/([^/]+)/locations/([^/]+)/tensorboards/([^/]+)")
 INSTANCE_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 
@@ -657,3 +696,4 @@ class FollowConfig:
     project: str | None = project_option()
     region: str = region_option()
     api_endpoint: str | None = api_endpoint_option()
+    json: bool = json_option()

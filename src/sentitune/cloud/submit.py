@@ -7,6 +7,7 @@ the price table, then the CustomJob is created through the SDK. `cloud status`, 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import shlex
@@ -15,7 +16,7 @@ import subprocess
 
 from sentitune.cloud import catalog, prices
 from sentitune.cloud.config import FollowConfig, SubmitConfig, parse_duration
-from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
+from sentitune.cloud.vertex import aiplatform_types, call, client, console_url, to_json
 from sentitune.config import train_option
 from sentitune.errors import SentituneError
 from sentitune.runfolder import METRICS
@@ -65,6 +66,8 @@ def job_spec(cfg: SubmitConfig, extra_env: list[str] = ()):
         spec.base_output_directory = types.GcsDestination(output_uri_prefix=cfg.base_output_dir)
     if cfg.service_account:
         spec.service_account = cfg.service_account
+    if cfg.tensorboard:
+        spec.tensorboard = cfg.tensorboard_name()
     scheduling = {}
     if cfg.timeout:
         scheduling["timeout"] = {"seconds": parse_duration(cfg.timeout)}
@@ -205,18 +208,37 @@ def region_of(name: str, default: str) -> str:
 
 
 def status(cfg: FollowConfig) -> dict:
-    """`sentitune cloud status`: the job's state and times."""
+    """`sentitune cloud status`: the job as Vertex AI returns it (`resource`) and what a person wants of it
+    (`summary`): state, times, how long it ran, its machines and what they cost so far."""
     name = job_name(cfg.job, cfg.project, cfg.region)
-    jobs = client("job", region_of(name, cfg.region), cfg.api_endpoint)
-    found = call("GetCustomJob", jobs.get_custom_job, name=name)
-    result = {"name": found.name, "display_name": found.display_name, "state": found.state.name}
+    region = region_of(name, cfg.region)
+    found = call("GetCustomJob", client("job", region, cfg.api_endpoint).get_custom_job, name=name)
+    summary = {"name": found.name, "display_name": found.display_name, "state": found.state.name}
+    times = {}
     for key in ("create_time", "start_time", "end_time"):
         value = getattr(found, key, None)
         if value:
-            result[key] = value.isoformat() if hasattr(value, "isoformat") else str(value)
+            times[key] = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+            summary[key] = times[key].isoformat()
+    if "start_time" in times:
+        end = times.get("end_time") or dt.datetime.now(dt.UTC)
+        summary["ran_s"] = round((end - times["start_time"]).total_seconds())
+    pools = [p for p in found.job_spec.worker_pool_specs if p.replica_count]
+    if pools:
+        machine = pools[0].machine_spec
+        gpu = machine.accelerator_type.name if machine.accelerator_count else None
+        spot = found.job_spec.scheduling.strategy.name == "SPOT"
+        cost = prices.estimate(
+            region, machine.machine_type, gpu, machine.accelerator_count,
+            sum(p.replica_count for p in pools), spot,
+        )  # fmt: skip
+        summary["machine"] = cost
+        if cost["usd_per_hour"] is not None and "ran_s" in summary:
+            summary["usd_so_far"] = round(cost["usd_per_hour"] * summary["ran_s"] / 3600, 2)
     if found.error and found.error.message:
-        result["error"] = found.error.message
-    return result
+        summary["error"] = found.error.message
+    summary["console"] = console_url(found.name)
+    return {"summary": summary, "resource": to_json(found)}
 
 
 def cancel(cfg: FollowConfig) -> str:
