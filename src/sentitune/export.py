@@ -31,7 +31,7 @@ from sentitune.runfolder import (
 )
 from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_finite, require_onnxruntime
 from sentitune.splits import read_labelled
-from sentitune.storage import WRITE_FAILURES, StagedOutput, exists, join
+from sentitune.storage import WRITE_FAILURES, StagedOutput, exists, join, writing
 
 log = logging.getLogger("sentitune")
 
@@ -137,17 +137,18 @@ def export_graph(classifier, path) -> None:
     level = onnx_logger.level
     onnx_logger.setLevel(logging.ERROR)
     try:
-        torch.onnx.export(
-            wrapper,
-            (example["input_ids"], example["attention_mask"]),
-            str(path),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        with writing(path):  # a full disk in the writer's own exception type is still the OSError it is
+            torch.onnx.export(
+                wrapper,
+                (example["input_ids"], example["attention_mask"]),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     except OSError as exc:
         if exc.errno in WRITE_FAILURES:
             raise  # a full or read-only disk: the CLI's one line about writing

@@ -142,9 +142,9 @@ def save_run(
     """Write the run into `out` (committed by the caller): the model, the settings, the logs and plots,
     the card, and metrics.json last."""
     model = classifier.model.to("cpu")
-    with writing(out.root):
+    with writing(out.root):  # the weights and tokenizer.json are written by native code
         model.save_pretrained(out.root, safe_serialization=True)
-    classifier.tokenizer.save_pretrained(out.root)
+        classifier.tokenizer.save_pretrained(out.root)
     run_config = {
         "sentitune_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
