@@ -462,6 +462,7 @@ def main() -> None:
         finally:
             remove_containers()
     result["seconds"] = timer.seconds
+    result["total_s"] = round(sum(timer.seconds.values()), 1)
     result["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     print(json.dumps(result, indent=2))
 

@@ -31,6 +31,7 @@ PRECISION_SENSITIVE = {
     "test_distributed",
     "test_evaluate",
     "test_export",
+    "test_foreign_models",
     "test_gcs",
     "test_pooling",
     "test_predict",

@@ -13,6 +13,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from sentitune import LABELS, __version__
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
+from sentitune.model import is_hub_id
 from sentitune.splits import SPLIT_MARKER
 from sentitune.storage import join, open_input
 
@@ -51,8 +52,7 @@ def base_model_of(source: str) -> tuple[str | None, str | None]:
     """(hub id, licence) of the model the run started from, where known: the embedded one, or a hub id."""
     if source.startswith("embedded:"):
         return EMBEDDED_BASE
-    hub_id = "/" in source and not os.path.exists(source) and "://" not in source and source.count("/") == 1
-    return (source, None) if hub_id else (None, None)
+    return (source, None) if is_hub_id(source) else (None, None)
 
 
 def card_metadata(cfg: TrainConfig, model_info: dict, metrics: dict) -> ModelCardData:

@@ -41,10 +41,11 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
         raise SentituneError("a model is named twice; name each model to compare once")
     folders = [None] * len(models)
     if cfg.output_dir:
-        names = [re.sub(r"[^\w.-]+", "-", str(m).rstrip("/").split("://")[-1]).strip("-.") for m in models]
-        short_names = [os.path.basename(str(m).rstrip("/")) for m in models]
-        if len(set(short_names)) == len(short_names):
-            names = short_names
+        names = [os.path.basename(str(m).rstrip("/")) for m in models]
+        if len(set(names)) < len(names):  # two runs/ folders of one name: the whole path names each
+            names = [
+                re.sub(r"[^\w.-]+", "-", str(m).rstrip("/").split("://")[-1]).strip("-.") for m in models
+            ]
         folders = [join(cfg.output_dir, name) for name in names]
     results = []
     for model, folder in zip(models, folders, strict=True):

@@ -77,7 +77,7 @@ def load_run(run_dir: str, with_model: bool = True) -> Classifier:
         )
     if is_hub_id(run_dir):  # a classifier on the Hugging Face hub, downloaded once
         path = model_folder(str(run_dir))
-        names = set(os.listdir(path))
+        names = listdir_names(path)
     elif not exists(run_dir):
         raise SentituneError(f"run folder not found: {run_dir}")
     else:

@@ -192,8 +192,30 @@ class BuildConfig:
 # ----------------------------------------------------------------------------- submit and tune
 
 
+class VertexTarget:
+    """What the configs of commands that send Vertex AI requests share (from their project, region,
+    repository, image_uri and accelerator_type fields): the parent resource, resource names given as an
+    ID or in full, and the default image for the machine."""
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+    def resource_name(self, kind: str, given: str | None) -> str | None:
+        """`given` as a resource name: an ID is one of `kind` (endpoints, models, ...) under the parent."""
+        if not given:
+            return None
+        return given if "/" in given else f"{self.parent}/{kind}/{given}"
+
+    def default_image_uri(self) -> str:
+        """The `cloud build` tag of the image for this machine: the CUDA image when it has a GPU."""
+        return image_uri(
+            self.project, self.region, self.repository, "gpu" if self.accelerator_type else "cpu"
+        )
+
+
 @dataclass
-class SubmitConfig:
+class SubmitConfig(VertexTarget):
     """A Vertex AI custom job that runs `sentitune train` with the arguments after `--`."""
 
     WHAT: ClassVar[str] = "submit options"
@@ -276,14 +298,10 @@ class SubmitConfig:
                 problems.append(str(exc))
         raise_problems(problems, self.WHAT)
         self.display_name = self.display_name or time.strftime("sentitune-train-%Y%m%d-%H%M%S", time.gmtime())
-        variant = "gpu" if self.accelerator_type else "cpu"
-        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
+        self.image_uri = self.image_uri or self.default_image_uri()
 
     def tensorboard_name(self) -> str | None:
-        """--tensorboard as a resource name (an ID is in the job's project and region)."""
-        if not self.tensorboard or "/" in self.tensorboard:
-            return self.tensorboard
-        return f"projects/{self.project}/locations/{self.region}/tensorboards/{self.tensorboard}"
+        return self.resource_name("tensorboards", self.tensorboard)
 
     def tensorboard_problems(self) -> list[str]:
         """Vertex AI streams a job's TensorBoard logs as its service account from under its output folder,
@@ -333,10 +351,6 @@ class SubmitConfig:
             f"per replica), so every process would refuse to start; use a multiple of {n}, e.g. "
             f"{', '.join(map(str, fits))}"
         ]
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
 
 
 def machine_problems(cfg, *, serving: bool, default_image: bool) -> list[str]:
@@ -512,7 +526,7 @@ class TuneConfig(SubmitConfig):
 
 
 @dataclass
-class ServingOptions:
+class ServingOptions(VertexTarget):
     """What serves a run on Vertex AI (`cloud deploy`, `cloud batch-predict`): the server's backend and
     each replica's machine, checked against the catalog."""
 
@@ -567,17 +581,10 @@ class DeployConfig(ServingOptions):
         raise_problems(problems, "deploy options")
         run_name = str(self.run_dir).rstrip("/").rsplit("/", 1)[-1]
         self.display_name = self.display_name or f"sentitune-{run_name}"
-        variant = "gpu" if self.accelerator_type else "cpu"  # GPU serving runs the CUDA image
-        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
+        self.image_uri = self.image_uri or self.default_image_uri()  # GPU serving runs the CUDA image
 
     def endpoint_name(self) -> str | None:
-        if not self.endpoint:
-            return None
-        return self.endpoint if "/" in self.endpoint else f"{self.parent}/endpoints/{self.endpoint}"
+        return self.resource_name("endpoints", self.endpoint)
 
 
 TENSORBOARD = re.compile(r"projects/([^/]+)/locations/([^/]+)/tensorboards/([^/]+)")
@@ -672,18 +679,10 @@ class BatchPredictConfig(ServingOptions):
         raise_problems(problems, "batch-predict options")
         name = str(self.run_dir or self.registered_model).rstrip("/").rsplit("/", 1)[-1]
         self.display_name = self.display_name or f"sentitune-batch-{name}"
-        variant = "gpu" if self.accelerator_type else "cpu"
-        self.image_uri = self.image_uri or image_uri(self.project, self.region, self.repository, variant)
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
+        self.image_uri = self.image_uri or self.default_image_uri()
 
     def registered_model_name(self) -> str | None:
-        model = self.registered_model
-        if not model:
-            return None
-        return model if "/" in model else f"{self.parent}/models/{model}"
+        return self.resource_name("models", self.registered_model)
 
 
 @dataclass
