@@ -151,3 +151,52 @@ def test_earlier_predictions_or_a_missing_input_stop_the_job_before_anything_is_
 def test_what_vertex_would_refuse_is_one_line_before_anything_is_sent(capsys, extra, expected):
     message = cli_error(capsys, *batch_args("gs://b/runs/r1", *extra, "--dry-run"))
     assert message == f"invalid batch-predict options: {expected}"
+
+
+def test_the_cost_estimate_counts_the_posts_and_uses_evaluates_measured_speed(
+    capsys,
+    caplog,
+    gs,  # noqa: F811
+    posts_on_gs,
+    run_copy,
+    prepared,
+    tmp_path,  # noqa: F811
+):
+    measured = tmp_path / "measured"
+    assert (
+        cli(capsys, "evaluate", run_copy, "--data", prepared / "test.csv", "--output-dir", measured)[0] == 0
+    )
+    speed = json.loads((measured / "metrics.json").read_text())["examples_per_s"]
+    gs.pipe(f"{BUCKET}/posts/day.csv", b"text\ngood\n\nbad\nfine\n")  # a header, three posts, a blank line
+    expected = {INPUT: 2, f"gs://{BUCKET}/posts/day.csv": 3}
+    for uri, posts in expected.items():
+        args = batch_args("gs://b/runs/r1", "--input-uri", uri, "--output-uri-prefix", OUTPUT,
+                          "--throughput-from", str(measured), "--max-replica-count", "4", "--dry-run")  # fmt: skip
+        code, out, err = cli(capsys, *args)
+        assert code == 0, err
+        cost = json.loads(out)["cost"]
+        assert cost["machine_type"] == "n1-standard-2" and cost["usd_per_hour"] == pytest.approx(0.1203)
+        assert cost["posts"] == posts
+        assert cost["node_hours"] == pytest.approx(posts / speed / 3600, abs=1e-3)
+        assert (
+            f"cost: $0.12/hour per replica (sentitune's table of 2026-11-27); this job ≈ {cost['node_hours']:.2f} node hours"
+            in caplog.text
+        )
+    # ten million posts, given rather than counted: node hours at the measured speed, a quarter of them at
+    # four replicas, billed at the machine's rate
+    code, out, err = cli(capsys, *args[:-1], "--posts", "10000000", "--dry-run")
+    cost = json.loads(out)["cost"]
+    hours = 10_000_000 / speed / 3600
+    assert cost["node_hours"] == pytest.approx(hours, abs=1e-3)
+    assert cost["hours_at_max_replicas"] == pytest.approx(hours / 4, abs=1e-3)
+    assert cost["estimated_usd"] == pytest.approx(hours * 0.1203, abs=0.01)
+    # a run folder is not a measurement of serving speed; a missing input cannot be counted
+    message = cli_error(capsys, *args[:-3], "--throughput-from", str(run_copy), "--dry-run")
+    assert message == (
+        f"--throughput-from {run_copy}: its metrics.json has no examples_per_s; pass the output folder of "
+        "`sentitune evaluate`, not a run folder"
+    )
+    missing = f"gs://{BUCKET}/posts/none.jsonl"
+    message = cli_error(capsys, *batch_args("gs://b/runs/r1", "--input-uri", missing, "--output-uri-prefix",
+                        OUTPUT, "--throughput-from", str(measured), "--dry-run"))  # fmt: skip
+    assert message == f"--input-uri {missing} does not exist; pass --posts N or fix the name"

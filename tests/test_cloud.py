@@ -10,6 +10,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import fsspec
 import pytest
@@ -34,12 +35,18 @@ class FakeVertex:
     def __init__(self, fail: dict[str, tuple[int, str]] | None = None):
         self.requests: list[dict] = []
         self.fail = fail or {}
+        self.contexts: dict[
+            str, dict
+        ] = {}  # Vertex AI metadata contexts (Experiments and their runs) by name
+        self.metadata_store = True  # False: the project has no default metadata store yet
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 path = self.path.split("?")[0]
                 fake.requests.append({"path": path, "method": "GET"})
+                if path[4:] in fake.contexts:
+                    return self.answer(200, fake.contexts[path[4:]])
                 if path == f"/v1/{PARENT}/customJobs/444":
                     return self.answer(
                         200,
@@ -81,6 +88,15 @@ class FakeVertex:
                     return self.answer(
                         200, {**body, "name": f"{PARENT}/customJobs/444", "state": "JOB_STATE_PENDING"}
                     )
+                elif path == f"/v1/{PARENT}/metadataStores":
+                    fake.metadata_store = True
+                    result = {"@type": f"{V1}.MetadataStore", "name": f"{PARENT}/metadataStores/default"}
+                elif path == f"/v1/{PARENT}/metadataStores/default/contexts" and not fake.metadata_store:
+                    return self.answer(404, {"error": {"code": 404, "message": "MetadataStore not found"}})
+                elif path == f"/v1/{PARENT}/metadataStores/default/contexts":
+                    context_id = parse_qs(urlsplit(self.path).query)["contextId"][0]
+                    fake.contexts[f"{path[4:]}/{context_id}"] = {**body, "name": f"{path[4:]}/{context_id}"}
+                    return self.answer(200, fake.contexts[f"{path[4:]}/{context_id}"])
                 elif path == f"/v1/{PARENT}/customJobs/444:cancel":
                     return self.answer(200, {})
                 elif path == f"/v1/{PARENT}/batchPredictionJobs":
@@ -103,6 +119,15 @@ class FakeVertex:
                     200,
                     {"name": f"{PARENT}/operations/{len(fake.requests)}", "done": True, "response": result},
                 )
+
+            def do_PATCH(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                path = self.path.split("?")[0]
+                fake.requests.append({"path": path, "method": "PATCH", "body": body})
+                if path[4:] not in fake.contexts:
+                    return self.answer(404, {"error": {"code": 404, "message": f"{path[4:]} not found"}})
+                fake.contexts[path[4:]].update(body)
+                self.answer(200, fake.contexts[path[4:]])
 
             def answer(self, status, payload):
                 data = json.dumps(payload).encode()

@@ -1,6 +1,6 @@
 """Where a training run reports its progress: the terminal or log (`Progress`), TensorBoard event files
-(`EventLog`: Vertex AI's AIP_TENSORBOARD_LOG_DIR, or --tensorboard-dir) and Vertex AI's hyperparameter
-tuning service (`TuningReport`).
+(`EventLog`: Vertex AI's AIP_TENSORBOARD_LOG_DIR, or --tensorboard-dir), Vertex AI's hyperparameter
+tuning service (`TuningReport`) and Vertex AI Experiments (`record_experiment_run`).
 
 TensorBoard events are written by torch's SummaryWriter into a local folder and, for a URL (gs://…), copied there
 with fsspec after every validation, checkpoint and at the end, so TensorBoard (or a Vertex AI
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -130,6 +131,71 @@ def trial_from_cluster_spec(spec: str | None) -> str | None:
     except (ValueError, AttributeError):
         return None
     return str(trial) if trial not in (None, "") else None
+
+
+EXPERIMENT_ENV = ("AIP_EXPERIMENT_NAME", "AIP_EXPERIMENT_RUN_NAME")  # set by Vertex AI for `--experiment`
+ENDPOINT_ENV = "SENTITUNE_API_ENDPOINT"  # another Vertex AI API host (Private Service Connect)
+RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/metadataStores/[^/]+/contexts/([^/]+)$")
+
+
+def experiment_params(settings: dict) -> dict:
+    """A run's settings as Experiments stores parameters: numbers and strings (booleans as strings)."""
+    return {
+        k: (str(v).lower() if isinstance(v, bool) else v)
+        for k, v in settings.items()
+        if isinstance(v, (str, int, float))
+    }
+
+
+def experiment_metrics(metrics: dict) -> dict:
+    """The final metrics of the kept model, one number each: val_* and test_*, and the training speed."""
+    found = {
+        f"{split}_{name}": metrics[split][name]
+        for split in ("val", "test")
+        if split in metrics
+        for name in ("accuracy", "macro_f1", "macro_recall", "loss")
+    }
+    training = metrics.get("training", {})
+    for name in ("examples_per_s", "steps", "wall_s"):
+        if isinstance(training.get(name), (int, float)):
+            found[f"training_{name}"] = training[name]
+    return found
+
+
+def record_experiment_run(settings: dict, metrics: dict) -> bool:
+    """In a job submitted with `--experiment`, record the run's settings and final metrics in the
+    Experiment run Vertex AI made for it (AIP_EXPERIMENT_NAME, AIP_EXPERIMENT_RUN_NAME); elsewhere do
+    nothing. The model is already saved: a failure here is a warning, not a failed run."""
+    experiment, run = (os.environ.get(name) for name in EXPERIMENT_ENV)
+    if not experiment or not run:
+        return False
+    try:
+        found = RESOURCE.search(run)
+        if not found:
+            raise ValueError(f"AIP_EXPERIMENT_RUN_NAME {run!r} is not a metadata context name")
+        project, location, run_id = found.groups()
+        experiment_id = experiment.rstrip("/").rsplit("/", 1)[-1]
+        run_name = run_id.removeprefix(f"{experiment_id}-")
+        aiplatform = require_extra("google.cloud.aiplatform", "cloud", "recording to Vertex AI Experiments")
+        endpoint = os.environ.get(ENDPOINT_ENV)
+        credentials = None
+        if endpoint and endpoint.startswith("http://"):  # a local stand-in: no token in clear text
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+        # No project or location here: with them, init would look up the experiment in the environment
+        # before it has credentials. The run below names both.
+        aiplatform.init(api_endpoint=endpoint, api_transport="rest", credentials=credentials)
+        recorded = aiplatform.ExperimentRun(
+            run_name, experiment=experiment_id, project=project, location=location, credentials=credentials
+        )
+        recorded.log_params(experiment_params(settings))
+        recorded.log_metrics(experiment_metrics(metrics))
+    except Exception as exc:  # noqa: BLE001  (any failure of the SDK or the service: the run is saved)
+        log.warning(f"could not record the run in Vertex AI Experiments ({type(exc).__name__}: {exc})")
+        return False
+    log.info(f"recorded settings and metrics in experiment {experiment_id}, run {run_name}")
+    return True
 
 
 def target_dir(configured: str | None) -> str | None:

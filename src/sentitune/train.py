@@ -26,7 +26,7 @@ from sentitune.builtin import MODEL_DESCRIPTION, default_model
 from sentitune.checkpoint import Checkpointer, StopSignal
 from sentitune.config import TrainConfig
 from sentitune.errors import Preempted, SentituneError, require_extra
-from sentitune.events import EventLog, Progress, TuningReport
+from sentitune.events import EventLog, Progress, TuningReport, record_experiment_run
 from sentitune.events import target_dir as events_dir
 from sentitune.metrics import bootstrap_intervals, classification_metrics, log_metrics
 from sentitune.model import (
@@ -152,6 +152,7 @@ def _train(
     d.barrier()  # the folder is complete before any rank reports success
     if d.is_main:
         checkpointer.clear()
+        record_experiment_run(asdict(cfg), metrics)
     log.info("run folder: %s", run_dir)
     return TrainResult(run_dir, metrics, fitted.history)
 

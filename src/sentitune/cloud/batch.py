@@ -10,15 +10,16 @@ under --output-uri-prefix, in a folder of its own per job.
 
 from __future__ import annotations
 
+import json
 import logging
 
-from sentitune.cloud import catalog
+from sentitune.cloud import catalog, prices
 from sentitune.cloud.config import BatchPredictConfig
 from sentitune.cloud.deploy import LRO_TIMEOUT_S, MODEL_PLACEHOLDER, machine_spec, upload_request
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 from sentitune.errors import SentituneError
-from sentitune.runfolder import WEIGHTS
-from sentitune.storage import exists, join, listdir_names
+from sentitune.runfolder import METRICS, WEIGHTS
+from sentitune.storage import exists, expand, join, listdir_names, open_input
 
 log = logging.getLogger("sentitune")
 
@@ -52,15 +53,64 @@ def job_request(cfg: BatchPredictConfig, model: str):
     return types.CreateBatchPredictionJobRequest(parent=cfg.parent, batch_prediction_job=job)
 
 
+def measured_speed(folder: str) -> float:
+    """Posts per second from the metrics.json of `sentitune evaluate`."""
+    path = join(folder, METRICS)
+    if not exists(path):
+        raise SentituneError(f"--throughput-from {folder}: no metrics.json (an output folder of evaluate?)")
+    with open_input(path) as f:
+        speed = json.load(f).get("examples_per_s")
+    if not isinstance(speed, (int, float)) or not speed > 0:
+        raise SentituneError(
+            f"--throughput-from {folder}: its metrics.json has no examples_per_s; pass the output folder "
+            "of `sentitune evaluate`, not a run folder"
+        )
+    return float(speed)
+
+
+def count_posts(cfg: BatchPredictConfig) -> int:
+    """The posts in the inputs: their lines, less each CSV's header."""
+    files = expand(cfg.input_uri)
+    posts = 0
+    for path in files:
+        if not exists(path):
+            raise SentituneError(f"--input-uri {path} does not exist; pass --posts N or fix the name")
+        with open_input(path) as f:
+            lines = sum(1 for line in f if line.strip())
+        posts += max(0, lines - 1) if cfg.instances_format == "csv" else lines
+    return posts
+
+
+def cost_estimate(cfg: BatchPredictConfig) -> dict:
+    """The hourly cost of a replica, and the job's with --throughput-from (posts counted unless --posts)."""
+    est = prices.estimate(
+        cfg.region,
+        cfg.machine_type,
+        cfg.accelerator_type,
+        cfg.accelerator_count if cfg.accelerator_type else 0,
+        1,
+        False,
+        prices_file=cfg.prices,
+    )
+    if not cfg.throughput_from:
+        return est
+    speed = measured_speed(cfg.throughput_from)
+    posts = cfg.posts or count_posts(cfg)
+    return prices.batch_estimate(est, posts, speed, cfg.max_replica_count, cfg.throughput_from)
+
+
 def run(cfg: BatchPredictConfig) -> dict:
     """The requests with --dry-run, else the created job."""
     upload = None if cfg.registered_model else upload_request(cfg)
     create = job_request(cfg, cfg.registered_model_name() or MODEL_PLACEHOLDER)
+    cost = cost_estimate(cfg)
+    log.info(prices.describe_batch(cost))
     if cfg.dry_run:
         return {
             "dry_run": True,
             "upload_model": to_json(upload) if upload else None,
             "create_batch_prediction_job": to_json(create),
+            "cost": cost,
             "checked_against": catalog.describe(catalog.load(cfg.catalog), cfg.catalog),
         }
     check_storage(cfg)
@@ -74,7 +124,7 @@ def run(cfg: BatchPredictConfig) -> dict:
     create.batch_prediction_job.model = model
     jobs = client("job", cfg.region, cfg.api_endpoint)
     job = call("CreateBatchPredictionJob", jobs.create_batch_prediction_job, request=create)
-    return {"dry_run": False, "name": job.name, "state": job.state.name, "model": model}
+    return {"dry_run": False, "name": job.name, "state": job.state.name, "model": model, "cost": cost}
 
 
 def check_storage(cfg: BatchPredictConfig) -> None:

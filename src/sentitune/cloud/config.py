@@ -110,6 +110,15 @@ def catalog_option():
     )
 
 
+def prices_option():
+    return opt(None, "JSON price table to estimate with instead of the built-in one", group=JOB)
+
+
+def throughput_option(measured: str):
+    """--throughput-from: where a cost estimate finds its measured speed (`measured` says which)."""
+    return opt(None, measured, group=JOB)
+
+
 def gs_run_argument():
     return opt(None, "run folder on gs:// written by train", positional=True, metavar="RUN_DIR")
 
@@ -261,12 +270,16 @@ class SubmitConfig(VertexTarget):
         "curves stream to; needs --service-account and --base-output-dir",
         group=JOB,
     )
-    prices: str | None = opt(None, "JSON price table to estimate with instead of the built-in one", group=JOB)
-    catalog: str | None = catalog_option()
-    throughput_from: str | None = opt(
+    experiment: str | None = opt(
         None,
-        "a finished run folder whose training examples/s (same machine kind) estimates the job's length",
+        "a Vertex AI Experiment (created if new) in which the job records its settings and final metrics "
+        "as a run; needs --service-account",
         group=JOB,
+    )
+    prices: str | None = prices_option()
+    catalog: str | None = catalog_option()
+    throughput_from: str | None = throughput_option(
+        "a finished run folder whose training examples/s (same machine kind) estimates the job's length"
     )
     api_endpoint: str | None = api_endpoint_option()
     dry_run: bool = dry_run_option()
@@ -278,6 +291,7 @@ class SubmitConfig(VertexTarget):
         default_image = not self.image_uri
         machine = machine_problems(self, serving=False, default_image=default_image)
         problems = target_problems(self.project, self.region) + machine + self.tensorboard_problems()
+        problems += self.experiment_problems()
         if self.replica_count < 1:
             problems.append(f"--replica-count must be at least 1, got {self.replica_count}")
         if self.base_output_dir and not self.base_output_dir.startswith("gs://"):
@@ -327,6 +341,25 @@ class SubmitConfig(VertexTarget):
         if not self.base_output_dir:
             problems.append("--tensorboard needs --base-output-dir: the job writes its logs under it first")
         return problems
+
+    def experiment_problems(self) -> list[str]:
+        if not self.experiment:
+            return []
+        problems = []
+        if not EXPERIMENT.fullmatch(self.experiment):
+            problems.append(
+                f"--experiment {self.experiment!r} is not an experiment name (1-128 of a-z, 0-9 and -, "
+                "starting with a letter or digit)"
+            )
+        if not self.service_account:
+            problems.append("--experiment needs --service-account: the job records its run as that account")
+        return problems
+
+    def experiment_name(self) -> str | None:
+        """The Experiment's resource name: a context in the region's default metadata store."""
+        if not self.experiment:
+            return None
+        return f"{self.parent}/metadataStores/default/contexts/{self.experiment}"
 
     @property
     def processes(self) -> int:
@@ -588,6 +621,7 @@ class DeployConfig(ServingOptions):
 
 
 TENSORBOARD = re.compile(r"projects/([^/]+)/locations/([^/]+)/tensorboards/([^/]+)")
+EXPERIMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 INSTANCE_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 
@@ -626,6 +660,14 @@ class BatchPredictConfig(ServingOptions):
     starting_replica_count: int = opt(1, "replicas the job starts with", group=JOB)
     max_replica_count: int = opt(10, "replicas the job may scale to", group=JOB)
     instances_per_request: int = opt(64, "posts per request to each replica's server", group=JOB)
+    throughput_from: str | None = throughput_option(
+        "output folder of `sentitune evaluate` run on the replicas' machine kind: its posts/s estimates the "
+        "job's node hours and cost"
+    )
+    posts: int | None = opt(
+        None, "posts in the inputs, for the estimate (default: counted by reading them)", group=JOB
+    )
+    prices: str | None = prices_option()
     project: str | None = project_option()
     region: str = region_option()
     display_name: str | None = display_name_option()
@@ -675,6 +717,8 @@ class BatchPredictConfig(ServingOptions):
             )
         if self.instances_per_request < 1:
             problems.append(f"--instances-per-request must be at least 1, got {self.instances_per_request}")
+        if self.posts is not None and self.posts < 1:
+            problems.append(f"--posts must be at least 1, got {self.posts}")
         problems += self.serving_problems(default_image=not self.image_uri)
         raise_problems(problems, "batch-predict options")
         name = str(self.run_dir or self.registered_model).rstrip("/").rsplit("/", 1)[-1]

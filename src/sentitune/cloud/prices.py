@@ -4,7 +4,8 @@ Approximate list prices in USD per hour, compiled 2026-11-27 (PRICES_DATE); Vert
 the machine and each GPU by the second. The walkthrough's europe-west4 bill (n1-standard-4 $0.24/h + T4
 $0.40/h = $0.64/h) is the table's anchor; Spot figures assume Google's usual Spot discount and move
 daily. Prices change: check https://cloud.google.com/vertex-ai/pricing, and pass `--prices FILE.json`
-(the layout of TABLE) to estimate with your own figures.
+(the layout of TABLE) to estimate with your own figures. Batch prediction bills each replica's node
+hours at these machine and GPU rates too (its list prices are within a few percent of training's).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _GPUS = {
 }
 _US = {
     "machines": {
+        "n1-standard-2": {"on_demand": 0.1093, "spot": 0.0231},
         "n1-standard-4": {"on_demand": 0.2185, "spot": 0.0462},
         "n1-standard-8": {"on_demand": 0.4370, "spot": 0.0924},
         "n1-standard-16": {"on_demand": 0.8740, "spot": 0.1848},
@@ -39,6 +41,7 @@ _US = {
 }
 _EUROPE_WEST4 = {
     "machines": {
+        "n1-standard-2": {"on_demand": 0.1203, "spot": 0.0254},
         "n1-standard-4": {"on_demand": 0.2405, "spot": 0.0508},
         "n1-standard-8": {"on_demand": 0.4810, "spot": 0.1016},
         "n1-standard-16": {"on_demand": 0.9620, "spot": 0.2032},
@@ -126,6 +129,32 @@ def estimate(
             f"{examples_per_s:.0f} training examples/s, {epochs} epochs of {examples_per_epoch}"
         )
     return result
+
+
+def batch_estimate(est: dict, posts: int, posts_per_s: float, max_replicas: int, measured_in: str) -> dict:
+    """A batch prediction job's node hours and cost, from the posts per second one replica scores."""
+    node_hours = posts / posts_per_s / 3600
+    est = {**est, "posts": posts, "node_hours": round(node_hours, 3)}
+    est["hours_at_max_replicas"] = round(node_hours / max_replicas, 3)
+    if est["usd_per_hour"] is not None:
+        est["estimated_usd"] = round(math.ceil(node_hours * est["usd_per_hour"] * 100) / 100, 2)
+    est["assumes"] = (
+        f"{posts_per_s:.0f} posts/s per replica as measured in {measured_in}, {posts} posts; "
+        "replica start-up (minutes each) not included"
+    )
+    return est
+
+
+def describe_batch(est: dict) -> str:
+    if est["usd_per_hour"] is None:
+        return f"cost: unknown ({est['note']})"
+    line = f"cost: ${est['usd_per_hour']:.2f}/hour per replica ({est['prices']})"
+    if "node_hours" in est:
+        line += (
+            f"; this job ≈ {est['node_hours']:.2f} node hours ≈ ${est['estimated_usd']:.2f}, "
+            f"≥ {est['hours_at_max_replicas'] * 60:.0f} min at its most replicas ({est['assumes']})"
+        )
+    return line
 
 
 def describe(est: dict) -> str:

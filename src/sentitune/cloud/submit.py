@@ -16,6 +16,7 @@ import subprocess
 
 from sentitune.cloud import catalog, prices
 from sentitune.cloud.config import FollowConfig, SubmitConfig, parse_duration
+from sentitune.cloud.deploy import LRO_TIMEOUT_S
 from sentitune.cloud.vertex import aiplatform_types, call, client, console_url, to_json
 from sentitune.config import train_option
 from sentitune.errors import SentituneError
@@ -68,6 +69,8 @@ def job_spec(cfg: SubmitConfig, extra_env: list[str] = ()):
         spec.service_account = cfg.service_account
     if cfg.tensorboard:
         spec.tensorboard = cfg.tensorboard_name()
+    if cfg.experiment:
+        spec.experiment = cfg.experiment_name()  # Vertex AI adds a run to it and names both to the job
     scheduling = {}
     if cfg.timeout:
         scheduling["timeout"] = {"seconds": parse_duration(cfg.timeout)}
@@ -184,9 +187,50 @@ def submit(cfg: SubmitConfig) -> dict:
     estimate = cost_estimate(cfg)
     request = build_request(cfg, estimate)
     log.info(prices.describe(estimate))
+    if cfg.experiment:
+        ensure_experiment(cfg)
     jobs = client("job", cfg.region, cfg.api_endpoint)
     job = call("CreateCustomJob", jobs.create_custom_job, request=request)
     return {"name": job.name, "state": job.state.name, "cost": estimate}
+
+
+def ensure_experiment(cfg: SubmitConfig) -> None:
+    """The job's Experiment must exist before the job names it: fetched, else created as the SDK creates
+    one (a system.Experiment context in the region's default metadata store)."""
+    from google.api_core.exceptions import NotFound
+
+    types = aiplatform_types()
+    metadata = client("metadata", cfg.region, cfg.api_endpoint)
+    name = cfg.experiment_name()
+    store = name.rsplit("/contexts/", 1)[0]
+
+    def get():
+        try:
+            return metadata.get_context(name=name)
+        except NotFound:
+            return None
+
+    def create():
+        context = types.Context(
+            display_name=cfg.experiment,
+            schema_title="system.Experiment",
+            schema_version="0.0.1",
+            metadata={"experiment_deleted": False},
+        )
+        try:
+            return metadata.create_context(parent=store, context=context, context_id=cfg.experiment)
+        except NotFound:  # a project that never used Vertex AI metadata has no default store yet
+            operation = metadata.create_metadata_store(
+                parent=store.rsplit("/metadataStores/", 1)[0], metadata_store_id="default"
+            )
+            operation.result(timeout=LRO_TIMEOUT_S)
+            return metadata.create_context(parent=store, context=context, context_id=cfg.experiment)
+
+    if call("GetContext", get) is not None:
+        log.info(f"experiment {cfg.experiment}: the job adds a run to it")
+        return
+    call("CreateContext", create)
+    log.info(f"experiment {cfg.experiment}: created; the job adds a run to it")
 
 
 # ----------------------------------------------------------------------------- follow a job

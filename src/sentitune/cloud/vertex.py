@@ -82,15 +82,25 @@ def to_json(message) -> dict:
 
 
 def client(kind: str, region: str, endpoint: str | None = None):
-    """A Vertex AI REST client (`kind`: model, endpoint, job) for `region`.
+    """A Vertex AI REST client (`kind`: model, endpoint, job, metadata) for `region`.
 
     `endpoint` overrides the regional host (Private Service Connect, a local stand-in). A plain
     http:// endpoint is sent no credentials: bearer tokens never travel unencrypted.
     """
     require_extra("google.cloud.aiplatform_v1", "cloud", "Vertex AI commands")
-    from google.cloud.aiplatform_v1.services import endpoint_service, job_service, model_service
+    from google.cloud.aiplatform_v1.services import (
+        endpoint_service,
+        job_service,
+        metadata_service,
+        model_service,
+    )
 
-    services = {"model": model_service, "endpoint": endpoint_service, "job": job_service}
+    services = {
+        "model": model_service,
+        "endpoint": endpoint_service,
+        "job": job_service,
+        "metadata": metadata_service,
+    }
     service = services[kind]
     host = api_endpoint(region, endpoint)
     scheme = "https"
