@@ -9,7 +9,7 @@ DEMO   ?= demo
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
 DEMO_TRAIN_ARGS ?= --preset fast
 
-.PHONY: install demo test test-fast test-all test-other-precision lint format bench bench-full bench-memory bench-serve bench-soak image-test quality clean
+.PHONY: install demo test test-fast test-all test-browser test-other-precision lint format bench bench-full bench-memory bench-serve bench-soak image-test quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/sentitune train --data $(DEMO)/data --job-dir $(DEMO)/run $(DEMO_TRAIN_ARGS) --overwrite
 	$(BIN)/sentitune evaluate $(DEMO)/run --data $(DEMO)/data/test.csv --overwrite
 	@echo "run folder: $(DEMO)/run  (try: $(BIN)/sentitune predict $(DEMO)/run 'what a great day')"
+	@echo "report: $(DEMO)/run/report.html  (open it in a browser)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -38,6 +39,12 @@ test-fast: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
+
+# The reports in headless Chromium (Debian's chromium + chromium-driver, installed here when missing).
+test-browser: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	$(BIN)/python -m pytest -q -m browser
 
 # The model-running tests again under the precision --precision auto does NOT pick here (bf16 on an
 # AVX2-only CPU, where it is emulated; fp32 on a CPU with AVX512-BF16 / AMX), so one machine checks both.

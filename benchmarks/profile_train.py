@@ -17,7 +17,10 @@ on BERT-Tiny, and timed ablations of the step, to rank what is worth speeding up
      threads_1              torch.set_num_threads(1)
    Variant costs are not additive; each says what removing that piece alone would save.
 
+   and, where the CPU has native bf16, `fp32` (the same step without bf16 autocast).
+
 usage: profile_train.py [--model tiny|minilm] [--batch-size 128] [--steps 20] [--rounds 3] [--top 25]
+                        [--precision auto|fp32|bf16]   (auto: what `sentitune train` picks here)
 Prints one JSON object on stdout; the profiler table goes to stderr.
 """
 
@@ -89,7 +92,7 @@ def load_inputs(folder: str, batch_size: int, steps: int):
     return cfg, classifier.model, tokens, splits
 
 
-def profile_fit(cfg, model, tokens, splits, steps: int, top: int) -> dict:
+def profile_fit(cfg, model, tokens, splits, steps: int, top: int, precision) -> dict:
     import dataclasses
 
     import torch
@@ -98,11 +101,11 @@ def profile_fit(cfg, model, tokens, splits, steps: int, top: int) -> dict:
     from sentitune.train import fit
 
     device = torch.device("cpu")
-    fit(model, tokens, splits, dataclasses.replace(cfg, max_steps=3), device, None)  # warm-up
+    fit(model, tokens, splits, dataclasses.replace(cfg, max_steps=3), device, precision)  # warm-up
     cfg = dataclasses.replace(cfg, max_steps=steps)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
-        fitted = fit(model, tokens, splits, cfg, device, None)
+        fitted = fit(model, tokens, splits, cfg, device, precision)
         wall = time.perf_counter() - t0
     averages = prof.key_averages()
     log(averages.table(sort_by="self_cpu_time_total", row_limit=top))
@@ -137,10 +140,11 @@ def profile_fit(cfg, model, tokens, splits, steps: int, top: int) -> dict:
 class ReplicaStep:
     """sentitune's training step, reproduced so that single pieces can be switched off."""
 
-    def __init__(self, base_model, cfg, tokens, labels, variant: str):
+    def __init__(self, base_model, cfg, tokens, labels, variant: str, precision):
         import torch
 
         from sentitune.optimizer import build_optimizer
+        from sentitune.runtime import FP32
 
         self.torch = torch
         self.model = copy.deepcopy(base_model)
@@ -154,6 +158,7 @@ class ReplicaStep:
                 ):
                     module.p = 0.0
         self.variant = variant
+        self.precision = FP32 if variant == "fp32" else precision
         self.clip = variant != "no_clip"
         self.threads = 1 if variant == "threads_1" else None
         self.optimizer = build_optimizer(self.model, cfg, torch.device("cpu"))
@@ -172,7 +177,8 @@ class ReplicaStep:
             for rows in batches:
                 ids, mask = self.tokens.batch(rows)
                 y = torch.from_numpy(self.labels[rows])
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                with self.precision.autocast(torch.device("cpu")):
+                    logits = self.model(input_ids=ids, attention_mask=mask).logits
                 loss = self.loss_fn(logits.float(), y)
                 loss.backward()
                 if self.clip:
@@ -194,24 +200,25 @@ VARIANTS = (
 )
 
 
-def ablations(cfg, model, tokens, splits, steps: int, rounds: int) -> dict:
+def ablations(cfg, model, tokens, splits, steps: int, rounds: int, precision) -> dict:
     from sentitune.batching import length_bucketed_batches
 
     train_tokens, labels = tokens["train"], splits["train"].labels
     batches = length_bucketed_batches(train_tokens.lengths, cfg.batch_size, np.random.default_rng(0))
     full = [b for b in batches if len(b) == cfg.batch_size]
-    steppers = {v: ReplicaStep(model, cfg, train_tokens, labels, v) for v in VARIANTS}
+    variants = VARIANTS + (("fp32",) if precision.name == "bf16" else ())
+    steppers = {v: ReplicaStep(model, cfg, train_tokens, labels, v, precision) for v in variants}
     for s in steppers.values():
         s.run(full[:2])  # warm-up: allocator, optimizer state
-    times = {v: [] for v in VARIANTS}
+    times = {v: [] for v in variants}
     for r in range(rounds):
-        order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]  # rotate the order
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate the order
         chunk = full[(r * steps) % len(full) :][:steps]
         for v in order:
             times[v].append(steppers[v].run(chunk))
         log(
             f"  ablation round {r + 1}/{rounds}: "
-            + ", ".join(f"{v} {1e3 * times[v][-1]:.0f}ms" for v in VARIANTS)
+            + ", ".join(f"{v} {1e3 * times[v][-1]:.0f}ms" for v in variants)
         )
     base = median(times["baseline"])
     return {
@@ -232,23 +239,32 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20, help="profiled steps (and steps per ablation round)")
     ap.add_argument("--rounds", type=int, default=3, help="ablation rounds (0 = no ablations)")
     ap.add_argument("--top", type=int, default=25, help="ops in the table")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     args = ap.parse_args()
     import torch
 
+    from sentitune.runtime import resolve_precision
+
+    precision = resolve_precision(args.precision, torch.device("cpu"))
     result = {"benchmark": "profile_train", "machine": machine_info()}
     t0 = time.perf_counter()
     with stdout_to_stderr(), tempfile.TemporaryDirectory(prefix="sentitune-bench-") as work:
         folder = model_folder(args.model, work)
         batch = args.batch_size or MODEL_SIZES[args.model].batch_size
         cfg, model, tokens, splits = load_inputs(folder, batch, args.steps)
-        result["config"] = {"model": args.model, "batch_size": batch, "threads": torch.get_num_threads()}
+        result["config"] = {
+            "model": args.model,
+            "batch_size": batch,
+            "threads": torch.get_num_threads(),
+            "precision": precision.name,
+        }
         base_state = copy.deepcopy(model.state_dict())
         log(f"profiling {args.steps} steps of sentitune.train.fit on {args.model}, batch {batch}")
-        result["profile"] = profile_fit(cfg, model, tokens, splits, args.steps, args.top)
+        result["profile"] = profile_fit(cfg, model, tokens, splits, args.steps, args.top, precision)
         model.load_state_dict(base_state)
         if args.rounds:
             log(f"ablations: {args.rounds} rounds of {args.steps} steps per variant")
-            result["ablations"] = ablations(cfg, model, tokens, splits, args.steps, args.rounds)
+            result["ablations"] = ablations(cfg, model, tokens, splits, args.steps, args.rounds, precision)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     emit(result)
     return 0

@@ -18,7 +18,7 @@ from sentitune.cli import main
 # The shared benchmark data sits beside the checkout (../shared), also in CI.
 TWEETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets" / "train.csv"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SPLIT_FILES = ("train.csv", "eval.csv", "test.csv", "labels.json", "prepare_report.json")
+SPLIT_FILES = ("train.csv", "eval.csv", "test.csv", "labels.json", "prepare_report.json", "report.html")
 PER_CLASS = 100  # rows per class in the sample frames: ~300 posts, enough to stratify 80/10/10
 
 
@@ -214,15 +214,21 @@ def prepared(tmp_path_factory, corpus) -> Path:
 RUN_ARGS = dict(max_steps=6, batch_size=16, train_eval_examples=50, log_every=2)
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, tiny_model, prepared) -> Path:
-    """One short training run of the tiny model on `prepared` (read-only: copy before changing it)."""
+def train_tiny(run_dir: Path, tiny_model: Path, data: Path, **settings) -> Path:
+    """A short run of the tiny model on the prepared splits in `data`: RUN_ARGS with `settings` over them."""
     from sentitune.config import TrainConfig
     from sentitune.train import train
 
-    run_dir = tmp_path_factory.mktemp("runs") / "run"
-    train(TrainConfig(data=str(prepared), job_dir=str(run_dir), model=str(tiny_model), **RUN_ARGS))
+    train(
+        TrainConfig(data=str(data), job_dir=str(run_dir), model=str(tiny_model), **{**RUN_ARGS, **settings})
+    )
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_model, prepared) -> Path:
+    """One short training run of the tiny model on `prepared` (read-only: copy before changing it)."""
+    return train_tiny(tmp_path_factory.mktemp("runs") / "run", tiny_model, prepared)
 
 
 @pytest.fixture

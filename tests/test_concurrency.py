@@ -90,6 +90,7 @@ def test_overwrite_replaces_the_whole_prepared_set_and_train_reads_the_format_wr
         "eval.parquet",
         "labels.json",
         "prepare_report.json",
+        "report.html",
         "test.parquet",
         "train.parquet",
     ]

@@ -9,12 +9,9 @@ import json
 import shutil
 
 import pytest
-from conftest import RUN_ARGS, cli, cli_error, entries
+from conftest import RUN_ARGS, cli, cli_error, entries, train_tiny
 from test_cloud import PARENT, WALKTHROUGH_ARGS, submit_args, vertex, walkthrough_data  # noqa: F401
 from test_gcs import gcs_env, gs  # noqa: F401  (the Cloud Storage emulator fixtures)
-
-from sentitune.config import TrainConfig
-from sentitune.train import train
 
 pytest.importorskip("google.cloud.aiplatform")
 
@@ -116,7 +113,7 @@ def train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex, run: str):
     monkeypatch.setenv("AIP_EXPERIMENT_RUN_NAME", run)
     monkeypatch.setenv("SENTITUNE_API_ENDPOINT", vertex.url)
     job_dir = tmp_path / "run"
-    train(TrainConfig(data=str(prepared), job_dir=str(job_dir), model=str(tiny_model), **RUN_ARGS))
+    train_tiny(job_dir, tiny_model, prepared)
     return job_dir
 
 
@@ -165,5 +162,5 @@ def test_a_failure_to_record_is_a_warning_and_the_run_is_kept(
 def test_outside_a_job_nothing_is_sent(tmp_path, tiny_model, prepared, monkeypatch, vertex):  # noqa: F811
     monkeypatch.delenv("AIP_EXPERIMENT_NAME", raising=False)
     monkeypatch.setenv("SENTITUNE_API_ENDPOINT", vertex.url)
-    train(TrainConfig(data=str(prepared), job_dir=str(tmp_path / "run"), model=str(tiny_model), **RUN_ARGS))
+    train_tiny(tmp_path / "run", tiny_model, prepared)
     assert vertex.requests == []

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import RUN_ARGS, cli, cli_error
+from conftest import cli, cli_error, train_tiny
 from transformers import AutoModelForSequenceClassification, pipeline
 
 import sentitune
 from sentitune import modeling_sentitune
 from sentitune.builtin import default_model
-from sentitune.config import TrainConfig
 from sentitune.model import (
     ENCODER_TYPE_KEY,
     MEAN_POOLED_TYPE,
@@ -26,20 +25,13 @@ from sentitune.model import (
 )
 from sentitune.predict import Predictor
 from sentitune.runfolder import load_run
-from sentitune.train import train
 
 POSTS = ["@united thanks for the quick rebooking, great crew!", "ok", "worst. airline. ever. " * 6]
 
 
 @pytest.fixture(scope="module")
 def mean_run(tmp_path_factory, tiny_model, prepared):
-    run_dir = tmp_path_factory.mktemp("mean") / "run"
-    train(
-        TrainConfig(
-            data=str(prepared), job_dir=str(run_dir), model=str(tiny_model), pooling="mean", **RUN_ARGS
-        )
-    )
-    return run_dir
+    return train_tiny(tmp_path_factory.mktemp("mean") / "run", tiny_model, prepared, pooling="mean")
 
 
 def test_the_run_folder_records_mean_pooling(mean_run, trained_run):

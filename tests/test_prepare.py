@@ -226,7 +226,7 @@ def test_parquet_output_holds_the_csv_rows(tmp_path, capsys, corpus):
     run_prepare(capsys, tmp_path / "posts.csv", "--output-dir", tmp_path / "pq", "--format", "parquet")
 
     assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == sorted(
-        ["train.parquet", "eval.parquet", "test.parquet", "labels.json", "prepare_report.json"]
+        ["train.parquet", "eval.parquet", "test.parquet", "labels.json", "prepare_report.json", "report.html"]
     )
     pd.testing.assert_frame_equal(read_splits(tmp_path / "pq", "parquet"), read_splits(tmp_path / "csv"))
 

@@ -165,9 +165,21 @@ def texts(corpus) -> list[str]:
     return corpus["text"].tolist()[:60]
 
 
-def test_bf16_inference_gives_the_fp32_labels_and_nearly_its_probabilities(trained_run, texts):
-    fp32 = Predictor(str(trained_run), device="cpu", precision="fp32").probabilities(texts)
-    bf16 = Predictor(str(trained_run), device="cpu", precision="bf16")
+@pytest.fixture(scope="module")
+def uncalibrated_run(tmp_path_factory, tiny_model, prepared):
+    """The session's short run without temperature scaling: its scores as trained (calibration would
+    flatten this near-random model's scores towards uniform)."""
+    from conftest import train_tiny
+
+    run = train_tiny(
+        tmp_path_factory.mktemp("uncalibrated") / "run", tiny_model, prepared, calibration="none"
+    )
+    return run
+
+
+def test_bf16_inference_gives_the_fp32_labels_and_nearly_its_probabilities(uncalibrated_run, texts):
+    fp32 = Predictor(str(uncalibrated_run), device="cpu", precision="fp32").probabilities(texts)
+    bf16 = Predictor(str(uncalibrated_run), device="cpu", precision="bf16")
     assert bf16.precision.name == "bf16"
     probs = bf16.probabilities(texts)
     np.testing.assert_allclose(probs, fp32, atol=1e-2)

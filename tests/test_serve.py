@@ -4,6 +4,7 @@ driven over real HTTP; the Vertex AI variables and start-up failures through the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -49,11 +50,9 @@ def predictor(trained_run) -> Predictor:
     return Predictor(str(trained_run), precision="fp32")
 
 
-@pytest.fixture(scope="module")
-def server(predictor):
-    """The app on a free loopback port, served by uvicorn in a background thread."""
-    # A longer wait than the default makes batching certain in the concurrency test on a slow machine.
-    app = create_app(predictor, ServeSettings(host="127.0.0.1", port=0, max_wait_ms=20))
+@contextlib.contextmanager
+def serving(app):
+    """`app` on a free loopback port, served by uvicorn in a background thread."""
     sock = open_socket("127.0.0.1", 0)
     uvicorn = uvicorn_server(app)
     thread = threading.Thread(target=uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -62,10 +61,19 @@ def server(predictor):
     while not uvicorn.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.02)
-    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", app=app)
-    uvicorn.should_exit = True
-    thread.join(15)
-    sock.close()
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", app=app)
+    finally:
+        uvicorn.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(predictor):
+    # A longer wait than the default makes batching certain in the concurrency test on a slow machine.
+    with serving(create_app(predictor, ServeSettings(host="127.0.0.1", port=0, max_wait_ms=20))) as running:
+        yield running
 
 
 @pytest.fixture

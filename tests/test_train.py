@@ -469,6 +469,9 @@ def test_baseline_beside_the_model_in_metrics_card_and_summary(capsys, prepared,
     assert f"the model adds {gain:+.1f} points" in out
     card = (job / "README.md").read_text()
     assert f"| test: TF-IDF + logistic regression baseline | {base['test']['examples']} | " in card
+    report = (job / "report.html").read_text()  # the baseline beside the model in the report too
+    assert "<th>TF-IDF baseline</th>" in report
+    assert f"<td>{metrics['test']['macro_f1']:.4f}</td><td>{base['test']['macro_f1']:.4f}</td>" in report
 
 
 def test_baseline_without_scikit_learn_fails_before_training(

@@ -46,7 +46,8 @@ from sentitune.config import (
 from sentitune.errors import SentituneError
 from sentitune.logs import configure as configure_logs
 from sentitune.logs import log_format
-from sentitune.storage import WRITE_FAILURES
+from sentitune.report import REPORT
+from sentitune.storage import WRITE_FAILURES, join
 
 log = logging.getLogger("sentitune")
 
@@ -78,6 +79,7 @@ def _print_prepare(cfg, result) -> None:
             f"{split:>5}: {sum(counts.values()):>8} rows  " + "  ".join(f"{k} {v}" for k, v in counts.items())
         )
     print(f"wrote {result.output_dir}")
+    print(f"report: {join(result.output_dir, REPORT)}")
 
 
 def _print_scores(which: str, m: dict, prefix: str = "", suffix: str = "") -> None:
@@ -100,6 +102,7 @@ def _print_train(cfg, result) -> None:
         )
     if result.run_dir:
         print(f"run folder: {result.run_dir}")
+        print(f"report: {join(result.run_dir, REPORT)}")
 
 
 def _print_baseline(cfg, result) -> None:
@@ -125,6 +128,7 @@ def _print_evaluate(cfg, result) -> None:
             f"support {c['support']}"
         )
     print(f"wrote {result.output_dir}")
+    print(f"report: {join(result.output_dir, REPORT)}")
 
 
 def _print_comparison(results) -> None:

@@ -347,6 +347,13 @@ class TrainConfig(DataFiles):
         "(pip install 'sentitune[baseline]')",
         group=EVALUATION,
     )
+    calibration: str = opt(
+        "temperature",
+        "temperature: scale the scores by one temperature fitted on the validation split (labels unchanged; "
+        "built into the saved head, so every backend scores alike); none: the scores as trained",
+        choices=("temperature", "none"),
+        group=EVALUATION,
+    )
     device: str = device_option()
     precision: str = precision_option()
     num_threads: int | None = num_threads_option()
@@ -574,11 +581,24 @@ class PredictConfig(InferenceOptions):
         group=OUTPUT,
     )
     overwrite: bool = overwrite_option()
+    explain: bool = opt(
+        False,
+        "add each text's words and their attributions to its label (gradient x input; PyTorch backend; "
+        "texts from arguments or stdin)",
+        group=OUTPUT,
+    )
 
     def __post_init__(self) -> None:
         problems = self.inference_problems()
         if self.input and self.texts:
             problems.append("pass texts as arguments or --input FILE, not both")
+        if self.explain and self.input:
+            problems.append("--explain works on texts from arguments or stdin, not on --input files")
+        if self.explain and self.backend != "torch":
+            problems.append(
+                f"--explain needs the PyTorch model: use --backend torch (not {self.backend}); an ONNX graph "
+                "has no gradients"
+            )
         if self.output and not self.input:
             problems.append("--output needs --input FILE; texts from arguments or stdin print to stdout")
         if problems:  # each is a whole sentence on its own
@@ -620,6 +640,7 @@ class ServeSettings:
         group=SERVER,
     )
     body_timeout_s: float = opt(30.0, "seconds a request has to send its body (longer: 408)", group=SERVER)
+    no_ui: bool = opt(False, "serve no demo page at / (the API routes only)", group=SERVER)
 
     def __post_init__(self) -> None:
         raise_problems(finite_problems(self), "server settings")

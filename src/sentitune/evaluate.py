@@ -10,16 +10,22 @@ import re
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
+
 from sentitune.config import EvaluateConfig
 from sentitune.errors import SentituneError
 from sentitune.metrics import bootstrap_intervals, classification_metrics, plot_confusion_matrix
 from sentitune.model import is_hub_id
 from sentitune.predict import Predictor
+from sentitune.report import REPORT, ReportInput, explain_mistakes, render
 from sentitune.runfolder import CONFUSION, METRICS
 from sentitune.splits import read_labelled
 from sentitune.storage import StagedOutput, join
 
 log = logging.getLogger("sentitune")
+
+PREDICTIONS = "predictions.csv"
 
 
 @dataclass
@@ -86,6 +92,34 @@ def evaluate_one(cfg: EvaluateConfig) -> EvaluateResult:
         metrics["inference_precision"] = predictor.precision.name
         metrics["examples_per_s"] = round(len(split) / max(seconds, 1e-9), 1)
         plot_confusion_matrix(metrics, out.path(CONFUSION), os.path.basename(str(cfg.data)))
+        write_predictions(out.path(PREDICTIONS), split.texts, split.labels, probabilities, predictor.labels)
+        report = ReportInput(
+            title=f"evaluation of {cfg.run_dir} on {os.path.basename(str(cfg.data))}",
+            metrics=metrics,
+            split=str(cfg.data),
+            labels=list(predictor.labels),
+            texts=list(split.texts),
+            gold=split.labels,
+            probs=probabilities,
+            class_counts={"data": dict(zip(predictor.labels, np.bincount(split.labels, minlength=len(predictor.labels)).tolist(), strict=True))},
+            settings={"model": str(cfg.run_dir), "data": str(cfg.data), "backend": cfg.backend,
+                      "inference precision": predictor.precision.name, "examples/s": metrics["examples_per_s"]},
+        )  # fmt: skip
+        if predictor.model is not None:  # the PyTorch backend can say which words drove the mistakes
+            report.explanations = explain_mistakes(report, predictor)
+        out.path(REPORT).write_text(render(report))
         out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         out.commit()
     return EvaluateResult(metrics, output_dir, str(cfg.run_dir))
+
+
+def write_predictions(path, texts, gold, probs: np.ndarray, labels) -> None:
+    """Every post with its gold and predicted label, each class's score, and whether it was right."""
+    predicted = probs.argmax(axis=1)
+    frame = pd.DataFrame(
+        {"text": list(texts), "gold": np.asarray(labels)[gold], "predicted": np.asarray(labels)[predicted]}
+    )
+    for i, name in enumerate(labels):
+        frame[f"score_{name}"] = probs[:, i].round(6)
+    frame["correct"] = predicted == np.asarray(gold)
+    frame.to_csv(path, index=False)

@@ -84,6 +84,63 @@ def bootstrap_intervals(
     }
 
 
+def calibration_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> tuple[list[dict], float]:
+    """Confidence bins of equal width (the top score of each post) with their accuracy, and the expected
+    calibration error: the posts' share-weighted gap between accuracy and confidence over the bins."""
+    y_true = np.asarray(y_true)
+    confidence = probs.max(axis=1)
+    right = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        rows = which == b
+        count = int(rows.sum())
+        acc = float(right[rows].mean()) if count else 0.0
+        conf = float(confidence[rows].mean()) if count else 0.0
+        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count, "accuracy": acc,
+                     "confidence": conf})  # fmt: skip
+        ece += count / max(len(y_true), 1) * abs(acc - conf)
+    return bins, float(ece)
+
+
+def nll(y_true: np.ndarray, probs: np.ndarray) -> float:
+    picked = np.clip(probs[np.arange(len(y_true)), np.asarray(y_true)], 1e-12, 1.0)
+    return float(-np.log(picked).mean())
+
+
+def scale_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T) from the probabilities softmax(logits): log p differs from the logits by a
+    constant per row, which softmax ignores."""
+    z = np.log(np.clip(probs, 1e-30, 1.0)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of `probs` (temperature scaling, one
+    scalar): golden-section search over log T in [1/20, 20], where the NLL is unimodal in practice."""
+    lo, hi = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+
+    def loss(log_t: float) -> float:
+        return nll(y_true, scale_temperature(probs, float(np.exp(log_t))))
+
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = loss(b)
+    return float(np.exp((lo + hi) / 2))
+
+
 def log_metrics(metrics: dict) -> None:
     """One log line per split present in `metrics` (train, val, test)."""
     log = logging.getLogger("sentitune")

@@ -292,6 +292,23 @@ def check_weights(folder: str, source: str, labels: tuple[str, ...] | None) -> N
         )
 
 
+def output_layer(model: torch.nn.Module, n_labels: int) -> torch.nn.Linear:
+    """The linear layer that writes the logits: the last one with one output per label."""
+    found = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n_labels]
+    if not found:
+        raise SentituneError(f"no linear layer with {n_labels} outputs in {type(model).__name__}")
+    return found[-1]
+
+
+@torch.no_grad()
+def scale_logits(model: torch.nn.Module, n_labels: int, temperature: float) -> None:
+    """Divide the model's logits by `temperature` for good, by scaling its output layer."""
+    layer = output_layer(model, n_labels)
+    layer.weight.div_(temperature)
+    if layer.bias is not None:
+        layer.bias.div_(temperature)
+
+
 def load_classifier(
     name_or_path: str, labels=LABELS, *, for_training: bool = True, shown_as: str | None = None
 ) -> Classifier:

@@ -26,6 +26,7 @@ from sentitune import LABELS
 from sentitune.batching import tokenize
 from sentitune.config import BACKENDS, INFERENCE_BATCH, InferenceOptions, PredictConfig
 from sentitune.errors import SentituneError
+from sentitune.explain import explain
 from sentitune.labels import model_label_matrix
 from sentitune.runfolder import EXPORT_DIR, load_run, onnx_path, trained_max_length
 from sentitune.runtime import (
@@ -328,11 +329,12 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
         return {"to": "stdout", "files": len(inputs), "labelled": len(inputs), "skipped": 0, "rows": rows}
     texts = cfg.texts or stdin_texts(stdin)
     check_utf8(texts, "text")
-    for text, p in zip(texts, predictor.predict(texts), strict=True):
-        scores = {k: round(v, 6) for k, v in p.scores.items()}
-        stdout.write(
-            json.dumps({"text": text, "label": p.label, "scores": scores}, ensure_ascii=False) + "\n"
-        )
+    explanations = explain(predictor, texts) if cfg.explain else [None] * len(texts)
+    for text, p, why in zip(texts, predictor.predict(texts), explanations, strict=True):
+        row = {"text": text, "label": p.label, "scores": {k: round(v, 6) for k, v in p.scores.items()}}
+        if why is not None:
+            row["explanation"] = why
+        stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     return {"to": "stdout", "files": 0, "labelled": 0, "skipped": 0, "rows": len(texts)}
 
 

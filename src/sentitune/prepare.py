@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from sentitune.labels import (
     missing_as_na,
     vader_scores,
 )
+from sentitune.report import REPORT, ReportInput, render
 from sentitune.splits import SPLIT_EXTENSIONS, SPLIT_FILES, SPLIT_LABELS, SPLIT_MARKER
 from sentitune.storage import StagedOutput
 from sentitune.tables import InputStats, pick_label_column, pick_text_column, read_chunks
@@ -96,7 +98,12 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         what="prepared splits",
         overwrite=cfg.overwrite,
         option="--output-dir",
-        replaces=[*every_split_file, SPLIT_MARKER, SPLIT_LABELS],  # --overwrite: the whole set, any format
+        replaces=[
+            *every_split_file,
+            SPLIT_MARKER,
+            SPLIT_LABELS,
+            REPORT,
+        ],  # --overwrite: the whole set, any format
     )
     with out:
         scratch = out.scratch() / "clean.parquet"
@@ -106,6 +113,10 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         counts = _write_splits(scratch, rows.label, split_of, cfg, out, near)
         report = _report(cfg, inputs, rows, keep, near, counts)
         out.path(SPLIT_LABELS).write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
+        out.path(REPORT).write_text(
+            render(ReportInput(title="prepared data: " + ", ".join(os.path.basename(str(i)) for i in inputs), metrics=None, labels=list(LABELS),
+                               data=report, class_counts=report["class_counts"]))
+        )  # fmt: skip
         out.path(SPLIT_MARKER).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         out.commit()
     return PrepareResult(cfg.output_dir, report)
@@ -241,11 +252,16 @@ def _stratified_split(labels: np.ndarray, keep: np.ndarray, cfg: PrepareConfig) 
     return split_of
 
 
+WORD_EDGES = (5, 10, 20, 40)  # posts by number of words: up to 5, 6-10, 11-20, 21-40, more
+WORD_BINS = ("1-5", "6-10", "11-20", "21-40", "41+")
+
+
 def _write_splits(
     scratch: Path, labels: np.ndarray, split_of: np.ndarray, cfg: PrepareConfig, out: StagedOutput, near: dict
 ) -> dict:
     """Pass 2: stream the scratch file into one file per split, in input order."""
     counts = {s: Counter() for s in SPLITS}
+    counts["words"] = Counter()  # posts by number of words, over every split
     wanted = {i for pair in near["example_rows"] for i in pair}
     example_text = {}
     writers, handles = {}, {}
@@ -259,6 +275,8 @@ def _write_splits(
                 if offset <= i < offset + len(df):
                     example_text[i] = df["text"].iat[i - offset]
             offset += len(df)
+            words = df["text"].str.split().str.len().to_numpy()
+            counts["words"].update(np.asarray(WORD_BINS)[np.digitize(words, WORD_EDGES, right=True)].tolist())
             for sid, name in enumerate(SPLITS):
                 part = df[where == sid]
                 if part.empty:
@@ -325,4 +343,5 @@ def _report(
             "format": cfg.format,
         },
         "class_counts": {s: {label: counts[s].get(label, 0) for label in LABELS} for s in SPLITS},
+        "post_words_histogram": {b: counts["words"].get(b, 0) for b in WORD_BINS},
     }

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ from sentitune.model import (
     quiet_transformers,
     read_model_config,
 )
+from sentitune.report import REPORT, ReportInput, explain_mistakes, render
 from sentitune.runtime import Precision
+from sentitune.splits import SPLIT_MARKER
 from sentitune.storage import (
     StagedOutput,
     exists,
@@ -138,9 +141,10 @@ def save_run(
     train_log: list[dict],
     device,
     precision: Precision,
+    scored: dict | None = None,
 ) -> None:
     """Write the run into `out` (committed by the caller): the model, the settings, the logs and plots,
-    the card, and metrics.json last."""
+    the card, the report, and metrics.json last. `scored`: the class probabilities of val and test."""
     model = classifier.model.to("cpu")
     with writing(out.root):  # the weights and tokenizer.json are written by native code
         model.save_pretrained(out.root, safe_serialization=True)
@@ -185,4 +189,39 @@ def save_run(
     if "test" in metrics:
         plot_confusion_matrix(metrics["test"], out.path(CONFUSION), "test split")
     out.path(CARD).write_text(model_card(cfg, model_info, splits, metrics, run_config))
+    report = run_report(cfg, splits, metrics, scored or {}, history, train_log, run_config)
+    if report.probs is not None:
+        report.explanations = explain_mistakes(
+            report, SimpleNamespace(model=model, classifier=classifier, max_length=cfg.max_length,
+                                    device=torch.device("cpu"), to_ours=None, labels=list(LABELS), backend="torch"),
+        )  # fmt: skip
+    out.path(REPORT).write_text(render(report))
     out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def run_report(cfg, splits, metrics, scored, history, train_log, run_config) -> ReportInput:
+    """What a run's report.html shows: the test split (the validation split when there is none)."""
+    split = "test" if "test" in scored else "val"
+    notes = [] if split == "test" else ["no test split: the results below are on the validation split"]
+    data = None
+    if cfg.data and exists(join(cfg.data, SPLIT_MARKER)):
+        with open_input(join(cfg.data, SPLIT_MARKER)) as f:
+            data = json.load(f)
+    return ReportInput(
+        title=f"sentitune run: {cfg.job_dir or os.environ.get('AIP_MODEL_DIR', '')}",
+        metrics=metrics.get(split),
+        split=f"the {split} split ({splits[split].path})" if split in splits else split,
+        labels=list(LABELS),
+        texts=list(splits[split].texts) if split in scored else None,
+        gold=splits[split].labels if split in scored else None,
+        probs=scored.get(split),
+        history=history,
+        train_log=train_log,
+        best_step=metrics.get("training", {}).get("best_step"),
+        calibration=metrics.get("calibration"),
+        baseline=metrics.get("baseline"),
+        data=data,
+        class_counts={name: d["class_counts"] for name, d in run_config["data"].items()},
+        settings=run_config["train"],
+        notes=notes,
+    )

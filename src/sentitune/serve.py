@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import importlib.resources
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ import torch
 from sentitune import __version__
 from sentitune.config import ServeConfig, ServeSettings
 from sentitune.errors import SentituneError, require_extra
+from sentitune.explain import explain
 from sentitune.logs import use_json_logs
 from sentitune.predict import Predictor
 
@@ -40,10 +43,13 @@ require_extra("uvicorn", "serve", "sentitune serve")
 import uvicorn  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
 from pydantic import BaseModel, Field, StrictStr  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
+
+MAX_EXPLAIN = 64  # most instances one request may ask to explain: one backward pass each
+MAX_UI_POSTS = 1000  # most posts the demo page sends at once; it says so when it cuts
 
 log = logging.getLogger("sentitune.serve")
 
@@ -233,13 +239,20 @@ class PredictRequest(BaseModel):
         examples=[["what a great day", {"text": "worst service ever"}]],
     )
     parameters: dict[str, Any] | None = Field(
-        default=None, description="accepted for Vertex AI compatibility; no parameter is used"
+        default=None,
+        description=f'`{{"explain": true}}` adds each post\'s words and their attributions to its prediction '
+        f"(PyTorch backend, at most {MAX_EXPLAIN} instances); other parameters are ignored",
     )
 
 
 class LabelScores(BaseModel):
     label: str = Field(description="the most probable class")
     scores: dict[str, float] = Field(description="probability of every class; they sum to 1")
+    explanation: dict[str, Any] | None = Field(
+        default=None,
+        description='with `"explain": true`: the words of the post, their character spans and their '
+        "attributions to the label (gradient x input)",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -309,9 +322,13 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok", "model": source, "labels": labels}
 
+    if not settings.no_ui:
+        add_demo_page(app, settings, labels, source)
+
     @app.post(
         settings.predict_route,
         response_model=PredictResponse,
+        response_model_exclude_none=True,
         responses=ERROR_RESPONSES,
         summary="label posts",
         description=(
@@ -324,14 +341,19 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
         texts = [i if isinstance(i, str) else i[0] if isinstance(i, list) else i.text for i in body.instances]
         request.state.instances = len(texts)
         check_texts(texts, settings)
+        wanted = wants_explanation(body.parameters, len(texts), predictor)
         probs, batch_requests = await batcher.predict(texts)
         request.state.batch_requests = batch_requests
-        return {
-            "predictions": [
-                {"label": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist(), strict=True))}
-                for row in probs
-            ]
-        }
+        predictions = [
+            {"label": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist(), strict=True))}
+            for row in probs
+        ]
+        if wanted:
+            for prediction, why in zip(
+                predictions, await batcher.run_alone(explain, predictor, texts), strict=True
+            ):
+                prediction["explanation"] = why
+        return {"predictions": predictions}
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -349,6 +371,57 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
 
     app.add_middleware(RequestGuard, settings=settings)
     return app
+
+
+def wants_explanation(parameters: dict | None, count: int, predictor) -> bool:
+    """Whether the request asks `"explain": true`, refused (400, 413) where it cannot be answered."""
+    wanted = (parameters or {}).get("explain", False)
+    if not isinstance(wanted, bool):
+        raise HTTPException(422, f"parameters.explain must be true or false, got {_preview(wanted)}")
+    if wanted and getattr(predictor, "model", None) is None:
+        raise HTTPException(
+            400,
+            f"explain needs the PyTorch model; this server runs --backend {predictor.backend}: start it "
+            "with --backend torch",
+        )
+    if wanted and count > MAX_EXPLAIN:
+        raise HTTPException(413, f"explain takes at most {MAX_EXPLAIN} instances per request, got {count}")
+    return wanted
+
+
+UI_FILES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+# The demo page runs its own script and style only, talks to this server only, and cannot be framed.
+UI_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def add_demo_page(app: FastAPI, settings: ServeSettings, labels: list[str], source: str) -> None:
+    """GET / : a page to paste posts (or drop a CSV) and see their labels, scores and explanations, sent
+    to the predict route like any client; its script and style are served beside it."""
+    folder = importlib.resources.files("sentitune").joinpath("ui")
+    page = folder.joinpath("index.html").read_text(encoding="utf-8")
+    for key, value in {
+        "predict_route": settings.predict_route,
+        "max_instances": min(settings.max_instances, MAX_UI_POSTS),
+        "labels": ",".join(labels),
+        "model": source,
+        "max_explain": MAX_EXPLAIN,
+    }.items():
+        page = page.replace("{" + key + "}", html.escape(str(value), quote=True))
+    assets = {name: folder.joinpath(name).read_bytes() for name in UI_FILES}
+    headers = {"Content-Security-Policy": UI_POLICY, "X-Content-Type-Options": "nosniff"}
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> HTMLResponse:
+        return HTMLResponse(page, headers=headers)
+
+    @app.get("/ui/{name}", include_in_schema=False)
+    async def demo_asset(name: str) -> Response:
+        if name not in assets:
+            raise HTTPException(404, f"no {name} here")
+        return Response(assets[name], media_type=UI_FILES[name], headers=headers)
 
 
 def error_response(request: Request, status: int, message: str, headers=None) -> JSONResponse:
@@ -492,6 +565,10 @@ class MicroBatcher:
             pending = self._queue.get_nowait()
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("the server is shutting down"))
+
+    async def run_alone(self, fn, *args):
+        """`fn(*args)` on the model's thread, between batches (the model is never run by two threads)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def predict(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Class probabilities of `texts`, and how many requests shared their model call."""

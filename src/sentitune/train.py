@@ -28,7 +28,15 @@ from sentitune.config import TrainConfig
 from sentitune.errors import Preempted, SentituneError, require_extra
 from sentitune.events import EventLog, Progress, TuningReport, record_experiment_run
 from sentitune.events import target_dir as events_dir
-from sentitune.metrics import bootstrap_intervals, classification_metrics, log_metrics
+from sentitune.metrics import (
+    bootstrap_intervals,
+    calibration_bins,
+    classification_metrics,
+    fit_temperature,
+    log_metrics,
+    nll,
+    scale_temperature,
+)
 from sentitune.model import (
     MeanPooled,
     count_parameters,
@@ -38,6 +46,7 @@ from sentitune.model import (
     keep_first_layers,
     load_classifier,
     pooled,
+    scale_logits,
     trained_pooling,
 )
 from sentitune.optimizer import build_optimizer
@@ -121,9 +130,11 @@ def _train(
     with StopSignal() as stop_signal:
         fitted = fit(model, tokens, splits, cfg, device, precision, started, checkpointer, stop_signal, d)
     check_weights_finite(model, fitted.stats["steps"], cfg)
-    metrics = evaluate_splits(
+    metrics, scored = evaluate_splits(
         model, tokens, splits, cfg, device, precision, classifier.tokenizer.unk_token_id, d
     )
+    if cfg.calibration == "temperature" and "val" in scored and not cfg.dry_run:
+        metrics["calibration"] = calibrate(model, splits, scored, metrics)
     metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
     if cfg.baseline and not cfg.dry_run and d.is_main:
         metrics["baseline"] = fit_baseline(cfg, run_dir, splits)
@@ -145,6 +156,7 @@ def _train(
             fitted.train_log,
             device,
             precision,
+            scored,
         )
         out.commit()
     else:
@@ -651,12 +663,13 @@ def probabilities(model, tokens: TokenizedTexts, cfg, device, precision, d: dist
 def evaluate_splits(
     model, tokens, splits, cfg: TrainConfig, device, precision, unk_id: int = -1, d=distributed.SINGLE
 ) -> dict:
-    """The final metrics of the model kept: val and test (with 95 % intervals), and a sample of train."""
-    metrics = {}
+    """The final metrics of the model kept: val and test (with 95 % intervals), and a sample of train; and
+    the class probabilities of val and test."""
+    metrics, scored = {}, {}
     for name in ("val", "test"):
         if name in splits:
             labels = splits[name].labels
-            probs = probabilities(model, tokens[name], cfg, device, precision, d)
+            probs = scored[name] = probabilities(model, tokens[name], cfg, device, precision, d)
             metrics[name] = classification_metrics(labels, probs, LABELS)
             if not cfg.dry_run:
                 metrics[name]["intervals_95"] = bootstrap_intervals(labels, probs.argmax(axis=1), len(LABELS))
@@ -670,7 +683,36 @@ def evaluate_splits(
         sample = tokens["train"].subset(rows)
         metrics["train"] = validate(model, sample, splits["train"].labels[rows], cfg, device, precision, d)
         metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
-    return metrics
+    return metrics, scored
+
+
+def calibrate(model, splits: dict, scored: dict, metrics: dict) -> dict:
+    """Temperature scaling: the one temperature that minimises the validation NLL, divided into the
+    model's output layer (labels unchanged). `scored` and the val/test metrics become the calibrated
+    ones; the result records the temperature and ECE and NLL before and after on val and test."""
+    temperature = fit_temperature(splits["val"].labels, scored["val"])
+    scale_logits(model, len(LABELS), temperature)
+    result = {"method": "temperature scaling on the validation split", "temperature": round(temperature, 5)}
+    for name, before in list(scored.items()):
+        labels = splits[name].labels
+        after = scored[name] = scale_temperature(before, temperature)
+        result[name] = {
+            "ece_before": calibration_bins(labels, before)[1],
+            "ece_after": calibration_bins(labels, after)[1],
+            "nll_before": nll(labels, before),
+            "nll_after": nll(labels, after),
+        }
+        kept = {
+            k: metrics[name][k] for k in ("intervals_95", "posts_with_unknown_tokens") if k in metrics[name]
+        }
+        metrics[name] = {**classification_metrics(labels, after, LABELS), **kept}
+    log.info(
+        "calibration: temperature %.3f; validation ECE %.4f -> %.4f",
+        temperature,
+        result["val"]["ece_before"],
+        result["val"]["ece_after"],
+    )
+    return result
 
 
 def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:

@@ -1,0 +1,455 @@
+"""report.html: one self-contained page per run, evaluation and prepared data set.
+
+Inline CSS and SVG only (no script, no font or image from elsewhere), so it opens offline, from a
+download of a `gs://` folder too. Every text from the data is escaped. Figures carry `data-figure`
+and the headline numbers `data-metric`, so a test (or a person's tool) can find them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sentitune.metrics import calibration_bins
+
+REPORT = "report.html"
+SHOWN_EXAMPLES = 20
+EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\U0001f000-\U0001f2ff]")
+FEATURES = {
+    "emoji": EMOJI,
+    "hashtag": re.compile(r"#\w"),
+    "mention": re.compile(r"@\w"),
+    "link": re.compile(r"https?://|www\.", re.IGNORECASE),
+}
+LENGTHS = ((1, 5), (6, 10), (11, 20), (21, 10**9))  # words per post
+COLOURS = ("#c0392b", "#7f8c8d", "#27ae60", "#2c6fbb", "#8e44ad", "#d68910")
+
+STYLE = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1080px;
+padding:24px;color:#1d232a}
+h1{font-size:1.6em;margin:.2em 0}h2{border-bottom:1px solid #d5dbe1;padding-bottom:4px;margin-top:2em}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d5dbe1;padding:4px 8px;text-align:right}
+th{background:#f2f5f8}td.text{text-align:left;max-width:560px;word-break:break-word}
+.cards{display:flex;gap:12px;flex-wrap:wrap}.card{border:1px solid #d5dbe1;border-radius:8px;padding:10px 16px}
+.card b{display:block;font-size:1.5em}.muted{color:#5f6b76}.note{background:#fff6dc;padding:6px 10px}
+figure{margin:8px 0;display:inline-block;vertical-align:top}figcaption{color:#5f6b76;font-size:.9em}
+svg text{font:11px system-ui,sans-serif;fill:#1d232a}
+"""
+
+
+@dataclass
+class ReportInput:
+    """What a report shows; every part but the title and the metrics may be missing."""
+
+    title: str
+    metrics: dict | None  # classification_metrics of the scored split, with intervals_95
+    split: str = "test"  # what the metrics were measured on
+    labels: list[str] = field(default_factory=list)
+    texts: list[str] | None = None
+    gold: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    history: list[dict] = field(default_factory=list)
+    train_log: list[dict] = field(default_factory=list)
+    best_step: int | None = None
+    calibration: dict | None = None
+    explanations: dict[int, dict] = field(default_factory=dict)  # row -> explain()'s words, for mistakes
+    baseline: dict | None = None
+    data: dict | None = None  # prepare_report.json
+    class_counts: dict | None = None  # split -> class -> count
+    settings: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(x, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else esc(x)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label: str, mark_x=None) -> str:
+    """Lines of (x, y) points on shared axes; `mark_x` draws a dashed vertical line (the kept step)."""
+    w, h, left, bottom, top, right = 460, 240, 48, 30, 12, 110
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        return ""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def sx(x):
+        return left + (x - x0) / (x1 - x0) * (w - left - right)
+
+    def sy(y):
+        return h - bottom - (y - y0) / (y1 - y0) * (h - bottom - top)
+
+    parts = [f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#889"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#889"/>',
+             f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{y1:.3g}</text>',
+             f'<text x="{left - 4}" y="{h - bottom}" text-anchor="end">{y0:.3g}</text>',
+             f'<text x="{left}" y="{h - 12}">{x0:g}</text>',
+             f'<text x="{w - right}" y="{h - 12}" text-anchor="end">{x1:g} (step)</text>',
+             f'<text x="4" y="{top + 4}" transform="rotate(-90 10,{h / 2})">{esc(y_label)}</text>']  # fmt: skip
+    if mark_x is not None:
+        parts.append(
+            f'<line x1="{sx(mark_x):.1f}" y1="{top}" x2="{sx(mark_x):.1f}" y2="{h - bottom}" '
+            'stroke="#555" stroke-dasharray="4 3"/>'
+        )
+    for i, (label, pts) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        if len(pts) == 1:
+            parts.append(f'<circle cx="{sx(pts[0][0]):.1f}" cy="{sy(pts[0][1]):.1f}" r="3" fill="{colour}"/>')
+        parts.append(
+            f'<text x="{w - right + 8}" y="{top + 14 * (i + 1)}" fill="{colour}">{esc(label)}</text>'
+        )
+    return svg(name, w, h, parts)
+
+
+def bar_chart(bars: list[tuple[str, float]], name: str, y_label: str, colours=None) -> str:
+    w, h, left, bottom, top = max(240, 56 * len(bars) + 60), 220, 48, 40, 14
+    peak = max((v for _, v in bars), default=0) or 1
+    step = (w - left - 10) / max(len(bars), 1)
+    parts = [f'<line x1="{left}" y1="{h - bottom}" x2="{w - 6}" y2="{h - bottom}" stroke="#889"/>',
+             f'<text x="4" y="{top}">{esc(y_label)}</text>']  # fmt: skip
+    for i, (label, value) in enumerate(bars):
+        bh = value / peak * (h - bottom - top - 10)
+        x = left + i * step + step * 0.15
+        colour = (colours or COLOURS)[i % len(colours or COLOURS)]
+        parts.append(
+            f'<rect x="{x:.1f}" y="{h - bottom - bh:.1f}" width="{step * 0.7:.1f}" height="{max(bh, 0.5):.1f}" '
+            f'fill="{colour}"><title>{esc(label)}: {value:g}</title></rect>'
+        )
+        parts.append(
+            f'<text x="{x + step * 0.35:.1f}" y="{h - bottom - bh - 3:.1f}" text-anchor="middle">{value:.3g}</text>'
+        )
+        parts.append(
+            f'<text x="{x + step * 0.35:.1f}" y="{h - bottom + 14}" text-anchor="middle">{esc(label)}</text>'
+        )
+    return svg(name, w, h, parts)
+
+
+def reliability_diagram(bins: list[dict], name: str) -> str:
+    """Accuracy against confidence per bin, beside the diagonal of perfect calibration."""
+    size, pad = 240, 36
+    inner = size - 2 * pad
+
+    def sx(v):
+        return pad + v * inner
+
+    def sy(v):
+        return size - pad - v * inner
+
+    parts = [f'<rect x="{pad}" y="{pad}" width="{inner}" height="{inner}" fill="none" stroke="#889"/>',
+             f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}" stroke="#aaa" stroke-dasharray="4 3"/>',
+             f'<text x="{pad}" y="{size - 8}">confidence →</text>',
+             f'<text x="4" y="{pad - 8}">accuracy</text>']  # fmt: skip
+    for b in bins:
+        if not b["count"]:
+            continue
+        width = (b["high"] - b["low"]) * inner
+        parts.append(
+            f'<rect x="{sx(b["low"]):.1f}" y="{sy(b["accuracy"]):.1f}" width="{width:.1f}" '
+            f'height="{b["accuracy"] * inner:.1f}" fill="#2c6fbb" fill-opacity="0.7" stroke="#fff">'
+            f"<title>{b['low']:.1f}-{b['high']:.1f}: {b['count']} posts, accuracy {b['accuracy']:.3f}, "
+            f"confidence {b['confidence']:.3f}</title></rect>"
+        )
+    return svg(name, size, size, parts)
+
+
+def svg(name: str, w: int, h: int, parts: list[str]) -> str:
+    return (
+        f'<svg data-figure="{esc(name)}" role="img" aria-label="{esc(name)}" width="{w}" height="{h}" '
+        f'viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+    )
+
+
+def figure(chart: str, caption: str) -> str:
+    return f"<figure>{chart}<figcaption>{esc(caption)}</figcaption></figure>" if chart else ""
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def headline(r: ReportInput) -> str:
+    m = r.metrics
+    cards = []
+    for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("macro_recall", "macro-recall")):
+        low, high = (m.get("intervals_95") or {}).get(key, (None, None))
+        interval = f"95 % interval {low:.4f}–{high:.4f}" if low is not None else "no interval"
+        cards.append(
+            f'<div class="card">{label}<b data-metric="{key}">{m[key]:.4f}</b>'
+            f'<span class="muted">{interval}</span></div>'
+        )
+    cards.append(f'<div class="card">loss<b data-metric="loss">{m["loss"]:.4f}</b>'
+                 f'<span class="muted">{m["examples"]} posts</span></div>')  # fmt: skip
+    rows = "".join(
+        f"<tr><th>{esc(name)}</th><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
+        f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>"
+        for name, c in m["per_class"].items()
+    )
+    per_class = f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
+    return (
+        f"<h2>Results on {esc(r.split)}</h2><div class='cards'>{''.join(cards)}</div>{per_class}"
+        + confusion_table(m["confusion_matrix"])
+    )
+
+
+def confusion_table(cm: dict) -> str:
+    labels, counts = cm["labels"], np.asarray(cm["rows_true_columns_predicted"], dtype=float)
+    rows_sum = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    share = counts / rows_sum
+    head = "".join(f"<th>{esc(x)}</th>" for x in labels)
+    body = ""
+    for i, name in enumerate(labels):
+        cells = "".join(
+            f'<td style="background:rgba(44,111,187,{share[i, j] * 0.8:.2f})">{int(counts[i, j])}'
+            f'<br><span class="muted">{share[i, j]:.1%}</span></td>'
+            for j in range(len(labels))
+        )
+        body += f"<tr><th>{esc(name)}</th>{cells}</tr>"
+    return (
+        "<h3>Confusion matrix</h3><p class='muted'>rows: true class, columns: predicted; counts and share of "
+        f"the row</p><table data-figure='confusion'><tr><th></th>{head}</tr>{body}</table>"
+    )
+
+
+def curves(r: ReportInput) -> str:
+    if not r.history and not r.train_log:
+        return ""
+    loss = {
+        "train loss": [(x["step"], x["loss"]) for x in r.train_log if "loss" in x],
+        "val loss": [(x["step"], x["val_loss"]) for x in r.history],
+    }
+    quality = {
+        "val accuracy": [(x["step"], x["val_accuracy"]) for x in r.history],
+        "val macro-F1": [(x["step"], x["val_macro_f1"]) for x in r.history],
+    }
+    kept = f"the model kept is the one of step {r.best_step}" if r.best_step else ""
+    if len(r.history) > 1:
+        validation = figure(line_chart(quality, "validation", "score", r.best_step), f"validation; {kept}")
+    elif r.history:
+        v = r.history[0]
+        validation = (
+            f"<p>One validation, at step {v['step']}: accuracy {v['val_accuracy']:.4f}, macro-F1 "
+            f"{v['val_macro_f1']:.4f} (--eval-every N validates more often and draws the curve).</p>"
+        )
+    else:
+        validation = ""
+    return (
+        "<h2>Training</h2>"
+        + figure(
+            line_chart({k: v for k, v in loss.items() if v}, "loss", "loss", r.best_step), f"loss; {kept}"
+        )
+        + validation
+    )
+
+
+def calibration(r: ReportInput) -> str:
+    if r.probs is None or r.gold is None or not len(r.gold):
+        return ""
+    bins, ece = calibration_bins(r.gold, r.probs)
+    confidence = r.probs.max(axis=1)
+    right = r.probs.argmax(axis=1) == r.gold
+    edges = np.linspace(1 / len(r.labels), 1, 9)
+    hist_right = np.histogram(confidence[right], edges)[0]
+    hist_wrong = np.histogram(confidence[~right], edges)[0]
+    bars = []
+    for i in range(len(edges) - 1):
+        bars += [(f"{edges[i]:.2f}✓", float(hist_right[i])), (f"{edges[i]:.2f}✗", float(hist_wrong[i]))]
+    text = f"<p>Expected calibration error (10 bins): <b data-metric='ece'>{ece:.4f}</b>"
+    if r.calibration:
+        c = r.calibration
+        text += (
+            f"; temperature {c['temperature']:.3f} fitted on validation: validation ECE "
+            f"{c['val']['ece_before']:.4f} → {c['val']['ece_after']:.4f}, NLL {c['val']['nll_before']:.4f} → "
+            f"{c['val']['nll_after']:.4f}"
+        )
+    text += "</p>"
+    return (
+        "<h2>Calibration</h2>"
+        + text
+        + figure(reliability_diagram(bins, "reliability"), "reliability: accuracy per confidence bin")
+        + figure(
+            bar_chart(bars, "confidence", "posts", colours=("#27ae60", "#c0392b")),
+            "confidence of right (✓) and wrong (✗) predictions",
+        )
+    )
+
+
+def confident_mistakes(gold: np.ndarray, probs: np.ndarray, n: int = SHOWN_EXAMPLES) -> np.ndarray:
+    """The rows of the `n` wrong predictions with the highest confidence, most confident first."""
+    wrong = np.flatnonzero(probs.argmax(axis=1) != gold)
+    return wrong[np.argsort(-probs.max(axis=1)[wrong], kind="stable")][:n]
+
+
+def explain_mistakes(r: ReportInput, predictor) -> dict[int, dict]:
+    """explain() of the most confident mistakes, by row: what the report shades in their text."""
+    from sentitune.explain import explain
+
+    rows = [int(i) for i in confident_mistakes(r.gold, r.probs)]
+    return dict(zip(rows, explain(predictor, [r.texts[i] for i in rows]), strict=True))
+
+
+def highlighted(text: str, explanation: dict | None) -> str:
+    """The post, escaped, its words shaded by their attribution to the predicted label (green: towards
+    it, red: away), each with its value as a tooltip."""
+    if not explanation:
+        return esc(text)
+    peak = max((abs(w["attribution"]) for w in explanation["words"]), default=0) or 1
+    out, at = [], 0
+    for w in explanation["words"]:
+        out.append(esc(text[at : w["start"]]))
+        strength = 0.6 * abs(w["attribution"]) / peak
+        colour = (
+            f"rgba(39,174,96,{strength:.2f})" if w["attribution"] >= 0 else f"rgba(192,57,43,{strength:.2f})"
+        )
+        out.append(
+            f'<span class="word" style="background:{colour}" title="{w["attribution"]:.4f}">'
+            f"{esc(text[w['start'] : w['end']])}</span>"
+        )
+        at = w["end"]
+    out.append(esc(text[at:]))
+    return "".join(out)
+
+
+def example_table(rows: list[int], r: ReportInput) -> str:
+    head = "".join(f"<th>{esc(x)}</th>" for x in r.labels)
+    body = ""
+    for i in rows:
+        scores = "".join(f"<td>{p:.3f}</td>" for p in r.probs[i])
+        body += (
+            f"<tr><td class='text'>{highlighted(r.texts[i], r.explanations.get(int(i)))}</td>"
+            f"<td>{esc(r.labels[r.gold[i]])}</td>"
+            f"<td>{esc(r.labels[int(r.probs[i].argmax())])}</td>{scores}</tr>"
+        )
+    return f"<table><tr><th>post</th><th>gold</th><th>predicted</th>{head}</tr>{body}</table>"
+
+
+def errors(r: ReportInput) -> str:
+    if r.probs is None or r.texts is None or not len(r.gold):
+        return ""
+    predicted = r.probs.argmax(axis=1)
+    confidence = r.probs.max(axis=1)
+    mistakes = confident_mistakes(r.gold, r.probs)
+    uncertain = np.argsort(confidence, kind="stable")[:SHOWN_EXAMPLES]
+    words = np.array([len(t.split()) for t in r.texts])
+    slices = []
+    for low, high in LENGTHS:
+        rows = (words >= low) & (words <= high)
+        slices.append((f"{low}-{high} words" if high < 10**9 else f"over {low - 1} words", rows))
+    for name, pattern in FEATURES.items():
+        has = np.array([bool(pattern.search(t)) for t in r.texts])
+        slices += [(f"with {name}", has), (f"without {name}", ~has)]
+    table = "".join(
+        f"<tr><th>{esc(name)}</th><td>{int(rows.sum())}</td>"
+        f"<td>{(predicted[rows] != r.gold[rows]).mean():.1%}</td></tr>"
+        if rows.any()
+        else f"<tr><th>{esc(name)}</th><td>0</td><td>–</td></tr>"
+        for name, rows in slices
+    )
+    return (
+        "<h2>Errors</h2><h3>Where</h3><table data-figure='error-slices'><tr><th>posts</th><th>count</th>"
+        f"<th>error rate</th></tr>{table}</table>"
+        f"<h3>The {len(mistakes)} most confident mistakes</h3>"
+        + (
+            "<p class='muted'>The words that drove each label are shaded: green towards it, red away from it "
+            "(gradient × input).</p>"
+            if r.explanations
+            else ""
+        )
+        + f"{example_table(mistakes, r)}"
+        f"<h3>The {len(uncertain)} least certain posts</h3>{example_table(uncertain, r)}"
+    )
+
+
+def data_section(r: ReportInput) -> str:
+    parts = []
+    if r.class_counts:
+        labels = list(r.labels) or sorted({c for counts in r.class_counts.values() for c in counts})
+        head = "".join(f"<th>{esc(x)}</th>" for x in labels)
+        rows = "".join(
+            f"<tr><th>{esc(split)}</th>"
+            + "".join(f"<td>{counts.get(x, 0)}</td>" for x in labels)
+            + f"<td>{sum(counts.values())}</td></tr>"
+            for split, counts in r.class_counts.items()
+        )
+        parts.append(f"<h3>Class balance</h3><table><tr><th>split</th>{head}<th>all</th></tr>{rows}</table>")
+    d = r.data or {}
+    if "rows_dropped" in d:
+        dropped = "".join(
+            f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{v}</td></tr>" for k, v in d["rows_dropped"].items()
+        )
+        parts.append(
+            f"<h3>Rows</h3><p>{d.get('rows_read', '?')} read, {d.get('rows_kept', '?')} kept.</p>"
+            f"<table><tr><th>dropped because</th><th>rows</th></tr>{dropped}</table>"
+        )
+    near = d.get("near_duplicates") or {}
+    if near.get("rows"):
+        pairs = "".join(f"<tr><td class='text'>{esc(a)}</td><td class='text'>{esc(b)}</td></tr>"
+                        for a, b in near.get("examples", []))  # fmt: skip
+        parts.append(
+            f"<h3>Near-duplicates</h3><p>{near['rows']} rows are near-duplicates of another "
+            f"({'dropped' if near.get('dropped') else 'kept'}).</p><table>{pairs}</table>"
+        )
+    histogram = d.get("post_words_histogram")
+    if histogram:
+        bars = [(label, float(count)) for label, count in histogram.items()]
+        parts.append(figure(bar_chart(bars, "post-length", "posts"), "posts by number of words"))
+    return "<h2>Data</h2>" + "".join(parts) if parts else ""
+
+
+def baseline_section(r: ReportInput) -> str:
+    if not r.baseline or r.metrics is None:
+        return ""
+    b = r.baseline.get(r.split) or r.baseline.get("test") or {}
+    if not b:
+        return ""
+    rows = "".join(
+        f"<tr><th>{label}</th><td>{r.metrics[key]:.4f}</td><td>{b[key]:.4f}</td></tr>"
+        for key, label in (
+            ("accuracy", "accuracy"),
+            ("macro_f1", "macro-F1"),
+            ("macro_recall", "macro-recall"),
+        )
+        if key in b
+    )
+    return (
+        f"<h2>Baseline</h2><table><tr><th></th><th>this model</th><th>TF-IDF baseline</th></tr>{rows}</table>"
+    )
+
+
+def settings_section(r: ReportInput) -> str:
+    if not r.settings:
+        return ""
+    rows = "".join(f"<tr><th>{esc(k)}</th><td class='text'>{esc(v)}</td></tr>" for k, v in r.settings.items())
+    return f"<h2>Settings</h2><table>{rows}</table>"
+
+
+def render(r: ReportInput) -> str:
+    notes = "".join(f"<p class='note'>{esc(n)}</p>" for n in r.notes)
+    body = (
+        (headline(r) if r.metrics else "")
+        + curves(r)
+        + calibration(r)
+        + errors(r)
+        + baseline_section(r)
+        + data_section(r)
+        + settings_section(r)
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        'img-src data:">'
+        f"<title>{esc(r.title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{esc(r.title)}</h1>{notes}{body}</body></html>\n"
+    )
