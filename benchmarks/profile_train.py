@@ -15,6 +15,8 @@ on BERT-Tiny, and timed ablations of the step, to rank what is worth speeding up
      no_attention_dropout   attention-probability dropout p = 0 only (lets SDPA use its fused kernel)
      no_dropout             every dropout p = 0 (hidden, attention, classifier)
      threads_1              torch.set_num_threads(1)
+     torch_dropout          torch's dropout masks instead of sentitune.dropout's (train --dropout-masks torch)
+     keep_grads             zero_grad(set_to_none=False): gradient buffers kept between steps
    Variant costs are not additive; each says what removing that piece alone would save.
 
    and, where the CPU has native bf16, `fp32` (the same step without bf16 autocast).
@@ -157,7 +159,12 @@ class ReplicaStep:
                     variant == "no_attention_dropout" and name.endswith("attention.self.dropout")
                 ):
                     module.p = 0.0
+        if variant != "torch_dropout" and cfg.dropout_masks == "fast":  # as train does on the CPU
+            from sentitune.dropout import use_fast_dropout
+
+            use_fast_dropout(self.model)
         self.variant = variant
+        self.set_to_none = variant != "keep_grads"
         self.precision = FP32 if variant == "fp32" else precision
         self.clip = variant != "no_clip"
         self.threads = 1 if variant == "threads_1" else None
@@ -184,7 +191,7 @@ class ReplicaStep:
                 if self.clip:
                     torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
                 self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=self.set_to_none)
             return (time.perf_counter() - t0) / len(batches)
         finally:
             torch.set_num_threads(saved)
@@ -197,6 +204,8 @@ VARIANTS = (
     "no_attention_dropout",
     "no_dropout",
     "threads_1",
+    "torch_dropout",
+    "keep_grads",
 )
 
 

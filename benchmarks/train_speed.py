@@ -70,7 +70,10 @@ from speedlib import (
     stdout_to_stderr,
 )
 
-CONTENDERS = ("seed", "trainer", "sentitune")
+CONTENDERS = ("seed", "trainer", "sentitune", "sentitune-torch-dropout")
+# sentitune's step with torch's own dropout masks instead of its cheaper ones (--dropout-masks torch):
+# what that one lever is worth, measured in the same rounds. Not in the default set.
+DEFAULT_CONTENDERS = CONTENDERS[:3]
 LEARNING_RATE = 1e-4
 # Quick: a few minutes on 2 idle cores. Full: long enough for steady-state rates.
 PRESETS = {
@@ -225,7 +228,10 @@ def run_contender(name: str, folder: str, batch: int, samples: int, args, work: 
         job_dir = str(Path(work) / "sentitune-run")
         shutil.rmtree(job_dir, ignore_errors=True)
         steps = math.ceil(samples / batch)
-        res = run_child(sentitune_cmd(python, folder, batch, steps, job_dir), env, args.timeout, False)
+        cmd = sentitune_cmd(python, folder, batch, steps, job_dir)
+        if name == "sentitune-torch-dropout":
+            cmd += ["--dropout-masks", "torch"]
+        res = run_child(cmd, env, args.timeout, False)
         if args.verbose:
             sys.stderr.write(res.stderr)
         row = parse_sentitune(res, job_dir)
@@ -267,7 +273,7 @@ def summarise(rows: list[dict]) -> dict:
 def compare(results: dict) -> dict:
     s = results.get("sentitune") or {}
     out = {}
-    for other in ("seed", "trainer"):
+    for other in ("seed", "trainer", "sentitune-torch-dropout"):
         o = results.get(other) or {}
         if not o or "error" in o or not s or "error" in s:
             continue
@@ -389,7 +395,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--rounds", type=int, help="rounds of seed, trainer, sentitune (default: preset per model)"
     )
     ap.add_argument("--batch-size", type=int, help="default: 128 for tiny, 32 for minilm and host")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="subset and order of the contenders")
+    ap.add_argument(
+        "--contenders",
+        default=",".join(DEFAULT_CONTENDERS),
+        help=f"subset and order of the contenders: {', '.join(CONTENDERS)}",
+    )
     ap.add_argument("--threads", type=int, help="pin OMP/MKL threads of every contender (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="short preset: a few minutes on 2 idle cores")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the matmul-ceiling measurement")

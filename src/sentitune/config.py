@@ -354,6 +354,13 @@ class TrainConfig(DataFiles):
         choices=("temperature", "none"),
         group=EVALUATION,
     )
+    dropout_masks: str = opt(
+        "fast",
+        "fast: on the CPU, draw dropout masks from 16-bit slices of 64-bit random integers (a third of the "
+        "cost of torch's; the same Bernoulli masks to 1/65536 in p); torch: torch's own dropout",
+        choices=("fast", "torch"),
+        group=RUNTIME,
+    )
     device: str = device_option()
     precision: str = precision_option()
     num_threads: int | None = num_threads_option()

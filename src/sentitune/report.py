@@ -109,7 +109,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label:
         if len(pts) == 1:
             parts.append(f'<circle cx="{sx(pts[0][0]):.1f}" cy="{sy(pts[0][1]):.1f}" r="3" fill="{colour}"/>')
         parts.append(
-            f'<text x="{w - right + 8}" y="{top + 14 * (i + 1)}" fill="{colour}">{esc(label)}</text>'
+            f'<text x="{w - right + 8}" y="{top + 14 * (i + 1)}" style="fill:{colour}">{esc(label)}</text>'
         )
     return svg(name, w, h, parts)
 
