@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)  # apt-get needs root: sudo when not root
 
 # The demo fits in 15 minutes on 2 CPU cores: --preset fast, the embedded MiniLM cut to its first 3 layers
 # (--keep-layers 3, ~2x faster than all 6), one epoch over the ~30k training tweets.
@@ -43,7 +44,7 @@ test-all: $(STAMP)
 # The reports in headless Chromium (Debian's chromium + chromium-driver, installed here when missing).
 test-browser: $(STAMP)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+		{ $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 	$(BIN)/python -m pytest -q -m browser
 
 # The model-running tests again under the precision --precision auto does NOT pick here (bf16 on an
