@@ -40,16 +40,16 @@ def test_the_gradient_flows_through_the_kept_elements_only():
 def test_a_swapped_model_drops_in_training_only_and_saves_the_same_weights(tiny_model):
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3).eval()
+    ids = torch.randint(1000, 2000, (4, 12))
+    reference = model(input_ids=ids).logits
     before = set(model.state_dict())
     ps = sorted(m.p for m in model.modules() if type(m) is torch.nn.Dropout)
     assert use_fast_dropout(model) == len(ps) > 0
     assert sorted(m.p for m in model.modules() if isinstance(m, FastDropout)) == ps
     assert not any(type(m) is torch.nn.Dropout for m in model.modules())
     assert set(model.state_dict()) == before
-    ids = torch.randint(1000, 2000, (4, 12))
-    model.eval()
-    assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)  # no dropout in eval
+    assert torch.equal(model(input_ids=ids).logits, reference)  # swapped in eval mode: still no dropout
     model.train()
     assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
 

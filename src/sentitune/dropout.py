@@ -46,6 +46,6 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
     for parent in model.modules():
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Dropout:
-                setattr(parent, name, FastDropout(child.p, child.inplace))
+                setattr(parent, name, FastDropout(child.p, child.inplace).train(child.training))
                 swapped += 1
     return swapped
