@@ -6,7 +6,6 @@ ExperimentRun) to the localhost Vertex AI stand-in."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from conftest import RUN_ARGS, cli, cli_error, entries, train_tiny
@@ -108,25 +107,22 @@ def experiment_run(vertex, name: str = "nightly") -> str:  # noqa: F811
     return run
 
 
-def train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex, run: str):  # noqa: F811
-    monkeypatch.setenv("AIP_EXPERIMENT_NAME", f"{STORE}/contexts/tweets")
-    monkeypatch.setenv("AIP_EXPERIMENT_RUN_NAME", run)
-    monkeypatch.setenv("SENTITUNE_API_ENDPOINT", vertex.url)
-    job_dir = tmp_path / "run"
-    train_tiny(job_dir, tiny_model, prepared)
-    return job_dir
+@pytest.fixture
+def train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex):  # noqa: F811
+    """Train as in a job submitted with --experiment: Vertex AI's variables name the experiment and `run`."""
+
+    def train_with(run: str):
+        monkeypatch.setenv("AIP_EXPERIMENT_NAME", f"{STORE}/contexts/tweets")
+        monkeypatch.setenv("AIP_EXPERIMENT_RUN_NAME", run)
+        monkeypatch.setenv("SENTITUNE_API_ENDPOINT", vertex.url)
+        return train_tiny(tmp_path / "run", tiny_model, prepared)
+
+    return train_with
 
 
-def test_training_in_the_job_records_its_settings_and_final_metrics(
-    tmp_path,
-    tiny_model,
-    prepared,
-    monkeypatch,
-    vertex,  # noqa: F811
-    caplog,
-):
+def test_training_in_the_job_records_its_settings_and_final_metrics(train_in_job, tiny_model, vertex, caplog):  # noqa: F811
     run = experiment_run(vertex)
-    job_dir = train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex, run)
+    job_dir = train_in_job(run)
     metrics = json.loads((job_dir / "metrics.json").read_text())
     settings = json.loads((job_dir / "run_config.json").read_text())["train"]
     recorded = vertex.contexts[run]["metadata"]
@@ -142,21 +138,13 @@ def test_training_in_the_job_records_its_settings_and_final_metrics(
     assert "recorded settings and metrics in experiment tweets, run nightly" in caplog.text
 
 
-def test_a_failure_to_record_is_a_warning_and_the_run_is_kept(
-    tmp_path,
-    tiny_model,
-    prepared,
-    monkeypatch,
-    vertex,  # noqa: F811
-    caplog,
-):
+def test_a_failure_to_record_is_a_warning_and_the_run_is_kept(train_in_job, vertex, caplog):  # noqa: F811
     run = f"{STORE}/contexts/tweets-gone"  # no such run: the service answers 404
     experiment_run(vertex, "other")
-    job_dir = train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex, run)
+    job_dir = train_in_job(run)
     assert {"metrics.json", "model.safetensors", "run_config.json"} <= entries(job_dir)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(w.startswith("could not record the run in Vertex AI Experiments (") for w in warnings)
-    shutil.rmtree(job_dir)
 
 
 def test_outside_a_job_nothing_is_sent(tmp_path, tiny_model, prepared, monkeypatch, vertex):  # noqa: F811

@@ -356,8 +356,8 @@ class TrainConfig(DataFiles):
     )
     dropout_masks: str = opt(
         "fast",
-        "fast: on the CPU, draw dropout masks from 16-bit slices of 64-bit random integers (a third of the "
-        "cost of torch's; the same Bernoulli masks to 1/65536 in p); torch: torch's own dropout",
+        "fast: on the CPU, draw dropout masks from 16-bit slices of 64-bit random integers (less than half "
+        "the cost of torch's; the same Bernoulli masks to 1/65536 in p); torch: torch's own dropout",
         choices=("fast", "torch"),
         group=RUNTIME,
     )

@@ -4,8 +4,8 @@ A CPU training step of a small BERT spends a quarter of its time drawing dropout
 BERT-Tiny sizes in bf16 on an AMX Xeon: `aten::bernoulli_`, 25 % of op time), one draw of the random
 generator per element. `fast_dropout` draws one 64-bit integer per four elements and keeps an element
 where its 16-bit slice is at least p * 65536: the same Bernoulli(1 - p) keep-mask up to a resolution of
-1/65536 in p (p = 0.1 keeps with probability 0.899994), with the same 1 / (1 - p) scaling, at about a
-third of the cost. Only the masks' random source differs from torch's dropout, so training is the same
+1/65536 in p (p = 0.1 keeps with probability 0.899994), with the same 1 / (1 - p) scaling, at less than
+half the cost (benchmarks/dropout_masks.py). Only the masks' random source differs from torch's dropout, so training is the same
 in distribution; `train` uses it on the CPU, where mask generation is the bound (on a GPU torch's own
 Philox generator is already cheap).
 """

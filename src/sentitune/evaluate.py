@@ -9,12 +9,14 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from sentitune.config import EvaluateConfig
 from sentitune.errors import SentituneError
+from sentitune.explain import explain
 from sentitune.metrics import bootstrap_intervals, classification_metrics, plot_confusion_matrix
 from sentitune.model import is_hub_id
 from sentitune.predict import Predictor
@@ -106,7 +108,7 @@ def evaluate_one(cfg: EvaluateConfig) -> EvaluateResult:
                       "inference precision": predictor.precision.name, "examples/s": metrics["examples_per_s"]},
         )  # fmt: skip
         if predictor.model is not None:  # the PyTorch backend can say which words drove the mistakes
-            report.explanations = explain_mistakes(report, predictor)
+            report.explanations = explain_mistakes(report, partial(explain, predictor))
         out.path(REPORT).write_text(render(report))
         out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
         out.commit()

@@ -30,13 +30,28 @@ WORD = re.compile(r"\S+")
 
 
 def explain(predictor, texts: list[str]) -> list[dict]:
-    """For each text: its label, and each word with its character span and attribution."""
+    """For each text: its label, and each word with its character span and attribution, from a
+    Predictor (its PyTorch model; an ONNX backend cannot explain)."""
     if predictor.model is None:
         raise SentituneError(
             f"--explain needs the PyTorch model: use --backend torch (not {predictor.backend}); an ONNX "
             "graph has no gradients"
         )
-    model, tokenizer = predictor.model, predictor.classifier.tokenizer
+    return explain_with(
+        predictor.model,
+        predictor.classifier.tokenizer,
+        texts,
+        max_length=predictor.max_length,
+        device=predictor.device,
+        labels=predictor.labels,
+        to_ours=predictor.to_ours,
+    )
+
+
+def explain_with(
+    model, tokenizer, texts: list[str], *, max_length: int, device, labels, to_ours=None
+) -> list[dict]:
+    """`explain` for a model and its tokenizer; `to_ours` sums a model's classes onto `labels`."""
     embeddings = model.base_model.get_input_embeddings()
     captured: dict[str, torch.Tensor] = {}
 
@@ -49,27 +64,30 @@ def explain(predictor, texts: list[str]) -> list[dict]:
     model.eval()
     handle = embeddings.register_forward_hook(keep)
     try:
-        return [explain_one(model, tokenizer, str(text), predictor, captured) for text in texts]
+        return [
+            explain_one(model, tokenizer, str(text), max_length, device, labels, to_ours, captured)
+            for text in texts
+        ]
     finally:
         handle.remove()
         model.train(was_training)
 
 
-def explain_one(model, tokenizer, text: str, predictor, captured: dict) -> dict:
+def explain_one(model, tokenizer, text: str, max_length, device, labels, to_ours, captured: dict) -> dict:
     encoded = tokenizer(
         text,
         truncation=True,
-        max_length=predictor.max_length,
+        max_length=max_length,
         return_offsets_mapping=True,
         return_tensors="pt",
     )
     offsets = encoded.pop("offset_mapping")[0].tolist()
-    inputs = {k: v.to(predictor.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+    inputs = {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
     with torch.enable_grad():
         logits = model(**inputs).logits.float()[0]  # fp32: bf16 gradients are too coarse to rank words
         # which of the model's classes make each of ours (a model from elsewhere may have several)
         members = torch.as_tensor(
-            predictor.to_ours if predictor.to_ours is not None else np.eye(len(logits)), device=logits.device
+            to_ours if to_ours is not None else np.eye(len(logits)), device=logits.device
         ).bool()
         probs = torch.softmax(logits, dim=-1) @ members.to(logits.dtype)
         label = int(probs.argmax())
@@ -93,7 +111,7 @@ def explain_one(model, tokenizer, text: str, predictor, captured: dict) -> dict:
     for w in words:
         w["attribution"] = float(f"{w['attribution']:.6g}")
     return {
-        "label": predictor.labels[label],
+        "label": labels[label],
         "score": float(probs[label].detach()),
         "method": "gradient x input",
         "words": words,

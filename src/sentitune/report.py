@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,10 +66,6 @@ class ReportInput:
 
 def esc(value) -> str:
     return html.escape(str(value), quote=True)
-
-
-def fmt(x, digits: int = 4) -> str:
-    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else esc(x)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -291,12 +288,11 @@ def confident_mistakes(gold: np.ndarray, probs: np.ndarray, n: int = SHOWN_EXAMP
     return wrong[np.argsort(-probs.max(axis=1)[wrong], kind="stable")][:n]
 
 
-def explain_mistakes(r: ReportInput, predictor) -> dict[int, dict]:
-    """explain() of the most confident mistakes, by row: what the report shades in their text."""
-    from sentitune.explain import explain
-
+def explain_mistakes(r: ReportInput, explain: Callable[[list[str]], list[dict]]) -> dict[int, dict]:
+    """`explain` (sentitune.explain's, bound to a model) of the most confident mistakes, by row: what
+    the report shades in their text."""
     rows = [int(i) for i in confident_mistakes(r.gold, r.probs)]
-    return dict(zip(rows, explain(predictor, [r.texts[i] for i in rows]), strict=True))
+    return dict(zip(rows, explain([r.texts[i] for i in rows]), strict=True))
 
 
 def highlighted(text: str, explanation: dict | None) -> str:

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from types import SimpleNamespace
+from functools import partial
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from sentitune import LABELS, __version__
 from sentitune.card import model_card
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
+from sentitune.explain import explain_with
 from sentitune.metrics import plot_confusion_matrix, plot_training_curves
 from sentitune.model import (
     Classifier,
@@ -192,8 +193,9 @@ def save_run(
     report = run_report(cfg, splits, metrics, scored or {}, history, train_log, run_config)
     if report.probs is not None:
         report.explanations = explain_mistakes(
-            report, SimpleNamespace(model=model, classifier=classifier, max_length=cfg.max_length,
-                                    device=torch.device("cpu"), to_ours=None, labels=list(LABELS), backend="torch"),
+            report,
+            partial(explain_with, model, classifier.tokenizer, max_length=cfg.max_length,
+                    device=torch.device("cpu"), labels=list(LABELS)),
         )  # fmt: skip
     out.path(REPORT).write_text(render(report))
     out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -87,7 +87,7 @@ def cost_estimate(cfg: BatchPredictConfig) -> dict:
         cfg.region,
         cfg.machine_type,
         cfg.accelerator_type,
-        cfg.accelerator_count if cfg.accelerator_type else 0,
+        cfg.accelerator_count,
         1,
         False,
         prices_file=cfg.prices,
@@ -104,7 +104,7 @@ def run(cfg: BatchPredictConfig) -> dict:
     upload = None if cfg.registered_model else upload_request(cfg)
     create = job_request(cfg, cfg.registered_model_name() or MODEL_PLACEHOLDER)
     cost = cost_estimate(cfg)
-    log.info(prices.describe_batch(cost))
+    log.info(prices.describe(cost, per_replica=True))
     if cfg.dry_run:
         return {
             "dry_run": True,

@@ -145,22 +145,18 @@ def batch_estimate(est: dict, posts: int, posts_per_s: float, max_replicas: int,
     return est
 
 
-def describe_batch(est: dict) -> str:
+def describe(est: dict, per_replica: bool = False) -> str:
+    """The estimate in one line: a training job's (hourly, its run), or with `per_replica` a batch
+    prediction job's (hourly per replica, its node hours)."""
     if est["usd_per_hour"] is None:
         return f"cost: unknown ({est['note']})"
-    line = f"cost: ${est['usd_per_hour']:.2f}/hour per replica ({est['prices']})"
+    per = "per replica" if per_replica else est["pricing"]
+    line = f"cost: ${est['usd_per_hour']:.2f}/hour {per} ({est['prices']})"
     if "node_hours" in est:
         line += (
             f"; this job ≈ {est['node_hours']:.2f} node hours ≈ ${est['estimated_usd']:.2f}, "
             f"≥ {est['hours_at_max_replicas'] * 60:.0f} min at its most replicas ({est['assumes']})"
         )
-    return line
-
-
-def describe(est: dict) -> str:
-    if est["usd_per_hour"] is None:
-        return f"cost: unknown ({est['note']})"
-    line = f"cost: ${est['usd_per_hour']:.2f}/hour {est['pricing']} ({est['prices']})"
-    if "estimated_usd" in est:
+    elif "estimated_usd" in est:
         line += f"; this run ≈ {est['estimated_hours'] * 60:.0f} min ≈ ${est['estimated_usd']:.2f} ({est['assumes']})"
     return line
