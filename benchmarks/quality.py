@@ -11,8 +11,8 @@ to 3 layers, half an epoch each, about 4 minutes a setting on 2 cores: learning 
 max length, layers, freezing, class weights, label smoothing, layer-wise learning-rate decay, pooling), `full`
 (whole epochs: the presets' candidates, 3 or 6 layers, 1-3 epochs, 7-55 minutes a setting), `vader` (the
 walkthrough's setting: train.csv labelled by VADER with `prepare --label-with vader`; 2 to 10 epochs,
-learning rates, half the training data; rows add the prepared test split's accuracy with its bootstrap
-95 % interval).
+learning rates, half the training data, and every post there is (train.csv and the embedded corpus);
+rows add the prepared test split's accuracy with its bootstrap 95 % interval).
 
 On a GPU, `--jobs N` trains N settings at once (batch-32 steps of these small models leave the GPU
 mostly idle); benchmarks/gpu_quality.sh runs the `full` and `vader` grids that way.
@@ -88,12 +88,15 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "vader-e5-lr2e-4": ["--epochs", "5", "--learning-rate", "2e-4"],
         "vader-e6-lr1.5e-4": ["--epochs", "6", "--learning-rate", "1.5e-4"],
         "vader-e10": ["--epochs", "10"],
+        # every post there is, labelled by VADER: the shared training tweets and the embedded corpus
+        "vader-all-e4-lr1e-4": ["--epochs", "4", "--learning-rate", "1e-4"],
     },
 }
 
 
 # settings trained on a stratified sample of the training split (same validation and test splits)
 TRAIN_FRACTION = {"vader-half-data": 0.5}
+ALL_POSTS = {"vader-all-e4-lr1e-4"}  # settings trained on vader_data(work, every_post=True)
 SENTITUNE = [sys.executable, "-m", "sentitune", "--quiet"]
 
 
@@ -142,12 +145,16 @@ def run_setting(name: str, options: list[str], data: list[str], work: Path) -> d
     return row
 
 
-def vader_data(work: Path) -> Path:
-    """train.csv labelled by VADER's compound score (the walkthrough's rule), split by `prepare`."""
-    folder = work / "vader-data"
+def vader_data(work: Path, every_post: bool = False) -> Path:
+    """train.csv labelled by VADER's compound score (the walkthrough's rule), split by `prepare`; with
+    `every_post`, the embedded corpus too (about 85,000 posts before duplicates are dropped)."""
+    from sentitune.builtin import default_dataset
+
+    folder = work / ("vader-all-data" if every_post else "vader-data")
+    inputs = [str(TRAIN_CSV), *([default_dataset()] if every_post else [])]
     if not (folder / "train.csv").is_file():
         command = [
-            *SENTITUNE, "prepare", str(TRAIN_CSV), "--label-with", "vader",
+            *SENTITUNE, "prepare", *inputs, "--label-with", "vader",
             "--text-column", "text", "--output-dir", str(folder),
         ]  # fmt: skip
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -195,8 +202,8 @@ def main() -> int:
         settings = {k: v for k, v in settings.items() if k in args.only.split(",")}
     data = {name: ["--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV)] for name in settings}
     if args.grid == "vader" and settings:
-        prepared = vader_data(work)
         for name in settings:
+            prepared = vader_data(work, every_post=name in ALL_POSTS)
             fraction = TRAIN_FRACTION.get(name)
             data[name] = subset_files(prepared, fraction) if fraction else ["--data", str(prepared)]
     if args.grid == "smoke":

@@ -58,8 +58,48 @@ def folder() -> Callable[[Path], None]:
     return lambda path: path.mkdir(parents=True, exist_ok=True)
 
 
+def label_set_cases(out: list[str]) -> Iterator[Case]:
+    """--labels and --thresholds that name no label set, and data that does not fit the one named."""
+    posts = {"posts.csv": frame(LABELLED)}
+    scored = {"posts.csv": frame(pd.DataFrame({"text": POSTS, "score": [-0.7, 0.2, 0.9] * 20}))}
+    for name, options, message in (
+        ("one-label", ["--labels", "good"], "--labels 'good' names one class; a classifier needs two or more"),
+        ("duplicate-labels", ["--labels", "neg,pos,Neg"], "--labels names neg twice; name each class once"),
+        ("thresholds-not-increasing", ["--labels", "a,b,c", "--thresholds", "0.5,-0.5"],
+         "--thresholds must increase, got 0.5,-0.5"),
+        ("thresholds-for-other-classes", ["--labels", "negative,positive", "--thresholds", "-0.05,0.05"],
+         "--thresholds gives 2 thresholds for 2 classes (negative, positive); give 1, increasing"),
+        ("neutral-band-with-labels", ["--labels", "a,b,c", "--neutral-band", "0.1"],
+         "--neutral-band is for the 3 default classes; with --labels give --thresholds"),
+    ):  # fmt: skip
+        yield Case(f"prepare-{name}", ["prepare", "{tmp}/posts.csv", *out, *options],
+                   f"invalid prepare options: {message}", posts)  # fmt: skip
+    yield Case(
+        "prepare-label-outside-labels",
+        ["prepare", "{tmp}/posts.csv", *out, "--labels", "negative,positive"],
+        "{tmp}/posts.csv: label values 'neutral' are not the classes negative, positive; map them with "
+        "`sentitune prepare --label-map VALUE=CLASS,...`",
+        posts,
+    )
+    yield Case(
+        "prepare-scores-without-thresholds",
+        ["prepare", "{tmp}/posts.csv", *out, "--labels", "1,2,3,4,5", "--label-type", "score"],
+        "scores map onto the 5 classes 1, 2, 3, 4, 5 only with --thresholds (4 increasing numbers, e.g. "
+        "--thresholds -0.6,-0.2,0.2,0.6)",
+        scored,
+    )
+    yield Case(
+        "train-labels-other-than-the-folders",
+        ["train", "--data", "{data}", "--labels", "bad,good", "--model", "{model}", "--job-dir", "{tmp}/job"],
+        "--labels bad,good differs from the classes of {data} (negative,neutral,positive); drop --labels or "
+        "prepare the data with them",
+        needs=("data", "model"),
+    )
+
+
 def prepare_cases() -> Iterator[Case]:
     out = ["--output-dir", "{tmp}/out"]
+    yield from label_set_cases(out)
     yield Case(
         "prepare-input-is-a-folder",
         ["prepare", "{tmp}/posts", *out],
@@ -207,6 +247,18 @@ def prepared_rows(folder: Path) -> int:
 
 def train_cases() -> Iterator[Case]:
     base = ["train", "--data", "{data}", "--model", "{model}", "--job-dir", "{tmp}/job", "--max-steps", "2"]
+    yield Case(
+        "train-split-hashtags-without-normalizing",
+        [*base, "--normalize", "none", "--split-hashtags"],
+        "invalid train options: --split-hashtags is part of --normalize tweet; drop it or pass --normalize tweet",
+        needs=("data", "model"),
+    )
+    yield Case(
+        "train-unknown-normalization",
+        [*base, "--normalize", "emoji"],
+        "argument --normalize: invalid choice: 'emoji' (choose from 'tweet', 'none'); see `sentitune train --help`",
+        needs=("data", "model"),
+    )
     for option, value in (
         ("--learning-rate", "inf"),
         ("--learning-rate", "nan"),
@@ -318,8 +370,8 @@ def train_cases() -> Iterator[Case]:
         "train-labels-beyond-three-classes",
         ["train", "--training-file", "{tmp}/t.csv", "--model", "{model}", "--job-dir", "{tmp}/job"],
         "{tmp}/t.csv: numeric labels {0, 1, 2, 3, 4} look like ratings or ids, not class ids 0/1/2 or signed "
-        "scores; map them with `sentitune prepare --label-map '1=negative,3=neutral,5=positive'`, or pass "
-        "--label-type score there if they are scores",
+        "scores; map them with `sentitune prepare --label-map '1=negative,3=neutral,5=positive'`, name them "
+        "as classes with --labels, or pass --label-type score there if they are scores",
         {"t.csv": frame(pd.DataFrame({"text": POSTS[:50], "label": [0, 1, 2, 3, 4] * 10}))},
         needs=("model",),
     )
@@ -453,7 +505,7 @@ def run_folder_cases() -> Iterator[Case]:
         "evaluate-unmapped-labels",
         ["evaluate", "{run}", "--data", "{tmp}/l.csv"],
         "{tmp}/l.csv: label value 'great' maps to no class (known: neg, negative, neu, neutral, pos, "
-        "positive); pass --label-map VALUE=CLASS,...",
+        "positive); {run} was trained on those classes; evaluate it on data labelled with them",
         {"l.csv": frame(LABELLED.assign(label="great"))},
         needs=("run",),
         written=("run",),
@@ -612,6 +664,12 @@ def serve_cases() -> Iterator[Case]:
 
 def baseline_cases() -> Iterator[Case]:
     base = ["baseline", "--data", "{data}", "--job-dir", "{tmp}/b"]
+    yield Case(
+        "baseline-split-hashtags-without-normalizing",
+        [*base, "--normalize", "none", "--split-hashtags"],
+        "invalid baseline options: --split-hashtags is part of --normalize tweet; drop it or pass --normalize tweet",
+        needs=("data",),
+    )
     yield Case(
         "baseline-c-nan",
         [*base, "--c", "nan"],

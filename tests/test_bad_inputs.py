@@ -49,10 +49,12 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, capsys, request):
     before = {p.name for p in tmp_path.iterdir()}
     if case.stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(case.stdin), encoding="utf-8"))
-    argv = [a.replace("{tmp}", str(tmp_path)).replace("{run}", places.get("run", "")) for a in case.argv]
-    argv = [
-        a.replace("{data}", places.get("data", "")).replace("{model}", places.get("model", "")) for a in argv
-    ]
+
+    def placed(text: str) -> str:
+        text = text.replace("{tmp}", str(tmp_path)).replace("{run}", places.get("run", ""))
+        return text.replace("{data}", places.get("data", "")).replace("{model}", places.get("model", ""))
+
+    argv = [placed(a) for a in case.argv]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse
@@ -63,7 +65,7 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, capsys, request):
         assert code == 0, err
         case.check(tmp_path, out)
         return
-    expected = case.error.replace("{tmp}", str(tmp_path))
+    expected = placed(case.error)
     lines = err.strip().splitlines()
     assert code == 2, f"exit {code}, stderr:\n{err}"
     assert lines and lines[-1] == f"error: {expected}", f"stderr:\n{err}"

@@ -665,3 +665,18 @@ def test_the_tuning_metric_lands_where_vertex_reads_it(
         assert {r["trial"] for r in reported} == {trial} and all("val_macro_f1" in r for r in reported)
     finally:
         DEFAULT_METRIC_FILE.unlink(missing_ok=True)
+
+
+def test_a_replay_keeps_the_runs_normalisation_and_an_older_run_reads_posts_as_written(tmp_path, trained_run):
+    document = json.loads((trained_run / "run_config.json").read_text())
+    args = ["train", "--config", str(tmp_path / "run_config.json")]
+    for recorded, expected in (("none", "none"), ("tweet", "tweet"), (None, "none")):
+        settings = {k: v for k, v in document["train"].items() if k != "normalize"}
+        if recorded:
+            settings["normalize"] = recorded
+        (tmp_path / "run_config.json").write_text(json.dumps({**document, "train": settings}))
+        assert from_namespace(TrainConfig, build_parser().parse_args(args)).normalize == expected
+    assert (
+        from_namespace(TrainConfig, build_parser().parse_args([*args, "--normalize", "tweet"])).normalize
+        == "tweet"
+    )

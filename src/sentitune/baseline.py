@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sentitune import LABELS, __version__
+from sentitune import __version__
 from sentitune.config import BaselineConfig
 from sentitune.errors import SentituneError, require_extra
 from sentitune.metrics import classification_metrics, log_metrics, plot_confusion_matrix
+from sentitune.normalize import Normalization, normalization_of
 from sentitune.runfolder import CONFUSION, METRICS
 from sentitune.splits import LabelledTexts
 from sentitune.splits import load_splits as read_splits
@@ -86,7 +87,8 @@ def baseline(cfg: BaselineConfig) -> BaselineResult:
 def load_splits(cfg: BaselineConfig) -> dict[str, LabelledTexts]:
     """train/val/test as `sentitune train` reads them; every class must have training posts."""
     splits = read_splits(cfg)
-    missing = [LABELS[i] for i in range(len(LABELS)) if not (splits["train"].labels == i).any()]
+    classes = splits["train"].classes
+    missing = [classes[i] for i in range(len(classes)) if not (splits["train"].labels == i).any()]
     if missing:
         raise SentituneError(
             f"{splits['train'].path} has no training posts of class {', '.join(missing)}; "
@@ -131,15 +133,16 @@ def fit(cfg: BaselineConfig, train_split: LabelledTexts) -> tuple[BaselineModel,
             "lower --min-df"
         )
     t0 = time.perf_counter()
+    normalization = normalization_of(cfg)
     pipeline = build_pipeline(cfg)
     with warnings.catch_warnings():  # not converging is reported in metrics.json and the log
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pipeline.fit(train_split.texts, train_split.labels)
+        pipeline.fit(normalization.apply_all(train_split.texts), train_split.labels)
     fit_s = time.perf_counter() - t0
     iterations = int(np.max(pipeline[-1].n_iter_))
     if iterations >= cfg.max_iter:
         log.warning("the solver stopped at --max-iter %d before converging; raise it", cfg.max_iter)
-    model = BaselineModel(pipeline)
+    model = BaselineModel(pipeline, normalization, train_split.classes)
     features = model.feature_counts()
     log.info(
         "fitted on %d posts in %.1fs: %s features, %d solver passes",
@@ -163,32 +166,33 @@ def evaluate_splits(model: BaselineModel, splits: dict, cfg: BaselineConfig) -> 
     for name in ("val", "test"):
         if name in splits:
             metrics[name] = classification_metrics(
-                splits[name].labels, model.probabilities(splits[name].texts), LABELS
+                splits[name].labels, model.probabilities(splits[name].texts), model.labels
             )
     if cfg.train_eval_examples:
         train_split = splits["train"]
         n = len(train_split)
         rows = np.sort(np.random.default_rng(SAMPLE_SEED).permutation(n)[: cfg.train_eval_examples])
         probs = model.probabilities([train_split.texts[i] for i in rows])
-        metrics["train"] = classification_metrics(train_split.labels[rows], probs, LABELS)
+        metrics["train"] = classification_metrics(train_split.labels[rows], probs, model.labels)
         metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
     log_metrics(metrics)
     return metrics
 
 
 class BaselineModel:
-    """A fitted TF-IDF + logistic regression pipeline; probabilities are ordered as `sentitune.LABELS`."""
+    """A fitted TF-IDF + logistic regression pipeline; probabilities are ordered as `labels`."""
 
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, normalization: Normalization, labels):
         self.pipeline = pipeline
+        self.normalization = normalization  # applied to every text, as in training
         classes = pipeline[-1].classes_.tolist()
-        if classes != list(range(len(LABELS))):
-            raise SentituneError(f"the baseline's classes are {classes}, expected {list(range(len(LABELS)))}")
-        self.labels = list(LABELS)
+        if classes != list(range(len(labels))):
+            raise SentituneError(f"the baseline's classes are {classes}, expected {list(range(len(labels)))}")
+        self.labels = list(labels)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """(n, 3) class probabilities."""
-        return self.pipeline.predict_proba(list(texts))
+        return self.pipeline.predict_proba(self.normalization.apply_all(texts))
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.probabilities(texts).argmax(axis=1)]
@@ -215,6 +219,7 @@ class BaselineModel:
             "sentitune_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "labels": self.labels,
+            "normalize": self.normalization.to_config(),
             "classifier": _json_params(lr),
             "vectorizers": vectorizers,
         }
@@ -253,7 +258,8 @@ def load_baseline(run_dir: str) -> BaselineModel:
     lr.intercept_ = tensors["classifier.intercept"]
     lr.classes_ = np.arange(len(document["labels"]))
     lr.n_features_in_ = lr.coef_.shape[1]
-    return BaselineModel(Pipeline([("features", FeatureUnion(vectorizers)), ("classifier", lr)]))
+    pipeline = Pipeline([("features", FeatureUnion(vectorizers)), ("classifier", lr)])
+    return BaselineModel(pipeline, Normalization.from_config(document.get("normalize")), document["labels"])
 
 
 def _known_params(cls, saved: dict) -> dict:

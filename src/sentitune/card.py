@@ -10,7 +10,7 @@ import os
 import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from sentitune import LABELS, __version__
+from sentitune import __version__
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
 from sentitune.model import is_hub_id
@@ -99,13 +99,39 @@ def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, 
     return str(ModelCard(f"---\n{yaml}\n---\n\n{card_text(cfg, model_info, splits, metrics, run_config)}"))
 
 
+def normalization_text(found: dict | None) -> list[str]:
+    """What the model reads: how posts are normalised, and the posts that keep [UNK] tokens."""
+    if not found or found.get("scheme", "none") == "none":
+        return ["Posts are read as written (`--normalize none`)."]
+    counts = found.get("posts_with_unknown_tokens", {})
+    lines = [
+        f"Posts are normalised (`--normalize {found['scheme']}`"
+        + (", `--split-hashtags`" if found.get("split_hashtags") else "")
+        + "): emoji and emoticons become words, mentions `@user`, links `http`, HTML entities are unescaped "
+        "and elongations cut. sentitune applies it wherever it reads the model (predict, evaluate, serve, the "
+        "ONNX backend); with plain transformers, rewrite posts first with "
+        f"`sentitune.normalize.Normalization('{found['scheme']}'"
+        + (", split_hashtags=True" if found.get("split_hashtags") else "")
+        + ").apply(text)`.",
+    ]
+    if counts:
+        lines += [
+            "",
+            "| split | posts | with [UNK] tokens as written | after normalisation |",
+            "|---|---|---|---|",
+            *(f"| {n} | {c['posts']} | {c['as_written']} | {c['normalized']} |" for n, c in counts.items()),
+        ]
+    return lines
+
+
 def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
     """README.md of a run folder: what the model is, what it was trained on, how good it is, its limits."""
     env, training = run_config["environment"], metrics.get("training", {})
+    classes = run_config["labels"]
     lines = [
         f"# Sentiment classifier: {model_info['source']}, fine-tuned with sentitune {__version__}",
         "",
-        f'Classes: {", ".join(LABELS)}. Load it with `sentitune predict RUN_DIR "text"`, `sentitune serve RUN_DIR`, '
+        f'Classes: {", ".join(classes)}. Load it with `sentitune predict RUN_DIR "text"`, `sentitune serve RUN_DIR`, '
         + (
             'or `pipeline("text-classification", model=RUN_DIR, trust_remote_code=True)`: its head reads the '
             "mean of the token states (`--pooling mean`), which modeling_sentitune.py in this folder implements."
@@ -117,16 +143,15 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
         "",
         f"Labels: {_label_source(cfg)}.",
         "",
-        "| split | file | posts | " + " | ".join(LABELS) + " |",
-        "|---|---|---|" + "---|" * len(LABELS),
+        "| split | file | posts | " + " | ".join(classes) + " |",
+        "|---|---|---|" + "---|" * len(classes),
     ]
     for name, split in splits.items():
-        counts = np.bincount(split.labels, minlength=len(LABELS))
+        counts = np.bincount(split.labels, minlength=len(classes))
         shares = " | ".join(f"{c} ({c / max(len(split), 1):.0%})" for c in counts)
         lines.append(f"| {name} | `{split.path}` | {len(split)} | {shares} |")
+    lines += ["", *normalization_text(metrics.get("normalization")), "", "## Model and training"]
     lines += [
-        "",
-        "## Model and training",
         "",
         f"{model_info['type']} encoder, {model_info['layers']} layers x {model_info['hidden_size']}, "
         f"{model_info['parameters'] / 1e6:.1f} M parameters ({model_info['trainable_parameters'] / 1e6:.1f} M "
@@ -168,10 +193,10 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
             "",
             "Test confusion matrix (rows: true class, columns: predicted):",
             "",
-            "| | " + " | ".join(LABELS) + " |",
-            "|---|" + "---|" * len(LABELS),
+            "| | " + " | ".join(classes) + " |",
+            "|---|" + "---|" * len(classes),
         ]
-        lines += [f"| {LABELS[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
+        lines += [f"| {classes[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
         lines += ["", "![confusion matrix](confusion_matrix.png) ![training curves](training_curves.png)"]
     unknown = metrics.get("test", metrics.get("val", {})).get("posts_with_unknown_tokens")
     examples = metrics.get("test", metrics.get("val", {})).get("examples")

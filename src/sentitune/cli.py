@@ -485,6 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SIGNED_LISTS = ("--thresholds",)  # options whose value is a list that may start with a minus sign
+
+
+def attach_signed_values(argv: list[str]) -> list[str]:
+    """`--thresholds -0.05,0.05` as `--thresholds=-0.05,0.05`: argparse takes a value that starts with
+    '-' and is not a plain number for an option, and would stop at it."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in SIGNED_LISTS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args: list[str] = []
@@ -495,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, train_args = argv[:cut], argv[cut + 1 :]
     if argv[:1] == ["train"]:  # Vertex AI's tuning service appends --learning_rate=… style options
         argv = [hyphenate(a) for a in argv]
+    argv = attach_signed_values(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command_name == "predict" and not any(e.startswith("-") for e in extra):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentitune.errors import SentituneError, raise_problems, short
+from sentitune.normalize import SCHEMES as NORMALIZE_SCHEMES
 from sentitune.storage import join, open_input
 
 LABEL_SOURCES = ("auto", "score", "category", "vader")
@@ -153,6 +154,50 @@ def inference_batch_option():
     return opt(INFERENCE_BATCH, "posts per forward pass", group=RUNTIME)
 
 
+def normalize_option():
+    return opt(
+        "tweet",
+        "rewrite posts before tokenising, the same way wherever the model is used later: tweet turns emoji "
+        "and emoticons into words, mentions into @user, links into http, unescapes HTML and cuts "
+        "elongations (soooo -> soo); none reads them as written",
+        choices=NORMALIZE_SCHEMES,
+        group=MODEL,
+    )
+
+
+def split_hashtags_option():
+    return opt(
+        False, "with --normalize tweet, also split hashtags into words (#NotHappy -> not happy)", group=MODEL
+    )
+
+
+def labels_option():
+    return opt(
+        None,
+        "the classes, in order, e.g. negative,positive or 1,2,3,4,5 (default: a prepared folder's labels.json, "
+        "else negative,neutral,positive)",
+        group=DATA,
+    )
+
+
+def label_set_problems(cfg) -> list[str]:
+    """--labels (and --thresholds, where the command has it) that cannot name a label set."""
+    from sentitune.labels import parse_labels, parse_thresholds
+
+    try:
+        classes = parse_labels(cfg.labels)
+        parse_thresholds(getattr(cfg, "thresholds", None), classes)
+    except SentituneError as exc:
+        return [str(exc)]
+    return []
+
+
+def normalize_problems(cfg) -> list[str]:
+    if cfg.split_hashtags and cfg.normalize == "none":
+        return ["--split-hashtags is part of --normalize tweet; drop it or pass --normalize tweet"]
+    return []
+
+
 def train_eval_examples_option():
     return opt(
         2000, "training examples re-evaluated at the end for the train metrics (0 = skip)", group=EVALUATION
@@ -175,6 +220,7 @@ class DataFiles:
     )
     text_column: str | None = text_column_option()
     label_column: str | None = label_column_option()
+    labels: str | None = labels_option()
 
     def data_problems(self) -> list[str]:
         files = [self.training_file, self.validation_file, self.testing_file]
@@ -182,7 +228,7 @@ class DataFiles:
             return ["pass either --data DIR or --training-file/--validation-file/--testing-file"]
         if not self.data and not self.training_file:
             return ["no training data: pass --data DIR (from `sentitune prepare`) or --training-file FILE"]
-        return []
+        return label_set_problems(self)
 
 
 # ----------------------------------------------------------------------------- prepare and train
@@ -220,6 +266,13 @@ class PrepareConfig:
     label_map: str | None = opt(
         None, "explicit label mapping, e.g. 'bad=negative,meh=neutral,good=positive'", group=DATA
     )
+    labels: str | None = labels_option()
+    thresholds: str | None = opt(
+        None,
+        "with scores and --labels: N-1 increasing thresholds; a score above one moves up a class "
+        "(e.g. --labels negative,neutral,positive --thresholds -0.05,0.05)",
+        group=DATA,
+    )
     val_fraction: float = opt(0.1, "fraction of each class in the validation split (eval file)", group=OUTPUT)
     test_fraction: float = opt(0.1, "fraction of each class in the test split", group=OUTPUT)
     seed: int = opt(
@@ -239,7 +292,9 @@ class PrepareConfig:
         if self.label_with == "vader":
             self.label_source = "vader"
         raise_problems(finite_problems(self), "prepare options")  # NaN passes every range check below
-        problems = []
+        problems = label_set_problems(self)
+        if self.neutral_band and (self.labels is not None or self.thresholds is not None):
+            problems.append("--neutral-band is for the 3 default classes; with --labels give --thresholds")
         if not self.output_dir:
             problems.append("--output-dir is required")
         for name in ("val_fraction", "test_fraction"):
@@ -308,6 +363,8 @@ class TrainConfig(DataFiles):
         choices=POOLINGS,
         group=MODEL,
     )
+    normalize: str = normalize_option()
+    split_hashtags: bool = split_hashtags_option()
     train_head_only: bool = opt(
         False,
         "freeze the whole encoder and train only the classifier (transfer learning instead of fine-tuning)",
@@ -426,6 +483,7 @@ class TrainConfig(DataFiles):
         given = {k: v for k, v in values.items() if v is not False}  # a flag not given is False, not a choice
         preset = cls.PRESETS[given["preset"]] if given.get("preset") else {}
         recorded = {k: v for k, v in settings.items() if k not in cls.NOT_REPLAYED}
+        recorded.setdefault("normalize", "none")  # a run from before normalisation read posts as written
         return {**recorded, **preset, **given}
 
     def __post_init__(self) -> None:
@@ -467,6 +525,7 @@ class TrainConfig(DataFiles):
             )
         if self.max_length > 512:
             problems.append(f"--max-length {self.max_length} exceeds BERT's 512 positions")
+        problems += normalize_problems(self)
         raise_problems(problems, "train options")
 
 
@@ -489,6 +548,8 @@ class BaselineConfig(DataFiles):
         group=TRAINING,
     )
     min_df: int = opt(2, "keep n-grams seen in at least this many training posts", group=TRAINING)
+    normalize: str = normalize_option()
+    split_hashtags: bool = split_hashtags_option()
     max_iter: int = opt(100, "passes of the SAG solver over the data at most", group=TRAINING)
     train_eval_examples: int = train_eval_examples_option()
     overwrite: bool = overwrite_option()
@@ -504,6 +565,7 @@ class BaselineConfig(DataFiles):
             problems.append(f"--min-df and --max-iter must be >= 1, got {self.min_df} and {self.max_iter}")
         if self.train_eval_examples < 0:
             problems.append(f"--train-eval-examples must be >= 0, got {self.train_eval_examples}")
+        problems += normalize_problems(self)
         raise_problems(problems, "baseline options")
 
 

@@ -80,7 +80,13 @@ def evaluate_one(cfg: EvaluateConfig) -> EvaluateResult:
     )
     with out:
         predictor = Predictor.for_run(cfg.run_dir, cfg)
-        split = read_labelled(cfg.data, cfg.text_column, cfg.label_column)
+        split = read_labelled(
+            cfg.data,
+            cfg.text_column,
+            cfg.label_column,
+            classes=predictor.labels,
+            hint=f"{cfg.run_dir} was trained on those classes; evaluate it on data labelled with them",
+        )
         start = time.perf_counter()
         probabilities = predictor.probabilities(split.texts)
         seconds = time.perf_counter() - start

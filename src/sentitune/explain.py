@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sentitune.errors import SentituneError
+from sentitune.normalize import AS_WRITTEN, Normalization
 
 WORD = re.compile(r"\S+")
 
@@ -45,13 +46,23 @@ def explain(predictor, texts: list[str]) -> list[dict]:
         device=predictor.device,
         labels=predictor.labels,
         to_ours=predictor.to_ours,
+        normalization=predictor.classifier.normalization,
     )
 
 
 def explain_with(
-    model, tokenizer, texts: list[str], *, max_length: int, device, labels, to_ours=None
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_length: int,
+    device,
+    labels,
+    to_ours=None,
+    normalization: Normalization = AS_WRITTEN,
 ) -> list[dict]:
-    """`explain` for a model and its tokenizer; `to_ours` sums a model's classes onto `labels`."""
+    """`explain` for a model and its tokenizer; `to_ours` sums a model's classes onto `labels`; the
+    posts are normalised as the model reads them, and the words reported are the posts as written."""
     embeddings = model.base_model.get_input_embeddings()
     captured: dict[str, torch.Tensor] = {}
 
@@ -65,7 +76,9 @@ def explain_with(
     handle = embeddings.register_forward_hook(keep)
     try:
         return [
-            explain_one(model, tokenizer, str(text), max_length, device, labels, to_ours, captured)
+            explain_one(
+                model, tokenizer, str(text), max_length, device, labels, to_ours, captured, normalization
+            )
             for text in texts
         ]
     finally:
@@ -73,9 +86,12 @@ def explain_with(
         model.train(was_training)
 
 
-def explain_one(model, tokenizer, text: str, max_length, device, labels, to_ours, captured: dict) -> dict:
+def explain_one(
+    model, tokenizer, text: str, max_length, device, labels, to_ours, captured: dict, normalization
+) -> dict:
+    read, spans = normalization.apply_with_spans(text)  # spans: where each character of `read` came from
     encoded = tokenizer(
-        text,
+        read,
         truncation=True,
         max_length=max_length,
         return_offsets_mapping=True,
@@ -106,7 +122,7 @@ def explain_one(model, tokenizer, text: str, max_length, device, labels, to_ours
     for (start, end), value in zip(offsets, per_token, strict=True):
         if end <= start:  # [CLS], [SEP]: no characters of the text
             continue
-        i = max(0, bisect.bisect_right(starts, start) - 1)  # the word the token falls in
+        i = max(0, bisect.bisect_right(starts, spans[start][0]) - 1)  # the word the token falls in
         words[i]["attribution"] += value
     for w in words:
         w["attribution"] = float(f"{w['attribution']:.6g}")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sentitune.batching import tokenize
 from sentitune.config import ExportConfig
 from sentitune.errors import SentituneError, require_extra
 from sentitune.metrics import classification_metrics
@@ -57,9 +56,9 @@ def export_onnx(cfg: ExportConfig) -> dict:
     )
     with out:
         classifier = load_run(cfg.run_dir)
-        sample = parity_sample(cfg)
+        sample = parity_sample(cfg, classifier.labels)
         # The reference first: a model that scores NaN fails here, before a minute of exporting.
-        tokens = tokenize(classifier.tokenizer, sample.texts, trained_max_length(cfg.run_dir))
+        tokens = classifier.encode(sample.texts, trained_max_length(cfg.run_dir))
         reference = require_finite(
             infer_probs(classifier.model, tokens, 64, torch.device("cpu")), cfg.run_dir
         )
@@ -71,6 +70,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
             "format": "onnx",
             "inputs": ["input_ids", "attention_mask"],
             "outputs": ["logits"],
+            # the graph reads tokens: posts must be rewritten this way first (sentitune.normalize)
+            "normalize": classifier.normalization.to_config(),
             "export_s": round(time.perf_counter() - started, 2),
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
@@ -182,7 +183,7 @@ class ParitySample:
     labels: np.ndarray | None
 
 
-def parity_sample(cfg: ExportConfig) -> ParitySample:
+def parity_sample(cfg: ExportConfig, classes: tuple[str, ...]) -> ParitySample:
     """The first `parity_examples` posts of --parity-data, else of the run's validation file."""
     path = cfg.parity_data
     if path is None:
@@ -196,7 +197,7 @@ def parity_sample(cfg: ExportConfig) -> ParitySample:
                 f"no posts to check the export on: the run's data ({path or 'not recorded'}) is not "
                 "readable here; pass --parity-data FILE (a labelled CSV/JSONL/Parquet file)"
             )
-    split = read_labelled(path, cfg.text_column, cfg.label_column)
+    split = read_labelled(path, cfg.text_column, cfg.label_column, classes=classes)
     n = min(cfg.parity_examples, len(split))
     if n == 0:
         raise SentituneError(

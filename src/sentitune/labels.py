@@ -1,13 +1,16 @@
-"""How raw label values become the classes negative / neutral / positive (ids 0 / 1 / 2).
+"""How raw label values become classes: negative / neutral / positive (ids 0 / 1 / 2) by default, or
+any label set given with --labels (binary, 1-5 stars, a user's own names; ids in the order given).
 
-A label column holds scores (a number per post: the class is its sign, or neutral within a band),
-categories (class names in any of several spellings, ids 0/1/2 or -1/0/1, or a user's own names mapped
-with --label-map), or nothing: VADER then scores the text. The rule is decided once from the distinct
-values of the whole input, never from one chunk, and applied to every row.
+A label column holds scores (a number per post: the class is its sign, or neutral within a band; for
+any label set, the thresholds it passes), categories (class names in any of several spellings, ids
+0/1/2 or -1/0/1, or a user's own names mapped with --label-map), or nothing: VADER then scores the text.
+The rule is decided once from the distinct values of the whole input, never from one chunk, and
+applied to every row.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -23,29 +26,77 @@ LABEL_SYNONYMS = {"negative": 0, "neg": 0, "neutral": 1, "neu": 1, "positive": 2
 MISSING_LABELS = ("nan", "na", "n/a", "null", "none")
 
 
+def parse_labels(spec: str | None, flag: str = "--labels") -> tuple[str, ...]:
+    """The class names of a --labels option, in order (none given: negative, neutral, positive)."""
+    if spec is None:
+        return LABELS
+    names = tuple(s.strip() for s in str(spec).split(","))
+    if any(not n for n in names):
+        raise SentituneError(f"{flag} '{short(spec, 80)}' has an empty name; e.g. {flag} negative,positive")
+    if len(names) < 2:
+        raise SentituneError(f"{flag} '{short(spec, 80)}' names one class; a classifier needs two or more")
+    seen = Counter(n.lower() for n in names)
+    twice = [n for n in seen if seen[n] > 1]
+    if twice:
+        raise SentituneError(f"{flag} names {', '.join(twice)} twice; name each class once")
+    return names
+
+
+def parse_thresholds(spec: str | None, classes: tuple[str, ...]) -> tuple[float, ...] | None:
+    """The increasing score thresholds of --thresholds, one fewer than the classes."""
+    if spec is None:
+        return None
+    try:
+        values = tuple(float(s) for s in str(spec).split(","))
+    except ValueError:
+        raise SentituneError(
+            f"--thresholds '{short(spec, 80)}' is not numbers separated by commas; e.g. --thresholds -0.05,0.05"
+        ) from None
+    if not all(math.isfinite(v) for v in values):
+        raise SentituneError(f"--thresholds '{short(spec, 80)}' must be finite numbers")
+    if len(values) != len(classes) - 1:
+        raise SentituneError(
+            f"--thresholds gives {len(values)} thresholds for {len(classes)} classes ({', '.join(classes)}); "
+            f"give {len(classes) - 1}, increasing"
+        )
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise SentituneError(f"--thresholds must increase, got {spec}")
+    return values
+
+
 @dataclass
 class LabelRule:
-    """How raw label values become class ids 0/1/2 (negative/neutral/positive)."""
+    """How raw label values become class ids (0 .. N-1, in the order of `classes`)."""
 
     source: str  # score | category | vader
     neutral_band: float = 0.0
     mapping: dict[str, int] = field(default_factory=dict)  # category: lower-cased value -> id
     seen: Counter = field(default_factory=Counter)  # raw value -> rows, for the printed mapping
+    classes: tuple[str, ...] = LABELS
+    thresholds: tuple[float, ...] | None = None  # scores: a score above a threshold moves up a class
+    hint: str | None = None  # how to fix a value that fits no class, where --label-map is not the way
 
     def describe(self) -> dict:
         if self.source in ("score", "vader"):
-            b = self.neutral_band
-            rule = (
-                "sign(score) + 1"
-                if b == 0
-                else f"score < -{b}: negative, |score| <= {b}: neutral, score > {b}: positive"
-            )
+            b, t = self.neutral_band, self.thresholds
+            if t:
+                parts = [f"score <= {t[0]}: {self.classes[0]}"]
+                parts += [
+                    f"{a} < score <= {z}: {c}" for a, z, c in zip(t, t[1:], self.classes[1:], strict=False)
+                ]
+                rule = ", ".join([*parts, f"score > {t[-1]}: {self.classes[-1]}"])
+            elif b == 0:
+                rule = "sign(score) + 1"
+            else:
+                rule = f"score < -{b}: negative, |score| <= {b}: neutral, score > {b}: positive"
             return {"source": self.source, "rule": rule}
-        used = {raw: LABELS[self.mapping[raw.strip().lower()]] for raw in sorted(self.seen)}
+        used = {raw: self.classes[self.mapping[raw.strip().lower()]] for raw in sorted(self.seen)}
         return {"source": "category", "mapping": used}
 
 
-def parse_label_map(spec: str, flag: str = "--label-map") -> dict[str, int]:
+def parse_label_map(
+    spec: str, flag: str = "--label-map", classes: tuple[str, ...] = LABELS
+) -> dict[str, int]:
     mapping = {}
     for part in spec.split(","):
         if not part.strip():
@@ -55,15 +106,21 @@ def parse_label_map(spec: str, flag: str = "--label-map") -> dict[str, int]:
                 f"{flag} entry '{part}' is not VALUE=CLASS; e.g. 'bad=negative,good=positive'"
             )
         raw, target = (s.strip() for s in part.split("=", 1))
-        target_id = LABEL_SYNONYMS.get(target.lower())
-        if target_id is None and target in ("0", "1", "2"):
+        target_id = class_ids(classes).get(target.lower())
+        if target_id is None and target in {str(i) for i in range(len(classes))}:
             target_id = int(target)
         if target_id is None:
             raise SentituneError(
-                f"{flag} maps '{raw}' to '{target}', which is no class; use one of {', '.join(LABELS)}"
+                f"{flag} maps '{raw}' to '{target}', which is no class; use one of {', '.join(classes)}"
             )
         mapping[raw.lower()] = target_id
     return mapping
+
+
+def class_ids(classes: tuple[str, ...]) -> dict[str, int]:
+    """Lower-cased class name -> id; the default classes also by their short spellings (neg, pos...)."""
+    ids = {c.lower(): i for i, c in enumerate(classes)}
+    return {**LABEL_SYNONYMS, **ids} if tuple(classes) == LABELS else ids
 
 
 GENERIC_LABEL = re.compile(r"label_([0-2])")  # transformers' names when a model was saved without any
@@ -117,15 +174,21 @@ def decide_label_rule(
     label_map: str | None,
     integers_are_ids: bool = False,
     where: str = "the label column",
+    classes: tuple[str, ...] = LABELS,
+    thresholds: tuple[float, ...] | None = None,
+    hint: str | None = None,
 ) -> LabelRule:
     """Decide from the distinct label values whether they are scores or categories.
 
     Integers 0/1/2 are class ids when a 2 occurs, or always with `integers_are_ids` (split files,
     whose integer labels are the walkthrough's `Target` ids even when a split lacks a class). Whole
     numbers from 0 up past 2 (star ratings 1-5, ids 0-4) are neither, and are refused: read by sign
-    they would all be positive."""
+    they would all be positive. With a label set of its own (`classes`), values are its names (or ids
+    0..N-1), else scores read through `thresholds`."""
     if label_map:
-        return LabelRule("category", mapping=parse_label_map(label_map))
+        return LabelRule("category", mapping=parse_label_map(label_map, classes=classes), classes=classes)
+    if classes != LABELS or thresholds is not None:
+        return _own_label_set_rule(values, source, classes, thresholds, integers_are_ids, where, hint)
     if source in ("score", "vader"):
         return LabelRule(source, neutral_band)
     numbers = pd.to_numeric(values.dropna(), errors="coerce")
@@ -140,8 +203,12 @@ def decide_label_rule(
             )
             raise SentituneError(
                 f"{where}: numeric labels {{{shown}}} look like ratings or ids, not class ids 0/1/2 or signed "
-                "scores; map them with `sentitune prepare --label-map '1=negative,3=neutral,5=positive'`, or "
-                "pass --label-type score there if they are scores"
+                "scores; "
+                + (
+                    hint
+                    or "map them with `sentitune prepare --label-map '1=negative,3=neutral,5=positive'`, "
+                    "name them as classes with --labels, or pass --label-type score there if they are scores"
+                )
             )
         if source == "category":
             if integral and distinct <= {-1.0, 0.0, 1.0}:
@@ -153,10 +220,40 @@ def decide_label_rule(
         return LabelRule("score", neutral_band)  # -1/0/1 read as scores is the same mapping
     if source == "score":
         raise SentituneError("--label-type score needs numbers in the label column")
-    return LabelRule("category", mapping=dict(LABEL_SYNONYMS))
+    return LabelRule("category", mapping=dict(LABEL_SYNONYMS), hint=hint)
 
 
-def score_to_class(scores: np.ndarray, neutral_band: float) -> np.ndarray:
+def _own_label_set_rule(values, source, classes, thresholds, integers_are_ids, where, hint) -> LabelRule:
+    names = class_ids(classes)
+    keys = {str(v).strip().lower() for v in values.dropna()}
+    if source != "score" and source != "vader" and keys <= set(names):
+        return LabelRule("category", mapping=names, classes=classes, hint=hint)
+    numbers = pd.to_numeric(values.dropna(), errors="coerce")
+    numeric = len(numbers) > 0 and bool(numbers.notna().all())
+    if source in ("score", "vader") or (numeric and thresholds is not None and source == "auto"):
+        if thresholds is None:
+            raise SentituneError(
+                f"scores map onto the {len(classes)} classes {', '.join(classes)} only with --thresholds "
+                f"({len(classes) - 1} increasing numbers, e.g. --thresholds "
+                f"{','.join(str(round(-1 + 2 * (i + 1) / len(classes), 2)) for i in range(len(classes) - 1))})"
+            )
+        return LabelRule(source if source != "auto" else "score", classes=classes, thresholds=thresholds)
+    ids = {str(i): i for i in range(len(classes))} | {f"{i}.0": i for i in range(len(classes))}
+    if numeric and integers_are_ids and keys <= set(ids):
+        return LabelRule("category", mapping=ids, classes=classes)
+    unknown = sorted(keys - set(names))[:5]
+    hint = hint or "map them with `sentitune prepare --label-map VALUE=CLASS,...`" + (
+        ", or pass --thresholds to read them as scores" if numeric else ""
+    )
+    raise SentituneError(
+        f"{where}: label values {', '.join(repr(short(v, 40)) for v in unknown)} are not the classes "
+        f"{', '.join(classes)}; {hint}"
+    )
+
+
+def score_to_class(scores: np.ndarray, neutral_band: float, thresholds=None) -> np.ndarray:
+    if thresholds:  # the number of thresholds the score is above
+        return np.searchsorted(np.asarray(thresholds, np.float64), scores, side="left").astype(np.int8)
     cls = np.where(scores < 0, 0, 2).astype(np.int8)
     cls[np.abs(scores) <= neutral_band] = 1
     return cls
@@ -181,7 +278,7 @@ def apply_label_rule(
                 f"{name(bad)}: label values {examples} are not numbers; pass --label-type category "
                 "or --label-map if the column holds class names"
             )
-        out = score_to_class(numbers.fillna(0).to_numpy(np.float64), rule.neutral_band)
+        out = score_to_class(numbers.fillna(0).to_numpy(np.float64), rule.neutral_band, rule.thresholds)
         out[numbers.isna().to_numpy()] = -1
         return out
     keys = values.str.strip().str.lower()
@@ -191,7 +288,7 @@ def apply_label_rule(
         examples = ", ".join(repr(short(v, 60)) for v in values[unknown].unique()[:5])
         raise SentituneError(
             f"{name(unknown)}: label value {examples} maps to no class (known: "
-            f"{', '.join(sorted(rule.mapping))}); pass --label-map VALUE=CLASS,..."
+            f"{', '.join(sorted(rule.mapping))}); {rule.hint or 'pass --label-map VALUE=CLASS,...'}"
         )
     rule.seen.update(values.value_counts().to_dict())  # counted in pandas: this runs on every chunk
     return ids.fillna(-1).to_numpy(np.int8)

@@ -15,12 +15,16 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from sentitune import LABELS
+from sentitune.batching import tokenize
 from sentitune.errors import SentituneError, short
+from sentitune.normalize import AS_WRITTEN, Normalization
+from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
 from sentitune.storage import is_url, local_copy
 
 log = logging.getLogger("sentitune")
@@ -85,6 +89,12 @@ class Classifier:
     labels: tuple[str, ...]
     source: str
     local_dir: str | None = None  # where a run folder from a URL was downloaded to (once)
+    is_run: bool = False  # a sentitune run folder: its labels are its own classes, never mapped onto ours
+    normalization: Normalization = AS_WRITTEN  # how the model reads posts (config.json records it)
+
+    def encode(self, texts: Sequence[str], max_length: int):
+        """`texts` normalised as the model was trained to read them, then tokenised."""
+        return tokenize(self.tokenizer, self.normalization.apply_all(texts), max_length)
 
 
 class MeanPooled(torch.nn.Module):
@@ -343,7 +353,10 @@ def load_classifier(
         raise SentituneError(
             f"model {source} has an unknown {POOLING_KEY} '{short(pooling, 40)}' in config.json"
         )
-    return Classifier(pooled(model, pooling), tokenizer, tuple(labels), source, folder)
+    normalization = Normalization.from_config(config.get(NORMALIZE_KEY))
+    return Classifier(
+        pooled(model, pooling), tokenizer, tuple(labels), source, folder, normalization=normalization
+    )
 
 
 def encoder_config(config: dict, **overrides):

@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 import torch
 
 from sentitune import LABELS
-from sentitune.batching import tokenize
 from sentitune.config import BACKENDS, INFERENCE_BATCH, InferenceOptions, PredictConfig
 from sentitune.errors import SentituneError
 from sentitune.explain import explain
@@ -72,7 +71,11 @@ class Predictor:
             raise SentituneError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.classifier = load_run(run_dir, with_model=backend == "torch")
         # A classifier from elsewhere: its probabilities summed onto our classes (None: ours already).
-        self.to_ours = model_label_matrix(self.classifier.labels, model_labels, run_dir)
+        self.to_ours = (
+            None
+            if self.classifier.is_run
+            else model_label_matrix(self.classifier.labels, model_labels, run_dir)
+        )
         self.labels = LABELS if self.to_ours is not None else self.classifier.labels
         if self.to_ours is not None:
             read_as = [LABELS[int(row.argmax())] for row in self.to_ours]
@@ -114,7 +117,7 @@ class Predictor:
         )
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = tokenize(self.classifier.tokenizer, [str(t) for t in texts], self.max_length)
+        tokens = self.classifier.encode([str(t) for t in texts], self.max_length)
         if len(tokens) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
         if self.session is not None:

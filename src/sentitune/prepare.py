@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sentitune import LABELS, __version__
+from sentitune import __version__
 from sentitune.builtin import DATASET_DESCRIPTION, default_dataset
 from sentitune.config import PrepareConfig
 from sentitune.errors import SentituneError
@@ -31,6 +31,8 @@ from sentitune.labels import (
     apply_label_rule,
     decide_label_rule,
     missing_as_na,
+    parse_labels,
+    parse_thresholds,
     vader_scores,
 )
 from sentitune.report import REPORT, ReportInput, render
@@ -109,12 +111,13 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         scratch = out.scratch() / "clean.parquet"
         rows = _clean_inputs(cfg, inputs, scratch)
         keep, near = _deduplicate(rows, cfg.drop_near_duplicates)
-        split_of = _stratified_split(rows.label, keep, cfg)
-        counts = _write_splits(scratch, rows.label, split_of, cfg, out, near)
+        classes = rows.rule.classes
+        split_of = _stratified_split(rows.label, keep, cfg, classes)
+        counts = _write_splits(scratch, rows.label, split_of, cfg, out, near, classes)
         report = _report(cfg, inputs, rows, keep, near, counts)
-        out.path(SPLIT_LABELS).write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
+        out.path(SPLIT_LABELS).write_text(json.dumps({"labels": list(classes)}, indent=2) + "\n")
         out.path(REPORT).write_text(
-            render(ReportInput(title="prepared data: " + ", ".join(os.path.basename(str(i)) for i in inputs), metrics=None, labels=list(LABELS),
+            render(ReportInput(title="prepared data: " + ", ".join(os.path.basename(str(i)) for i in inputs), metrics=None, labels=list(classes),
                                data=report, class_counts=report["class_counts"]))
         )  # fmt: skip
         out.path(SPLIT_MARKER).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -180,7 +183,16 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
         )
     source = "score" if cfg.label_source == "vader" else cfg.label_source
     where = inputs[0] if len(inputs) == 1 else f"the label columns of {len(inputs)} inputs"
-    rule = decide_label_rule(distinct.sample(), source, cfg.neutral_band, cfg.label_map, where=where)
+    classes = parse_labels(cfg.labels)
+    rule = decide_label_rule(
+        distinct.sample(),
+        source,
+        cfg.neutral_band,
+        cfg.label_map,
+        where=where,
+        classes=classes,
+        thresholds=parse_thresholds(cfg.thresholds, classes),
+    )
     if cfg.label_source == "vader":
         rule.source = "vader"
     labels = []
@@ -224,13 +236,13 @@ def _deduplicate(rows: CleanRows, drop_near: bool) -> tuple[np.ndarray, dict]:
     return keep, {"rows": len(near_rows), "dropped": drop_near, "example_rows": examples}
 
 
-def _stratified_split(labels: np.ndarray, keep: np.ndarray, cfg: PrepareConfig) -> np.ndarray:
+def _stratified_split(labels: np.ndarray, keep: np.ndarray, cfg: PrepareConfig, classes) -> np.ndarray:
     """Split id per row (0 train, 1 eval, 2 test, -1 dropped), stratified by class, seeded."""
     rng = np.random.default_rng(cfg.seed)
     split_of = np.full(len(labels), -1, np.int8)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     problems = []
-    for cls in range(len(LABELS)):
+    for cls in range(len(classes)):
         rows = rng.permutation(np.flatnonzero(keep & (labels == cls)))
         n = len(rows)
         if n == 0:
@@ -240,7 +252,7 @@ def _stratified_split(labels: np.ndarray, keep: np.ndarray, cfg: PrepareConfig) 
         if any(size == 0 and f > 0 for size, f in zip(sizes, fractions, strict=True)):
             need = int(np.ceil(0.5 / min(f for f in fractions if f > 0)))
             problems.append(
-                f"class '{LABELS[cls]}' has {n} rows, too few to stratify "
+                f"class '{classes[cls]}' has {n} rows, too few to stratify "
                 f"{fractions[0]:g}/{fractions[1]:g}/{fractions[2]:g} (needs about {need})"
             )
             continue
@@ -257,7 +269,13 @@ WORD_BINS = ("1-5", "6-10", "11-20", "21-40", "41+")
 
 
 def _write_splits(
-    scratch: Path, labels: np.ndarray, split_of: np.ndarray, cfg: PrepareConfig, out: StagedOutput, near: dict
+    scratch: Path,
+    labels: np.ndarray,
+    split_of: np.ndarray,
+    cfg: PrepareConfig,
+    out: StagedOutput,
+    near: dict,
+    classes: tuple[str, ...],
 ) -> dict:
     """Pass 2: stream the scratch file into one file per split, in input order."""
     counts = {s: Counter() for s in SPLITS}
@@ -269,7 +287,7 @@ def _write_splits(
     try:
         for batch in pq.ParquetFile(scratch).iter_batches(batch_size=cfg.chunk_rows, columns=["text"]):
             df = batch.to_pandas()
-            df["label"] = np.asarray(LABELS)[labels[offset : offset + len(df)]]
+            df["label"] = np.asarray(classes)[labels[offset : offset + len(df)]]
             where = split_of[offset : offset + len(df)]
             for i in wanted:
                 if offset <= i < offset + len(df):
@@ -342,6 +360,6 @@ def _report(
             },
             "format": cfg.format,
         },
-        "class_counts": {s: {label: counts[s].get(label, 0) for label in LABELS} for s in SPLITS},
+        "class_counts": {s: {label: counts[s].get(label, 0) for label in rule.classes} for s in SPLITS},
         "post_words_histogram": {b: counts["words"].get(b, 0) for b in WORD_BINS},
     }

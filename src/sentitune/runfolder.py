@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import transformers
 
-from sentitune import LABELS, __version__
+from sentitune import __version__
 from sentitune.card import model_card
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
@@ -37,6 +37,8 @@ from sentitune.model import (
     quiet_transformers,
     read_model_config,
 )
+from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
+from sentitune.normalize import Normalization
 from sentitune.report import REPORT, ReportInput, explain_mistakes, render
 from sentitune.runtime import Precision
 from sentitune.splits import SPLIT_MARKER
@@ -106,9 +108,18 @@ def load_run(run_dir: str, with_model: bool = True) -> Classifier:
         quiet_transformers()
         tokenizer = load_tokenizer(path, config)
         check_tokenizer(tokenizer, config, run_dir)
-        return Classifier(None, tokenizer, labels, run_dir, path)
+        return Classifier(
+            None,
+            tokenizer,
+            labels,
+            run_dir,
+            path,
+            is_run=LABELS_FILE in names,
+            normalization=Normalization.from_config(config.get(NORMALIZE_KEY)),
+        )
     classifier = load_classifier(path, labels, for_training=False, shown_as=run_dir)
     classifier.source, classifier.local_dir = run_dir, path
+    classifier.is_run = LABELS_FILE in names
     classifier.model.eval()
     return classifier
 
@@ -147,6 +158,7 @@ def save_run(
     """Write the run into `out` (committed by the caller): the model, the settings, the logs and plots,
     the card, the report, and metrics.json last. `scored`: the class probabilities of val and test."""
     model = classifier.model.to("cpu")
+    classes = classifier.labels
     with writing(out.root):  # the weights and tokenizer.json are written by native code
         model.save_pretrained(out.root, safe_serialization=True)
         classifier.tokenizer.save_pretrained(out.root)
@@ -155,13 +167,13 @@ def save_run(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "train": asdict(cfg),
         "model": model_info,
-        "labels": list(LABELS),
+        "labels": list(classes),
         "data": {
             name: {
                 "path": s.path,
                 "examples": len(s),
                 "class_counts": dict(
-                    zip(LABELS, np.bincount(s.labels, minlength=len(LABELS)).tolist(), strict=True)
+                    zip(classes, np.bincount(s.labels, minlength=len(classes)).tolist(), strict=True)
                 ),
             }
             for name, s in splits.items()
@@ -182,7 +194,7 @@ def save_run(
         except ValueError:
             log.warning("SENTITUNE_COST_ESTIMATE is not JSON; not recorded")
     out.path(RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
-    out.path(LABELS_FILE).write_text(json.dumps({"labels": list(LABELS)}, indent=2) + "\n")
+    out.path(LABELS_FILE).write_text(json.dumps({"labels": list(classes)}, indent=2) + "\n")
     with open(out.path(HISTORY), "w") as f:
         for row in history:
             f.write(json.dumps(row) + "\n")
@@ -195,7 +207,8 @@ def save_run(
         report.explanations = explain_mistakes(
             report,
             partial(explain_with, model, classifier.tokenizer, max_length=cfg.max_length,
-                    device=torch.device("cpu"), labels=list(LABELS)),
+                    device=torch.device("cpu"), labels=list(classes),
+                    normalization=classifier.normalization),
         )  # fmt: skip
     out.path(REPORT).write_text(render(report))
     out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -213,7 +226,7 @@ def run_report(cfg, splits, metrics, scored, history, train_log, run_config) -> 
         title=f"sentitune run: {cfg.job_dir or os.environ.get('AIP_MODEL_DIR', '')}",
         metrics=metrics.get(split),
         split=f"the {split} split ({splits[split].path})" if split in splits else split,
-        labels=list(LABELS),
+        labels=list(run_config["labels"]),
         texts=list(splits[split].texts) if split in scored else None,
         gold=splits[split].labels if split in scored else None,
         probs=scored.get(split),

@@ -16,8 +16,8 @@ import pandas as pd
 
 from sentitune import LABELS
 from sentitune.errors import SentituneError
-from sentitune.labels import DistinctLabels, apply_label_rule, decide_label_rule, missing_as_na
-from sentitune.storage import join, listdir_names, open_input
+from sentitune.labels import DistinctLabels, apply_label_rule, decide_label_rule, missing_as_na, parse_labels
+from sentitune.storage import exists, join, listdir_names, open_input
 from sentitune.tables import pick_label_column, pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
@@ -36,16 +36,23 @@ class LabelledTexts:
     path: str
     texts: list[str]
     labels: np.ndarray  # int64 class ids
+    classes: tuple[str, ...] = LABELS  # the names of the ids, in order
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
 def read_labelled(
-    path: str, text_column: str | None = None, label_column: str | None = None, chunk_rows: int = 100_000
+    path: str,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    chunk_rows: int = 100_000,
+    classes: tuple[str, ...] = LABELS,
+    hint: str | None = None,
 ) -> LabelledTexts:
     """Read a labelled file: ours (text, label names), the walkthrough's (bodyText, Target ids), or any
-    file whose label column holds names, ids or scores. Rows without text or label are skipped."""
+    file whose label column holds names, ids or scores, onto `classes`. Rows without text or label are
+    skipped. `hint`: how to fix labels that fit no class, where the command has no label options."""
     texts: list[str] = []
     raw_labels: list[pd.Series] = []
     distinct = DistinctLabels()
@@ -69,14 +76,24 @@ def read_labelled(
         raise SentituneError(
             f"{path} has no labelled rows (columns used: text '{text_col}', label '{label_col}')"
         )
-    rule = decide_label_rule(distinct.sample(), "auto", 0.0, None, integers_are_ids=True, where=path)
+    rule = decide_label_rule(
+        distinct.sample(),
+        "auto",
+        0.0,
+        None,
+        integers_are_ids=True,
+        where=path,
+        classes=tuple(classes),
+        hint=hint,
+    )
     labels = apply_label_rule(rule, pd.concat(raw_labels, ignore_index=True), path)
-    return LabelledTexts(path, texts, labels.astype(np.int64))
+    return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes))
 
 
 def load_splits(cfg) -> dict[str, LabelledTexts]:
     """The train/val/test splits named by a config with `data` (a prepared folder) or
-    `training_file` / `validation_file` / `testing_file`, plus `text_column` and `label_column`."""
+    `training_file` / `validation_file` / `testing_file`, plus `text_column`, `label_column` and `labels`."""
+    classes = data_classes(cfg)
     if cfg.data:
         paths = find_split_files(cfg.data)
     else:
@@ -84,16 +101,37 @@ def load_splits(cfg) -> dict[str, LabelledTexts]:
     splits = {}
     for name, path in paths.items():
         if path:
-            splits[name] = read_labelled(path, cfg.text_column, cfg.label_column)
-            counts = np.bincount(splits[name].labels, minlength=len(LABELS))
+            splits[name] = read_labelled(path, cfg.text_column, cfg.label_column, classes=classes)
+            counts = np.bincount(splits[name].labels, minlength=len(classes))
             log.info(
                 "%s: %s, %d examples (%s)",
                 name,
                 path,
                 len(splits[name]),
-                ", ".join(f"{label} {c}" for label, c in zip(LABELS, counts, strict=True)),
+                ", ".join(f"{label} {c}" for label, c in zip(classes, counts, strict=True)),
             )
     return splits
+
+
+def data_classes(cfg) -> tuple[str, ...]:
+    """The label set of a config's data: --labels, else the prepared folder's labels.json, else the
+    default classes; --labels that disagree with the folder's are refused."""
+    given = parse_labels(cfg.labels) if cfg.labels is not None else None
+    recorded = None
+    if cfg.data and exists(join(cfg.data, SPLIT_LABELS)):
+        try:
+            with open_input(join(cfg.data, SPLIT_LABELS), "rb") as f:
+                recorded = tuple(str(n) for n in json.load(f)["labels"])
+        except (ValueError, KeyError, TypeError):
+            raise SentituneError(
+                f"{join(cfg.data, SPLIT_LABELS)} is not a label list; run `sentitune prepare` again"
+            ) from None
+    if given and recorded and given != recorded:
+        raise SentituneError(
+            f"--labels {','.join(given)} differs from the classes of {cfg.data} ({','.join(recorded)}); "
+            "drop --labels or prepare the data with them"
+        )
+    return given or recorded or LABELS
 
 
 def find_split_files(data_dir: str) -> dict[str, str | None]:

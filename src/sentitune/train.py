@@ -50,10 +50,12 @@ from sentitune.model import (
     scale_logits,
     trained_pooling,
 )
+from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
+from sentitune.normalize import normalization_of
 from sentitune.optimizer import build_optimizer
 from sentitune.runfolder import CHECKPOINTS, FINISHED_RUN, METRICS, save_run
 from sentitune.runtime import Precision, infer_probs, resolve_device, resolve_precision
-from sentitune.splits import LabelledTexts
+from sentitune.splits import LabelledTexts, data_classes
 from sentitune.splits import load_splits as read_splits
 from sentitune.storage import StagedOutput, join
 
@@ -110,11 +112,15 @@ def _train(
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
 
-    classifier, model_info = build_model(cfg)  # a model that cannot load fails before the data is read
+    # a model that cannot load fails before the data is read
+    classifier, model_info = build_model(cfg, data_classes(cfg))
     splits = load_splits(cfg)
     t0 = time.perf_counter()
-    tokens = {name: tokenize(classifier.tokenizer, s.texts, cfg.max_length) for name, s in splits.items()}
+    classifier.normalization = normalization_of(cfg)
+    classifier.model.config.update({NORMALIZE_KEY: classifier.normalization.to_config()})
+    tokens = {name: classifier.encode(s.texts, cfg.max_length) for name, s in splits.items()}
     tokenize_s = time.perf_counter() - t0
+    unknown = unknown_before_and_after(classifier, splits, tokens, cfg.max_length)
     log.info(
         "device %s, precision %s, %d threads; tokenised %s in %.1fs",
         device,
@@ -137,6 +143,7 @@ def _train(
     if cfg.calibration == "temperature" and "val" in scored and not cfg.dry_run:
         metrics["calibration"] = calibrate(model, splits, scored, metrics)
     metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
+    metrics["normalization"] = {**classifier.normalization.to_config(), "posts_with_unknown_tokens": unknown}
     if cfg.baseline and not cfg.dry_run and d.is_main:
         metrics["baseline"] = fit_baseline(cfg, run_dir, splits)
     log_metrics(metrics)
@@ -182,12 +189,12 @@ def load_splits(cfg: TrainConfig) -> dict[str, LabelledTexts]:
     return splits
 
 
-def build_model(cfg: TrainConfig):
+def build_model(cfg: TrainConfig, classes: tuple[str, ...] = LABELS):
     source = cfg.model
     if source is None:
         source = default_model()
         log.info("model: the embedded %s", MODEL_DESCRIPTION)
-    classifier = load_classifier(source)
+    classifier = load_classifier(source, classes)
     model = classifier.model
     if cfg.keep_layers:
         keep_first_layers(model, cfg.keep_layers)
@@ -311,7 +318,7 @@ def fit(
     total_steps = 1 if cfg.dry_run else (cfg.max_steps or cfg.epochs * steps_per_epoch)
     epochs = math.ceil(total_steps / steps_per_epoch)
     t = build_trainee(model, cfg, device, precision, total_steps, d)
-    loss_of = BatchLoss(train_labels, cfg, device, d.world_size)
+    loss_of = BatchLoss(train_labels, cfg, device, d.world_size, n_classes=len(class_names(model)))
     state = LoopState()
     resumed = (
         checkpointer.resume(t.core, t.optimizer, t.scheduler, device, t.scaler) if checkpointer else None
@@ -398,7 +405,9 @@ def validate(
     model, tokens: TokenizedTexts, labels: np.ndarray, cfg, device, precision, d=distributed.SINGLE
 ) -> dict:
     """Loss, accuracy, macro-F1 and the rest on a labelled split (every rank gets the whole result)."""
-    return classification_metrics(labels, probabilities(model, tokens, cfg, device, precision, d), LABELS)
+    return classification_metrics(
+        labels, probabilities(model, tokens, cfg, device, precision, d), class_names(model)
+    )
 
 
 # ----------------------------------------------------------------------------- the steps of fit
@@ -426,11 +435,16 @@ class BatchLoss:
     weight (times the ranks, which DDP's gradient averaging divides back out), so the gradient
     averaged over ranks is the single-process gradient of the global batch."""
 
-    def __init__(self, train_labels: np.ndarray, cfg: TrainConfig, device: torch.device, world_size: int = 1):
-        self.weights = class_weights(train_labels, cfg.class_weights)
-        weight_of_class = (
-            self.weights.numpy() if self.weights is not None else np.ones(len(LABELS), np.float32)
-        )
+    def __init__(
+        self,
+        train_labels: np.ndarray,
+        cfg: TrainConfig,
+        device: torch.device,
+        world_size: int = 1,
+        n_classes: int = len(LABELS),
+    ):
+        self.weights = class_weights(train_labels, cfg.class_weights, n_classes)
+        weight_of_class = self.weights.numpy() if self.weights is not None else np.ones(n_classes, np.float32)
         self.example_weight = weight_of_class[train_labels]
         self.on_device = self.weights.to(device) if self.weights is not None else None
         self.label_smoothing = cfg.label_smoothing
@@ -446,12 +460,12 @@ class BatchLoss:
         return loss, per_example
 
 
-def class_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
+def class_weights(labels: np.ndarray, mode: str, n_classes: int) -> torch.Tensor | None:
     """'auto': inverse class frequency, normalised so a balanced set gets 1 everywhere; 'none': None."""
     if mode == "none":
         return None
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / (len(LABELS) * np.maximum(counts, 1)), 0.0)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
     return torch.tensor(weights, dtype=torch.float32)
 
 
@@ -661,7 +675,37 @@ def probabilities(model, tokens: TokenizedTexts, cfg, device, precision, d: dist
         return infer_probs(model, tokens, cfg.eval_batch_size, device, precision)
     rows = d.shard(np.arange(len(tokens)))
     part = infer_probs(model, tokens.subset(rows), cfg.eval_batch_size, device, precision)
-    return d.gather_rows(rows, part.reshape(len(rows), len(LABELS)), len(tokens))
+    return d.gather_rows(rows, part.reshape(len(rows), len(class_names(model))), len(tokens))
+
+
+def class_names(model) -> tuple[str, ...]:
+    """The model's classes in the order of its outputs (what it was built with)."""
+    config = model.config
+    return tuple(config.id2label[i] for i in range(config.num_labels))
+
+
+def posts_with_unknown(tokens: TokenizedTexts, unk_id: int) -> int:
+    unk = tokens.ids == unk_id
+    return int(np.add.reduceat(unk, tokens.offsets[:-1]).astype(bool).sum()) if len(unk) else 0
+
+
+def unknown_before_and_after(classifier, splits, tokens, max_length: int) -> dict:
+    """Per split, the posts with [UNK] tokens as written and as normalised (what the model reads)."""
+    unk_id = classifier.tokenizer.unk_token_id
+    found = {}
+    for name, split in splits.items():
+        after = posts_with_unknown(tokens[name], unk_id)
+        raw = (
+            tokenize(classifier.tokenizer, split.texts, max_length)
+            if classifier.normalization.active
+            else None
+        )
+        found[name] = {
+            "posts": len(split),
+            "as_written": posts_with_unknown(raw, unk_id) if raw is not None else after,
+            "normalized": after,
+        }
+    return found
 
 
 def evaluate_splits(
@@ -674,13 +718,12 @@ def evaluate_splits(
         if name in splits:
             labels = splits[name].labels
             probs = scored[name] = probabilities(model, tokens[name], cfg, device, precision, d)
-            metrics[name] = classification_metrics(labels, probs, LABELS)
+            metrics[name] = classification_metrics(labels, probs, class_names(model))
             if not cfg.dry_run:
-                metrics[name]["intervals_95"] = bootstrap_intervals(labels, probs.argmax(axis=1), len(LABELS))
-            unk = tokens[name].ids == unk_id
-            metrics[name]["posts_with_unknown_tokens"] = int(
-                np.add.reduceat(unk, tokens[name].offsets[:-1]).astype(bool).sum() if len(unk) else 0
-            )
+                metrics[name]["intervals_95"] = bootstrap_intervals(
+                    labels, probs.argmax(axis=1), len(class_names(model))
+                )
+            metrics[name]["posts_with_unknown_tokens"] = posts_with_unknown(tokens[name], unk_id)
     if cfg.train_eval_examples and not cfg.dry_run:
         n = len(tokens["train"])
         rows = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: cfg.train_eval_examples])
@@ -695,7 +738,7 @@ def calibrate(model, splits: dict, scored: dict, metrics: dict) -> dict:
     model's output layer (labels unchanged). `scored` and the val/test metrics become the calibrated
     ones; the result records the temperature and ECE and NLL before and after on val and test."""
     temperature = fit_temperature(splits["val"].labels, scored["val"])
-    scale_logits(model, len(LABELS), temperature)
+    scale_logits(model, len(class_names(model)), temperature)
     result = {"method": "temperature scaling on the validation split", "temperature": round(temperature, 5)}
     for name, before in list(scored.items()):
         labels = splits[name].labels
@@ -709,7 +752,7 @@ def calibrate(model, splits: dict, scored: dict, metrics: dict) -> dict:
         kept = {
             k: metrics[name][k] for k in ("intervals_95", "posts_with_unknown_tokens") if k in metrics[name]
         }
-        metrics[name] = {**classification_metrics(labels, after, LABELS), **kept}
+        metrics[name] = {**classification_metrics(labels, after, class_names(model)), **kept}
     log.info(
         "calibration: temperature %.3f; validation ECE %.4f -> %.4f",
         temperature,
@@ -728,6 +771,8 @@ def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:
         testing_file=cfg.testing_file,
         job_dir=run_dir,
         train_eval_examples=0,
+        normalize=cfg.normalize,
+        split_hashtags=cfg.split_hashtags,
     )
     model, stats = baseline.fit(bcfg, splits["train"])
     found = baseline.evaluate_splits(model, splits, bcfg)

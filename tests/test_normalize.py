@@ -1,0 +1,217 @@
+"""The tweet normalisation: each stage on real posts, idempotence and the character map; and that a run
+applies it wherever it reads text (training, PyTorch, ONNX, the server, the baseline, explanations)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import RUN_ARGS, cli
+
+from sentitune.config import TrainConfig
+from sentitune.explain import explain
+from sentitune.normalize import Normalization
+from sentitune.predict import Predictor
+from sentitune.train import train
+
+TWEET = Normalization("tweet")
+HASHTAGS = Normalization("tweet", split_hashtags=True)
+
+STAGES = [
+    # emoji, with skin tones dropped, ZWJ sequences and variation selectors as one emoji
+    ("I love this 😍🔥 so much", "I love this smiling face with heart-eyes fire so much"),
+    ("ok👍🏽", "ok thumbs up"),
+    ("👨‍👩‍👧 day ❤️", "family man woman girl day red heart"),
+    # emoticons stand alone; not inside words or links
+    ("great :) <3", "great slightly smiling face red heart"),
+    ("no :( :'( </3.", "no frowning face crying face broken heart ."),
+    ("xD, ;)", "grinning squinting face , winking face"),
+    ("AND: D: wait", "AND: anguished face wait"),
+    ("ratio 3:)4", "ratio 3:)4"),
+    # mentions and links, the TweetEval way; an e-mail address is no mention
+    ("@bob_1 @Alice hi", "@user @user hi"),
+    ("mail me at a@b.com", "mail me at a@b.com"),
+    ("see https://t.co/AbC?x=1 and www.example.org/x now", "see http and http now"),
+    # HTML entities, also escaped twice
+    (
+        "fish &amp; chips &lt;3 &amp;lt;3 &#128525;",
+        "fish & chips red heart red heart smiling face with heart-eyes",
+    ),
+    # elongations of letters (not digits), and white space
+    ("soooo goooood!!! 1000", "soo good!!! 1000"),
+    ("  two\n\nlines\t ", "two lines"),
+    ("#NotHappy #blessed", "#NotHappy #blessed"),
+]
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("text, expected", STAGES)
+def test_each_stage_rewrites_posts_as_the_tweeteval_convention_reads_them(text, expected):
+    assert TWEET.apply(text) == expected
+
+
+@pytest.mark.fast
+def test_hashtags_are_split_into_words_only_when_asked():
+    assert HASHTAGS.apply("#NotHappy with #COVID19 #blessed x#y") == "not happy with covid 19 blessed x#y"
+    assert TWEET.apply("#NotHappy") == "#NotHappy"
+
+
+@pytest.mark.fast
+def test_none_reads_posts_as_written():
+    text = "soooo 😍 @bob  https://x.y"
+    assert Normalization("none").apply(text) == text
+    assert Normalization("none").apply_with_spans(text) == (text, [(i, i + 1) for i in range(len(text))])
+
+
+@pytest.mark.fast
+def test_normalising_twice_changes_nothing_and_every_character_maps_back(corpus):
+    texts = [t for t, _ in STAGES] + corpus["text"].astype(str).tolist()
+    texts += ["&amp;amp;lt;3", "😍😍😍", "aaa😍bbb", ":):(", " 😍 ", "@", "#", "&", "ẞẞẞ"]
+    for how in (TWEET, HASHTAGS):
+        for text in texts:
+            once, spans = how.apply_with_spans(text)
+            assert once == how.apply(text)
+            assert how.apply(once) == once, text
+            assert len(spans) == len(once)
+            starts = [s for s, _ in spans]
+            assert starts == sorted(starts) and all(0 <= s < e <= len(text) for s, e in spans), text
+            for char, (s, e) in zip(once, spans, strict=True):  # a kept character maps onto itself
+                if e - s == 1 and text[s] == char:
+                    continue
+                assert e - s >= 1  # a rewritten character maps onto what it replaced
+
+
+@pytest.mark.fast
+def test_a_normalised_character_maps_onto_what_the_user_wrote():
+    text = "so good 😍 @someone"
+    out, spans = TWEET.apply_with_spans(text)
+    assert out == "so good smiling face with heart-eyes @user"
+    assert {text[s:e] for s, e in spans[8:36]} == {"😍"}
+    assert {text[s:e] for s, e in spans[-5:]} == {"@someone"}
+
+
+# ----------------------------------------------------------------------------- a run reads emoji
+
+
+CUE, OTHER = "🎉", "😐"  # party popper, neutral face: one [UNK] to the uncased vocabulary, two names as words
+
+
+def cue_frame(corpus: pd.DataFrame) -> pd.DataFrame:
+    """Posts positive exactly when they hold CUE, negative when they hold OTHER, neutral without emoji.
+    CUE is the one sign of a positive post, so its explanation must point at it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(corpus["text"].astype(str).tolist()):
+        words = text.split()
+        if i % 3 < 2:
+            words.insert(int(rng.integers(0, len(words) + 1)), OTHER if i % 3 else CUE)
+        rows.append({"text": " ".join(words), "label": ("positive", "negative", "neutral")[i % 3]})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def emoji_runs(tmp_path_factory, tiny_model, corpus):
+    """The tiny model trained on the cue posts with the tweet normalisation, and read as written."""
+    root = tmp_path_factory.mktemp("emoji")
+    frame = cue_frame(corpus)
+    frame.iloc[:240].to_csv(root / "train.csv", index=False)
+    frame.iloc[240:].to_csv(root / "eval.csv", index=False)
+    runs = {}
+    for scheme in ("tweet", "none"):
+        train(TrainConfig(training_file=str(root / "train.csv"), validation_file=str(root / "eval.csv"),
+                          job_dir=str(root / scheme), model=str(tiny_model), learning_rate=3e-3, precision="fp32",
+                          pooling="mean", normalize=scheme, **{**RUN_ARGS, "max_steps": 150, "batch_size": 16}))  # fmt: skip
+        runs[scheme] = root / scheme
+    return runs
+
+
+def test_emoji_reach_the_model_as_words_and_are_recorded_in_the_run(emoji_runs):
+    tweet, none = (json.loads((emoji_runs[s] / "metrics.json").read_text()) for s in ("tweet", "none"))
+    # as [UNK] both emoji are the same token: the model cannot tell positive from negative (at best 2/3
+    # right); as words it can
+    assert tweet["val"]["accuracy"] >= 0.95, tweet["val"]
+    assert none["val"]["accuracy"] <= 0.8, none["val"]
+    counts = tweet["normalization"]["posts_with_unknown_tokens"]["val"]
+    assert counts["as_written"] >= counts["posts"] * 0.6 and counts["normalized"] < counts["posts"] / 10
+    assert none["normalization"]["posts_with_unknown_tokens"]["val"]["normalized"] == counts["as_written"]
+    config = json.loads((emoji_runs["tweet"] / "config.json").read_text())
+    assert config["sentitune_normalize"] == {"scheme": "tweet", "split_hashtags": False}
+    assert (
+        json.loads((emoji_runs["none"] / "config.json").read_text())["sentitune_normalize"]["scheme"]
+        == "none"
+    )
+    card = (emoji_runs["tweet"] / "README.md").read_text()
+    assert "`--normalize tweet`" in card and f"| val | {counts['posts']} | {counts['as_written']} |" in card
+
+
+def test_every_path_applies_the_runs_normalisation(emoji_runs, capsys):
+    from test_serve import serving
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sentitune.config import ServeSettings
+    from sentitune.serve import create_app
+
+    run = emoji_runs["tweet"]
+    posts = [f"what a day {CUE}", f"what a day {OTHER}", "soooo &amp; @x https://a.b :) #Yay"]
+    torch_probs = Predictor(str(run), precision="fp32").probabilities(posts)
+    assert [int(p.argmax()) for p in torch_probs[:2]] == [2, 0]
+    # plain transformers on the normalised text gives what sentitune gives on the text as written
+    model = AutoModelForSequenceClassification.from_pretrained(run, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    with torch.no_grad():
+        encoded = tokenizer([TWEET.apply(p) for p in posts], padding=True, return_tensors="pt")
+        plain = torch.softmax(model(**encoded).logits, -1).numpy()
+    np.testing.assert_allclose(torch_probs, plain, atol=1e-5)
+    # the ONNX backend and the server read the posts the same way
+    assert cli(capsys, "export", str(run))[0] == 0
+    onnx_probs = Predictor(str(run), backend="onnx").probabilities(posts)
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)
+    app = create_app(Predictor(str(run), precision="fp32"), ServeSettings(host="127.0.0.1", port=0))
+    import httpx
+
+    with serving(app) as running:
+        answer = httpx.post(f"{running.url}/predict", json={"instances": posts}).json()
+    served = np.array(
+        [[p["scores"][c] for c in ("negative", "neutral", "positive")] for p in answer["predictions"]]
+    )
+    np.testing.assert_allclose(served, torch_probs, atol=1e-5)
+
+
+def test_explanations_shade_the_emoji_as_the_user_wrote_it(emoji_runs):
+    """The attributions of the words an emoji became add up on the emoji in the post as written."""
+    predictor = Predictor(str(emoji_runs["tweet"]), precision="fp32")
+    post = f"sooo late   and {CUE}{CUE} the @crew!"
+    read = TWEET.apply(post)
+    assert read == "soo late and party popper party popper the @user!"
+    as_written, as_read = explain(predictor, [post, read])
+    assert [(w["word"], w["start"], w["end"]) for w in as_written["words"]] == [
+        ("sooo", 0, 4), ("late", 5, 9), ("and", 12, 15), (CUE * 2, 16, 18), ("the", 19, 22), ("@crew!", 23, 29),
+    ]  # fmt: skip
+    summed = dict.fromkeys(range(6), 0.0)
+    for i, w in enumerate(as_read["words"]):
+        summed[[0, 1, 2, 3, 3, 3, 3, 4, 5][i]] += w["attribution"]
+    np.testing.assert_allclose(
+        [w["attribution"] for w in as_written["words"]], list(summed.values()), atol=1e-4
+    )
+    assert as_written["label"] == as_read["label"] == "positive"
+
+
+def test_the_baseline_applies_its_normalisation_after_reloading(tmp_path, emoji_runs, capsys):
+    from sentitune.baseline import load_baseline
+
+    data = emoji_runs["tweet"].parent
+    for scheme in ("tweet", "none"):
+        code, _, _ = cli(capsys, "baseline", "--training-file", str(data / "train.csv"), "--validation-file",
+                         str(data / "eval.csv"), "--job-dir", str(tmp_path / scheme), "--normalize", scheme)  # fmt: skip
+        assert code == 0
+    assert load_baseline(str(tmp_path / "none")).normalization == Normalization("none")
+    tweet = load_baseline(str(tmp_path / "tweet"))
+    assert tweet.normalization == TWEET
+    posts = [f"what a day {CUE}", f"what a day {OTHER}"]
+    np.testing.assert_allclose(
+        tweet.probabilities(posts), tweet.pipeline.predict_proba([TWEET.apply(p) for p in posts])
+    )
+    assert json.loads((tmp_path / "tweet" / "metrics.json").read_text())["val"]["accuracy"] >= 0.95
