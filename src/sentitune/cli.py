@@ -279,7 +279,7 @@ COMMANDS = (
         "sentitune.train:train",
         _print_train,
         "fine-tune a classifier and write a run folder",
-        "Fine-tune a BERT-family encoder with a linear head on 3 classes. Accepts the walkthrough's flags "
+        "Fine-tune a BERT-family encoder with a linear head on 3 classes (or the data's --labels). Accepts the walkthrough's flags "
         "(--training-file --validation-file --testing-file --job-dir --epochs --batch-size --learning-rate "
         "--dry-run).",
         epilog=EPILOG_DEFAULTS,
