@@ -74,6 +74,7 @@ def group_of(name: str) -> str:
 
 def load_inputs(folder: str, batch_size: int, steps: int):
     """sentitune's own config, model, tokenised train split (no validation: no eval inside fit)."""
+    from sentitune import LABELS
     from sentitune.batching import tokenize
     from sentitune.config import TrainConfig
     from sentitune.train import build_model, load_splits
@@ -88,7 +89,7 @@ def load_inputs(folder: str, batch_size: int, steps: int):
         log_every=10**9,
         max_length=MAX_LENGTH,
     )
-    splits = load_splits(cfg)
+    splits = load_splits(cfg, LABELS)
     classifier, _ = build_model(cfg)
     tokens = {"train": tokenize(classifier.tokenizer, splits["train"].texts, cfg.max_length)}
     return cfg, classifier.model, tokens, splits

@@ -90,10 +90,11 @@ def read_labelled(
     return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes))
 
 
-def load_splits(cfg) -> dict[str, LabelledTexts]:
+def load_splits(cfg, classes: tuple[str, ...] | None = None) -> dict[str, LabelledTexts]:
     """The train/val/test splits named by a config with `data` (a prepared folder) or
-    `training_file` / `validation_file` / `testing_file`, plus `text_column`, `label_column` and `labels`."""
-    classes = data_classes(cfg)
+    `training_file` / `validation_file` / `testing_file`, plus `text_column`, `label_column` and `labels`
+    (`classes`: the label set, when the caller has read it already)."""
+    classes = classes or data_classes(cfg)
     if cfg.data:
         paths = find_split_files(cfg.data)
     else:

@@ -113,8 +113,9 @@ def _train(
     torch.manual_seed(cfg.seed)
 
     # a model that cannot load fails before the data is read
-    classifier, model_info = build_model(cfg, data_classes(cfg))
-    splits = load_splits(cfg)
+    classes = data_classes(cfg)
+    classifier, model_info = build_model(cfg, classes)
+    splits = load_splits(cfg, classes)
     t0 = time.perf_counter()
     classifier.normalization = normalization_of(cfg)
     classifier.model.config.update({NORMALIZE_KEY: classifier.normalization.to_config()})
@@ -180,8 +181,8 @@ def _train(
 # ----------------------------------------------------------------------------- data and model
 
 
-def load_splits(cfg: TrainConfig) -> dict[str, LabelledTexts]:
-    splits = read_splits(cfg)
+def load_splits(cfg: TrainConfig, classes: tuple[str, ...]) -> dict[str, LabelledTexts]:
+    splits = read_splits(cfg, classes)
     if cfg.dry_run:  # one step of each: a handful of examples is enough
         for name in splits:
             n = cfg.batch_size if name == "train" else cfg.eval_batch_size
