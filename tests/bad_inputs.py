@@ -454,6 +454,15 @@ def run_folder_cases() -> Iterator[Case]:
         written=("run",),
     )
     yield Case(
+        "predict-run-unknown-normalization",
+        ["predict", "{tmp}/run", "a post"],
+        'config.json\'s sentitune_normalize is {"scheme": "emoji"}, not one of the schemes tweet, none; the '
+        "folder was edited: restore it from the run",
+        {"run": run_edit(config={"sentitune_normalize": {"scheme": "emoji"}})},
+        needs=("run",),
+        written=("run",),
+    )
+    yield Case(
         "predict-run-two-label-head",
         ["predict", "{tmp}/run", "a post"],
         "{tmp}/run has 2 labels (a, b) in config.json but its classifier has 3 outputs; the folder was "
@@ -529,7 +538,11 @@ def run_folder_cases() -> Iterator[Case]:
 
 
 def run_edit(
-    drop: str | None = None, truncate: bool = False, labels: int | None = None, nan: bool = False
+    drop: str | None = None,
+    truncate: bool = False,
+    labels: int | None = None,
+    nan: bool = False,
+    config: dict | None = None,
 ) -> Callable[[Path], None]:
     """The session's run copied, then broken as asked."""
 
@@ -550,6 +563,9 @@ def run_edit(
             cfg["id2label"] = {str(i): "ab"[i] for i in range(labels)}
             cfg["label2id"] = {"ab"[i]: i for i in range(labels)}
             (path / "config.json").write_text(json.dumps(cfg))
+        if config:
+            edited = {**json.loads((path / "config.json").read_text()), **config}
+            (path / "config.json").write_text(json.dumps(edited))
         if nan:
             weights = load_file(str(path / "model.safetensors"))
             weights = {

@@ -17,9 +17,12 @@ text it came from, so that explanations shade the characters the user wrote, not
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+from sentitune.errors import SentituneError, short
 
 SCHEMES = ("tweet", "none")
 CONFIG_KEY = "sentitune_normalize"  # in a run's config.json: {"scheme": ..., "split_hashtags": ...}
@@ -89,7 +92,13 @@ class Normalization:
         """From a config.json entry; absent (a model from elsewhere, or an older run) means none."""
         if not value:
             return cls()
-        return cls(value.get("scheme", "none"), bool(value.get("split_hashtags", False)))
+        scheme = value.get("scheme") if isinstance(value, dict) else None
+        if scheme not in SCHEMES:
+            raise SentituneError(
+                f"config.json's {CONFIG_KEY} is {short(json.dumps(value), 80)}, not one of the schemes "
+                f"{', '.join(SCHEMES)}; the folder was edited: restore it from the run"
+            )
+        return cls(scheme, bool(value.get("split_hashtags", False)))
 
     def apply(self, text: str) -> str:
         return text if not self.active else _Rewrite(text, track=False).run(self).text
