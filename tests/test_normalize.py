@@ -78,10 +78,6 @@ def test_normalising_twice_changes_nothing_and_every_character_maps_back(corpus)
             assert len(spans) == len(once)
             starts = [s for s, _ in spans]
             assert starts == sorted(starts) and all(0 <= s < e <= len(text) for s, e in spans), text
-            for char, (s, e) in zip(once, spans, strict=True):  # a kept character maps onto itself
-                if e - s == 1 and text[s] == char:
-                    continue
-                assert e - s >= 1  # a rewritten character maps onto what it replaced
 
 
 @pytest.mark.fast

@@ -154,9 +154,8 @@ class _Rewrite:
             pieces += [self.text[pos:start], new]
             if spans is not None:
                 spans += self.spans[pos:start]
-                # every new character stands for the whole span it replaced
-                whole = (self.spans[start][0], self.spans[end - 1][1]) if end > start else (0, 0)
-                spans += [whole] * len(new)
+                # every new character stands for the whole span it replaced (no stage matches nothing)
+                spans += [(self.spans[start][0], self.spans[end - 1][1])] * len(new)
             pos = end
         if pos == 0 and not pieces:
             return

@@ -96,6 +96,7 @@ def load_run(run_dir: str, with_model: bool = True) -> Classifier:
     if TOKENIZER not in names:
         raise SentituneError(f"{run_dir} is missing {TOKENIZER} (the tokenizer); copy the whole run folder")
     path = path or local_copy(run_dir)
+    is_run = LABELS_FILE in names  # a sentitune run: its labels are its own classes
     config = read_model_config(path, run_dir)
     id2label = config.get("id2label") or {}
     try:
@@ -114,12 +115,12 @@ def load_run(run_dir: str, with_model: bool = True) -> Classifier:
             labels,
             run_dir,
             path,
-            is_run=LABELS_FILE in names,
+            is_run=is_run,
             normalization=Normalization.from_config(config.get(NORMALIZE_KEY)),
         )
     classifier = load_classifier(path, labels, for_training=False, shown_as=run_dir)
     classifier.source, classifier.local_dir = run_dir, path
-    classifier.is_run = LABELS_FILE in names
+    classifier.is_run = is_run
     classifier.model.eval()
     return classifier
 
