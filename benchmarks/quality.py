@@ -11,8 +11,9 @@ to 3 layers, half an epoch each, about 4 minutes a setting on 2 cores: learning 
 max length, layers, freezing, class weights, label smoothing, layer-wise learning-rate decay, pooling), `full`
 (whole epochs: the presets' candidates, 3 or 6 layers, 1-3 epochs, 7-55 minutes a setting), `vader` (the
 walkthrough's setting: train.csv labelled by VADER with `prepare --label-with vader`; 2 to 10 epochs,
-learning rates, half the training data, and every post there is (train.csv and the embedded corpus);
-rows add the prepared test split's accuracy with its bootstrap 95 % interval).
+learning rates, half the training data, every post there is (train.csv and the embedded corpus), and
+VADER's compound score as a soft target (`--soft-targets`); rows add the prepared test split's accuracy
+with its bootstrap 95 % interval).
 
 On a GPU, `--jobs N` trains N settings at once (batch-32 steps of these small models leave the GPU
 mostly idle); benchmarks/gpu_quality.sh runs the `full` and `vader` grids that way.
@@ -90,13 +91,39 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "vader-e10": ["--epochs", "10"],
         # every post there is, labelled by VADER: the shared training tweets and the embedded corpus
         "vader-all-e4-lr1e-4": ["--epochs", "4", "--learning-rate", "1e-4"],
+        # VADER's compound score as a soft target (--soft-targets WIDTH) against its sign alone: screened
+        # on 3 layers and one epoch, then at the full setting
+        "vader-all-l3-e1": ["--keep-layers", "3", "--epochs", "1", "--learning-rate", "1e-4"],
+        "vader-all-l3-e1-soft0.1": [
+            "--keep-layers",
+            "3",
+            "--epochs",
+            "1",
+            "--learning-rate",
+            "1e-4",
+            "--soft-targets",
+            "0.1",
+        ],
+        "vader-all-l3-e1-soft0.3": [
+            "--keep-layers",
+            "3",
+            "--epochs",
+            "1",
+            "--learning-rate",
+            "1e-4",
+            "--soft-targets",
+            "0.3",
+        ],
+        "vader-all-e4-lr1e-4-soft0.1": ["--epochs", "4", "--learning-rate", "1e-4", "--soft-targets", "0.1"],
     },
 }
 
 
 # settings trained on a stratified sample of the training split (same validation and test splits)
 TRAIN_FRACTION = {"vader-half-data": 0.5}
-ALL_POSTS = {"vader-all-e4-lr1e-4"}  # settings trained on vader_data(work, every_post=True)
+ALL_POSTS = {
+    name for name in GRIDS["vader"] if name.startswith("vader-all")
+}  # on vader_data(work, every_post=True)
 SENTITUNE = [sys.executable, "-m", "sentitune", "--quiet"]
 
 

@@ -266,6 +266,7 @@ def train_cases() -> Iterator[Case]:
         ("--max-grad-norm", "nan"),
         ("--warmup-ratio", "nan"),
         ("--label-smoothing", "inf"),
+        ("--soft-targets", "nan"),
         ("--dist-timeout", "nan"),
     ):
         yield Case(
@@ -279,6 +280,7 @@ def train_cases() -> Iterator[Case]:
         ("--max-length", "0", "--max-length must be >= 1, got 0"),
         ("--weight-decay", "-1", "--weight-decay and --max-grad-norm must be >= 0, got -1.0 and 1.0"),
         ("--dist-timeout", "0", "--dist-timeout must be > 0, got 0.0"),
+        ("--soft-targets", "-1", "--soft-targets must be >= 0, got -1.0"),
         (
             "--train-eval-examples",
             "-5",
@@ -292,6 +294,27 @@ def train_cases() -> Iterator[Case]:
             f"invalid train options: {message}",
             needs=("data", "model"),
         )
+    yield Case(
+        "train-soft-targets-without-scores",
+        [
+            "train",
+            "--training-file",
+            "{tmp}/posts.csv",
+            "--model",
+            "{model}",
+            "--job-dir",
+            "{tmp}/job",
+            "--max-steps",
+            "2",
+            "--soft-targets",
+            "0.1",
+        ],  # fmt: skip
+        "--soft-targets needs data prepared from scores (a score column, or --label-with vader): "
+        "{tmp}/posts.csv has no scores with their class boundaries; prepare it with `sentitune prepare` and "
+        "pass --data (a folder prepared by an earlier version: prepare it again), or drop --soft-targets",
+        {"posts.csv": frame(LABELLED)},
+        needs=("model",),
+    )
     yield Case(
         "train-job-dir-is-a-file",
         ["train", "--data", "{data}", "--model", "{model}", "--job-dir", "{tmp}/job"],

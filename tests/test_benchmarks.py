@@ -72,3 +72,40 @@ def test_python_dash_m_runs_the_command_line():
         [sys.executable, "-m", "sentitune", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip().endswith(sentitune.__version__)
+
+
+def test_vader_errors_counts_each_runs_errors_by_band_of_the_score(tmp_path, tiny_model, tweets):
+    from conftest import train_tiny
+
+    from sentitune.cli import main
+
+    tweets[["text"]].to_csv(tmp_path / "posts.csv", index=False)
+    assert (
+        main(
+            [
+                "prepare",
+                str(tmp_path / "posts.csv"),
+                "--label-with",
+                "vader",
+                "--output-dir",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
+    run = train_tiny(tmp_path / "run", tiny_model, tmp_path / "data")
+    test = tmp_path / "data" / "test.csv"
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "vader_errors.py"), "--data", str(test), "--runs", str(run)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = json.loads(out.stdout)["runs"]["run"]
+    split = pd.read_csv(test)
+    assert sum(b["posts"] for b in found["bands"].values()) == len(split)
+    assert sum(b["errors"] for b in found["bands"].values()) == found["errors"]
+    assert found["bands"]["exactly 0"]["posts"] == int((split["score"] == 0).sum())
+    from sentitune.predict import Predictor
+
+    predictor = Predictor(str(run), device="cpu")
+    predicted = [predictor.labels[i] for i in predictor.probabilities(split["text"].tolist()).argmax(1)]
+    assert found["errors"] == int((split["label"] != predicted).sum())

@@ -90,7 +90,10 @@ def test_prepare_writes_the_label_set_and_its_counts(binary_data, star_data):
         report["class_counts"]["train"].values()
     )
     assert set(pd.read_csv(binary_data / "train.csv")["label"]) == set(BINARY)
-    assert json.loads((star_data / "labels.json").read_text()) == {"labels": list(STARS)}
+    assert json.loads((star_data / "labels.json").read_text()) == {
+        "labels": list(STARS),
+        "score_boundaries": [-0.5, -0.05, 0.05, 0.5],
+    }
     report = json.loads((star_data / "prepare_report.json").read_text())
     assert report["labels"] == {
         "source": "vader",

@@ -159,7 +159,13 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
         f"{cfg.batch_size} ({training.get('epochs_run')} epochs), AdamW at learning rate {cfg.learning_rate}, "
         f"seed {cfg.seed}; {training.get('wall_s')} s on {env['device']} ({env['precision']}, "
         f"{env['threads']} threads), {training.get('examples_per_s')} examples/s. "
-        f"Best validation macro-F1 at step {training.get('best_step')}. Full settings: `run_config.json`.",
+        f"Best validation macro-F1 at step {training.get('best_step')}. "
+        + (
+            f"Targets made from the posts' scores, not only their classes (`--soft-targets {cfg.soft_targets}`). "
+            if cfg.soft_targets
+            else ""
+        )
+        + "Full settings: `run_config.json`.",
         "",
         "## Results",
         "",

@@ -377,6 +377,13 @@ class TrainConfig(DataFiles):
     label_smoothing: float = opt(
         0.0, "spread this much of each target over the other classes (0 = none)", group=TRAINING
     )
+    soft_targets: float = opt(
+        0.0,
+        "train on targets made from the posts' scores, not only their classes (data prepared from a score "
+        "column or with --label-with vader): a post this far (in score units) inside its class's nearest "
+        "boundary gives 0.5/e of its target to the class across it, half at the boundary (0 = hard labels)",
+        group=TRAINING,
+    )
     layer_lr_decay: float = opt(
         1.0,
         "layer-wise learning-rate decay: each layer below the head learns at this times the one above",
@@ -500,6 +507,8 @@ class TrainConfig(DataFiles):
             problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.soft_targets < 0:
+            problems.append(f"--soft-targets must be >= 0, got {self.soft_targets}")
         if not 0 < self.layer_lr_decay <= 1:
             problems.append(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:

@@ -93,6 +93,13 @@ class LabelRule:
         used = {raw: self.classes[self.mapping[raw.strip().lower()]] for raw in sorted(self.seen)}
         return {"source": "category", "mapping": used}
 
+    def boundaries(self) -> tuple[float, ...] | None:
+        """The scores where one class ends and the next begins (N-1 of them), None for categories.
+        The sign rule's are (-band, band): with no band, neutral is the single score 0."""
+        if self.source not in ("score", "vader"):
+            return None
+        return self.thresholds or (0.0 - self.neutral_band, self.neutral_band)  # 0.0 -: never -0.0
+
 
 def parse_label_map(
     spec: str, flag: str = "--label-map", classes: tuple[str, ...] = LABELS
@@ -257,6 +264,31 @@ def score_to_class(scores: np.ndarray, neutral_band: float, thresholds=None) -> 
     cls = np.where(scores < 0, 0, 2).astype(np.int8)
     cls[np.abs(scores) <= neutral_band] = 1
     return cls
+
+
+def soft_targets(
+    scores: np.ndarray, labels: np.ndarray, boundaries: tuple[float, ...], width: float, n_classes: int
+) -> np.ndarray:
+    """Target distributions (rows x classes) that keep how sure the scorer was, not only its class: a
+    post at distance d from the nearer boundary of its class gives 0.5 * exp(-d / width) of its target
+    to the class across that boundary (half at the boundary itself, nearly none a few widths inside).
+    A class that is one point (the sign rule's neutral, score exactly 0) keeps its whole target.
+    `width` 0: one-hot targets."""
+    rows = np.arange(len(labels))
+    targets = np.zeros((len(labels), n_classes), np.float32)
+    targets[rows, labels] = 1.0
+    if width == 0 or len(labels) == 0:
+        return targets
+    edges = np.concatenate([[-np.inf], np.asarray(boundaries, np.float64), [np.inf]])
+    low, high = edges[labels], edges[labels + 1]
+    to_low, to_high = np.maximum(scores - low, 0.0), np.maximum(high - scores, 0.0)
+    nearer_low = to_low <= to_high
+    share = 0.5 * np.exp(-np.minimum(to_low, to_high) / width)
+    share[low == high] = 0.0
+    neighbour = np.where(nearer_low, labels - 1, labels + 1)
+    targets[rows, labels] -= share
+    targets[rows, np.clip(neighbour, 0, n_classes - 1)] += share
+    return targets
 
 
 def apply_label_rule(

@@ -113,9 +113,11 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         keep, near = _deduplicate(rows, cfg.drop_near_duplicates)
         classes = rows.rule.classes
         split_of = _stratified_split(rows.label, keep, cfg, classes)
-        counts = _write_splits(scratch, rows.label, split_of, cfg, out, near, classes)
+        boundaries = rows.rule.boundaries()
+        counts = _write_splits(scratch, rows.label, split_of, cfg, out, near, classes, boundaries is not None)
         report = _report(cfg, inputs, rows, keep, near, counts)
-        out.path(SPLIT_LABELS).write_text(json.dumps({"labels": list(classes)}, indent=2) + "\n")
+        label_set = {"labels": list(classes)} | ({"score_boundaries": list(boundaries)} if boundaries else {})
+        out.path(SPLIT_LABELS).write_text(json.dumps(label_set, indent=2) + "\n")
         out.path(REPORT).write_text(
             render(ReportInput(title="prepared data: " + ", ".join(os.path.basename(str(i)) for i in inputs), metrics=None, labels=list(classes),
                                data=report, class_counts=report["class_counts"]))
@@ -276,18 +278,26 @@ def _write_splits(
     out: StagedOutput,
     near: dict,
     classes: tuple[str, ...],
+    with_scores: bool,
 ) -> dict:
-    """Pass 2: stream the scratch file into one file per split, in input order."""
+    """Pass 2: stream the scratch file into one file per split, in input order; labels read from
+    scores (a score column, VADER) keep the score beside the class (`--soft-targets` trains on it)."""
     counts = {s: Counter() for s in SPLITS}
     counts["words"] = Counter()  # posts by number of words, over every split
     wanted = {i for pair in near["example_rows"] for i in pair}
     example_text = {}
     writers, handles = {}, {}
     offset = 0
+    columns = ["text", "raw_label"] if with_scores else ["text"]
+    schema = [("text", pa.string()), ("label", pa.string())] + (
+        [("score", pa.float64())] if with_scores else []
+    )
     try:
-        for batch in pq.ParquetFile(scratch).iter_batches(batch_size=cfg.chunk_rows, columns=["text"]):
+        for batch in pq.ParquetFile(scratch).iter_batches(batch_size=cfg.chunk_rows, columns=columns):
             df = batch.to_pandas()
             df["label"] = np.asarray(classes)[labels[offset : offset + len(df)]]
+            if with_scores:
+                df["score"] = pd.to_numeric(df.pop("raw_label")).astype(np.float64)
             where = split_of[offset : offset + len(df)]
             for i in wanted:
                 if offset <= i < offset + len(df):
@@ -300,7 +310,7 @@ def _write_splits(
                 if part.empty:
                     continue
                 counts[name].update(part["label"].tolist())
-                _append(part, name, cfg.format, out, writers, handles)
+                _append(part, name, cfg.format, schema, out, writers, handles)
     finally:
         for h in handles.values():
             h.close()
@@ -309,9 +319,10 @@ def _write_splits(
     for name in SPLITS:  # a split with no rows still gets its (empty) file
         if name not in handles and name not in writers:
             _append(
-                pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype=str)}),
+                pd.DataFrame({c: pd.Series([], dtype=str if t == pa.string() else float) for c, t in schema}),
                 name,
                 cfg.format,
+                schema,
                 out,
                 writers,
                 handles,
@@ -321,11 +332,11 @@ def _write_splits(
     return counts
 
 
-def _append(part: pd.DataFrame, name: str, fmt: str, out: StagedOutput, writers: dict, handles: dict) -> None:
+def _append(
+    part: pd.DataFrame, name: str, fmt: str, schema: list, out: StagedOutput, writers: dict, handles: dict
+) -> None:
     if fmt == "parquet":
-        table = pa.Table.from_pandas(
-            part, preserve_index=False, schema=pa.schema([("text", pa.string()), ("label", pa.string())])
-        )
+        table = pa.Table.from_pandas(part, preserve_index=False, schema=pa.schema(schema))
         if name not in writers:
             writers[name] = pq.ParquetWriter(out.path(f"{name}.parquet"), table.schema)
         writers[name].write_table(table)

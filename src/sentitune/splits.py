@@ -27,6 +27,7 @@ SPLIT_MARKER = "prepare_report.json"  # written last by prepare: the folder is c
 SPLIT_LABELS = "labels.json"
 SPLIT_ALIASES = {"val": ("eval", "val", "validation")}  # stems accepted when reading a folder
 SPLIT_EXTENSIONS = ("csv", "parquet", "jsonl", "tsv")
+SCORE_COLUMN = "score"  # beside `label` when prepare read the labels from scores
 
 
 @dataclass
@@ -37,6 +38,7 @@ class LabelledTexts:
     texts: list[str]
     labels: np.ndarray  # int64 class ids
     classes: tuple[str, ...] = LABELS  # the names of the ids, in order
+    scores: np.ndarray | None = None  # float64, the score each label was read from (when asked for and kept)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -49,12 +51,15 @@ def read_labelled(
     chunk_rows: int = 100_000,
     classes: tuple[str, ...] = LABELS,
     hint: str | None = None,
+    with_scores: bool = False,
 ) -> LabelledTexts:
     """Read a labelled file: ours (text, label names), the walkthrough's (bodyText, Target ids), or any
     file whose label column holds names, ids or scores, onto `classes`. Rows without text or label are
-    skipped. `hint`: how to fix labels that fit no class, where the command has no label options."""
+    skipped. `hint`: how to fix labels that fit no class, where the command has no label options.
+    `with_scores`: also the `score` column prepare keeps beside labels read from scores (None without one)."""
     texts: list[str] = []
     raw_labels: list[pd.Series] = []
+    scores: list[np.ndarray] | None = [] if with_scores else None
     distinct = DistinctLabels()
     text_col = label_col = None
     skipped = 0
@@ -63,11 +68,15 @@ def read_labelled(
             cols = [str(c) for c in df.columns]
             text_col = pick_text_column(df, text_column, path)
             label_col = pick_label_column(cols, label_column, path)
+            if scores is not None and (SCORE_COLUMN not in cols or label_col == SCORE_COLUMN):
+                scores = None
         t = df[text_col].str.strip()
         raw = missing_as_na(df[label_col])
         ok = (t.notna() & (t != "") & raw.notna()).to_numpy(bool, na_value=False)
         skipped += int((~ok).sum())
         texts.extend(t[ok].tolist())
+        if scores is not None:
+            scores.append(pd.to_numeric(df[SCORE_COLUMN][ok], errors="coerce").to_numpy(np.float64))
         raw_labels.append(raw[ok])
         distinct.update(raw[ok])
     if skipped:
@@ -87,13 +96,22 @@ def read_labelled(
         hint=hint,
     )
     labels = apply_label_rule(rule, pd.concat(raw_labels, ignore_index=True), path)
-    return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes))
+    kept = np.concatenate(scores) if scores else None
+    if kept is not None and not np.isfinite(kept).all():
+        raise SentituneError(
+            f"{path}: the {SCORE_COLUMN} column has {int((~np.isfinite(kept)).sum())} values that are not "
+            "numbers; run `sentitune prepare` again"
+        )
+    return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes), kept)
 
 
-def load_splits(cfg, classes: tuple[str, ...] | None = None) -> dict[str, LabelledTexts]:
+def load_splits(
+    cfg, classes: tuple[str, ...] | None = None, train_scores: bool = False
+) -> dict[str, LabelledTexts]:
     """The train/val/test splits named by a config with `data` (a prepared folder) or
     `training_file` / `validation_file` / `testing_file`, plus `text_column`, `label_column` and `labels`
-    (`classes`: the label set, when the caller has read it already)."""
+    (`classes`: the label set, when the caller has read it already; `train_scores`: the training split's
+    scores too)."""
     classes = classes or data_classes(cfg)
     if cfg.data:
         paths = find_split_files(cfg.data)
@@ -102,7 +120,13 @@ def load_splits(cfg, classes: tuple[str, ...] | None = None) -> dict[str, Labell
     splits = {}
     for name, path in paths.items():
         if path:
-            splits[name] = read_labelled(path, cfg.text_column, cfg.label_column, classes=classes)
+            splits[name] = read_labelled(
+                path,
+                cfg.text_column,
+                cfg.label_column,
+                classes=classes,
+                with_scores=train_scores and name == "train",
+            )
             counts = np.bincount(splits[name].labels, minlength=len(classes))
             log.info(
                 "%s: %s, %d examples (%s)",
@@ -120,19 +144,34 @@ def data_classes(cfg) -> tuple[str, ...]:
     given = parse_labels(cfg.labels) if cfg.labels is not None else None
     recorded = None
     if cfg.data and exists(join(cfg.data, SPLIT_LABELS)):
-        try:
-            with open_input(join(cfg.data, SPLIT_LABELS), "rb") as f:
-                recorded = tuple(str(n) for n in json.load(f)["labels"])
-        except (ValueError, KeyError, TypeError):
-            raise SentituneError(
-                f"{join(cfg.data, SPLIT_LABELS)} is not a label list; run `sentitune prepare` again"
-            ) from None
+        recorded = tuple(str(n) for n in _label_set(cfg.data)["labels"])
     if given and recorded and given != recorded:
         raise SentituneError(
             f"--labels {','.join(given)} differs from the classes of {cfg.data} ({','.join(recorded)}); "
             "drop --labels or prepare the data with them"
         )
     return given or recorded or LABELS
+
+
+def score_boundaries(data_dir: str | None) -> tuple[float, ...] | None:
+    """The score boundaries between classes a prepared folder's labels were read through (None when its
+    labels were not scores, or it was prepared before they were recorded)."""
+    if not data_dir or not exists(join(data_dir, SPLIT_LABELS)):
+        return None
+    found = _label_set(data_dir).get("score_boundaries")
+    return tuple(float(b) for b in found) if found else None
+
+
+def _label_set(data_dir: str) -> dict:
+    where = join(data_dir, SPLIT_LABELS)
+    try:
+        with open_input(where, "rb") as f:
+            found = json.load(f)
+        if not isinstance(found, dict) or not isinstance(found["labels"], list):
+            raise TypeError
+        return found
+    except (ValueError, KeyError, TypeError):
+        raise SentituneError(f"{where} is not a label list; run `sentitune prepare` again") from None
 
 
 def find_split_files(data_dir: str) -> dict[str, str | None]:

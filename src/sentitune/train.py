@@ -29,6 +29,7 @@ from sentitune.dropout import use_fast_dropout
 from sentitune.errors import Preempted, SentituneError, require_extra
 from sentitune.events import EventLog, Progress, TuningReport, record_experiment_run
 from sentitune.events import target_dir as events_dir
+from sentitune.labels import soft_targets
 from sentitune.metrics import (
     bootstrap_intervals,
     calibration_bins,
@@ -55,7 +56,7 @@ from sentitune.normalize import normalization_of
 from sentitune.optimizer import build_optimizer
 from sentitune.runfolder import CHECKPOINTS, FINISHED_RUN, METRICS, save_run
 from sentitune.runtime import Precision, infer_probs, resolve_device, resolve_precision
-from sentitune.splits import LabelledTexts, data_classes
+from sentitune.splits import LabelledTexts, data_classes, score_boundaries
 from sentitune.splits import load_splits as read_splits
 from sentitune.storage import StagedOutput, join
 
@@ -116,6 +117,7 @@ def _train(
     classes = data_classes(cfg)
     classifier, model_info = build_model(cfg, classes)
     splits = load_splits(cfg, classes)
+    targets = soft_targets_of(cfg, splits["train"], classes)
     t0 = time.perf_counter()
     classifier.normalization = normalization_of(cfg)
     classifier.model.config.update({NORMALIZE_KEY: classifier.normalization.to_config()})
@@ -136,7 +138,9 @@ def _train(
         root = cfg.checkpoint_dir or os.environ.get("AIP_CHECKPOINT_DIR") or join(run_dir, CHECKPOINTS)
         checkpointer = Checkpointer(root, fingerprint(cfg, precision), dist=d)
     with StopSignal() as stop_signal:
-        fitted = fit(model, tokens, splits, cfg, device, precision, started, checkpointer, stop_signal, d)
+        fitted = fit(
+            model, tokens, splits, cfg, device, precision, started, checkpointer, stop_signal, d, targets
+        )
     check_weights_finite(model, fitted.stats["steps"], cfg)
     metrics, scored = evaluate_splits(
         model, tokens, splits, cfg, device, precision, classifier.tokenizer.unk_token_id, d
@@ -182,12 +186,28 @@ def _train(
 
 
 def load_splits(cfg: TrainConfig, classes: tuple[str, ...]) -> dict[str, LabelledTexts]:
-    splits = read_splits(cfg, classes)
+    splits = read_splits(cfg, classes, train_scores=cfg.soft_targets > 0)
     if cfg.dry_run:  # one step of each: a handful of examples is enough
-        for name in splits:
+        for name, s in splits.items():
             n = cfg.batch_size if name == "train" else cfg.eval_batch_size
-            splits[name] = LabelledTexts(splits[name].path, splits[name].texts[:n], splits[name].labels[:n])
+            scores = s.scores[:n] if s.scores is not None else None
+            splits[name] = LabelledTexts(s.path, s.texts[:n], s.labels[:n], s.classes, scores)
     return splits
+
+
+def soft_targets_of(cfg: TrainConfig, train: LabelledTexts, classes: tuple[str, ...]) -> np.ndarray | None:
+    """--soft-targets: the training posts' target distributions from their scores (None: hard labels)."""
+    if not cfg.soft_targets:
+        return None
+    boundaries = score_boundaries(cfg.data)
+    if train.scores is None or boundaries is None:
+        raise SentituneError(
+            f"--soft-targets needs data prepared from scores (a score column, or --label-with vader): "
+            f"{cfg.data or cfg.training_file} has no scores with their class boundaries; prepare it with "
+            "`sentitune prepare` and pass --data (a folder prepared by an earlier version: prepare it again), "
+            "or drop --soft-targets"
+        )
+    return soft_targets(train.scores, train.labels, boundaries, cfg.soft_targets, len(classes))
 
 
 def build_model(cfg: TrainConfig, classes: tuple[str, ...] = LABELS):
@@ -312,14 +332,16 @@ def fit(
     checkpointer: Checkpointer | None = None,
     stop_signal: StopSignal | None = None,
     d: distributed.Dist = distributed.SINGLE,
+    targets: np.ndarray | None = None,
 ) -> FitResult:
-    """Train `model` in place; `started` (perf_counter) is when the command began, for time to first step."""
+    """Train `model` in place; `started` (perf_counter) is when the command began, for time to first step;
+    `targets`: per training post, a target distribution over the classes (--soft-targets)."""
     train_tokens, train_labels = tokens["train"], splits["train"].labels
     steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
     total_steps = 1 if cfg.dry_run else (cfg.max_steps or cfg.epochs * steps_per_epoch)
     epochs = math.ceil(total_steps / steps_per_epoch)
     t = build_trainee(model, cfg, device, precision, total_steps, d)
-    loss_of = BatchLoss(train_labels, cfg, device, d.world_size, n_classes=len(class_names(model)))
+    loss_of = BatchLoss(train_labels, cfg, device, d.world_size, len(class_names(model)), targets)
     state = LoopState()
     resumed = (
         checkpointer.resume(t.core, t.optimizer, t.scheduler, device, t.scaler) if checkpointer else None
@@ -430,7 +452,8 @@ def build_trainee(model, cfg: TrainConfig, device, precision: Precision, total_s
 
 
 class BatchLoss:
-    """Cross-entropy with the run's class weights and label smoothing.
+    """Cross-entropy with the run's class weights and label smoothing, against the class ids or, with
+    --soft-targets, against each post's target distribution (the class weights still follow its class).
 
     The step's loss is the weighted sum over this rank's rows divided by the global batch's total
     weight (times the ranks, which DDP's gradient averaging divides back out), so the gradient
@@ -443,6 +466,7 @@ class BatchLoss:
         device: torch.device,
         world_size: int = 1,
         n_classes: int = len(LABELS),
+        targets: np.ndarray | None = None,
     ):
         self.weights = class_weights(train_labels, cfg.class_weights, n_classes)
         weight_of_class = self.weights.numpy() if self.weights is not None else np.ones(n_classes, np.float32)
@@ -450,11 +474,18 @@ class BatchLoss:
         self.on_device = self.weights.to(device) if self.weights is not None else None
         self.label_smoothing = cfg.label_smoothing
         self.world_size = world_size
+        self.targets = torch.from_numpy(targets) if targets is not None else None
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, batch_rows: np.ndarray):
-        """(the step's loss, the unweighted per-example losses for the logs)."""
+    def __call__(
+        self, logits: torch.Tensor, y: torch.Tensor, batch_rows: np.ndarray, rows: np.ndarray | None = None
+    ):
+        """(the step's loss, the unweighted per-example losses for the logs); `rows`: this rank's rows of
+        the batch (all of `batch_rows` in one process)."""
+        target = y
+        if self.targets is not None:
+            target = self.targets[batch_rows if rows is None else rows].to(logits.device, non_blocking=True)
         per_example = torch.nn.functional.cross_entropy(
-            logits.float(), y, reduction="none", label_smoothing=self.label_smoothing
+            logits.float(), target, reduction="none", label_smoothing=self.label_smoothing
         )
         weighted = per_example * self.on_device[y] if self.on_device is not None else per_example
         loss = weighted.sum() * (self.world_size / float(self.example_weight[batch_rows].sum()))
@@ -476,7 +507,7 @@ def train_step(model, train_tokens, train_labels, rows, batch_rows, loss_of: Bat
     y = _to(torch.from_numpy(train_labels[rows]), device)
     with precision.autocast(device):
         logits = model(input_ids=_to(ids, device), attention_mask=_to(mask, device)).logits
-    loss, per_example = loss_of(logits, y, batch_rows)
+    loss, per_example = loss_of(logits, y, batch_rows, rows)
     return logits, y, loss, per_example
 
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Where a run trained on VADER labels disagrees with VADER: its errors on a prepared test split by how
+far VADER's compound score lies from the class boundaries. Prints one JSON object.
+
+The split must come from `sentitune prepare --label-with vader` (its `score` column is the compound score
+each label was read from; a split without one is scored with VADER here). Each run labels every post with
+the PyTorch backend; the rows are bands of the score (the sign rule's neutral is the score 0 exactly),
+with posts, errors and the error rate per band, for every run given, side by side.
+
+  python benchmarks/vader_errors.py --data WORK/vader-all-data/test.csv --runs RUN [RUN ...]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from speedlib import bench_main
+
+# band edges of the compound score; 0 exactly is its own band (neutral under the sign rule)
+EDGES = (-1.0, -0.5, -0.2, -0.05, 0.0, 0.05, 0.2, 0.5, 1.0)
+
+
+def bands(scores: np.ndarray) -> np.ndarray:
+    """A band name per score: 'exactly 0', or '[a, b)' / '(a, b]' away from 0."""
+    names = np.empty(len(scores), object)
+    names[scores == 0] = "exactly 0"
+    for low, high in zip(EDGES, EDGES[1:], strict=False):
+        if high <= 0:
+            inside = (scores >= low) & (scores < high)
+            names[inside] = f"[{low}, {high})"
+        else:
+            inside = (scores > low) & (scores <= high)
+            names[inside] = f"({low}, {high}]"
+    return names
+
+
+def run(args) -> dict:
+    from sentitune.labels import vader_scores
+    from sentitune.predict import Predictor
+
+    test = pd.read_csv(args.data)
+    scores = (
+        test["score"].to_numpy(float)
+        if "score" in test.columns
+        else vader_scores(test["text"].astype(str)).astype(float).to_numpy()
+    )
+    band = bands(scores)
+    order = sorted(set(band), key=lambda b: scores[band == b].mean())  # from most negative to most positive
+    result = {"benchmark": "vader_errors", "data": args.data, "posts": len(test), "runs": {}}
+    for run_dir in args.runs:
+        predictor = Predictor(run_dir, device="cpu")
+        predicted = np.asarray(predictor.labels)[predictor.probabilities(test["text"].astype(str)).argmax(1)]
+        wrong = predicted != test["label"].to_numpy()
+        rows = {}
+        for b in order:
+            inside = band == b
+            rows[b] = {
+                "posts": int(inside.sum()),
+                "errors": int(wrong[inside].sum()),
+                "error_rate": round(float(wrong[inside].mean()), 4),
+            }
+        result["runs"][Path(run_dir).name] = {
+            "accuracy": round(float(1 - wrong.mean()), 4),
+            "errors": int(wrong.sum()),
+            "bands": rows,
+        }
+    return result
+
+
+def add_arguments(ap) -> None:
+    ap.add_argument("--data", required=True, help="a prepared test split labelled by VADER")
+    ap.add_argument("--runs", nargs="+", required=True, help="run folders trained on VADER labels")
+
+
+if __name__ == "__main__":
+    raise SystemExit(bench_main(__doc__, add_arguments, run))

@@ -1,0 +1,160 @@
+"""--soft-targets: training on the score a label was read from (VADER's compound score, a score column),
+not only its class. prepare keeps the score beside the label and records the class boundaries; train
+turns them into target distributions and the loss reads those."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import cli, train_tiny
+
+from sentitune.config import TrainConfig
+from sentitune.labels import score_to_class, soft_targets, vader_scores
+
+
+@pytest.mark.fast
+def test_a_post_near_a_class_boundary_shares_its_target_with_the_class_across_it():
+    # the sign rule without a band: neutral is the single score 0 and keeps its whole target
+    scores = np.array([-0.5, -0.1, 0.0, 0.1, 0.02, 0.9])
+    labels = score_to_class(scores, 0.0).astype(np.int64)
+    assert labels.tolist() == [0, 0, 1, 2, 2, 2]
+    given = soft_targets(scores, labels, (0.0, 0.0), 0.1, 3)
+
+    def shared(d):
+        return 0.5 * math.exp(-d / 0.1)
+
+    expected = [
+        [1 - shared(0.5), shared(0.5), 0],
+        [1 - shared(0.1), shared(0.1), 0],
+        [0, 1, 0],
+        [0, shared(0.1), 1 - shared(0.1)],
+        [0, shared(0.02), 1 - shared(0.02)],
+        [0, shared(0.9), 1 - shared(0.9)],
+    ]
+    np.testing.assert_allclose(given, expected, rtol=1e-6, atol=1e-7)
+    assert (given.argmax(1) == labels).all()
+    np.testing.assert_array_equal(soft_targets(scores, labels, (0.0, 0.0), 0.0, 3), np.eye(3)[labels])
+
+    # five classes through four thresholds: the nearer boundary decides the neighbour; on a boundary
+    # the post is half its class, half the next
+    thresholds = (-0.6, -0.2, 0.2, 0.6)
+    scores = np.array([-0.9, -0.5, -0.25, -0.2, 0.55])
+    labels = score_to_class(scores, 0.0, thresholds).astype(np.int64)
+    assert labels.tolist() == [0, 1, 1, 1, 3]
+    given = soft_targets(scores, labels, thresholds, 0.2, 5)
+    np.testing.assert_allclose(given.sum(1), 1.0, rtol=1e-6)
+    assert given[0, 1] == pytest.approx(0.5 * math.exp(-0.3 / 0.2)) and given[0, 2:].sum() == 0
+    assert given[1, 0] == pytest.approx(0.5 * math.exp(-0.1 / 0.2)) and given[1, 2] == 0  # -0.6 is nearer
+    assert given[2, 2] == pytest.approx(0.5 * math.exp(-0.05 / 0.2)) and given[2, 0] == 0  # -0.2 is nearer
+    assert given[3, 1] == pytest.approx(0.5) and given[3, 2] == pytest.approx(0.5)
+    assert given[4, 4] == pytest.approx(0.5 * math.exp(-0.05 / 0.2)) and given[4, 2] == 0
+
+
+def test_the_loss_reads_the_soft_targets_of_this_ranks_rows():
+    from sentitune.train import BatchLoss
+
+    labels = np.array([0, 0, 1, 2, 2])
+    targets = soft_targets(np.array([-0.3, -0.01, 0.0, 0.02, 0.7]), labels, (0.0, 0.0), 0.1, 3)
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.2, 0.1, 0.3], [0.0, 2.0, 0.0]])
+    rows = np.array([1, 3, 4])  # this rank's rows of a batch of five
+    log_p = torch.log_softmax(logits, dim=-1)
+    expected = -(torch.from_numpy(targets[rows]) * log_p).sum(-1)
+    cfg = TrainConfig(data="d", soft_targets=0.1)
+    loss, per_example = BatchLoss(labels, cfg, torch.device("cpu"), targets=targets)(
+        logits, torch.from_numpy(labels[rows]), np.arange(5), rows
+    )
+    torch.testing.assert_close(per_example, expected)
+    torch.testing.assert_close(loss, expected.sum() / 5)
+    hard, _ = BatchLoss(labels, TrainConfig(data="d"), torch.device("cpu"))(
+        logits, torch.from_numpy(labels[rows]), rows
+    )
+    assert not torch.allclose(hard, expected.mean())  # the hard labels give another loss on these posts
+
+    # class weights follow each post's class, as with hard labels
+    weighted = BatchLoss(
+        labels, TrainConfig(data="d", class_weights="auto"), torch.device("cpu"), targets=targets
+    )
+    loss, _ = weighted(logits, torch.from_numpy(labels[rows]), rows, rows)
+    weight = torch.tensor([5 / 6, 5 / 3, 5 / 6])[labels[rows]]
+    torch.testing.assert_close(loss, (weight * expected).sum() / weight.sum())
+
+
+@pytest.fixture(scope="module")
+def vader_folders(tmp_path_factory, tweets):
+    """The shared tweets labelled by VADER, prepared as CSV and as Parquet."""
+    root = tmp_path_factory.mktemp("vader")
+    tweets[["text"]].to_csv(root / "posts.csv", index=False)
+    folders = {}
+    for fmt in ("csv", "parquet"):
+        folders[fmt] = root / fmt
+        code = cli_main("prepare", root / "posts.csv", "--label-with", "vader", "--output-dir", folders[fmt],
+                        "--format", fmt)  # fmt: skip
+        assert code == 0
+    return folders
+
+
+def cli_main(*args) -> int:
+    from sentitune.cli import main
+
+    return main([str(a) for a in args])
+
+
+def _splits(folder, fmt):
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    return pd.concat(read(folder / f"{name}.{fmt}") for name in ("train", "eval", "test"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_prepare_keeps_the_score_each_label_was_read_from(vader_folders, fmt):
+    folder = vader_folders[fmt]
+    rows = _splits(folder, fmt)
+    assert list(rows.columns) == ["text", "label", "score"] and rows["score"].dtype == np.float64
+    np.testing.assert_array_equal(rows["score"], vader_scores(rows["text"]).astype(float))
+    names = np.array(["negative", "neutral", "positive"])
+    assert (names[score_to_class(rows["score"].to_numpy(), 0.0)] == rows["label"]).all()
+    assert json.loads((folder / "labels.json").read_text()) == {
+        "labels": ["negative", "neutral", "positive"],
+        "score_boundaries": [0.0, 0.0],
+    }
+
+
+def test_a_score_column_keeps_its_band_and_category_labels_keep_no_score(tmp_path, capsys, prepared, tweets):
+    # the walkthrough's schema, prepared with the default band: `prepared` (scores in [-1, 1])
+    assert json.loads((prepared / "labels.json").read_text())["score_boundaries"] == [0.0, 0.0]
+    assert "score" in pd.read_csv(prepared / "train.csv").columns
+    frame = tweets[["text"]].assign(sentiment=np.linspace(-1, 1, len(tweets)))
+    frame.to_csv(tmp_path / "scored.csv", index=False)
+    code, _, _ = cli(capsys, "prepare", tmp_path / "scored.csv", "--output-dir", tmp_path / "banded",
+                     "--neutral-band", "0.1")  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "banded" / "labels.json").read_text())["score_boundaries"] == [-0.1, 0.1]
+    tweets[["text", "label"]].to_csv(tmp_path / "named.csv", index=False)
+    code, _, _ = cli(capsys, "prepare", tmp_path / "named.csv", "--output-dir", tmp_path / "named")
+    assert code == 0
+    assert json.loads((tmp_path / "named" / "labels.json").read_text()) == {
+        "labels": ["negative", "neutral", "positive"]
+    }
+    assert list(pd.read_csv(tmp_path / "named" / "train.csv").columns) == ["text", "label"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_train_on_soft_targets_from_a_prepared_folder(tmp_path, tiny_model, vader_folders, fmt):
+    run = train_tiny(tmp_path / "run", tiny_model, vader_folders[fmt], soft_targets=0.1)
+    assert json.loads((run / "run_config.json").read_text())["train"]["soft_targets"] == 0.1
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    losses = [row["train_loss"] for row in history]
+    assert losses and all(math.isfinite(x) for x in losses)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["accuracy"] <= 1
+    assert "(`--soft-targets 0.1`)" in (run / "README.md").read_text()  # the model card says so
+
+
+def test_a_dry_run_keeps_the_scores(tmp_path, capsys, tiny_model, vader_folders):
+    code, _, err = cli(capsys, "train", "--data", vader_folders["csv"], "--model", tiny_model,
+                       "--job-dir", tmp_path / "job", "--dry-run", "--soft-targets", "0.1")  # fmt: skip
+    assert code == 0, err
