@@ -6,13 +6,17 @@ The model folder is a real sentitune run: `sentitune train --max-steps 1` on a r
 embedded MiniLM), so all three load the same weights and fast tokenizer (speed does not depend on the
 weights). Then, in this one process, each contender labels the same 2,000 texts (val.csv):
   sentitune  Predictor(run, device="cpu", batch_size=B).probabilities(texts): tokenise, length-sorted
-             batches, inference mode, softmax
+             batches, inference mode, softmax (precision auto: bf16 on a CPU with native bf16, run on
+             weights cast to bf16 once)
   trainer    fast-tokenise the texts (truncation, no padding), then Trainer.evaluate() with
              DataCollatorWithPadding (needs `accelerate`); `evaluate_only_examples_per_s` leaves the
-             tokenisation out, as the Trainer's own eval_samples_per_second does
+             tokenisation out, as the Trainer's own eval_samples_per_second does. On a CPU with native
+             bf16, `bf16=True, use_cpu=True` as ../shared/bench/hf_trainer_reference.py sets it up
+  trainer-full-bf16  the same with `bf16_full_eval=True` too (the Trainer's own cast of the model to
+             bf16 for evaluation); only on a CPU with native bf16
   pipeline   pipeline("text-classification", model=run, tokenizer=run, device=-1, batch_size=B)
              called on the texts with truncation at 100 tokens and top_k=None (all class scores, like
-             the Predictor)
+             the Predictor); on a CPU with native bf16, loaded with dtype=torch.bfloat16
 After one warm-up call each, the contenders run in turn for --rounds rounds (A B C A B C ...); the
 medians of examples/s are reported with every round's value, and ratios sentitune/trainer and
 sentitune/pipeline. The Predictor's and the pipeline's predicted labels are compared as a check that
@@ -48,7 +52,14 @@ from speedlib import (
 )
 
 PRESETS = {"quick": {"models": "tiny", "rounds": 3}, "full": {"models": "tiny,minilm", "rounds": 5}}
-CONTENDERS = ("sentitune", "trainer", "pipeline")
+CONTENDERS = ("sentitune", "trainer", "trainer-full-bf16", "pipeline")
+OTHERS = CONTENDERS[1:]
+
+
+def native_bf16() -> bool:
+    from sentitune.runtime import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
 
 
 def make_run(folder: str, work: str, name: str, timeout: float) -> str:
@@ -87,13 +98,17 @@ class SentituneContender:
         from sentitune.predict import Predictor
 
         self.predictor = Predictor(run_dir, device="cpu", batch_size=batch_size, max_length=MAX_LENGTH)
+        p = self.predictor.precision
+        self.precision = p.name + (
+            ", weights cast once" if p.cast_weights else " autocast" if p.dtype else ""
+        )
 
     def __call__(self, texts, labels):
         return self.predictor.probabilities(texts).argmax(axis=1)
 
 
 class TrainerContender:
-    def __init__(self, run_dir: str, batch_size: int, work: str):
+    def __init__(self, run_dir: str, batch_size: int, work: str, full_bf16: bool = False):
         from transformers import (
             AutoModelForSequenceClassification,
             AutoTokenizer,
@@ -103,7 +118,8 @@ class TrainerContender:
         )
 
         self.tok = AutoTokenizer.from_pretrained(run_dir, use_fast=True)
-        model = AutoModelForSequenceClassification.from_pretrained(run_dir)
+        # trust_remote_code: a mean-pooled run (the MiniLM's default) ships its pooling as code of its own
+        model = AutoModelForSequenceClassification.from_pretrained(run_dir, trust_remote_code=True)
         args = TrainingArguments(
             output_dir=str(Path(work) / "trainer-eval"),
             per_device_eval_batch_size=batch_size,
@@ -111,7 +127,12 @@ class TrainerContender:
             disable_tqdm=True,
             dataloader_num_workers=0,
             save_strategy="no",
+            **({"bf16": True, "use_cpu": True} if native_bf16() else {}),
+            **({"bf16_full_eval": True} if full_bf16 else {}),
         )
+        self.precision = "fp32"
+        if native_bf16():
+            self.precision = "bf16, weights cast once" if full_bf16 else "bf16 autocast"
         self.trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(self.tok))
         self.evaluate_s = None
 
@@ -134,11 +155,20 @@ class TrainerContender:
 
 class PipelineContender:
     def __init__(self, run_dir: str, batch_size: int):
+        import torch
         from transformers import pipeline
 
+        dtype = torch.bfloat16 if native_bf16() else torch.float32
         self.pipe = pipeline(
-            "text-classification", model=run_dir, tokenizer=run_dir, device=-1, batch_size=batch_size
+            "text-classification",
+            model=run_dir,
+            tokenizer=run_dir,
+            device=-1,
+            batch_size=batch_size,
+            dtype=dtype,
+            trust_remote_code=True,
         )
+        self.precision = "bf16, weights cast once" if native_bf16() else "fp32"
         self.label2id = self.pipe.model.config.label2id
 
     def __call__(self, texts, labels):
@@ -162,6 +192,10 @@ def bench_model(name: str, args, work: str) -> dict:
                 contenders[c] = SentituneContender(run_dir, args.batch_size)
             elif c == "trainer":
                 contenders[c] = TrainerContender(run_dir, args.batch_size, work)
+            elif c == "trainer-full-bf16":
+                if not native_bf16():
+                    continue  # without native bf16 the Trainer's best is fp32: the `trainer` row
+                contenders[c] = TrainerContender(run_dir, args.batch_size, work, full_bf16=True)
             elif c == "pipeline":
                 contenders[c] = PipelineContender(run_dir, args.batch_size)
             else:
@@ -172,7 +206,7 @@ def bench_model(name: str, args, work: str) -> dict:
             contenders.pop(c, None)
             log(f"  {c} unavailable: {errors[c]}")
     rates = {c: [] for c in contenders}
-    evaluate_only = []
+    evaluate_only = {}
     predictions = {}
     for r in range(args.rounds):
         for c, fn in contenders.items():
@@ -180,8 +214,8 @@ def bench_model(name: str, args, work: str) -> dict:
             pred = fn(texts, labels)
             seconds = time.perf_counter() - t0
             rates[c].append(round(len(texts) / seconds, 1))
-            if c == "trainer":
-                evaluate_only.append(round(len(texts) / fn.evaluate_s, 1))
+            if c.startswith("trainer"):
+                evaluate_only.setdefault(c, []).append(round(len(texts) / fn.evaluate_s, 1))
             if pred is not None:
                 predictions[c] = pred
         log(
@@ -190,10 +224,14 @@ def bench_model(name: str, args, work: str) -> dict:
         )
     results = {}
     for c in contenders:
-        results[c] = {"examples_per_s": median(rates[c]), "examples_per_s_rounds": rates[c]}
-    if evaluate_only:
-        results["trainer"]["evaluate_only_examples_per_s"] = median(evaluate_only)
-        results["trainer"]["evaluate_only_examples_per_s_rounds"] = evaluate_only
+        results[c] = {
+            "precision": contenders[c].precision,
+            "examples_per_s": median(rates[c]),
+            "examples_per_s_rounds": rates[c],
+        }
+    for c, only in evaluate_only.items():
+        results[c]["evaluate_only_examples_per_s"] = median(only)
+        results[c]["evaluate_only_examples_per_s_rounds"] = only
     for c, e in errors.items():
         results[c] = {"error": e}
     s = results.get("sentitune", {}).get("examples_per_s")
@@ -203,8 +241,9 @@ def bench_model(name: str, args, work: str) -> dict:
         "batch_size": args.batch_size,
         "contenders": results,
         "ratios": {
-            f"sentitune/{o}": ratio(s, results.get(o, {}).get("examples_per_s"))
-            for o in ("trainer", "pipeline")
+            f"sentitune/{o}": ratio(s, results[o]["examples_per_s"])
+            for o in OTHERS
+            if "examples_per_s" in results.get(o, {})
         },
     }
     if "sentitune" in predictions and "pipeline" in predictions:
@@ -239,8 +278,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--models", help="comma-separated model sizes: tiny, minilm (default: quick tiny, full both)"
     )
-    ap.add_argument("--rounds", type=int, help="rounds of the three contenders (default: 3 quick, 5 full)")
-    ap.add_argument("--batch-size", type=int, default=256, help="inference batch size for all three")
+    ap.add_argument("--rounds", type=int, help="rounds of the contenders (default: 3 quick, 5 full)")
+    ap.add_argument("--batch-size", type=int, default=256, help="inference batch size for all of them")
     ap.add_argument("--contenders", default=",".join(CONTENDERS), help="subset and order of the contenders")
     ap.add_argument("--quick", action="store_true", help="short preset")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds for the one-step training run")

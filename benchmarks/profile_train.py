@@ -19,10 +19,14 @@ on BERT-Tiny, and timed ablations of the step, to rank what is worth speeding up
      keep_grads             zero_grad(set_to_none=False): gradient buffers kept between steps
    Variant costs are not additive; each says what removing that piece alone would save.
 
-   and, where the CPU has native bf16, `fp32` (the same step without bf16 autocast).
+   and, where the CPU has native bf16, `fp32` (the same step without bf16 autocast) and `bf16_weights`
+   (no autocast: the forward and backward run on a bf16 copy of the weights; the gradients are copied
+   into the fp32 weights, which are clipped and stepped as in the baseline and cast back to the copy:
+   what keeping bf16 working weights with fp32 masters would save over autocast's per-op casts).
 
 usage: profile_train.py [--model tiny|minilm] [--batch-size 128] [--steps 20] [--rounds 3] [--top 25]
                         [--precision auto|fp32|bf16]   (auto: what `sentitune train` picks here)
+                        [--variants baseline,bf16_weights,...] [--no-profile]
 Prints one JSON object on stdout; the profiler table goes to stderr.
 """
 
@@ -171,6 +175,11 @@ class ReplicaStep:
         self.threads = 1 if variant == "threads_1" else None
         self.optimizer = build_optimizer(self.model, cfg, torch.device("cpu"))
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.working = None  # bf16_weights: the bf16 copy the forward and backward run on
+        if variant == "bf16_weights":
+            self.working = copy.deepcopy(self.model).to(torch.bfloat16)
+            self.working_trainable = [p for p in self.working.parameters() if p.requires_grad]
+            self.precision = FP32  # the weights are bf16 already: no autocast
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.tokens, self.labels, self.cfg = tokens, labels, cfg
 
@@ -182,17 +191,25 @@ class ReplicaStep:
             torch.set_num_threads(self.threads)
         try:
             t0 = time.perf_counter()
+            forward = self.working if self.working is not None else self.model
             for rows in batches:
                 ids, mask = self.tokens.batch(rows)
                 y = torch.from_numpy(self.labels[rows])
                 with self.precision.autocast(torch.device("cpu")):
-                    logits = self.model(input_ids=ids, attention_mask=mask).logits
+                    logits = forward(input_ids=ids, attention_mask=mask).logits
                 loss = self.loss_fn(logits.float(), y)
                 loss.backward()
+                if self.working is not None:  # bf16 gradients into the fp32 weights' .grad
+                    for master, work in zip(self.trainable, self.working_trainable, strict=True):
+                        master.grad = work.grad.float()
+                        work.grad = None
                 if self.clip:
                     torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=self.set_to_none)
+                if self.working is not None:  # the stepped fp32 weights cast into the bf16 copy
+                    with torch.no_grad():
+                        torch._foreach_copy_(self.working_trainable, self.trainable)
             return (time.perf_counter() - t0) / len(batches)
         finally:
             torch.set_num_threads(saved)
@@ -210,13 +227,15 @@ VARIANTS = (
 )
 
 
-def ablations(cfg, model, tokens, splits, steps: int, rounds: int, precision) -> dict:
+def ablations(cfg, model, tokens, splits, steps: int, rounds: int, precision, only=None) -> dict:
     from sentitune.batching import length_bucketed_batches
 
     train_tokens, labels = tokens["train"], splits["train"].labels
     batches = length_bucketed_batches(train_tokens.lengths, cfg.batch_size, np.random.default_rng(0))
     full = [b for b in batches if len(b) == cfg.batch_size]
-    variants = VARIANTS + (("fp32",) if precision.name == "bf16" else ())
+    variants = VARIANTS + (("fp32", "bf16_weights") if precision.name == "bf16" else ())
+    if only:
+        variants = tuple(v for v in variants if v in only)
     steppers = {v: ReplicaStep(model, cfg, train_tokens, labels, v, precision) for v in variants}
     for s in steppers.values():
         s.run(full[:2])  # warm-up: allocator, optimizer state
@@ -250,6 +269,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="ablation rounds (0 = no ablations)")
     ap.add_argument("--top", type=int, default=25, help="ops in the table")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    ap.add_argument(
+        "--variants", help="comma-separated ablation variants (default: all; baseline is always run)"
+    )
+    ap.add_argument("--no-profile", action="store_true", help="the ablations only")
     args = ap.parse_args()
     import torch
 
@@ -269,12 +292,16 @@ def main() -> int:
             "precision": precision.name,
         }
         base_state = copy.deepcopy(model.state_dict())
-        log(f"profiling {args.steps} steps of sentitune.train.fit on {args.model}, batch {batch}")
-        result["profile"] = profile_fit(cfg, model, tokens, splits, args.steps, args.top, precision)
-        model.load_state_dict(base_state)
+        if not args.no_profile:
+            log(f"profiling {args.steps} steps of sentitune.train.fit on {args.model}, batch {batch}")
+            result["profile"] = profile_fit(cfg, model, tokens, splits, args.steps, args.top, precision)
+            model.load_state_dict(base_state)
         if args.rounds:
             log(f"ablations: {args.rounds} rounds of {args.steps} steps per variant")
-            result["ablations"] = ablations(cfg, model, tokens, splits, args.steps, args.rounds, precision)
+            only = {"baseline", *args.variants.split(",")} if args.variants else None
+            result["ablations"] = ablations(
+                cfg, model, tokens, splits, args.steps, args.rounds, precision, only
+            )
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     emit(result)
     return 0

@@ -19,6 +19,7 @@ NAMES = {
 EVAL_NAMES = {
     "sentitune": "sentitune Predictor",
     "trainer": "HF Trainer.evaluate()",
+    "trainer-full-bf16": "HF Trainer.evaluate(), bf16_full_eval",
     "pipeline": "transformers pipeline",
 }
 
@@ -81,11 +82,13 @@ def eval_tables(ev: dict) -> list[str]:
         out += [
             f"**{size}**: inference on the {fmt(m.get('examples'))} validation tweets, batch {m.get('batch_size')}, medians:",
             "",
-            "| | examples/s |",
-            "|---|---|",
+            "| | precision | examples/s |",
+            "|---|---|---|",
         ]
         for name, v in c.items():
-            out.append(f"| {EVAL_NAMES.get(name, name)} | {fmt(v.get('examples_per_s'))} |")
+            out.append(
+                f"| {EVAL_NAMES.get(name, name)} | {v.get('precision', '–')} | {fmt(v.get('examples_per_s'))} |"
+            )
         ratios = m.get("ratios", {})
         out += ["", "Ratios: " + ", ".join(f"{k} **{fmt(v, 2)}×**" for k, v in ratios.items()), ""]
     return out

@@ -249,3 +249,20 @@ def test_batch_prediction_bad_inputs(tmp_path, capsys, corpus, trained_run):
         "label them in separate runs with different --output folders"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_bf16_on_a_cpu_runs_on_weights_cast_once_and_explains_from_the_fp32_model(
+    trained_run, corpus, predictor
+):
+    import torch
+
+    from sentitune.explain import explain
+
+    bf16 = Predictor(str(trained_run), device="cpu", precision="bf16")
+    assert {p.dtype for p in bf16.runner.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.float32}  # the model as trained, kept
+    assert bf16.precision.name == "bf16" and str(bf16.precision).endswith("; weights cast once)")
+    assert predictor.runner is predictor.model and not predictor.precision.cast_weights  # fp32: one copy
+    texts = corpus["text"].tolist()[:200]
+    np.testing.assert_allclose(bf16.probabilities(texts), predictor.probabilities(texts), atol=0.02)
+    assert explain(bf16, texts[:3]) == explain(predictor, texts[:3])  # gradients of the same fp32 model

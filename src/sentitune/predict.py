@@ -31,6 +31,7 @@ from sentitune.runfolder import EXPORT_DIR, load_run, onnx_path, trained_max_len
 from sentitune.runtime import (
     Precision,
     infer_probs,
+    inference_weights,
     onnx_probs,
     onnx_session,
     require_finite,
@@ -94,7 +95,8 @@ class Predictor:
         if backend == "torch":
             self.device = resolve_device(device)
             self.precision = resolve_precision(precision, self.device)
-            self.model = self.classifier.model.to(self.device)
+            self.model = self.classifier.model.to(self.device)  # as trained: explanations read it
+            self.runner, self.precision = inference_weights(self.model, self.precision, self.device)
         else:
             if device not in ("auto", "cpu"):
                 raise SentituneError(f"--backend {backend} runs on the CPU; drop --device {device}")
@@ -102,6 +104,7 @@ class Predictor:
                 "int8" if backend == "onnx-int8" else "fp32", f"the {backend} export as written"
             )
             self.device, self.precision, self.model = torch.device("cpu"), exported, None
+            self.runner = None
             self.session = load_onnx(local, backend, shown_as=run_dir)
 
     @classmethod
@@ -123,7 +126,7 @@ class Predictor:
         if self.session is not None:
             probs = onnx_probs(self.session, tokens, self.batch_size)
         else:
-            probs = infer_probs(self.model, tokens, self.batch_size, self.device, self.precision)
+            probs = infer_probs(self.runner, tokens, self.batch_size, self.device, self.precision)
         probs = require_finite(probs, self.classifier.source)
         return probs if self.to_ours is None else probs @ self.to_ours
 
