@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli, train_tiny
+from conftest import cli, cli_error, train_tiny
 
 from sentitune.config import TrainConfig
 from sentitune.labels import score_to_class, soft_targets, vader_scores
@@ -158,3 +160,51 @@ def test_a_dry_run_keeps_the_scores(tmp_path, capsys, tiny_model, vader_folders)
     code, _, err = cli(capsys, "train", "--data", vader_folders["csv"], "--model", tiny_model,
                        "--job-dir", tmp_path / "job", "--dry-run", "--soft-targets", "0.1")  # fmt: skip
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            {"score_boundaries": ["low", 0.0]},
+            'score_boundaries ["low", 0.0] are not 2 increasing numbers; run `sentitune prepare` again',
+        ),
+        (
+            {"score_boundaries": [0.5, -0.5]},
+            "score_boundaries [0.5, -0.5] are not 2 increasing numbers; run `sentitune prepare` again",
+        ),
+        (
+            {"score_boundaries": [0.0]},
+            "score_boundaries [0.0] are not 2 increasing numbers; run `sentitune prepare` again",
+        ),
+    ],
+)
+def test_an_edited_label_set_or_score_column_is_a_one_line_error(
+    tmp_path, capsys, tiny_model, vader_folders, edit, message
+):
+    data = Path(shutil.copytree(vader_folders["csv"], tmp_path / "data"))
+    label_set = json.loads((data / "labels.json").read_text()) | edit
+    (data / "labels.json").write_text(json.dumps(label_set))
+    job = tmp_path / "job"
+    given = cli_error(
+        capsys, "train", "--data", data, "--model", tiny_model, "--job-dir", job, "--soft-targets", "0.1"
+    )
+    assert given == f"{data / 'labels.json'}: {message}"
+    assert not job.exists()
+
+
+def test_a_score_that_is_not_a_number_is_a_one_line_error(tmp_path, capsys, tiny_model, vader_folders):
+    data = Path(shutil.copytree(vader_folders["csv"], tmp_path / "data"))
+    train = pd.read_csv(data / "train.csv")
+    train["score"] = train["score"].astype(object)
+    train.loc[3, "score"] = "n/a"
+    train.to_csv(data / "train.csv", index=False)
+    job = tmp_path / "job"
+    given = cli_error(
+        capsys, "train", "--data", data, "--model", tiny_model, "--job-dir", job, "--soft-targets", "0.1"
+    )
+    assert (
+        given
+        == f"{data / 'train.csv'}: the score column is not all numbers (1 row is not); run `sentitune prepare` again"
+    )
+    assert not job.exists()

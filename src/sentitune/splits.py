@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from sentitune import LABELS
-from sentitune.errors import SentituneError
+from sentitune.errors import SentituneError, short
 from sentitune.labels import DistinctLabels, apply_label_rule, decide_label_rule, missing_as_na, parse_labels
 from sentitune.storage import exists, join, listdir_names, open_input
 from sentitune.tables import pick_label_column, pick_text_column, read_chunks
@@ -98,9 +99,10 @@ def read_labelled(
     labels = apply_label_rule(rule, pd.concat(raw_labels, ignore_index=True), path)
     kept = np.concatenate(scores) if scores else None
     if kept is not None and not np.isfinite(kept).all():
+        bad = int((~np.isfinite(kept)).sum())
         raise SentituneError(
-            f"{path}: the {SCORE_COLUMN} column has {int((~np.isfinite(kept)).sum())} values that are not "
-            "numbers; run `sentitune prepare` again"
+            f"{path}: the {SCORE_COLUMN} column is not all numbers ({bad} row{' is' if bad == 1 else 's are'} "
+            "not); run `sentitune prepare` again"
         )
     return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes), kept)
 
@@ -158,8 +160,21 @@ def score_boundaries(data_dir: str | None) -> tuple[float, ...] | None:
     labels were not scores, or it was prepared before they were recorded)."""
     if not data_dir or not exists(join(data_dir, SPLIT_LABELS)):
         return None
-    found = _label_set(data_dir).get("score_boundaries")
-    return tuple(float(b) for b in found) if found else None
+    label_set = _label_set(data_dir)
+    found = label_set.get("score_boundaries")
+    if found is None:
+        return None
+    wanted = len(label_set["labels"]) - 1
+    try:
+        values = tuple(float(b) for b in found)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != wanted or not all(map(math.isfinite, values)) or list(values) != sorted(values):
+        raise SentituneError(
+            f"{join(data_dir, SPLIT_LABELS)}: score_boundaries {short(json.dumps(found), 60)} are not "
+            f"{wanted} increasing numbers; run `sentitune prepare` again"
+        )
+    return values
 
 
 def _label_set(data_dir: str) -> dict:
