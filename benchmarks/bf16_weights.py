@@ -7,9 +7,10 @@ One process, one run folder (default: `make demo`'s), the 2,000 TweetEval valida
 as the run reads them; each variant scores them through sentitune's own batched inference (length-sorted
 batches, few shapes) in turn for --rounds rounds (A B C A B C ...); the medians of examples/s, every
 round's value, and for each bf16 variant the largest probability difference from fp32 and the share of
-labels that agree with it.
+labels that agree with it. With --compile, also the cast-once model under torch.compile(dynamic=True)
+(inductor on the CPU; its first call, which compiles, is timed apart as `compile_s`).
 
-  python benchmarks/bf16_weights.py [--run demo/run] [--rounds 5] [--batch-size 64]
+  python benchmarks/bf16_weights.py [--run demo/run] [--rounds 5] [--batch-size 64] [--compile]
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ def run(args) -> dict:
         "bf16_autocast": (classifier.model, autocast),
         "bf16_weights": (cast_once, FP32),  # the weights are bf16: no autocast needed
     }
-    probs, rates = {}, {name: [] for name in variants}
+    if args.compile:
+        variants["bf16_weights_compiled"] = (torch.compile(cast_once, dynamic=True), FP32)
+    probs, rates, compile_s = {}, {name: [] for name in variants}, None
     with torch.inference_mode():
         for name, (model, precision) in variants.items():  # warm-up, and the answers compared below
+            started = time.perf_counter()
             probs[name] = infer_probs(model, tokens, args.batch_size, device, precision)
+            if name == "bf16_weights_compiled":
+                compile_s = round(time.perf_counter() - started, 1)
         for r in range(args.rounds):
             for name, (model, precision) in variants.items():
                 started = time.perf_counter()
@@ -68,6 +74,7 @@ def run(args) -> dict:
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "variants": result,
+        **({"compile_s": compile_s} if args.compile else {}),
     }
 
 
@@ -77,6 +84,7 @@ def add_arguments(ap) -> None:
     ap.add_argument(
         "--batch-size", type=int, default=64, help="posts per forward pass (the Predictor's default)"
     )
+    ap.add_argument("--compile", action="store_true", help="also the cast-once model under torch.compile")
 
 
 if __name__ == "__main__":
