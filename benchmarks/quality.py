@@ -39,6 +39,8 @@ from speedlib import TRAIN_CSV, VAL_CSV, emit, log, machine_info  # noqa: E402
 # Half an epoch (740 steps of 32 = 23,680 tweets): a screening budget; batch-size settings keep the
 # number of tweets, not of steps. [CLS] pooling, the default when the grid was first run.
 QUICK_BASE = ["--keep-layers", "3", "--max-steps", "740", "--learning-rate", "1e-4", "--pooling", "cls"]
+# VADER's score as a soft target, screened: the MiniLM cut to 3 layers, one epoch, every post there is
+VADER_SCREEN = ["--keep-layers", "3", "--epochs", "1", "--learning-rate", "1e-4"]
 GRIDS: dict[str, dict[str, list[str]]] = {
     "smoke": {
         "tiny-lr1e-3": ["--max-steps", "10", "--learning-rate", "1e-3"],
@@ -93,27 +95,9 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         "vader-all-e4-lr1e-4": ["--epochs", "4", "--learning-rate", "1e-4"],
         # VADER's compound score as a soft target (--soft-targets WIDTH) against its sign alone: screened
         # on 3 layers and one epoch, then at the full setting
-        "vader-all-l3-e1": ["--keep-layers", "3", "--epochs", "1", "--learning-rate", "1e-4"],
-        "vader-all-l3-e1-soft0.1": [
-            "--keep-layers",
-            "3",
-            "--epochs",
-            "1",
-            "--learning-rate",
-            "1e-4",
-            "--soft-targets",
-            "0.1",
-        ],
-        "vader-all-l3-e1-soft0.3": [
-            "--keep-layers",
-            "3",
-            "--epochs",
-            "1",
-            "--learning-rate",
-            "1e-4",
-            "--soft-targets",
-            "0.3",
-        ],
+        "vader-all-l3-e1": VADER_SCREEN,
+        "vader-all-l3-e1-soft0.1": [*VADER_SCREEN, "--soft-targets", "0.1"],
+        "vader-all-l3-e1-soft0.3": [*VADER_SCREEN, "--soft-targets", "0.3"],
         "vader-all-e4-lr1e-4-soft0.1": ["--epochs", "4", "--learning-rate", "1e-4", "--soft-targets", "0.1"],
     },
 }
