@@ -660,6 +660,31 @@ def predict_cases() -> Iterator[Case]:
         written=("run",),
     )
     yield Case(
+        "predict-label-column-taken",
+        ["predict", "{run}", "--input", "{tmp}/l.csv", "--output", "{tmp}/o.csv"],
+        "{tmp}/l.csv already has the column 'label', which predict would write; pass --prefix pred_ (the "
+        "added columns become pred_label, pred_score_<class>) or rename it",
+        {"l.csv": frame(LABELLED)},
+        needs=("run",),
+        written=("run",),
+    )
+    yield Case(
+        "predict-score-columns-taken-stdout",
+        ["predict", "{run}", "--input", "{tmp}/l.csv", "--prefix", "p_"],
+        "{tmp}/l.csv already has the columns 'p_label', 'p_score_positive', which predict would write; "
+        "pass --prefix pred_ (the added columns become pred_label, pred_score_<class>) or rename them",
+        {"l.csv": frame(LABELLED.rename(columns={"label": "p_label"}).assign(p_score_positive=0.5))},
+        needs=("run",),
+        written=("run",),
+    )
+    yield Case(
+        "predict-prefix-without-input",
+        ["predict", "{run}", "--prefix", "pred_", "a post"],
+        "--prefix names the columns added to --input files; texts print as JSON lines",
+        needs=("run",),
+        written=("run",),
+    )
+    yield Case(
         "predict-emoji-and-newlines",
         ["predict", "{run}", "so good 😍🔥", "line one\nline two"],
         None,

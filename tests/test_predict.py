@@ -116,6 +116,28 @@ def test_input_file_to_output_file_keeps_every_column_and_row(
     assert entries(tmp_path) == {"posts.csv", out_path.name}
 
 
+def test_prefix_keeps_the_files_own_label_column(tmp_path, capsys, corpus, trained_run, predictor):
+    frame = _write_input(corpus, tmp_path / "posts.csv")
+    frame["label"] = [LABELS[i % 3] for i in range(len(frame))]  # the user's labels: kept as given
+    frame.to_csv(tmp_path / "labelled.csv", index=False, lineterminator="\r\n")  # the bare CR quoted
+    argv = ["predict", trained_run, "--precision", "fp32", "--input", tmp_path / "labelled.csv"]
+    code, out, err = cli(capsys, *argv, "--output", tmp_path / "out.csv", "--prefix", "pred_")
+    assert code == 0, err
+    got = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    added = ["pred_label", *(f"pred_score_{n}" for n in LABELS)]
+    assert list(got.columns) == [*frame.columns, *added]
+    assert got["label"].tolist() == frame["label"].tolist()
+    expected = predictor.probabilities(frame["bodyText"].str.strip().tolist())
+    assert got["pred_label"].tolist() == [LABELS[i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose(got[added[1:]].astype(float), expected, atol=2e-6)
+
+    code, out, err = cli(capsys, *argv, "--prefix", "pred_")  # JSON lines on stdout: the same columns
+    assert code == 0, err
+    rows = json_lines(out)
+    assert [r["label"] for r in rows] == frame["label"].tolist()
+    assert [r["pred_label"] for r in rows] == got["pred_label"].tolist()
+
+
 def test_input_file_without_output_prints_json_lines(tmp_path, capsys, corpus, trained_run):
     frame = _write_input(corpus, tmp_path / "posts.csv")
     code, out, err = cli(capsys, "predict", trained_run, "--input", tmp_path / "posts.csv")

@@ -659,6 +659,12 @@ class PredictConfig(InferenceOptions):
         group=OUTPUT,
     )
     overwrite: bool = overwrite_option()
+    prefix: str = opt(
+        "",
+        "put this before the names of the columns added to a file's rows (label, score_<class>), e.g. "
+        "pred_ for a file that already has a label column",
+        group=OUTPUT,
+    )
     explain: bool = opt(
         False,
         "add each text's words and their attributions to its label (gradient x input; PyTorch backend; "
@@ -677,6 +683,8 @@ class PredictConfig(InferenceOptions):
                 f"--explain needs the PyTorch model: use --backend torch (not {self.backend}); an ONNX graph "
                 "has no gradients"
             )
+        if self.prefix and not self.input:
+            problems.append("--prefix names the columns added to --input files; texts print as JSON lines")
         if self.output and not self.input:
             problems.append("--output needs --input FILE; texts from arguments or stdin print to stdout")
         if problems:  # each is a whole sentence on its own

@@ -139,14 +139,26 @@ class Predictor:
             for p in probs
         ]
 
-    def predict_frame(self, df: pd.DataFrame, text_column: str) -> pd.DataFrame:
-        """`df` with a `label` column and one `score_<class>` column per class appended."""
+    def predict_frame(
+        self, df: pd.DataFrame, text_column: str, prefix: str = "", source: str = "the input"
+    ) -> pd.DataFrame:
+        """`df` with a `<prefix>label` column and one `<prefix>score_<class>` column per class appended.
+        A column of `df` with one of those names is refused, not replaced: the rows are the user's."""
+        added = [f"{prefix}label", *(f"{prefix}score_{name}" for name in self.labels)]
+        taken = [name for name in added if name in df.columns]
+        if taken:
+            raise SentituneError(
+                f"{source} already has the column{'s' if len(taken) > 1 else ''} "
+                f"{', '.join(repr(t) for t in taken)}, which predict would write; pass --prefix pred_ (the "
+                f"added columns become pred_label, pred_score_<class>) or rename "
+                f"{'them' if len(taken) > 1 else 'it'}"
+            )
         texts = df[text_column].fillna("").astype(str).tolist()
         probs = self.probabilities(texts)
         out = df.copy()
-        out["label"] = [self.labels[i] for i in probs.argmax(axis=1)] if len(probs) else []
-        for i, name in enumerate(self.labels):
-            out[f"score_{name}"] = np.round(probs[:, i], 6) if len(probs) else []
+        out[added[0]] = [self.labels[i] for i in probs.argmax(axis=1)] if len(probs) else []
+        for i, column in enumerate(added[1:]):
+            out[column] = np.round(probs[:, i], 6) if len(probs) else []
         return out
 
 
@@ -170,6 +182,7 @@ def predict_files(
     text_column: str | None,
     chunk_rows: int = 50_000,
     overwrite: bool = False,
+    prefix: str = "",
 ) -> dict:
     """Label each input file into `output_dir` under the same name (compression suffix dropped).
 
@@ -197,7 +210,9 @@ def predict_files(
                 summary["skipped"] += 1
                 continue
             started = time.perf_counter()
-            rows = predict_file(predictor, path, target, text_column, chunk_rows, overwrite=True)
+            rows = predict_file(
+                predictor, path, target, text_column, chunk_rows, overwrite=True, prefix=prefix
+            )
             seconds = time.perf_counter() - started
             log.info(
                 f"[{number}/{len(names)}] {path}: {rows} rows -> {target} "
@@ -224,6 +239,7 @@ def predict_file(
     text_column: str | None,
     chunk_rows: int = 50_000,
     overwrite: bool = False,
+    prefix: str = "",
 ) -> int:
     """Predict every row of `input_path` into `output_path` (CSV, TSV, JSONL or Parquet by extension),
     keeping the input columns; chunked, written under a temporary name and renamed at the end."""
@@ -232,10 +248,12 @@ def predict_file(
     if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
         raise SentituneError(f"{output_path} exists; pass --overwrite to replace it")
     with OutputLock(output_path):
-        return _write_predictions(predictor, input_path, output_path, text_column, chunk_rows, fs, inner)
+        return _write_predictions(
+            predictor, input_path, output_path, text_column, chunk_rows, fs, inner, prefix
+        )
 
 
-def _write_predictions(predictor, input_path, output_path, text_column, chunk_rows, fs, inner) -> int:
+def _write_predictions(predictor, input_path, output_path, text_column, chunk_rows, fs, inner, prefix) -> int:
     """predict_file's writing, under its lock: a temporary name beside the output, renamed at the end."""
     remote = fs is not None
     fmt = file_format(output_path)
@@ -254,7 +272,7 @@ def _write_predictions(predictor, input_path, output_path, text_column, chunk_ro
             for df in read_chunks(input_path, chunk_rows):
                 if column is None:
                     column = pick_text_column(df, text_column, input_path)
-                out = predictor.predict_frame(df, column)
+                out = predictor.predict_frame(df, column, prefix, source=input_path)
                 if fmt == "parquet":
                     table = pa.Table.from_pandas(out, preserve_index=False)
                     writer = writer or pq.ParquetWriter(tmp, table.schema)
@@ -317,10 +335,14 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
     if to_folder:
         return {
             "to": "folder",
-            **predict_files(predictor, inputs, cfg.output, cfg.text_column, overwrite=cfg.overwrite),
+            **predict_files(
+                predictor, inputs, cfg.output, cfg.text_column, overwrite=cfg.overwrite, prefix=cfg.prefix
+            ),
         }
     if cfg.output:
-        rows = predict_file(predictor, inputs[0], cfg.output, cfg.text_column, overwrite=cfg.overwrite)
+        rows = predict_file(
+            predictor, inputs[0], cfg.output, cfg.text_column, overwrite=cfg.overwrite, prefix=cfg.prefix
+        )
         return {"to": "file", "files": 1, "labelled": 1, "skipped": 0, "rows": rows}
     rows = 0
     for path in inputs:
@@ -328,7 +350,9 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
         for df in read_chunks(path, 50_000):
             column = column or pick_text_column(df, cfg.text_column, path)
             stdout.write(
-                predictor.predict_frame(df, column).to_json(orient="records", lines=True, force_ascii=False)
+                predictor.predict_frame(df, column, cfg.prefix, source=path).to_json(
+                    orient="records", lines=True, force_ascii=False
+                )
             )
             rows += len(df)
     if inputs:
