@@ -75,6 +75,7 @@ def main() -> int:
             "run": args.run_dir,
             "model": json.loads((Path(args.run_dir) / "run_config.json").read_text())["model"],
             "rounds": args.rounds,
+            "torch_precision": predictors["torch"][64].precision.name,  # bf16 where the CPU has it natively
             "file_tweets_per_s": {
                 b: {str(bs): round(median(v), 1) for bs, v in per.items()} for b, per in file_rates.items()
             },

@@ -11,9 +11,10 @@ to 3 layers, half an epoch each, about 4 minutes a setting on 2 cores: learning 
 max length, layers, freezing, class weights, label smoothing, layer-wise learning-rate decay, pooling), `full`
 (whole epochs: the presets' candidates, 3 or 6 layers, 1-3 epochs, 7-55 minutes a setting), `vader` (the
 walkthrough's setting: train.csv labelled by VADER with `prepare --label-with vader`; 2 to 10 epochs,
-learning rates, half the training data, every post there is (train.csv and the embedded corpus), and
-VADER's compound score as a soft target (`--soft-targets`); rows add the prepared test split's accuracy
-with its bootstrap 95 % interval).
+learning rates, half the training data, every post there is (train.csv and the embedded corpus),
+VADER's compound score as a soft target (`--soft-targets`), and synthetic training posts labelled by VADER
+(`prepare --augment N`, settings named vader-all-augN-*) against the same minutes of more epochs; rows add
+the prepared test split's accuracy with its bootstrap 95 % interval).
 
 On a GPU, `--jobs N` trains N settings at once (batch-32 steps of these small models leave the GPU
 mostly idle); benchmarks/gpu_quality.sh runs the `full` and `vader` grids that way.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,14 @@ from speedlib import TRAIN_CSV, VAL_CSV, emit, log, machine_info  # noqa: E402
 QUICK_BASE = ["--keep-layers", "3", "--max-steps", "740", "--learning-rate", "1e-4", "--pooling", "cls"]
 # VADER's score as a soft target, screened: the MiniLM cut to 3 layers, one epoch, every post there is
 VADER_SCREEN = ["--keep-layers", "3", "--epochs", "1", "--learning-rate", "1e-4"]
+
+
+def vader_soft_l3(epochs: int) -> list[str]:
+    """The screen's settings on soft targets (width 0.1) for `epochs` epochs."""
+    return ["--keep-layers", "3", "--epochs", str(epochs), "--learning-rate", "1e-4", "--soft-targets", "0.1"]
+
+
+VADER_SOFT_SCREEN = vader_soft_l3(1)
 GRIDS: dict[str, dict[str, list[str]]] = {
     "smoke": {
         "tiny-lr1e-3": ["--max-steps", "10", "--learning-rate", "1e-3"],
@@ -96,9 +106,16 @@ GRIDS: dict[str, dict[str, list[str]]] = {
         # VADER's compound score as a soft target (--soft-targets WIDTH) against its sign alone: screened
         # on 3 layers and one epoch, then at the full setting
         "vader-all-l3-e1": VADER_SCREEN,
-        "vader-all-l3-e1-soft0.1": [*VADER_SCREEN, "--soft-targets", "0.1"],
+        "vader-all-l3-e1-soft0.1": VADER_SOFT_SCREEN,
         "vader-all-l3-e1-soft0.3": [*VADER_SCREEN, "--soft-targets", "0.3"],
         "vader-all-e4-lr1e-4-soft0.1": ["--epochs", "4", "--learning-rate", "1e-4", "--soft-targets", "0.1"],
+        # more text to distil VADER from: `prepare --augment N` adds N synthetic training posts per post
+        # (settings named vader-all-augN-*); against the same minutes spent on more epochs of real posts
+        "vader-all-l3-e2-soft0.1": vader_soft_l3(2),
+        "vader-all-aug1-l3-e1-soft0.1": VADER_SOFT_SCREEN,
+        "vader-all-l3-e4-soft0.1": vader_soft_l3(4),
+        "vader-all-aug3-l3-e1-soft0.1": VADER_SOFT_SCREEN,
+        "vader-all-aug6-l3-e1-soft0.1": VADER_SOFT_SCREEN,
     },
 }
 
@@ -156,16 +173,18 @@ def run_setting(name: str, options: list[str], data: list[str], work: Path) -> d
     return row
 
 
-def vader_data(work: Path, every_post: bool = False) -> Path:
+def vader_data(work: Path, every_post: bool = False, augment: int = 0) -> Path:
     """train.csv labelled by VADER's compound score (the walkthrough's rule), split by `prepare`; with
-    `every_post`, the embedded corpus too (about 85,000 posts before duplicates are dropped)."""
+    `every_post`, the embedded corpus too (about 85,000 posts before duplicates are dropped); with
+    `augment`, N synthetic training posts per post (`prepare --augment N`: the same validation and test
+    posts, the same real training posts and more)."""
     from sentitune.builtin import default_dataset
 
-    folder = work / ("vader-all-data" if every_post else "vader-data")
+    folder = work / f"{'vader-all' if every_post else 'vader'}{f'-aug{augment}' if augment else ''}-data"
     inputs = [str(TRAIN_CSV), *([default_dataset()] if every_post else [])]
     if not (folder / "train.csv").is_file():
         command = [
-            *SENTITUNE, "prepare", *inputs, "--label-with", "vader",
+            *SENTITUNE, "prepare", *inputs, "--label-with", "vader", "--augment", str(augment),
             "--text-column", "text", "--output-dir", str(folder),
         ]  # fmt: skip
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -214,7 +233,10 @@ def main() -> int:
     data = {name: ["--training-file", str(TRAIN_CSV), "--validation-file", str(VAL_CSV)] for name in settings}
     if args.grid == "vader" and settings:
         for name in settings:
-            prepared = vader_data(work, every_post=name in ALL_POSTS)
+            augment = re.search(r"-aug(\d+)-", name)
+            prepared = vader_data(
+                work, every_post=name in ALL_POSTS, augment=int(augment[1]) if augment else 0
+            )
             fraction = TRAIN_FRACTION.get(name)
             data[name] = subset_files(prepared, fraction) if fraction else ["--data", str(prepared)]
     if args.grid == "smoke":

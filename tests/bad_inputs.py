@@ -101,6 +101,19 @@ def prepare_cases() -> Iterator[Case]:
     out = ["--output-dir", "{tmp}/out"]
     yield from label_set_cases(out)
     yield Case(
+        "prepare-augment-a-label-column",
+        ["prepare", "{tmp}/posts.csv", *out, "--augment", "1"],
+        "invalid prepare options: --augment needs --label-with vader: new posts need a labeller that can "
+        "score any text, which a label column is not",
+        {"posts.csv": frame(LABELLED)},
+    )
+    yield Case(
+        "prepare-augment-negative",
+        ["prepare", "{tmp}/posts.csv", *out, "--label-with", "vader", "--augment", "-2"],
+        "invalid prepare options: --augment must be >= 0, got -2",
+        {"posts.csv": frame(LABELLED)},
+    )
+    yield Case(
         "prepare-input-is-a-folder",
         ["prepare", "{tmp}/posts", *out],
         "input {tmp}/posts is a folder; pass the files inside it",

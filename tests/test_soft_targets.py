@@ -208,3 +208,83 @@ def test_a_score_that_is_not_a_number_is_a_one_line_error(tmp_path, capsys, tiny
         == f"{data / 'train.csv'}: the score column is not all numbers (1 row is not); run `sentitune prepare` again"
     )
     assert not job.exists()
+
+
+# ----------------------------------------------------------------------------- prepare --augment
+
+
+@pytest.mark.fast
+def test_synthetic_posts_delete_words_or_join_two_posts():
+    from sentitune.prepare import synthetic_posts
+
+    # every word names its post and place: p12w3 is word 3 of post 12
+    words = [[f"p{i}w{j}" for j in range(i % 7 + 2)] for i in range(300)]
+    made = synthetic_posts([" ".join(w) for w in words], 2, seed=7)
+    assert made == synthetic_posts([" ".join(w) for w in words], 2, seed=7)
+    assert made != synthetic_posts([" ".join(w) for w in words], 2, seed=8)
+    assert 300 < len(made) <= 600
+    kinds = {"deleted": 0, "joined": 0}
+    for text in made:
+        parts = [tuple(map(int, w[1:].split("w"))) for w in text.split()]  # (post, place) per word
+        posts = [p for p, _ in parts]
+        first = [(p, j) for p, j in parts if p == posts[0]]
+        rest = [(p, j) for p, j in parts if p != posts[0]]
+        if not rest:  # words deleted from one post: in order, 3 or more kept, some dropped
+            places = [j for _, j in first]
+            assert places == sorted(places) and 3 <= len(places) < len(words[posts[0]])
+            kinds["deleted"] += 1
+        else:  # a post's first words (not all), then another post's last words (not all)
+            other = rest[0][0]
+            assert parts == first + rest and all(p == other for p, _ in rest)
+            assert [j for _, j in first] == list(range(len(first))) and len(first) < len(words[posts[0]])
+            tail = [j for _, j in rest]
+            assert tail == list(range(len(words[other]) - len(tail), len(words[other]))) and tail[0] > 0
+            kinds["joined"] += 1
+    assert kinds["deleted"] > 100 and kinds["joined"] > 100
+
+
+@pytest.fixture(scope="module")
+def augmented(tmp_path_factory, tweets):
+    """The shared tweets labelled by VADER, prepared with --augment 2 (CSV, Parquet) and without."""
+    root = tmp_path_factory.mktemp("augment")
+    tweets[["text"]].to_csv(root / "posts.csv", index=False)
+    folders = {}
+    for name, options in {"plain": [], "csv": ["--augment", "2"], "parquet": ["--augment", "2", "--format", "parquet"]}.items():  # fmt: skip
+        folders[name] = root / name
+        assert cli_main("prepare", root / "posts.csv", "--label-with", "vader", "--output-dir", folders[name], *options) == 0  # fmt: skip
+    return folders
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_augment_adds_vader_labelled_posts_to_training_only(augmented, fmt):
+    from sentitune.prepare import normalise_for_near_duplicates
+
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    plain, folder = augmented["plain"], augmented[fmt]
+    for split in ("eval", "test"):  # validation and test: the same real posts as without --augment
+        pd.testing.assert_frame_equal(read(folder / f"{split}.{fmt}"), pd.read_csv(plain / f"{split}.csv"))
+    real = pd.read_csv(plain / "train.csv")
+    train = read(folder / f"train.{fmt}")
+    pd.testing.assert_frame_equal(
+        train.iloc[: len(real)].reset_index(drop=True), real
+    )  # every real post kept
+    made = train.iloc[len(real) :]
+    report = json.loads((folder / "prepare_report.json").read_text())
+    assert report["augmented"]["posts"] == len(made) and report["augmented"]["per_post"] == 2
+    assert len(made) + report["augmented"]["dropped_as_duplicates"] > 1.5 * len(real)
+    assert report["class_counts"]["train"] == train["label"].value_counts().to_dict()
+    assert report["augmented"]["class_counts"] == made["label"].value_counts().to_dict()
+    # labelled as the real posts are: VADER's compound score and its sign
+    np.testing.assert_array_equal(made["score"], vader_scores(made["text"]).astype(float))
+    names = np.array(["negative", "neutral", "positive"])
+    assert (names[score_to_class(made["score"].to_numpy(), 0.0)] == made["label"]).all()
+    # no synthetic post repeats a post of any split, or another synthetic one
+    every_real = pd.concat(
+        [real["text"], read(folder / f"eval.{fmt}")["text"], read(folder / f"test.{fmt}")["text"]]
+    )
+    seen = set(normalise_for_near_duplicates(every_real))
+    fresh = normalise_for_near_duplicates(made["text"])
+    assert not fresh.isin(seen).any() and fresh.is_unique
+    # every synthetic post is made of training words only (its parts come from the training split)
+    vocabulary = {w for t in real["text"] for w in t.split()}
+    assert all(w in vocabulary for t in made["text"] for w in t.split())

@@ -78,6 +78,12 @@ def _print_prepare(cfg, result) -> None:
         print(
             f"{split:>5}: {sum(counts.values()):>8} rows  " + "  ".join(f"{k} {v}" for k, v in counts.items())
         )
+    if "augmented" in r:
+        made = r["augmented"]
+        print(
+            f"train holds {made['posts']} synthetic posts labelled by VADER ({made['per_post']} per real post "
+            f"asked; {made['dropped_as_duplicates']} dropped as repeats of posts read)"
+        )
     print(f"wrote {result.output_dir}")
     print(f"report: {join(result.output_dir, REPORT)}")
 

@@ -286,6 +286,13 @@ class PrepareConfig:
         group=DATA,
     )
     chunk_rows: int = opt(100_000, "rows read per chunk: bounds memory on large inputs", group=DATA)
+    augment: int = opt(
+        0,
+        "with --label-with vader: add N new training posts per training post, each made by deleting "
+        "words from one or joining it to the end of another and labelled by VADER (more text to learn "
+        "the labeller from; validation and test stay real posts)",
+        group=DATA,
+    )
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
@@ -314,6 +321,13 @@ class PrepareConfig:
             problems.append(f"--seed must be >= 0, got {self.seed}")
         if self.label_map and self.label_source not in ("auto", "category"):
             problems.append("--label-map applies to categorical labels; drop --label-type score/vader")
+        if self.augment < 0:
+            problems.append(f"--augment must be >= 0, got {self.augment}")
+        elif self.augment and self.label_source != "vader":
+            problems.append(
+                "--augment needs --label-with vader: new posts need a labeller that can score any text, "
+                "which a label column is not"
+            )
         raise_problems(problems, "prepare options")
 
 

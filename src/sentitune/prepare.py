@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -115,7 +116,12 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         split_of = _stratified_split(rows.label, keep, cfg, classes)
         boundaries = rows.rule.boundaries()
         counts = _write_splits(scratch, rows.label, split_of, cfg, out, near, classes, boundaries is not None)
+        augmented = _augment_training_split(cfg, out, rows) if cfg.augment else None
+        if augmented:
+            counts["train"].update(augmented["class_counts"])
         report = _report(cfg, inputs, rows, keep, near, counts)
+        if augmented:
+            report["augmented"] = augmented
         label_set = {"labels": list(classes)} | ({"score_boundaries": list(boundaries)} if boundaries else {})
         out.path(SPLIT_LABELS).write_text(json.dumps(label_set, indent=2) + "\n")
         out.path(REPORT).write_text(
@@ -330,6 +336,71 @@ def _write_splits(
             (handles.get(name) or writers.get(name)).close()
     near["examples"] = [[example_text.get(a), example_text.get(b)] for a, b in near.pop("example_rows")]
     return counts
+
+
+# Synthetic posts for --augment: half delete words (each with this chance), half join two posts.
+DELETE_WORD = 0.15
+
+
+def synthetic_posts(texts: list[str], per_post: int, seed: int) -> list[str]:
+    """`per_post` rounds over `texts`: each post either loses each word with chance DELETE_WORD (posts of
+    4+ words; kept when 3+ words remain and some went) or keeps its first words and takes the last words
+    of a random other post (never all of either)."""
+    rng = random.Random(seed)
+    words = [t.split() for t in texts]
+    made = []
+    for _ in range(per_post):
+        for index, post in enumerate(words):
+            if len(post) >= 4 and rng.random() < 0.5:
+                kept = [w for w in post if rng.random() >= DELETE_WORD]
+                if 3 <= len(kept) < len(post):
+                    made.append(" ".join(kept))
+                continue
+            if len(words) < 2:
+                continue
+            pick = rng.randrange(len(words) - 1)
+            other = words[pick + (pick >= index)]  # any post but this one
+            if len(post) >= 2 and len(other) >= 2:
+                head = post[: rng.randint(1, len(post) - 1)]
+                made.append(" ".join(head + other[rng.randint(1, len(other) - 1) :]))
+    return made
+
+
+def _augment_training_split(cfg: PrepareConfig, out: StagedOutput, rows: CleanRows) -> dict:
+    """Add `cfg.augment` synthetic posts per training post to the training split, labelled by VADER as
+    the real ones were. A synthetic post that repeats any post read (any split, after near-duplicate
+    normalisation) or another synthetic one is dropped, so no test post is trained on."""
+    path = out.path(f"{SPLIT_FILES['train']}.{cfg.format}")
+    if cfg.format == "parquet":
+        train = pd.read_parquet(path)
+    else:
+        train = pd.read_csv(path, dtype={"text": str, "label": str}, keep_default_na=False)
+    made = pd.Series(synthetic_posts(train["text"].tolist(), cfg.augment, cfg.seed), dtype=object)
+    norm = text_hashes(normalise_for_near_duplicates(made.astype(str)))
+    fresh = _first_occurrences(norm)[0] & ~np.isin(norm, rows.norm)
+    made = made[fresh].reset_index(drop=True)
+    raw = vader_scores(made).astype("string")
+    ids = apply_label_rule(rows.rule, raw, "synthetic posts")
+    extra = pd.DataFrame(
+        {
+            "text": made,
+            "label": np.asarray(rows.rule.classes)[ids],
+            "score": pd.to_numeric(raw).astype(np.float64),
+        }
+    )
+    train = pd.concat([train, extra[train.columns]], ignore_index=True)
+    if cfg.format == "parquet":
+        train.to_parquet(path, index=False)
+    else:
+        train.to_csv(path, index=False, lineterminator="\n")
+    log.info("augment: %d synthetic training posts labelled by VADER", len(extra))
+    return {
+        "per_post": cfg.augment,
+        "posts": len(extra),
+        "dropped_as_duplicates": int((~fresh).sum()),
+        "delete_word": DELETE_WORD,
+        "class_counts": {c: int((extra["label"] == c).sum()) for c in rows.rule.classes},
+    }
 
 
 def _append(
