@@ -37,7 +37,16 @@ def commands(prepared: Path, run: Path, model: Path, out: Path) -> dict[str, lis
     return {
         "prepare": ["prepare", prepared / "train.csv", "--output-dir", out],
         "train": ["train", "--data", prepared, "--model", model, "--job-dir", out, "--max-steps", "1"],
-        "predict": ["predict", run, "--input", prepared / "train.csv", "--output", out / "labelled.csv"],
+        "predict": [
+            "predict",
+            run,
+            "--input",
+            prepared / "train.csv",
+            "--output",
+            out / "labelled.csv",
+            "--prefix",
+            "pred_",
+        ],
         "evaluate": ["evaluate", run, "--data", prepared / "test.csv", "--output-dir", out],
         "export": ["export", run, "--output-dir", out],
         "baseline": ["baseline", "--data", prepared, "--job-dir", out],

@@ -144,10 +144,13 @@ def test_prepare_train_evaluate_predict_with_every_path_on_gs(
         f"{root}/data/eval.csv",
         "--output",
         f"{root}/out/pred.jsonl",
+        "--prefix",
+        "pred_",  # the split file has its own label column
     )
     assert code == 0, err
     rows = [json.loads(line) for line in gs.cat(f"{BUCKET}/t1/out/pred.jsonl").decode().splitlines()]
-    assert len(rows) == metrics["val"]["examples"] and {"text", "label", "score_positive"} <= set(rows[0])
+    assert len(rows) == metrics["val"]["examples"]
+    assert {"text", "label", "pred_label", "pred_score_positive"} <= set(rows[0])
 
 
 def test_missing_object_on_gs_is_a_one_line_error(gcs_env, capsys, tmp_path):
