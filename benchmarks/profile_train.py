@@ -114,32 +114,39 @@ def profile_fit(cfg, model, tokens, splits, steps: int, top: int, precision) -> 
         t0 = time.perf_counter()
         fitted = fit(model, tokens, splits, cfg, device, precision)
         wall = time.perf_counter() - t0
-    averages = prof.key_averages()
-    log(averages.table(sort_by="self_cpu_time_total", row_limit=top))
-    rows = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)
-    total_self_us = sum(e.self_cpu_time_total for e in rows)
-    groups: dict[str, float] = {}
-    for e in rows:
-        groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.self_cpu_time_total
-    ms_per_step = 1e3 * wall / steps
     return {
         "steps": steps,
         "examples": fitted.stats["examples"],
-        "wall_ms_per_step": round(ms_per_step, 2),
+        "wall_ms_per_step": round(1e3 * wall / steps, 2),
         "examples_per_s_under_profiler": round(fitted.stats["examples"] / wall, 1),
-        "op_self_ms_per_step": round(total_self_us / 1e3 / steps, 2),
+        **op_table(prof, steps, "step", top),
+    }
+
+
+def op_table(prof, count: int, unit: str, top: int) -> dict:
+    """A finished torch.profiler run as JSON: self CPU time per `unit` (`count` of them were profiled),
+    the `top` ops and every op group; the table goes to stderr."""
+    averages = prof.key_averages()
+    log(averages.table(sort_by="self_cpu_time_total", row_limit=top))
+    rows = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)
+    total_us = sum(e.self_cpu_time_total for e in rows)
+    groups: dict[str, float] = {}
+    for e in rows:
+        groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.self_cpu_time_total
+    return {
+        f"op_self_ms_per_{unit}": round(total_us / 1e3 / count, 2),
         "note": "self CPU time summed over ops; with 2 threads, intra-op time counts once (the calling thread)",
         "top_ops": [
             {
                 "op": e.key,
-                "self_ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 3),
-                "self_share": round(e.self_cpu_time_total / total_self_us, 4),
-                "calls_per_step": round(e.count / steps, 1),
+                f"self_ms_per_{unit}": round(e.self_cpu_time_total / 1e3 / count, 3),
+                "self_share": round(e.self_cpu_time_total / total_us, 4),
+                f"calls_per_{unit}": round(e.count / count, 1),
             }
             for e in rows[:top]
         ],
-        "groups_ms_per_step": {
-            g: round(v / 1e3 / steps, 2) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])
+        f"groups_ms_per_{unit}": {
+            g: round(v / 1e3 / count, 2) for g, v in sorted(groups.items(), key=lambda kv: -kv[1])
         },
     }
 

@@ -13,7 +13,7 @@ from conftest import RUN_ARGS, cli
 
 from sentitune.config import TrainConfig
 from sentitune.explain import explain
-from sentitune.normalize import Normalization
+from sentitune.normalize import EMOTICON, EMOTICONS, MAY_MATCH, SPACE, Normalization
 from sentitune.predict import Predictor
 from sentitune.train import train
 
@@ -35,6 +35,7 @@ STAGES = [
     ("@bob_1 @Alice hi", "@user @user hi"),
     ("mail me at a@b.com", "mail me at a@b.com"),
     ("see https://t.co/AbC?x=1 and www.example.org/x now", "see http and http now"),
+    ("SEE HTTPS://T.CO/ABC WWW.X.ORG", "SEE http http"),
     # HTML entities, also escaped twice
     (
         "fish &amp; chips &lt;3 &amp;lt;3 &#128525;",
@@ -70,6 +71,8 @@ def test_none_reads_posts_as_written():
 def test_normalising_twice_changes_nothing_and_every_character_maps_back(corpus):
     texts = [t for t, _ in STAGES] + corpus["text"].astype(str).tolist()
     texts += ["&amp;amp;lt;3", "😍😍😍", "aaa😍bbb", ":):(", " 😍 ", "@", "#", "&", "ẞẞẞ"]
+    # the cheap tests that let a stage skip a post: capitals, emoticons of letters alone, Unicode spaces
+    texts += ["XD", "so xD", "HTTPS://T.CO/X WWW.A.B", "aaa\n\n\nbbb", "a\u2003b\u00a0c\x1c d", "  ", ""]
     for how in (TWEET, HASHTAGS):
         for text in texts:
             once, spans = how.apply_with_spans(text)
@@ -78,6 +81,21 @@ def test_normalising_twice_changes_nothing_and_every_character_maps_back(corpus)
             assert len(spans) == len(once)
             starts = [s for s, _ in spans]
             assert starts == sorted(starts) and all(0 <= s < e <= len(text) for s, e in spans), text
+
+
+@pytest.mark.fast
+def test_a_stage_skipped_by_its_cheap_test_could_not_have_matched(corpus):
+    texts = [t for t, _ in STAGES] + corpus["text"].astype(str).tolist()
+    # capitals and Unicode that case-insensitive matching or str.lower treat specially
+    texts += ["HTTPS://T.CO/X", "HttP://a.b", "WwW.a.b", "\u212a http", "İ www.x", "ſ", "xD", "so XD!"]
+    texts += ["aaa", "ẞẞẞ", "!!!", "a\u2003b\u00a0c\x1c d", ":-)", "</3", "T_T", "^^", "D:"]
+    for pattern, may_match in MAY_MATCH.items():
+        for text in texts:
+            if not may_match(text):
+                assert pattern.search(text) is None, (pattern.pattern, text)
+    assert all(MAY_MATCH[EMOTICON](e) for e in EMOTICONS)
+    for text in texts:  # white space joined by str.split, as the regex and the end trimming do it
+        assert " ".join(text.split()) == SPACE.sub(" ", text).strip(" ")
 
 
 @pytest.mark.fast
