@@ -108,8 +108,6 @@ def run(args) -> dict:
         raise SystemExit(f"missing input {VAL_CSV}; set SENTITUNE_SHARED to the folder holding data/")
     import torch
 
-    from sentitune.batching import tokenize
-
     texts, label_names = read_texts(VAL_CSV)
     names = {"negative": 0, "neutral": 1, "positive": 2}
     labels = np.array([names[x] for x in label_names])
@@ -143,11 +141,7 @@ def run(args) -> dict:
                 + "; trainer "
                 + ", ".join(f"{k} {v:.3f}s" for k, v in trainer_rounds[-1].items())
             )
-        tokens = tokenize(
-            predictor.classifier.tokenizer,
-            predictor.classifier.normalization.apply_all(texts),
-            predictor.max_length,
-        )
+        tokens = predictor.classifier.encode(texts, predictor.max_length)  # normalised, then tokenised
         log(f"profiling {args.passes} forward passes over the {len(texts)} tweets")
         profiled = profile_forward(predictor, tokens, args.passes, args.top)
         shape = model_shape(folder)
