@@ -115,8 +115,11 @@ def main() -> None:
     with open(args.speed) as f:
         speed = json.load(f)
     m = speed["machine"]
+    limits = m.get("isa_limits")
     lines = [
-        f"Machine: {m['cpu_model']}, {m['cores']} cores ({', '.join(m['cpu_features'])}; native bf16: "
+        f"Machine: {m['cpu_model']}, {m['cores']} cores ({', '.join(m['cpu_features'])}; "
+        + (f"held to AVX2: {' '.join(f'{k}={v}' for k, v in limits.items())}; " if limits else "")
+        + "native bf16: "
         f"{m['native_bf16']}; --precision auto: {m['precision_auto']}), {m['memory_gib']} GiB, "
         f"torch {m['torch']}, transformers {m['transformers']}; "
         f"{m['date'][:10]}, sentitune {m['sentitune']} ({m.get('sentitune_commit', '?')}), "

@@ -161,6 +161,10 @@ def run_child(cmd: list[str], env: dict | None = None, timeout: float | None = N
         )
 
 
+# The environment variables that hold torch's kernels, oneDNN and MKL to an instruction set below the CPU's.
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def child_env(threads: int | None = None, extra: dict | None = None) -> dict:
     """The environment for a contender: ours, with the thread count pinned when asked."""
     env = dict(os.environ)
@@ -237,6 +241,9 @@ def machine_info() -> dict:
         "cpu_model": env["cpu"]["model"],
         "cpu_features": env["cpu"]["features"],
         "native_bf16": env["cpu"]["native_bf16"],
+        "torch_kernels": env["cpu"]["torch_kernels"],
+        # set by `make bench-avx2`: torch, oneDNN and MKL held to AVX2 on a CPU that has more
+        "isa_limits": {name: os.environ[name] for name in ISA_LIMITS if name in os.environ},
         "precision_auto": env["choices"]["torch"]["precision"],
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -13,7 +13,9 @@ All three get the same model folder (a random BERT-Tiny built once, the embedded
 1-layer x 32 'host' model whose step is almost all host overhead), the same batch size (128 for
 BERT-Tiny, 32 for the others), N = ceil(samples / batch) steps, and max length 100. Each contender runs
 at its own default precision: the walkthrough fp32, the Trainer bf16 where the CPU or GPU has native bf16
-(hf_trainer_reference.py --bf16 auto), sentitune its --precision auto; the JSON records which.
+(hf_trainer_reference.py --bf16 on where sentitune's auto picks bf16), sentitune its --precision auto; the
+JSON records which. With torch, oneDNN and MKL held to AVX2 on a CPU that has more (`make bench-avx2`),
+every contender runs fp32 as on an AVX2-only machine.
 
 What is read from each run:
   train examples/s  seed and trainer: their own JSON line (time of the training loop only);
@@ -118,9 +120,13 @@ def seed_cmd(python: str, folder: str, batch: int, samples: int) -> list[str]:
 
 
 def trainer_cmd(python: str, folder: str, batch: int, samples: int) -> list[str]:
+    from sentitune.runtime import cpu_has_native_bf16
+
     cmd = seed_cmd(python, folder, batch, samples)
     cmd[1] = str(TRAINER_SCRIPT)
-    return cmd + ["--eval-data", str(VAL_CSV)]
+    # bf16 where sentitune's auto picks it too: the script's own test reads the CPU alone, and would pick
+    # emulated bf16 where torch's kernels are held to AVX2 (the AVX2 stand-in of `make bench-avx2`)
+    return cmd + ["--eval-data", str(VAL_CSV), "--bf16", "on" if cpu_has_native_bf16() else "off"]
 
 
 def sentitune_cmd(python: str, folder: str, batch: int, steps: int, job_dir: str) -> list[str]:
@@ -156,7 +162,7 @@ def parse_reference(name: str, res) -> dict:
     if res.returncode != 0 or out is None:
         raise RuntimeError(f"{name} exited {res.returncode}: {res.error_tail()}")
     row = {
-        # the walkthrough trains in fp32; the Trainer in bf16 where the hardware has it (--bf16 auto)
+        # the walkthrough trains in fp32; the Trainer in bf16 where the hardware has it (--bf16 on)
         "precision": "bf16" if out.get("bf16") else "fp32",
         "train_examples_per_s": out.get("train_samples_per_s"),
         "train_wall_s": out.get("train_wall_s"),

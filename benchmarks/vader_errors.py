@@ -7,6 +7,12 @@ each label was read from; a split without one is scored with VADER here). Each r
 the PyTorch backend; the rows are bands of the score (the sign rule's neutral is the score 0 exactly),
 with posts, errors and the error rate per band, for every run given, side by side.
 
+Then what a run's text normalisation hides from it: for each rewrite of the `tweet` normalisation that drops
+something VADER reads (a mention's name, a link, an elongation, capitals for an uncased vocabulary), the
+posts whose VADER label changes when that rewrite alone is applied, and each run's errors among them. A run
+that reads `@user` where VADER read `@united` ("united" is positive in VADER's lexicon) cannot know that
+post's label. The split must be labelled by VADER's sign rule (what `quality.py --grid vader` prepares).
+
   python benchmarks/vader_errors.py --data WORK/vader-all-data/test.csv --runs RUN [RUN ...]
 """
 
@@ -36,19 +42,49 @@ def bands(scores: np.ndarray) -> np.ndarray:
     return names
 
 
+def hidden_by_normalisation(texts: pd.Series, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """For each rewrite that drops what VADER reads, the posts whose sign-rule label it changes."""
+    from sentitune import normalize
+    from sentitune.labels import LABELS, score_to_class, vader_scores
+
+    rewrites = {
+        "mention names to @user": lambda t: normalize.MENTION.sub("@user", t),
+        "links to http": lambda t: normalize.LINK.sub(" http ", t),
+        "elongations cut to two letters": lambda t: normalize.ELONGATION.sub(lambda m: m.group(1) * 2, t),
+        "capitals (an uncased vocabulary)": str.lower,
+    }
+    changed = {}
+    for name, rewrite in rewrites.items():
+        scores = vader_scores(texts.map(rewrite)).astype(float).to_numpy()
+        changed[name] = np.asarray(LABELS)[score_to_class(scores, 0.0)] != labels
+    changed["any of these"] = np.logical_or.reduce(list(changed.values()))
+    return changed
+
+
 def run(args) -> dict:
-    from sentitune.labels import vader_scores
+    from sentitune.labels import LABELS, score_to_class, vader_scores
     from sentitune.predict import Predictor
 
-    test = pd.read_csv(args.data)
+    test = pd.read_csv(args.data, keep_default_na=False)
     scores = (
         test["score"].to_numpy(float)
         if "score" in test.columns
         else vader_scores(test["text"].astype(str)).astype(float).to_numpy()
     )
+    if not (np.asarray(LABELS)[score_to_class(scores, 0.0)] == test["label"].to_numpy()).all():
+        raise SystemExit(
+            f"{args.data}: its labels are not the sign of VADER's score; prepare it with the vader grid"
+        )
     band = bands(scores)
+    hidden = hidden_by_normalisation(test["text"].astype(str), test["label"].to_numpy())
     order = sorted(set(band), key=lambda b: scores[band == b].mean())  # from most negative to most positive
-    result = {"benchmark": "vader_errors", "data": args.data, "posts": len(test), "runs": {}}
+    result = {
+        "benchmark": "vader_errors",
+        "data": args.data,
+        "posts": len(test),
+        "label_changed_by": {name: int(changed.sum()) for name, changed in hidden.items()},
+        "runs": {},
+    }
     for run_dir in args.runs:
         predictor = Predictor(run_dir, device="cpu")
         predicted = np.asarray(predictor.labels)[predictor.probabilities(test["text"].astype(str)).argmax(1)]
@@ -65,6 +101,9 @@ def run(args) -> dict:
             "accuracy": round(float(1 - wrong.mean()), 4),
             "errors": int(wrong.sum()),
             "bands": rows,
+            "errors_where_label_changed_by": {
+                name: int(wrong[changed].sum()) for name, changed in hidden.items()
+            },
         }
     return result
 

@@ -109,3 +109,30 @@ def test_vader_errors_counts_each_runs_errors_by_band_of_the_score(tmp_path, tin
     predictor = Predictor(str(run), device="cpu")
     predicted = [predictor.labels[i] for i in predictor.probabilities(split["text"].tolist()).argmax(1)]
     assert found["errors"] == int((split["label"] != predicted).sum())
+    assert set(found["errors_where_label_changed_by"]) == set(json.loads(out.stdout)["label_changed_by"])
+
+
+def test_vader_errors_finds_the_posts_whose_vader_label_a_rewrite_hides():
+    import vader_errors
+
+    from sentitune.labels import LABELS, score_to_class, vader_scores
+
+    texts = pd.Series(
+        [
+            "@united the flight left on time",  # VADER reads "united" (positive); @user reads as nothing
+            "@user the flight left on time",
+            "a goooood day",  # VADER knows no "goooood"; cut to "good" it is positive
+            "a GOOD movie, a bad ending",  # capitals weigh GOOD above bad; lower case tips it negative
+        ]
+    )
+    labels = pd.Series(LABELS).to_numpy()[score_to_class(vader_scores(texts).astype(float).to_numpy(), 0.0)]
+    changed = {
+        name: found.tolist() for name, found in vader_errors.hidden_by_normalisation(texts, labels).items()
+    }
+    assert changed == {
+        "mention names to @user": [True, False, False, False],
+        "links to http": [False, False, False, False],
+        "elongations cut to two letters": [False, False, True, False],
+        "capitals (an uncased vocabulary)": [False, False, False, True],
+        "any of these": [True, False, True, True],
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,6 +156,26 @@ def test_env_json_in_a_fresh_process_is_one_object():
         "gpus",
         "choices",
     }
+
+
+def test_torch_kernels_held_to_avx2_mean_no_native_bf16_and_auto_picks_fp32():
+    # ATEN_CPU_CAPABILITY=avx2 emulates bf16 in torch's kernels whatever the CPU has (an AMX Xeon too)
+    env = {k: v for k, v in os.environ.items() if k != "SENTITUNE_PRECISION"} | {
+        "ATEN_CPU_CAPABILITY": "avx2"
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "sentitune", "env", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["cpu"]["torch_kernels"] == "AVX2"
+    assert found["cpu"]["native_bf16"] is False
+    if found["choices"]["torch"]["device"] == "cpu":
+        assert found["choices"]["torch"]["precision"] == "fp32"
 
 
 # ----------------------------------------------------------------------------- the bf16 path, on any CPU

@@ -144,10 +144,23 @@ def test_a_score_column_keeps_its_band_and_category_labels_keep_no_score(tmp_pat
     assert list(pd.read_csv(tmp_path / "named" / "train.csv").columns) == ["text", "label"]
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_train_on_soft_targets_from_a_prepared_folder(tmp_path, tiny_model, vader_folders, fmt):
-    run = train_tiny(tmp_path / "run", tiny_model, vader_folders[fmt], soft_targets=0.1)
+@pytest.mark.parametrize("fmt, normalize", [("csv", "tweet"), ("parquet", "none")])
+def test_train_on_soft_targets_from_a_prepared_folder(
+    tmp_path, caplog, tiny_model, vader_folders, fmt, normalize
+):
+    run = train_tiny(tmp_path / "run", tiny_model, vader_folders[fmt], soft_targets=0.1, normalize=normalize)
     assert json.loads((run / "run_config.json").read_text())["train"]["soft_targets"] == 0.1
+    # VADER scores a mention's name as a word: a run that reads @user instead is told so
+    warned = [r.getMessage() for r in caplog.records if "VADER reads mention names" in r.getMessage()]
+    assert warned == (
+        [
+            "the labels are VADER's, and VADER reads mention names ('@united' counts as the positive word "
+            "'united') that --normalize tweet turns into @user: --normalize none lets the model read what "
+            "VADER read"
+        ]
+        if normalize == "tweet"
+        else []
+    )
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     losses = [row["train_loss"] for row in history]
     assert losses and all(math.isfinite(x) for x in losses)

@@ -107,9 +107,12 @@ def _cpuinfo_lines() -> list[str]:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX, as torch sees it (what its bf16 kernels will use)."""
+    """AVX512-BF16 or AMX, as torch sees it (what its bf16 kernels will use): not where torch's kernels
+    are held to AVX2 or less (ATEN_CPU_CAPABILITY=avx2), which emulate bf16 whatever the CPU has."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    if not any(getattr(torch.cpu, name, lambda: False)() for name in checks):
+        return False
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 @dataclass(frozen=True)

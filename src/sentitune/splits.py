@@ -219,8 +219,20 @@ def find_split_files(data_dir: str) -> dict[str, str | None]:
 
 def prepared_format(data_dir: str) -> str | None:
     """The split format a prepared folder's report records (csv, parquet), or None when unreadable."""
+    return _prepare_report_entry(data_dir, "split", "format")
+
+
+def prepared_label_source(data_dir: str | None) -> str | None:
+    """Where a prepared folder's labels came from (score, category, vader), or None when not recorded."""
+    return _prepare_report_entry(data_dir, "labels", "source") if data_dir else None
+
+
+def _prepare_report_entry(data_dir: str, *keys: str):
     try:
         with open_input(join(data_dir, SPLIT_MARKER), "rb") as f:
-            return json.load(f)["split"]["format"]
+            found = json.load(f)
+        for key in keys:
+            found = found[key]
+        return found
     except (SentituneError, ValueError, KeyError, TypeError):
         return None

@@ -56,7 +56,7 @@ from sentitune.normalize import normalization_of
 from sentitune.optimizer import build_optimizer
 from sentitune.runfolder import CHECKPOINTS, FINISHED_RUN, METRICS, save_run
 from sentitune.runtime import Precision, infer_probs, resolve_device, resolve_precision
-from sentitune.splits import LabelledTexts, data_classes, score_boundaries
+from sentitune.splits import LabelledTexts, data_classes, prepared_label_source, score_boundaries
 from sentitune.splits import load_splits as read_splits
 from sentitune.storage import StagedOutput, join
 
@@ -120,6 +120,13 @@ def _train(
     targets = soft_targets_of(cfg, splits["train"], classes)
     t0 = time.perf_counter()
     classifier.normalization = normalization_of(cfg)
+    if classifier.normalization.active and prepared_label_source(cfg.data) == "vader":
+        log.warning(
+            "the labels are VADER's, and VADER reads mention names ('@united' counts as the positive "
+            "word 'united') that --normalize %s turns into @user: --normalize none lets the model read "
+            "what VADER read",
+            classifier.normalization.scheme,
+        )
     classifier.model.config.update({NORMALIZE_KEY: classifier.normalization.to_config()})
     tokens = {name: classifier.encode(s.texts, cfg.max_length) for name, s in splits.items()}
     tokenize_s = time.perf_counter() - t0
