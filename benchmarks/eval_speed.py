@@ -46,7 +46,7 @@ from speedlib import (
     model_folder,
     model_shape,
     ratio,
-    read_texts,
+    read_label_ids,
     run_child,
     stdout_to_stderr,
 )
@@ -182,9 +182,7 @@ def bench_model(name: str, args, work: str) -> dict:
     folder = model_folder(name, work)
     log(f"[{name}] sentitune train --max-steps 1 for a run folder")
     run_dir = make_run(folder, work, name, args.timeout)
-    texts, label_names = read_texts(VAL_CSV)
-    names = {"negative": 0, "neutral": 1, "positive": 2}
-    labels = np.array([names[x] for x in label_names])
+    texts, labels = read_label_ids(VAL_CSV)
     contenders, errors = {}, {}
     for c in args.contenders.split(","):
         try:

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 from ceiling import flops_per_token
 from eval_speed import SentituneContender, TrainerContender, make_run
 from profile_train import op_table
@@ -38,7 +37,7 @@ from speedlib import (
     median,
     model_folder,
     model_shape,
-    read_texts,
+    read_label_ids,
 )
 
 TARGET = 3.0  # the inference target, in multiples of the Trainer's rate
@@ -108,9 +107,7 @@ def run(args) -> dict:
         raise SystemExit(f"missing input {VAL_CSV}; set SENTITUNE_SHARED to the folder holding data/")
     import torch
 
-    texts, label_names = read_texts(VAL_CSV)
-    names = {"negative": 0, "neutral": 1, "positive": 2}
-    labels = np.array([names[x] for x in label_names])
+    texts, labels = read_label_ids(VAL_CSV)
     result = {
         "benchmark": "profile_predict",
         "config": {

@@ -204,6 +204,17 @@ def read_texts(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
+def read_label_ids(path: Path):
+    """read_texts with each label as its class id in an array (sentitune's order: negative, neutral,
+    positive)."""
+    import numpy as np
+
+    from sentitune import LABELS
+
+    texts, names = read_texts(path)
+    return texts, np.array([LABELS.index(n) for n in names])
+
+
 def _git_commit() -> str | None:
     try:
         head = subprocess.run(

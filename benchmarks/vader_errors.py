@@ -48,9 +48,9 @@ def hidden_by_normalisation(texts: pd.Series, labels: np.ndarray) -> dict[str, n
     from sentitune.labels import LABELS, score_to_class, vader_scores
 
     rewrites = {
-        "mention names to @user": lambda t: normalize.MENTION.sub("@user", t),
-        "links to http": lambda t: normalize.LINK.sub(" http ", t),
-        "elongations cut to two letters": lambda t: normalize.ELONGATION.sub(lambda m: m.group(1) * 2, t),
+        "mention names to @user": lambda t: normalize.MENTION.sub(normalize.mention_to_user, t),
+        "links to http": lambda t: normalize.LINK.sub(normalize.link_to_http, t),
+        "elongations cut to two letters": lambda t: normalize.ELONGATION.sub(normalize.cut_elongation, t),
         "capitals (an uncased vocabulary)": str.lower,
     }
     changed = {}
