@@ -15,9 +15,16 @@ missing; vfs storage, which works without a kernel overlay driver), builds a sta
   container with the same arguments resumes and ends bit-identical to an uninterrupted run;
 - `sentitune serve`, as `cloud deploy` starts it, answers AIP_HEALTH_ROUTE and AIP_PREDICT_ROUTE on
   AIP_HTTP_PORT with the model in AIP_STORAGE_URI: the Predictor's labels and scores, and 4xx for bad
-  requests.
+  requests;
+- Google's own serving harness, the Vertex AI SDK's `LocalModel` built from the very container spec
+  `cloud deploy` uploads, deploys the image to a `LocalEndpoint` (the run folder as its artifact, the
+  AIP_* variables set as Vertex AI sets them): `run_health_check` answers 200, `predict` answers the SDK's
+  own request body with and without `parameters` with the Predictor's labels, and a bad request a 4xx;
+- `gcloud ai custom-jobs local-run --executor-image-uri IMAGE -- ARGS` starts the training image as
+  Vertex AI does (its entrypoint, the arguments after --) and `sentitune train --dry-run` checks them.
 
-Any failed check ends in one line on stderr and exit 1. Needs root (the engine) and about 8 GB of disk.
+Any failed check ends in one line on stderr and exit 1. Needs root (the engine), about 8 GB of disk and
+the SDK's prediction extra's Docker client (`pip install docker`, installed here where it is missing).
 
 usage: python benchmarks/image_test.py [--cached] [--work DIR]
 """
@@ -29,6 +36,7 @@ import contextlib
 import datetime as dt
 import functools
 import http.server
+import importlib.util
 import json
 import os
 import shutil
@@ -396,7 +404,7 @@ def check_serving(timer: Timer) -> dict:
         status, answer = request(base + predict, json.dumps({"instances": texts}).encode())
     if status != 200 or len(answer.get("predictions", [])) != len(texts):
         raise Failed(f"predict answered {status} {str(answer)[:200]}")
-    from sentitune.predict import Predictor
+    from sentitune.scoring import Predictor
 
     expected = Predictor(str(WORK / "vertex/model")).predict(texts)
     for got, want in zip(answer["predictions"], expected, strict=True):
@@ -415,6 +423,82 @@ def check_serving(timer: Timer) -> dict:
     run("docker", "kill", "--signal", "TERM", PREFIX + "serve")
     code, _ = wait("serve", timeout=60)
     return {"predictions": answer["predictions"], "bad_requests": refusals, "exit_after_sigterm": code}
+
+
+def docker_client() -> None:
+    """The Docker SDK that google-cloud-aiplatform[prediction] uses to start a LocalEndpoint's container."""
+    if importlib.util.find_spec("docker") is None:
+        log("installing the Docker SDK (google-cloud-aiplatform's prediction extra)")
+        run(sys.executable, "-m", "pip", "install", "--quiet", "docker", timeout=600)
+        importlib.invalidate_caches()
+
+
+def check_local_model(timer: Timer) -> dict:
+    """The image deployed by the Vertex AI SDK's LocalModel, from the container spec `cloud deploy` uploads."""
+    from google.cloud.aiplatform.prediction import LocalModel
+
+    from sentitune.cloud.config import DeployConfig
+    from sentitune.cloud.deploy import upload_request
+    from sentitune.scoring import Predictor
+
+    deploy = DeployConfig(run_dir="gs://sentitune-image-test/vertex/model", project="sentitune-image-test",
+                          image_uri=IMAGE, backend="torch")  # fmt: skip
+    spec = upload_request(deploy).model.container_spec
+    local = LocalModel(serving_container_spec=spec)
+    texts = ["I love this so much", "worst service ever, never again", "the meeting is at 3pm"]
+    expected = [p.label for p in Predictor(str(WORK / "vertex/model")).predict(texts)]
+    found: dict = {"container_spec": {"command": list(spec.command), "args": list(spec.args)}}
+    with timer("LocalModel: deployed and healthy"):
+        endpoint = local.deploy_to_local_endpoint(
+            artifact_uri=str(WORK / "vertex/model"), host_port=str(free_port()), container_ready_timeout=300
+        )
+        endpoint.serve()
+    try:
+        found["health"] = endpoint.run_health_check().status_code
+        if found["health"] != 200:
+            raise Failed(f"LocalEndpoint.run_health_check answered {found['health']}")
+        headers = {"Content-Type": "application/json"}
+        for name, body in (
+            ("predict", {"instances": texts}),
+            ("predict_with_parameters", {"instances": texts, "parameters": {"explain": False}}),
+        ):
+            with timer(f"LocalModel: {name}"):
+                answer = endpoint.predict(request=json.dumps(body), headers=headers)
+            labels = [p.get("label") for p in answer.json().get("predictions", [])] if answer.ok else None
+            if answer.status_code != 200 or labels != expected:
+                raise Failed(
+                    f"LocalEndpoint.predict ({name}) answered {answer.status_code} {answer.text[:200]}"
+                )
+            found[name] = {"status": answer.status_code, "labels": labels}
+        bad = endpoint.predict(request=json.dumps({"instances": [7]}), headers=headers)
+        if not 400 <= bad.status_code < 500:
+            raise Failed(f"LocalEndpoint.predict of a bad request answered {bad.status_code}, not 4xx")
+        found["bad_request"] = bad.status_code
+        found["labels_as_the_predictor"] = True
+    finally:
+        endpoint.stop()
+    return found
+
+
+def check_gcloud_local_run(timer: Timer) -> dict:
+    """`gcloud ai custom-jobs local-run` with the built image and no package to build: the image's own
+    entrypoint with the arguments after --, as a Vertex AI custom job runs it. The container has no data
+    (local-run mounts none), so the check is that train itself answers: --epochs 0 is refused with train's
+    own message. Where gcloud cannot start it (offline, no configuration), the JSON says why."""
+    if shutil.which("gcloud") is None:
+        return {"ran": False, "why": "gcloud is not installed"}
+    args, refusal = ["--data", "/vol/none", "--epochs", "0"], "--epochs must be >= 1, got 0"
+    with timer("gcloud ai custom-jobs local-run (train refuses --epochs 0)"):
+        done = run("gcloud", "ai", "custom-jobs", "local-run", f"--executor-image-uri={IMAGE}", "--", *args,
+                   check=False, timeout=600)  # fmt: skip
+    said = (done.stdout + done.stderr).strip().splitlines()
+    reached_train = any(refusal in line for line in said)
+    found = {"ran": reached_train, "exit": done.returncode, "args": args, "last_lines": said[-3:]}
+    if not reached_train:
+        found["why"] = "gcloud did not start the image; its last lines say why"
+    elif done.returncode == 0:
+        raise Failed("train refused --epochs 0 in the local-run container, yet the run exited 0")
+    return found
 
 
 WORK = Path()
@@ -456,6 +540,9 @@ def main() -> None:
             result["two_replicas"] = check_two_replicas(timer)
             result["sigterm"] = check_sigterm_and_resume(timer)
             result["serving"] = check_serving(timer)
+            docker_client()
+            result["local_model"] = check_local_model(timer)
+            result["gcloud_local_run"] = check_gcloud_local_run(timer)
         except Failed as exc:
             log(f"FAILED: {exc}")
             sys.exit(1)

@@ -41,8 +41,8 @@ def posts_on_gs(gcs_env, gs):  # noqa: F811
 def test_the_dry_run_names_inputs_outputs_machines_and_the_serving_image(capsys):
     code, out, err = cli(
         capsys,
-        *batch_args("gs://bucket/runs/r1", "--input-uri", "gs://b/in/a.jsonl", "gs://b/in/b.jsonl",
-                    "--output-uri-prefix", "gs://b/out", "--max-replica-count", "4", "--dry-run"),
+        *batch_args("gs://bucket/runs/r1", "--input-uri", "gs://bucket/in/a.jsonl", "gs://bucket/in/b.jsonl",
+                    "--output-uri-prefix", "gs://bucket/out", "--max-replica-count", "4", "--dry-run"),
     )  # fmt: skip
     assert code == 0, err
     plan = json.loads(out)
@@ -56,11 +56,11 @@ def test_the_dry_run_names_inputs_outputs_machines_and_the_serving_image(capsys)
     job = plan["create_batch_prediction_job"]["batchPredictionJob"]
     assert job["inputConfig"] == {
         "instancesFormat": "jsonl",
-        "gcsSource": {"uris": ["gs://b/in/a.jsonl", "gs://b/in/b.jsonl"]},
+        "gcsSource": {"uris": ["gs://bucket/in/a.jsonl", "gs://bucket/in/b.jsonl"]},
     }
     assert job["outputConfig"] == {
         "predictionsFormat": "jsonl",
-        "gcsDestination": {"outputUriPrefix": "gs://b/out"},
+        "gcsDestination": {"outputUriPrefix": "gs://bucket/out"},
     }
     assert job["dedicatedResources"] == {
         "machineSpec": {"machineType": "n1-standard-2"},
@@ -131,25 +131,25 @@ def test_earlier_predictions_or_a_missing_input_stop_the_job_before_anything_is_
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["--input-uri", "posts.jsonl", "--output-uri-prefix", "gs://b/o"],
+        (["--input-uri", "posts.jsonl", "--output-uri-prefix", "gs://bucket/o"],
          "--input-uri posts.jsonl is not on Cloud Storage; the job reads gs://… only"),
-        (["--input-uri", "gs://b/posts.parquet", "--output-uri-prefix", "gs://b/o"],
-         "--input-uri gs://b/posts.parquet is not JSONL or CSV by its name; rename it or pass --instances-format"),
-        (["--input-uri", "gs://b/a.jsonl", "gs://b/b.csv", "--output-uri-prefix", "gs://b/o"],
+        (["--input-uri", "gs://bucket/posts.parquet", "--output-uri-prefix", "gs://bucket/o"],
+         "--input-uri gs://bucket/posts.parquet is not JSONL or CSV by its name; rename it or pass --instances-format"),
+        (["--input-uri", "gs://bucket/a.jsonl", "gs://bucket/b.csv", "--output-uri-prefix", "gs://bucket/o"],
          "the inputs mix JSONL and CSV; one job reads one format: send them as two jobs"),
-        (["--input-uri", "gs://b/a.jsonl", "--output-uri-prefix", "out/"],
+        (["--input-uri", "gs://bucket/a.jsonl", "--output-uri-prefix", "out/"],
          "--output-uri-prefix out/ is not on Cloud Storage; pass gs://…"),
-        (["--input-uri", "gs://b/a.csv", "--output-uri-prefix", "gs://b/o", "--starting-replica-count", "5", "--max-replica-count", "2"],
+        (["--input-uri", "gs://bucket/a.csv", "--output-uri-prefix", "gs://bucket/o", "--starting-replica-count", "5", "--max-replica-count", "2"],
          "--max-replica-count 2 is below --starting-replica-count 5"),
-        (["--input-uri", "gs://b/a.csv", "--output-uri-prefix", "gs://b/o", "--machine-type", "g2-standard-8", "--accelerator-type", "NVIDIA_L4"],
+        (["--input-uri", "gs://bucket/a.csv", "--output-uri-prefix", "gs://bucket/o", "--machine-type", "g2-standard-8", "--accelerator-type", "NVIDIA_L4"],
          "--backend onnx-int8 runs on the CPU; with --accelerator-type pass --backend torch"),
-        (["--output-uri-prefix", "gs://b/o"], "--input-uri is required: the JSONL or CSV files on gs:// to score"),
-        (["--input-uri", "gs://b/a.csv", "--output-uri-prefix", "gs://b/o", "--registered-model", "12"],
+        (["--output-uri-prefix", "gs://bucket/o"], "--input-uri is required: the JSONL or CSV files on gs:// to score"),
+        (["--input-uri", "gs://bucket/a.csv", "--output-uri-prefix", "gs://bucket/o", "--registered-model", "12"],
          "pass RUN_DIR or --registered-model, not both"),
     ],
 )  # fmt: skip
 def test_what_vertex_would_refuse_is_one_line_before_anything_is_sent(capsys, extra, expected):
-    message = cli_error(capsys, *batch_args("gs://b/runs/r1", *extra, "--dry-run"))
+    message = cli_error(capsys, *batch_args("gs://bucket/runs/r1", *extra, "--dry-run"))
     assert message == f"invalid batch-predict options: {expected}"
 
 
@@ -170,7 +170,7 @@ def test_the_cost_estimate_counts_the_posts_and_uses_evaluates_measured_speed(
     gs.pipe(f"{BUCKET}/posts/day.csv", b"text\ngood\n\nbad\nfine\n")  # a header, three posts, a blank line
     expected = {INPUT: 2, f"gs://{BUCKET}/posts/day.csv": 3}
     for uri, posts in expected.items():
-        args = batch_args("gs://b/runs/r1", "--input-uri", uri, "--output-uri-prefix", OUTPUT,
+        args = batch_args("gs://bucket/runs/r1", "--input-uri", uri, "--output-uri-prefix", OUTPUT,
                           "--throughput-from", str(measured), "--max-replica-count", "4", "--dry-run")  # fmt: skip
         code, out, err = cli(capsys, *args)
         assert code == 0, err
@@ -197,6 +197,6 @@ def test_the_cost_estimate_counts_the_posts_and_uses_evaluates_measured_speed(
         "`sentitune evaluate`, not a run folder"
     )
     missing = f"gs://{BUCKET}/posts/none.jsonl"
-    message = cli_error(capsys, *batch_args("gs://b/runs/r1", "--input-uri", missing, "--output-uri-prefix",
+    message = cli_error(capsys, *batch_args("gs://bucket/runs/r1", "--input-uri", missing, "--output-uri-prefix",
                         OUTPUT, "--throughput-from", str(measured), "--dry-run"))  # fmt: skip
     assert message == f"--input-uri {missing} does not exist; pass --posts N or fix the name"

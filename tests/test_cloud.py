@@ -260,15 +260,15 @@ def test_an_api_refusal_is_one_line(gs_run, capsys):
             "`gcloud storage cp -r ./runs/r1 gs://BUCKET/runs/` or train with --job-dir gs://…",
         ),
         (
-            ["gs://b/r", "--project", "My_Project"],
+            ["gs://bucket/r", "--project", "My_Project"],
             "--project 'My_Project' is not a Google Cloud project ID (6-30 of a-z, 0-9, -)",
         ),
         (
-            ["gs://b/r", "--project", PROJECT, "--region", "Europe"],
+            ["gs://bucket/r", "--project", PROJECT, "--region", "Europe"],
             "--region 'Europe' is not a region name such as europe-west4 or us-central1",
         ),
         (
-            ["gs://b/r", "--project", PROJECT, "--max-replicas", "0"],
+            ["gs://bucket/r", "--project", PROJECT, "--max-replicas", "0"],
             "--max-replicas 0 is below --min-replicas 1",
         ),
     ],
@@ -517,7 +517,13 @@ def test_replicas_become_a_primary_pool_and_a_worker_pool(capsys):
     _, out, _ = cli(
         capsys,
         *submit_args(
-            "--replica-count", "4", "--accelerator-count", "2", "--base-output-dir", "gs://b/o", "--dry-run"
+            "--replica-count",
+            "4",
+            "--accelerator-count",
+            "2",
+            "--base-output-dir",
+            "gs://bucket/o",
+            "--dry-run",
         ),
         *WALKTHROUGH_ARGS,
     )
@@ -531,7 +537,9 @@ def test_the_cost_estimate_uses_a_runs_measured_speed(capsys, trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())["training"]
     _, out, _ = cli(
         capsys,
-        *submit_args("--dry-run", "--base-output-dir", "gs://b/o", "--throughput-from", str(trained_run)),
+        *submit_args(
+            "--dry-run", "--base-output-dir", "gs://bucket/o", "--throughput-from", str(trained_run)
+        ),
         *WALKTHROUGH_ARGS,
     )
     cost = json.loads(out)["cost"]
@@ -544,7 +552,9 @@ def test_the_cost_estimate_uses_a_runs_measured_speed(capsys, trained_run):
     for preset, epochs in (["--preset=fast"], 1), ([], 2):
         _, out, _ = cli(
             capsys,
-            *submit_args("--dry-run", "--base-output-dir", "gs://b/o", "--throughput-from", str(trained_run)),
+            *submit_args(
+                "--dry-run", "--base-output-dir", "gs://bucket/o", "--throughput-from", str(trained_run)
+            ),
             *WALKTHROUGH_ARGS[:4],
             *preset,
         )
@@ -641,28 +651,32 @@ def test_logs_streams_with_gcloud(fake_tools, capsys):
             ["--accelerator-type", "T4"],
             WALKTHROUGH_ARGS,
             "--accelerator-type 'T4' is unknown; choose one of NVIDIA_TESLA_T4, NVIDIA_TESLA_P4, NVIDIA_TESLA_P100, NVIDIA_TESLA_V100, NVIDIA_L4, NVIDIA_TESLA_A100, NVIDIA_A100_80GB, NVIDIA_H100_80GB, NVIDIA_H100_MEGA_80GB, NVIDIA_H200_141GB, "
-            "NVIDIA_B200, NVIDIA_GB200, NVIDIA_RTX_PRO_6000 or none; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
+            "NVIDIA_B200, NVIDIA_GB200, NVIDIA_RTX_PRO_6000 or none; for one Google added after 2026-12-07, pass "
+            "--catalog FILE listing it, or --allow-unlisted; nowhere to save the model: pass --base-output-dir "
+            "gs://… (or -- --job-dir gs://…)",
         ),
         (
             ["--machine-type", "big-box"],
             WALKTHROUGH_ARGS,
-            "--machine-type 'big-box' is not a Vertex AI machine type such as n1-standard-4, g2-standard-8 or "
-            "a2-highgpu-1g; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
+            "--machine-type 'big-box' is not in the catalog's training machine types; choose one such as "
+            "n1-standard-4, e2-standard-4, g2-standard-8, a2-highgpu-1g; for one Google added after 2026-12-07, "
+            "pass --catalog FILE listing it, or --allow-unlisted; nowhere to save the model: pass "
+            "--base-output-dir gs://… (or -- --job-dir gs://…)",
         ),
         (
             [],
-            ["--", "--training-file", "data/train.csv", "--job-dir", "gs://b/m"],
+            ["--", "--training-file", "data/train.csv", "--job-dir", "gs://bucket/m"],
             "--training-file data/train.csv is not on Cloud Storage; the job cannot read local files: pass "
             "gs://… or /gcs/BUCKET/…",
         ),
         (
             [],
-            ["--", "--training-file", "gs://b/t.csv"],
+            ["--", "--training-file", "gs://bucket/t.csv"],
             "nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)",
         ),
         (
             [],
-            ["--", "--training-file", "gs://b/t.csv", "--job-dir", "gs://b/m", "--epoks", "3"],
+            ["--", "--training-file", "gs://bucket/t.csv", "--job-dir", "gs://bucket/m", "--epoks", "3"],
             "unknown training arguments after --: --epoks 3 (see `sentitune train --help`)",
         ),
         (
@@ -738,7 +752,7 @@ def test_tune_sends_the_study(vertex, walkthrough_data, capsys):
         "--display-name",
         "nightly",
         "--base-output-dir",
-        "gs://b/t",
+        "gs://bucket/t",
     ]
     _, planned, _ = cli(capsys, *args, "--dry-run", *WALKTHROUGH_ARGS)
     code, out, err = cli(capsys, *args, "--api-endpoint", vertex.url, *WALKTHROUGH_ARGS)
@@ -830,10 +844,10 @@ def test_a_gpu_the_catalog_does_not_offer_is_refused_and_prices_come_from_the_ta
     )
     assert message == (
         "invalid submit options: NVIDIA_TESLA_V100 is not offered for training in asia-east1 (per the catalog "
-        "of 2026-11-30); regions that offer it: europe-west4, us-central1, us-east1, us-west1; "
-        "nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)"
+        "of 2026-11-30); regions that offer it: europe-west4, us-central1, us-east1, us-west1; for one Google "
+        "added after 2026-11-30, pass --catalog FILE listing it, or --allow-unlisted; nowhere to save the model: pass --base-output-dir gs://… (or -- --job-dir gs://…)"
     )
-    code, out, _ = cli(capsys, *args, "--dry-run", *WALKTHROUGH_ARGS, "--job-dir=gs://b/m")
+    code, out, _ = cli(capsys, *args, "--dry-run", *WALKTHROUGH_ARGS, "--job-dir=gs://bucket/m")
     plan = json.loads(out)
     assert code == 0 and plan["cost"]["usd_per_hour"] == pytest.approx(0.6)
     assert plan["checked_against"]["catalog"] == str(tmp_path / "catalog.json")

@@ -29,7 +29,7 @@ def test_a_batch_that_does_not_divide_by_the_processes_is_refused(capsys):
     )
     code, _, err = cli(capsys, *submit_args("--replica-count", "2", *OUT, "--dry-run"), *WALKTHROUGH_ARGS)
     assert code == 0, err
-    default_batch = ["--", "--data", "gs://b/d"]  # train's default batch, 32
+    default_batch = ["--", "--data", "gs://bucket/d"]  # train's default batch, 32
     message = refused(
         capsys, *submit_args("--replica-count", "3", "--accelerator-count", "2", *OUT), *default_batch
     )
@@ -40,13 +40,13 @@ def test_a_batch_that_does_not_divide_by_the_processes_is_refused(capsys):
 
 def test_tuning_batch_sizes_must_divide_by_the_processes(capsys):
     args = ["cloud", "tune", "--project", PROJECT, "--replica-count", "3", *OUT]
-    message = refused(capsys, *args, "--", "--data", "gs://b/d")
+    message = refused(capsys, *args, "--", "--data", "gs://bucket/d")
     assert message == (
         "invalid tune options: --batch-size 16, 32, 64 does not divide by the job's 3 training processes "
         "(3 replicas x 1 per replica), so every process would refuse to start; use a multiple of 3, e.g. "
         "15, 18, 30, 33, 63, 66"
     )
-    code, _, err = cli(capsys, *args, "--batch-size", "24,48", "--dry-run", "--", "--data", "gs://b/d")
+    code, _, err = cli(capsys, *args, "--batch-size", "24,48", "--dry-run", "--", "--data", "gs://bucket/d")
     assert code == 0, err
 
 
@@ -107,8 +107,9 @@ def test_tuning_batch_sizes_must_divide_by_the_processes(capsys):
         ),
         (
             ["--region", "asia-northeast1", "--accelerator-type", "NVIDIA_TESLA_V100"],
-            "NVIDIA_TESLA_V100 is not offered for training in asia-northeast1 (per the catalog of 2026-12-01); "
-            "regions that offer it: asia-east1, europe-west4, us-central1, us-east1, us-west1",
+            "NVIDIA_TESLA_V100 is not offered for training in asia-northeast1 (per the catalog of 2026-12-07); "
+            "regions that offer it: asia-east1, europe-west4, us-central1, us-east1, us-west1; for one Google added "
+            "after 2026-12-07, pass --catalog FILE listing it, or --allow-unlisted",
         ),
     ],
     ids=[
@@ -156,14 +157,41 @@ def test_every_machine_the_catalog_allows_is_a_machine_spec_the_sdk_accepts():
         combos += [(machine, gpu, n) for gpu, counts in tier["counts"].items() for n in counts]
     assert len(combos) > 50
     for machine, gpu, count in combos:
-        found = catalog.gpu_problems(
-            table, machine, gpu, count, "us-central1", serving=False, default_image=False
-        )
+        assert machine in table["training_machines"], machine
+        found = catalog.gpu_machine_problems(table, machine, gpu, count, serving=False, allow_unlisted=False)
         assert found == [], (machine, gpu, count, found)
         spec = types.MachineSpec(
             machine_type=machine, accelerator_type=types.AcceleratorType[gpu], accelerator_count=count
         )
         assert types.MachineSpec.to_dict(spec)["accelerator_count"] == count
+    for gpu in table["gpus"]:
+        types.AcceleratorType[gpu]  # every GPU the catalog knows is one the API names
+    for region, gpus in (*table["training_regions"].items(), *table["serving_regions"].items()):
+        assert region in table["regions"] and set(gpus) <= set(table["gpus"]), region
+
+
+def test_serving_takes_1_to_n_of_a_fixed_gpu_machines_n_gpus_and_training_all_n():
+    from sentitune.cloud import catalog
+
+    table = catalog.load()
+    for machine, (gpu, n) in table["fixed_gpus"].items():
+        for count in range(1, n + 1):
+            serving = catalog.gpu_machine_problems(
+                table, machine, gpu, count, serving=True, allow_unlisted=False
+            )
+            training = catalog.gpu_machine_problems(
+                table, machine, gpu, count, serving=False, allow_unlisted=False
+            )
+            assert serving == [], (machine, count, serving)
+            assert (training == []) == (count == n), (machine, count, training)
+        for count in (0, n + 1):
+            assert catalog.gpu_machine_problems(
+                table, machine, gpu, count, serving=True, allow_unlisted=False
+            )
+    assert catalog.gpu_machine_problems(table, "a2-highgpu-8g", "NVIDIA_TESLA_A100", 9, serving=True,
+                                        allow_unlisted=False) == [
+        "a2-highgpu-8g serves with 1 to 8 x NVIDIA_TESLA_A100 per replica, not 9: pass --accelerator-count 1 to 8"
+    ]  # fmt: skip
 
 
 def test_grid_search_takes_listed_values_and_log_ranges_start_above_zero(capsys):
@@ -196,16 +224,25 @@ def test_grid_search_takes_listed_values_and_log_ranges_start_above_zero(capsys)
 
 def test_a_job_dir_in_tuning_arguments_is_refused(capsys):
     message = refused(
-        capsys, "cloud", "tune", "--project", PROJECT, "--", "--data", "gs://b/d", "--job-dir", "gs://b/run"
+        capsys,
+        "cloud",
+        "tune",
+        "--project",
+        PROJECT,
+        "--",
+        "--data",
+        "gs://bucket/d",
+        "--job-dir",
+        "gs://bucket/run",
     )
     assert message == (
-        "invalid tune options: -- --job-dir gs://b/run: every trial would write that one folder; drop it and pass "
+        "invalid tune options: -- --job-dir gs://bucket/run: every trial would write that one folder; drop it and pass "
         "--base-output-dir gs://… (each trial then writes <base>/<trial id>/model)"
     )
 
 
 def test_deploying_on_a_gpu_sends_the_gpu_and_the_gpu_image(capsys):
-    base = ["cloud", "deploy", "gs://b/run", "--project", PROJECT]
+    base = ["cloud", "deploy", "gs://bucket/run", "--project", PROJECT]
     message = refused(capsys, *base, "--machine-type", "g2-standard-8")
     assert message == (
         "invalid deploy options: g2-standard-8 comes with 1 x NVIDIA_L4: pass --accelerator-type NVIDIA_L4 "
@@ -241,8 +278,8 @@ def test_the_dry_run_says_which_catalog_and_warns_when_it_is_old(capsys, tmp_pat
     code, out, _ = cli(capsys, *submit_args(*OUT, "--dry-run"), *WALKTHROUGH_ARGS)
     assert code == 0
     assert json.loads(out)["checked_against"] == {
-        "catalog": "sentitune's catalog of 2026-12-01",
-        "date": "2026-12-01",
+        "catalog": "sentitune's catalog of 2026-12-07",
+        "date": "2026-12-07",
     }
     from sentitune.cloud.catalog import CATALOG_FILE
 
@@ -287,7 +324,9 @@ def test_a_tensorboard_instance_is_linked_where_vertex_can_stream_to_it(capsys, 
         f"invalid submit options: --tensorboard {elsewhere} is in us-central1 and the job runs in europe-west4: "
         "use an instance in europe-west4, or --region us-central1"
     )
-    message = refused(capsys, *submit_args("--tensorboard", "77"), *WALKTHROUGH_ARGS, "--job-dir", "gs://b/r")
+    message = refused(
+        capsys, *submit_args("--tensorboard", "77"), *WALKTHROUGH_ARGS, "--job-dir", "gs://bucket/r"
+    )
     assert message == (
         "invalid submit options: --tensorboard needs --service-account: Vertex AI uploads the logs as that "
         "account; --tensorboard needs --base-output-dir: the job writes its logs under it first"

@@ -30,17 +30,6 @@ def default_project() -> str | None:
     return None
 
 
-def target_problems(project: str | None, region: str) -> list[str]:
-    problems = []
-    if not project:
-        problems.append("no project: pass --project ID or set GOOGLE_CLOUD_PROJECT")
-    elif not _PROJECT_ID.match(project):
-        problems.append(f"--project {project!r} is not a Google Cloud project ID (6-30 of a-z, 0-9, -)")
-    if not _REGION.match(region):
-        problems.append(f"--region {region!r} is not a region name such as europe-west4 or us-central1")
-    return problems
-
-
 def image_uri(project: str, region: str, repository: str = DEFAULT_REPOSITORY, variant: str = "gpu") -> str:
     """The Artifact Registry tag `cloud build` pushes: REGION-docker.pkg.dev/PROJECT/REPO/sentitune[-cpu]:VERSION."""
     name = "sentitune" if variant == "gpu" else f"sentitune-{variant}"
