@@ -48,9 +48,9 @@ def hidden_by_normalisation(texts: pd.Series, labels: np.ndarray) -> dict[str, n
     from sentitune.labels import LABELS, score_to_class, vader_scores
 
     rewrites = {
-        "mention names to @user": lambda t: normalize.MENTION.sub(normalize.mention_to_user, t),
-        "links to http": lambda t: normalize.LINK.sub(normalize.link_to_http, t),
-        "elongations cut to two letters": lambda t: normalize.ELONGATION.sub(normalize.cut_elongation, t),
+        "mention names to @user": normalize.rewrite("mentions"),
+        "links to http": normalize.rewrite("links"),
+        "elongations cut to two letters": normalize.rewrite("elongations"),
         "capitals (an uncased vocabulary)": str.lower,
     }
     changed = {}
@@ -63,7 +63,7 @@ def hidden_by_normalisation(texts: pd.Series, labels: np.ndarray) -> dict[str, n
 
 def run(args) -> dict:
     from sentitune.labels import LABELS, score_to_class, vader_scores
-    from sentitune.predict import Predictor
+    from sentitune.scoring import Predictor
 
     test = pd.read_csv(args.data, keep_default_na=False)
     scores = (

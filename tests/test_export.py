@@ -4,6 +4,7 @@ of predict, evaluate and serve."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import cli, cli_error, entries
 
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 
 POSTS = [
     "@united thanks for the quick rebooking, great crew!",
@@ -34,9 +35,24 @@ def exported(tmp_path_factory, trained_run):
     return run
 
 
+def exported_files(run: Path) -> set[str]:
+    """The files of a run's onnx/ folder (not the hidden record of the command that wrote it)."""
+    return {name for name in entries(run / "onnx") if not name.startswith(".")}
+
+
 def test_export_writes_both_models_and_the_parity_report(exported):
-    assert entries(exported / "onnx") == {"model.onnx", "model_int8.onnx", "export_report.json"}
+    assert exported_files(exported) == {
+        "model.onnx",
+        "model_int8.onnx",
+        "export_report.json",
+        "tokenizer.json",
+    }
     report = json.loads((exported / "onnx" / "export_report.json").read_text())
+    assert report["tokenizer"] == "tokenizer.json" and report["max_length"] == 100
+    # the run's own tokenizer: its normalisation in the normalizer, cutting at the run's max_length
+    assert json.loads((exported / "onnx" / "tokenizer.json").read_text()) == json.loads(
+        (exported / "tokenizer.json").read_text()
+    )
     fp32, int8 = report["models"]["fp32"], report["models"]["int8"]
     assert report["parity_data"].endswith("eval.csv")  # the run's validation split
     assert fp32["examples"] == int8["examples"] == len(pd.read_csv(report["parity_data"]))
@@ -122,7 +138,7 @@ def test_export_without_reachable_parity_data_asks_for_it(run_copy, capsys, tmp_
     code, _, _ = cli(
         capsys, "export", str(run_copy), "--parity-data", str(tmp_path / "posts.csv"), "--overwrite"
     )
-    assert code == 0 and entries(run_copy / "onnx") == {"model.onnx", "export_report.json"}
+    assert code == 0 and exported_files(run_copy) == {"model.onnx", "export_report.json", "tokenizer.json"}
 
 
 def test_a_model_that_does_not_match_is_not_written(run_copy, capsys, monkeypatch, tmp_path):

@@ -12,19 +12,28 @@ import torch
 from conftest import RUN_ARGS, cli
 
 from sentitune.config import TrainConfig
-from sentitune.explain import explain
-from sentitune.normalize import EMOTICON, EMOTICONS, MAY_MATCH, SPACE, Normalization
-from sentitune.predict import Predictor
+from sentitune.errors import SentituneError
+from sentitune.explain import GRADIENT_X_INPUT, explain
+from sentitune.normalize import (
+    EMOJI_PARTS,
+    Normalization,
+    compile_charsmap,
+    emoji_words,
+    take_from_tokenizer,
+    with_rules,
+)
+from sentitune.scoring import Predictor
 from sentitune.train import train
 
 TWEET = Normalization("tweet")
 HASHTAGS = Normalization("tweet", split_hashtags=True)
 
 STAGES = [
-    # emoji, with skin tones dropped, ZWJ sequences and variation selectors as one emoji
+    # emoji, with skin tones, variation selectors and keycaps dropped; a ZWJ sequence reads as its parts
     ("I love this 😍🔥 so much", "I love this smiling face with heart-eyes fire so much"),
     ("ok👍🏽", "ok thumbs up"),
-    ("👨‍👩‍👧 day ❤️", "family man woman girl day red heart"),
+    ("👨‍👩‍👧 day ❤️", "man woman girl day red heart"),
+    ("🇫🇷 1️⃣", "flag 1"),
     # emoticons stand alone; not inside words or links
     ("great :) <3", "great slightly smiling face red heart"),
     ("no :( :'( </3.", "no frowning face crying face broken heart ."),
@@ -36,11 +45,9 @@ STAGES = [
     ("mail me at a@b.com", "mail me at a@b.com"),
     ("see https://t.co/AbC?x=1 and www.example.org/x now", "see http and http now"),
     ("SEE HTTPS://T.CO/ABC WWW.X.ORG", "SEE http http"),
-    # HTML entities, also escaped twice
-    (
-        "fish &amp; chips &lt;3 &amp;lt;3 &#128525;",
-        "fish & chips red heart red heart smiling face with heart-eyes",
-    ),
+    # HTML entities, also escaped twice; entities posts do not hold stay as written
+    ("fish &amp; chips &lt;3 &amp;lt;3 &#8220;hi&#x2026;&rdquo;", "fish & chips red heart red heart “hi…”"),
+    ("&#128525; &copy;", "&#128525; &copy;"),
     # elongations of letters (not digits), and white space
     ("soooo goooood!!! 1000", "soo good!!! 1000"),
     ("  two\n\nlines\t ", "two lines"),
@@ -56,7 +63,7 @@ def test_each_stage_rewrites_posts_as_the_tweeteval_convention_reads_them(text, 
 
 @pytest.mark.fast
 def test_hashtags_are_split_into_words_only_when_asked():
-    assert HASHTAGS.apply("#NotHappy with #COVID19 #blessed x#y") == "not happy with covid 19 blessed x#y"
+    assert HASHTAGS.apply("#NotHappy with #COVID19 #blessed x#y") == "Not Happy with COVID 19 blessed x#y"
     assert TWEET.apply("#NotHappy") == "#NotHappy"
 
 
@@ -84,18 +91,42 @@ def test_normalising_twice_changes_nothing_and_every_character_maps_back(corpus)
 
 
 @pytest.mark.fast
-def test_a_stage_skipped_by_its_cheap_test_could_not_have_matched(corpus):
-    texts = [t for t, _ in STAGES] + corpus["text"].astype(str).tolist()
-    # capitals and Unicode that case-insensitive matching or str.lower treat specially
-    texts += ["HTTPS://T.CO/X", "HttP://a.b", "WwW.a.b", "\u212a http", "İ www.x", "ſ", "xD", "so XD!"]
-    texts += ["aaa", "ẞẞẞ", "!!!", "a\u2003b\u00a0c\x1c d", ":-)", "</3", "T_T", "^^", "D:"]
-    for pattern, may_match in MAY_MATCH.items():
-        for text in texts:
-            if not may_match(text):
-                assert pattern.search(text) is None, (pattern.pattern, text)
-    assert all(MAY_MATCH[EMOTICON](e) for e in EMOTICONS)
-    for text in texts:  # white space joined by str.split, as the regex and the end trimming do it
-        assert " ".join(text.split()) == SPACE.sub(" ", text).strip(" ")
+def test_the_character_map_names_every_single_character_emoji():
+    import emoji
+
+    keys = {k.replace("\ufe0f", ""): k for k in emoji.EMOJI_DATA}
+    singles = {c: k for c, k in keys.items() if len(c) == 1 and c not in EMOJI_PARTS}
+    assert len(singles) > 1000
+    for char, key in singles.items():
+        assert TWEET.apply(f"a{char}b") == TWEET.apply(f"a {emoji_words(key)} b"), char
+
+
+@pytest.mark.fast
+def test_a_compiled_character_map_replaces_exactly_its_keys():
+    from tokenizers import normalizers
+
+    mapping = {"é": " e ", "ß": "ss", "😍": " love ", "\u200d": "", "a": "A"}
+    rule = normalizers.Precompiled(compile_charsmap(mapping))
+    assert rule.normalize_str("éßa😍\u200dbè") == " e ssA love bè"
+
+
+@pytest.mark.fast
+def test_the_rules_travel_in_tokenizer_json_and_come_back_out(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    own = tokenizer.backend_tokenizer.normalizer.__getstate__()
+    state = with_rules(json.loads(tokenizer.backend_tokenizer.to_str()), HASHTAGS)
+    assert with_rules(state, Normalization("none")) is state
+    carried = AutoTokenizer.from_pretrained(tiny_model)
+    carried._tokenizer = type(carried.backend_tokenizer).from_str(json.dumps(state))
+    post = "SOOO happy 😍 @bob #NotHappy &amp; https://x.y"
+    assert carried.tokenize(post) == tokenizer.tokenize(HASHTAGS.apply(post))
+    taken = take_from_tokenizer(carried, {**HASHTAGS.to_config(), "in_tokenizer": True}, "run")
+    assert taken == HASHTAGS and taken.apply(post) == HASHTAGS.apply(post)
+    assert carried.backend_tokenizer.normalizer.__getstate__() == own
+    with pytest.raises(SentituneError, match="normalizer does not begin with it"):
+        take_from_tokenizer(tokenizer, {**TWEET.to_config(), "in_tokenizer": True}, "run")
 
 
 @pytest.mark.fast
@@ -104,7 +135,7 @@ def test_a_normalised_character_maps_onto_what_the_user_wrote():
     out, spans = TWEET.apply_with_spans(text)
     assert out == "so good smiling face with heart-eyes @user"
     assert {text[s:e] for s, e in spans[8:36]} == {"😍"}
-    assert {text[s:e] for s, e in spans[-5:]} == {"@someone"}
+    assert {(s, e) for s, e in spans[-5:]} <= {(i, i + 1) for i in range(10, 19)}  # inside "@someone"
 
 
 # ----------------------------------------------------------------------------- a run reads emoji
@@ -152,7 +183,8 @@ def test_emoji_reach_the_model_as_words_and_are_recorded_in_the_run(emoji_runs):
     assert counts["as_written"] >= counts["posts"] * 0.6 and counts["normalized"] < counts["posts"] / 10
     assert none["normalization"]["posts_with_unknown_tokens"]["val"]["normalized"] == counts["as_written"]
     config = json.loads((emoji_runs["tweet"] / "config.json").read_text())
-    assert config["sentitune_normalize"] == {"scheme": "tweet", "split_hashtags": False}
+    entry = config["sentitune_normalize"]
+    assert (entry["scheme"], entry["split_hashtags"], entry["in_tokenizer"]) == ("tweet", False, True)
     assert (
         json.loads((emoji_runs["none"] / "config.json").read_text())["sentitune_normalize"]["scheme"]
         == "none"
@@ -195,12 +227,13 @@ def test_every_path_applies_the_runs_normalisation(emoji_runs, capsys):
 
 
 def test_explanations_shade_the_emoji_as_the_user_wrote_it(emoji_runs):
-    """The attributions of the words an emoji became add up on the emoji in the post as written."""
+    """The attributions of the words an emoji became add up on the emoji in the post as written (gradient x
+    input: additive over tokens, unlike word removal)."""
     predictor = Predictor(str(emoji_runs["tweet"]), precision="fp32")
     post = f"sooo late   and {CUE}{CUE} the @crew!"
     read = TWEET.apply(post)
     assert read == "soo late and party popper party popper the @user!"
-    as_written, as_read = explain(predictor, [post, read])
+    as_written, as_read = explain(predictor, [post, read], method=GRADIENT_X_INPUT)
     assert [(w["word"], w["start"], w["end"]) for w in as_written["words"]] == [
         ("sooo", 0, 4), ("late", 5, 9), ("and", 12, 15), (CUE * 2, 16, 18), ("the", 19, 22), ("@crew!", 23, 29),
     ]  # fmt: skip
@@ -214,7 +247,7 @@ def test_explanations_shade_the_emoji_as_the_user_wrote_it(emoji_runs):
 
 
 def test_the_baseline_applies_its_normalisation_after_reloading(tmp_path, emoji_runs, capsys):
-    from sentitune.baseline import load_baseline
+    from sentitune.tfidf import load_baseline
 
     data = emoji_runs["tweet"].parent
     for scheme in ("tweet", "none"):

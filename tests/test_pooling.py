@@ -23,8 +23,8 @@ from sentitune.model import (
     MeanPooled,
     trained_pooling,
 )
-from sentitune.predict import Predictor
 from sentitune.runfolder import load_run
+from sentitune.scoring import Predictor
 
 POSTS = ["@united thanks for the quick rebooking, great crew!", "ok", "worst. airline. ever. " * 6]
 
@@ -95,12 +95,33 @@ def test_a_transformers_pipeline_gives_sentitunes_scores(
         "text-classification", model=str(run), top_k=None, device="cpu", trust_remote_code=True
     )
     expected = Predictor(str(run), device="cpu", precision="fp32").predict(POSTS)
-    as_read = load_run(str(run), with_model=False).normalization  # what the model card asks of a user
-    for post, want in zip(POSTS, expected, strict=True):
-        got = {row["label"]: row["score"] for row in classify([as_read.apply(post)])[0]}
+    for post, want in zip(POSTS, expected, strict=True):  # as written: the folder's tokenizer rewrites them
+        got = {row["label"]: row["score"] for row in classify([post])[0]}
         assert got == pytest.approx(want.scores, abs=1e-5), post
     if pooling == "mean":  # the head that reads [CLS] through a random pooler would score otherwise
         assert type(classify.model).__name__ == "SentituneMeanPooledForSequenceClassification"
+
+
+def test_the_folders_code_cuts_a_long_input_where_the_run_cuts_it(mean_run):
+    """An uncut batch (a short post padded beside a long one) scores as the tokenizer's cut batch: the
+    model keeps each row's first max_length - 1 tokens and its closing one, and pools over those alone."""
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(mean_run, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(mean_run, trust_remote_code=False)  # one that does not cut
+    posts = ["ok", "worst. airline. ever. " * 100, "fine " * 99]
+    uncut = tokenizer(posts, padding=True, truncation=False, return_tensors="pt")
+    cut = tokenizer(posts, padding=True, truncation=True, return_tensors="pt")
+    assert uncut["input_ids"].shape[1] > 512 and cut["input_ids"].shape[1] == 100
+    kept = modeling_sentitune.cut_to(100, dict(uncut))
+    assert kept.keys() == cut.keys() and all(torch.equal(kept[name], cut[name]) for name in cut)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**uncut).logits, model(**cut).logits, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        torch.softmax(model(**uncut).logits, -1).detach().numpy(),
+        Predictor(str(mean_run), device="cpu", precision="fp32").probabilities(posts),
+        atol=1e-5,
+    )
 
 
 def test_a_run_of_the_earlier_layout_still_loads_with_mean_pooling(mean_run, tmp_path):

@@ -14,6 +14,7 @@ from sentitune import __version__
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
 from sentitune.model import is_hub_id
+from sentitune.normalize import APPLIED_BY, NOT_APPLIED_BY
 from sentitune.splits import SPLIT_MARKER
 from sentitune.storage import join, open_input
 
@@ -99,29 +100,57 @@ def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, 
     return str(ModelCard(f"---\n{yaml}\n---\n\n{card_text(cfg, model_info, splits, metrics, run_config)}"))
 
 
-def normalization_text(found: dict | None) -> list[str]:
-    """What the model reads: how posts are normalised, and the posts that keep [UNK] tokens."""
+def reading_text(found: dict | None, max_length: int, pooling: str) -> list[str]:
+    """How the model reads a post, and which loaders read it so: the normalisation (and the posts that keep
+    [UNK] tokens) and the cut at max_length."""
     if not found or found.get("scheme", "none") == "none":
-        return ["Posts are read as written (`--normalize none`)."]
-    counts = found.get("posts_with_unknown_tokens", {})
-    lines = [
-        f"Posts are normalised (`--normalize {found['scheme']}`"
-        + (", `--split-hashtags`" if found.get("split_hashtags") else "")
-        + "): emoji and emoticons become words, mentions `@user`, links `http`, HTML entities are unescaped "
-        "and elongations cut. sentitune applies it wherever it reads the model (predict, evaluate, serve, the "
-        "ONNX backend); with plain transformers, rewrite posts first with "
-        f"`sentitune.normalize.Normalization('{found['scheme']}'"
-        + (", split_hashtags=True" if found.get("split_hashtags") else "")
-        + ").apply(text)`.",
-    ]
-    if counts:
+        lines = ["Posts are read as written (`--normalize none`)."]
+    else:
+        how = (
+            f"Normalization('{found['scheme']}'"
+            + (", split_hashtags=True" if found.get("split_hashtags") else "")
+            + ")"
+        )
+        lines = [
+            f"Posts are normalised (`--normalize {found['scheme']}`"
+            + (", `--split-hashtags`" if found.get("split_hashtags") else "")
+            + "): emoji and emoticons become words, mentions `@user`, links `http`, HTML entities are unescaped "
+            "and elongations cut. The rewrite is the first part of tokenizer.json's normalizer, so it is applied "
+            f"to posts as written by sentitune and by {APPLIED_BY}. It is not applied by "
+            + NOT_APPLIED_BY.replace(
+                "sentitune.normalize.Normalization(...).apply", f"`sentitune.normalize.{how}.apply`"
+            )
+            + ".",
+        ]
+    counts = (found or {}).get("posts_with_unknown_tokens", {})
+    if counts and found.get("scheme", "none") != "none":
         lines += [
             "",
             "| split | posts | with [UNK] tokens as written | after normalisation |",
             "|---|---|---|---|",
             *(f"| {n} | {c['posts']} | {c['as_written']} | {c['normalized']} |" for n, c in counts.items()),
         ]
+    lines += ["", truncation_text(max_length, pooling)]
     return lines
+
+
+def truncation_text(max_length: int, pooling: str) -> str:
+    """Where a post is cut, and what a transformers user must do for it (config.json says the same)."""
+    where = (
+        f"Posts are cut at {max_length} tokens, as in training: tokenizer.json truncates there, "
+        f"tokenizer_config.json's model_max_length is {max_length}, and the folder's tokenizer loaded with "
+        "`trust_remote_code=True` (pipeline(), AutoTokenizer) cuts there unless told otherwise. "
+    )
+    if pooling == "mean":
+        return where + (
+            "modeling_sentitune.py also cuts a longer input the same way, so the model scores a long post as "
+            "sentitune does whichever tokenizer call made its input."
+        )
+    return where + (
+        "Loaded without it, transformers truncates only when asked: pass `truncation=True` (to pipeline() or "
+        f"the tokenizer); without it a post over {max_length} tokens scores otherwise and one over the model's "
+        "positions fails."
+    )
 
 
 def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
@@ -136,8 +165,10 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
             'or `pipeline("text-classification", model=RUN_DIR, trust_remote_code=True)`: its head reads the '
             "mean of the token states (`--pooling mean`), which modeling_sentitune.py in this folder implements."
             if model_info["pooling"] == "mean"
-            else 'or `pipeline("text-classification", model=RUN_DIR)`.'
-        ),
+            else 'or `pipeline("text-classification", model=RUN_DIR, trust_remote_code=True)` (its tokenizer '
+            "cuts posts where the run did; without the folder's code pass `truncation=True`)."
+        )
+        + " Give them posts as written: the folder's tokenizer rewrites them as the model was trained to read them.",
         "",
         "## Data",
         "",
@@ -150,7 +181,8 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
         counts = np.bincount(split.labels, minlength=len(classes))
         shares = " | ".join(f"{c} ({c / max(len(split), 1):.0%})" for c in counts)
         lines.append(f"| {name} | `{split.path}` | {len(split)} | {shares} |")
-    lines += ["", *normalization_text(metrics.get("normalization")), "", "## Model and training"]
+    lines += ["", *reading_text(metrics.get("normalization"), cfg.max_length, model_info["pooling"])]
+    lines += ["", "## Model and training"]
     lines += [
         "",
         f"{model_info['type']} encoder, {model_info['layers']} layers x {model_info['hidden_size']}, "

@@ -1,7 +1,10 @@
 """`sentitune export`: a run's classifier as ONNX (optionally int8), checked against PyTorch.
 
 The exported graph takes `input_ids` and `attention_mask` (int64, dynamic batch and sequence axes)
-and returns `logits`, so any ONNX runtime can serve it with the run folder's tokenizer. Every export
+and returns `logits`. Beside it, tokenizer.json is the run's tokenizer as the run folder saves it (the
+normalisation in its normalizer, truncation at the run's max_length; also for a run saved before they
+travelled with the model), so a runtime that tokenises with the tokenizers library scores posts as
+written exactly as sentitune does. Every export
 is followed by a parity check on real posts: the ONNX model must give the same labels and nearly the
 same probabilities as the PyTorch model it came from, or nothing is written.
 """
@@ -24,13 +27,16 @@ from sentitune.runfolder import (
     EXPORT_DIR,
     EXPORT_REPORT,
     ONNX_FILES,
+    TOKENIZER,
+    WEIGHTS,
     load_run,
     read_run_config,
+    reading_tokenizer,
     trained_max_length,
 )
 from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_finite, require_onnxruntime
 from sentitune.splits import read_labelled
-from sentitune.storage import WRITE_FAILURES, StagedOutput, exists, join, writing
+from sentitune.storage import WRITE_FAILURES, StagedOutput, exists, join, sha256_of, writing
 
 log = logging.getLogger("sentitune")
 
@@ -52,13 +58,19 @@ def export_onnx(cfg: ExportConfig) -> dict:
         what="an ONNX export",
         overwrite=cfg.overwrite,
         option="--output-dir",
-        replaces=[EXPORT_REPORT, *ONNX_FILES.values()],  # an earlier export's int8 model must not outlive it
+        command="export",
+        replaces=[
+            EXPORT_REPORT,
+            TOKENIZER,
+            *ONNX_FILES.values(),
+        ],  # an earlier int8 model must not outlive it
     )
     with out:
         classifier = load_run(cfg.run_dir)
         sample = parity_sample(cfg, classifier.labels)
         # The reference first: a model that scores NaN fails here, before a minute of exporting.
-        tokens = classifier.encode(sample.texts, trained_max_length(cfg.run_dir))
+        max_length = trained_max_length(cfg.run_dir)
+        tokens = classifier.encode(sample.texts, max_length)
         reference = require_finite(
             infer_probs(classifier.model, tokens, 64, torch.device("cpu")), cfg.run_dir
         )
@@ -70,12 +82,16 @@ def export_onnx(cfg: ExportConfig) -> dict:
             "format": "onnx",
             "inputs": ["input_ids", "attention_mask"],
             "outputs": ["logits"],
-            # the graph reads tokens: posts must be rewritten this way first (sentitune.normalize)
+            # the graph reads tokens: tokenizer.json beside it rewrites and cuts posts as the run reads them
             "normalize": classifier.normalization.to_config(),
+            "max_length": max_length,
+            "tokenizer": TOKENIZER,
             "export_s": round(time.perf_counter() - started, 2),
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
             "models": {},
+            # what the export belongs to: the run's weights, and each file as written (checked on load)
+            "weights_sha256": sha256_of(os.path.join(classifier.local_dir, WEIGHTS)),
         }
         variants = {"fp32": fp32_path}
         if cfg.quantize == "int8":
@@ -88,6 +104,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
             parity = compare(reference, probs, sample.labels, classifier.labels)
             parity["file"] = ONNX_FILES[name]
             parity["bytes"] = os.path.getsize(path)
+            parity["sha256"] = sha256_of(str(path))
             report["models"][name] = parity
             log.info(
                 f"{name}: {ONNX_FILES[name]} {parity['bytes'] / 2**20:.1f} MiB; on {parity['examples']} "
@@ -106,6 +123,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
                 + "; ".join(failures)
                 + "; nothing written"
             )
+        reading = reading_tokenizer(classifier.tokenizer, classifier.normalization, max_length)
+        out.path(TOKENIZER).write_text(json.dumps(reading, ensure_ascii=False), encoding="utf-8")
         out.path(EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         out.commit()
     report["output_dir"] = output_dir

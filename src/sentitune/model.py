@@ -23,7 +23,7 @@ import torch
 from sentitune import LABELS
 from sentitune.batching import tokenize
 from sentitune.errors import SentituneError, short
-from sentitune.normalize import AS_WRITTEN, Normalization
+from sentitune.normalize import AS_WRITTEN, Normalization, take_from_tokenizer
 from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
 from sentitune.storage import is_url, local_copy
 
@@ -80,6 +80,9 @@ AUTO_MAP = {
     "AutoConfig": "modeling_sentitune.SentituneMeanPooledConfig",
     "AutoModelForSequenceClassification": "modeling_sentitune.SentituneMeanPooledForSequenceClassification",
 }
+# tokenizer_config.json's auto_map in every run folder: with trust_remote_code=True the tokenizer cuts posts
+# at the run's max_length by default (transformers' own class cuts only when asked).
+TOKENIZER_AUTO_MAP = {"AutoTokenizer": [None, "modeling_sentitune.SentituneTokenizerFast"]}
 
 
 @dataclass
@@ -93,8 +96,9 @@ class Classifier:
     normalization: Normalization = AS_WRITTEN  # how the model reads posts (config.json records it)
 
     def encode(self, texts: Sequence[str], max_length: int):
-        """`texts` normalised as the model was trained to read them, then tokenised."""
-        return tokenize(self.tokenizer, self.normalization.apply_all(texts), max_length)
+        """`texts` tokenised as the model was trained to read them: normalised by the tokenizer itself, as
+        the run folder's tokenizer.json does for plain transformers."""
+        return tokenize(self.normalization.reading(self.tokenizer), texts, max_length)
 
 
 class MeanPooled(torch.nn.Module):
@@ -137,9 +141,7 @@ class MeanPooled(torch.nn.Module):
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, sort_keys=True)
             f.write("\n")
-        modeling = importlib.resources.files("sentitune").joinpath(MODELING_FILE).read_text(encoding="utf-8")
-        with open(os.path.join(folder, MODELING_FILE), "w", encoding="utf-8") as f:
-            f.write(modeling)
+        write_modeling_file(folder)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         from transformers.modeling_outputs import SequenceClassifierOutput
@@ -148,6 +150,13 @@ class MeanPooled(torch.nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return SequenceClassifierOutput(logits=self.inner.classifier(self.inner.dropout(pooled)))
+
+
+def write_modeling_file(folder: str) -> None:
+    """Copy this version's modeling_sentitune.py into a local model folder."""
+    modeling = importlib.resources.files("sentitune").joinpath(MODELING_FILE).read_text(encoding="utf-8")
+    with open(os.path.join(folder, MODELING_FILE), "w", encoding="utf-8") as f:
+        f.write(modeling)
 
 
 def pooled(model: torch.nn.Module, pooling: str) -> torch.nn.Module:
@@ -353,7 +362,7 @@ def load_classifier(
         raise SentituneError(
             f"model {source} has an unknown {POOLING_KEY} '{short(pooling, 40)}' in config.json"
         )
-    normalization = Normalization.from_config(config.get(NORMALIZE_KEY))
+    normalization = take_from_tokenizer(tokenizer, config.get(NORMALIZE_KEY), source)
     return Classifier(
         pooled(model, pooling), tokenizer, tuple(labels), source, folder, normalization=normalization
     )

@@ -5,6 +5,12 @@ sentitune's record of the run: the resolved settings and environment (run_config
 names, the validation history, plots, a model card (README.md) and metrics.json, written last: a
 folder with metrics.json is finished. `sentitune export` adds onnx/. The names below are the layout;
 no other module spells them.
+
+The folder reads raw posts as sentitune does wherever a fast tokenizer reads it (`write_reading`):
+tokenizer.json's normalizer begins with the run's normalisation and it truncates at the run's
+max_length, tokenizer_config.json loads tokenizer.json as it is, with that model_max_length, and
+config.json says so. sentitune takes the normalisation back out of the tokenizer when it loads a run
+(`normalize.take_from_tokenizer`) and applies it itself, with the same rules.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import torch
 import transformers
 
 from sentitune import __version__
-from sentitune.card import model_card
+from sentitune.card import model_card, truncation_text
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
 from sentitune.explain import explain_with
 from sentitune.metrics import plot_confusion_matrix, plot_training_curves
 from sentitune.model import (
+    POOLING_KEY,
+    TOKENIZER_AUTO_MAP,
     Classifier,
     check_tokenizer,
     is_hub_id,
@@ -36,9 +44,10 @@ from sentitune.model import (
     model_folder,
     quiet_transformers,
     read_model_config,
+    write_modeling_file,
 )
 from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
-from sentitune.normalize import Normalization
+from sentitune.normalize import Normalization, take_from_tokenizer, with_rules
 from sentitune.report import REPORT, ReportInput, explain_mistakes, render
 from sentitune.runtime import Precision
 from sentitune.splits import SPLIT_MARKER
@@ -54,6 +63,13 @@ from sentitune.storage import (
 
 CONFIG = "config.json"  # the Hugging Face model config, with id2label and sentitune_pooling
 TOKENIZER = "tokenizer.json"  # the fast tokenizer, which every run saves
+TOKENIZER_CONFIG = "tokenizer_config.json"
+# transformers' class that loads tokenizer.json as it is; its BertTokenizer rebuilds BERT's own normalizer
+# from the vocabulary, dropping the normalisation in front of it.
+TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+# In config.json: the tokens a post is cut to (the run's --max-length), and what a loader must do for it.
+MAX_LENGTH_KEY = "sentitune_max_length"
+TRUNCATION_NOTE_KEY = "sentitune_truncation"
 WEIGHTS = "model.safetensors"
 RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"  # written last: its presence marks a finished run (and a finished evaluation)
@@ -116,7 +132,7 @@ def load_run(run_dir: str, with_model: bool = True) -> Classifier:
             run_dir,
             path,
             is_run=is_run,
-            normalization=Normalization.from_config(config.get(NORMALIZE_KEY)),
+            normalization=take_from_tokenizer(tokenizer, config.get(NORMALIZE_KEY), run_dir),
         )
     classifier = load_classifier(path, labels, for_training=False, shown_as=run_dir)
     classifier.source, classifier.local_dir = run_dir, path
@@ -163,6 +179,7 @@ def save_run(
     with writing(out.root):  # the weights and tokenizer.json are written by native code
         model.save_pretrained(out.root, safe_serialization=True)
         classifier.tokenizer.save_pretrained(out.root)
+    write_reading(str(out.root), classifier.tokenizer, classifier.normalization, cfg.max_length)
     run_config = {
         "sentitune_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -213,6 +230,61 @@ def save_run(
         )  # fmt: skip
     out.path(REPORT).write_text(render(report))
     out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def reading_tokenizer(tokenizer, normalization: Normalization, max_length: int) -> dict:
+    """tokenizer.json as a run saves it: the tokenizer sentitune tokenises with, the normalisation's rules in
+    front of its normalizer, truncation at the run's max_length (a reader of tokenizer.json cuts where
+    sentitune does) and no padding (a reader pads as its batches need)."""
+    state = with_rules(json.loads(tokenizer.backend_tokenizer.to_str()), normalization)
+    state["truncation"] = {
+        "direction": "Right",
+        "max_length": max_length,
+        "strategy": "LongestFirst",
+        "stride": 0,
+    }
+    state["padding"] = None
+    return state
+
+
+def write_reading(folder: str, tokenizer, normalization: Normalization, max_length: int) -> None:
+    """Make the model folder (local, with config.json and the tokenizer saved) read raw posts as sentitune
+    does: tokenizer.json from `reading_tokenizer`, tokenizer_config.json loading it as it is with the
+    run's model_max_length (and, with trust_remote_code=True, as modeling_sentitune.py's tokenizer, which
+    cuts there by default), and config.json recording the normalisation, which loaders apply it, and the
+    max_length (which a mean-pooled run's own code cuts longer inputs to)."""
+
+    def update(name: str, change) -> None:
+        path = os.path.join(folder, name)
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+        content = change(content) or content
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2, sort_keys=name == CONFIG, ensure_ascii=False)
+            f.write("\n")
+
+    update(TOKENIZER, lambda _: reading_tokenizer(tokenizer, normalization, max_length))
+    update(
+        TOKENIZER_CONFIG,
+        lambda c: c.update(
+            tokenizer_class=TOKENIZER_CLASS,
+            auto_map=TOKENIZER_AUTO_MAP,
+            model_max_length=max_length,
+            **({"max_length": max_length} if "max_length" in c else {}),  # the truncation it was saved with
+        ),
+    )
+    update(
+        CONFIG,
+        lambda c: c.update(
+            {
+                NORMALIZE_KEY: normalization.run_entry(),
+                MAX_LENGTH_KEY: max_length,
+                "tokenizer_class": TOKENIZER_CLASS,  # what pipeline() loads for a model type of its own
+                TRUNCATION_NOTE_KEY: truncation_text(max_length, c.get(POOLING_KEY, "cls")),
+            }
+        ),
+    )
+    write_modeling_file(folder)
 
 
 def run_report(cfg, splits, metrics, scored, history, train_log, run_config) -> ReportInput:
