@@ -112,7 +112,7 @@ def demo_server(trained_run):
     from test_serve import serving
 
     from sentitune.config import ServeSettings
-    from sentitune.predict import Predictor
+    from sentitune.scoring import Predictor
     from sentitune.serve import create_app
 
     run = os.environ.get("SENTITUNE_REPORT_RUN") or trained_run
@@ -188,3 +188,54 @@ def test_a_csv_picked_in_the_demo_page_fills_the_posts_from_its_text_column(brow
     browser.find_element(By.ID, "label").click()
     WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result")) == 3)
     assert console_errors(browser) == []
+
+
+# Posts whose characters a JavaScript string counts differently from the API (UTF-16 units against code
+# points): an emoji outside the BMP, a skin tone, a ZWJ family, a flag, combining accents (e + U+0301),
+# and right-to-left Hebrew and Arabic, each with words after them that must still be highlighted.
+UNICODE_POSTS = [
+    "@united lost my bag AGAIN 😡 http://t.co/abc",
+    "family trip 👨\u200d👩\u200d👧\u200d👦 was great 👍🏽 thanks 🇬🇧 crew",
+    "cafe\u0301 au lait was gre\u0301at, nai\u0308ve me",
+    "שלום עולם the flight was awful",
+    "الخدمة ممتازة جدا 😍 thank you",
+]
+SHOWN = """
+return [...document.querySelectorAll('#results .result .text')].map((line) => ({
+  text: line.textContent.toWellFormed(),  // a lone surrogate (half an emoji) becomes U+FFFD
+  direction: getComputedStyle(line).direction,
+  words: [...line.querySelectorAll('.word')].map((span) => ({
+    text: span.textContent.toWellFormed(), start: Number(span.dataset.start ?? -1), end: Number(span.dataset.end ?? -1),
+    colour: getComputedStyle(span).backgroundColor,
+  })),
+}));
+"""
+
+
+def test_the_demo_page_highlights_the_words_the_api_explains_in_posts_with_emoji_accents_and_rtl(
+    browser, demo_server, tmp_path
+):
+    import httpx
+
+    browser.get(f"{demo_server.url}/")
+    label_posts(browser, UNICODE_POSTS, explain=True)
+    shown = browser.execute_script(SHOWN)
+    body = {"instances": UNICODE_POSTS, "parameters": {"explain": True}}
+    answer = httpx.post(f"{demo_server.url}/predict", json=body, timeout=60).json()["predictions"]
+    assert len(shown) == len(UNICODE_POSTS)
+    for post, line, prediction in zip(UNICODE_POSTS, shown, answer, strict=True):
+        assert line["text"] == post  # every character once, none cut in two (no U+FFFD)
+        words = prediction["explanation"]["words"]
+        assert all(post[w["start"] : w["end"]] == w["word"] for w in words)  # the API counts code points
+        assert [w["text"] for w in line["words"]] == [w["word"] for w in words]  # the highlighted words
+        assert [(w["start"], w["end"]) for w in line["words"]] == [(w["start"], w["end"]) for w in words]
+        peak = max(abs(w["attribution"]) for w in words)
+        for span, word in zip(line["words"], words, strict=True):
+            green = span["colour"].startswith("rgba(39, 174, 96") or span["colour"] == "rgb(39, 174, 96)"
+            assert green == (word["attribution"] >= 0), (word, span)
+            if abs(word["attribution"]) == peak:
+                assert span["colour"].endswith(", 0.6)"), (word, span)
+    assert [line["words"][-1]["text"] for line in shown[:2]] == ["http://t.co/abc", "crew"]
+    assert [line["direction"] for line in shown] == ["ltr", "ltr", "ltr", "rtl", "rtl"]
+    assert console_errors(browser) == []
+    screenshot(browser, tmp_path, "demo-unicode.png")

@@ -1,6 +1,7 @@
-"""Why this label: gradient x input attributions mapped onto the words of the post, in `predict --explain`
-and in the server's `"explain": true`; and the server's demo page at / (its HTML, policy and assets;
-the page itself is driven in a browser in test_browser.py)."""
+"""Why this label: each word's attribution (by default what removing it does to the label's score), in
+`predict --explain` and in the server's `"explain": true`; that the explanations agree with the model;
+and the server's demo page at / (its HTML, policy and assets; the page itself is driven in a browser in
+test_browser.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from conftest import RUN_ARGS, cli, cli_error
 
 from sentitune.config import TrainConfig
-from sentitune.explain import explain
-from sentitune.predict import Predictor
+from sentitune.errors import SentituneError
+from sentitune.explain import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS, OCCLUSION, WORD, explain
+from sentitune.scoring import Predictor
 from sentitune.train import train
 
 CUE = "splendid"
@@ -40,16 +42,20 @@ def cue_run(tmp_path_factory, tiny_model, corpus):
     return root / "run"
 
 
-def test_the_word_a_model_relies_on_has_the_highest_attribution(cue_run):
+# Not gradient x input: on this model it gives the cue a negative attribution where it opens a post.
+@pytest.mark.parametrize("method", [OCCLUSION, INTEGRATED_GRADIENTS])
+def test_the_word_a_model_relies_on_has_the_highest_attribution(cue_run, method):
+    if method == INTEGRATED_GRADIENTS:
+        pytest.importorskip("captum", reason="integrated gradients need pip install 'sentitune[explain]'")
     predictor = Predictor(str(cue_run), precision="fp32")
     posts = [f"the flight was late and {CUE} the crew", f"{CUE} day at the airport", f"ok then {CUE}!"]
-    for post, why in zip(posts, explain(predictor, posts), strict=True):
-        assert why["label"] == "positive"
+    for post, why in zip(posts, explain(predictor, posts, method=method), strict=True):
+        assert why["label"] == "positive" and why["method"] == method
         top = max(why["words"], key=lambda w: w["attribution"])
         assert top["word"].strip("!") == CUE, why
         assert post[top["start"] : top["end"]] == top["word"]
     # every word of the post once, in order, with the spans of the text
-    words = explain(predictor, ["  spaced   out words "])[0]["words"]
+    words = explain(predictor, ["  spaced   out words "], method=method)[0]["words"]
     assert [(w["word"], w["start"], w["end"]) for w in words] == [
         ("spaced", 2, 8),
         ("out", 11, 14),
@@ -57,11 +63,105 @@ def test_the_word_a_model_relies_on_has_the_highest_attribution(cue_run):
     ]
 
 
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory, tiny_model, corpus):
+    """A tiny model trained on the crowd-labelled posts: words with real, mixed signal."""
+    root = tmp_path_factory.mktemp("corpus")
+    frame = corpus.rename(columns={"sentiment": "label"})[["text", "label"]]
+    frame.iloc[:240].to_csv(root / "train.csv", index=False)
+    frame.iloc[240:].to_csv(root / "eval.csv", index=False)
+    train(TrainConfig(training_file=str(root / "train.csv"), validation_file=str(root / "eval.csv"),
+                      job_dir=str(root / "run"), model=str(tiny_model), learning_rate=3e-3, precision="fp32", pooling="mean",
+                      **{**RUN_ARGS, "max_steps": 150, "batch_size": 16}))  # fmt: skip
+    return root
+
+
+def removal_moves(predictor, text: str) -> tuple[int, np.ndarray]:
+    """The label's index, and per word the drop of its probability when the word is deleted from the post
+    as written, scored by the Predictor (the path every prediction takes)."""
+    spans = [m.span() for m in WORD.finditer(text)]
+    probs = predictor.probabilities([text, *(text[:s] + text[e:] for s, e in spans)])
+    label = int(probs[0].argmax())
+    return label, probs[0, label] - probs[1:, label]
+
+
+def sign_agreement(predictor, texts: list[str], method: str, epsilon: float = 0.01) -> tuple[float, int, int]:
+    """The share of the words whose removal moves the label's probability by more than `epsilon` whose
+    attribution has the sign of that move, how many words that is, and how many posts were explained
+    for another label than the Predictor's (the gradient methods read the fp32 model) and left out."""
+    agree = counted = other = 0
+    for text, why in zip(texts, explain(predictor, texts, method=method), strict=True):
+        label, moves = removal_moves(predictor, text)
+        if why["label"] != predictor.labels[label]:
+            other += 1
+            continue
+        attributions = np.array([w["attribution"] for w in why["words"]])
+        decisive = np.abs(moves) > epsilon
+        counted += int(decisive.sum())
+        agree += int((np.sign(attributions[decisive]) == np.sign(moves[decisive])).sum())
+    return agree / counted, counted, other
+
+
+# Occlusion's sign agreement with word removal, measured by benchmarks/faithfulness.py on TweetEval
+# validation tweets (a MiniLM run) and by this test on the held-out posts below: 1.000 both times (it is
+# the removal itself). The floor sits one point under it, for ties at the epsilon, and far above what the
+# gradient methods measured (here integrated gradients 0.70, gradient x input 0.66; on the MiniLM run
+# 0.82 and 0.41): a default that stops agreeing with the model fails.
+SIGN_AGREEMENT_FLOOR = 0.99
+
+
+def test_the_shipped_explanation_agrees_in_sign_with_removing_each_word(corpus_run):
+    predictor = Predictor(str(corpus_run / "run"))  # the precision a server would run
+    texts = pd.read_csv(corpus_run / "eval.csv")["text"].tolist()
+    agreement, counted, other = sign_agreement(predictor, texts, OCCLUSION)
+    assert counted >= 100 and other == 0  # enough words move the score for the share to mean something
+    assert agreement >= SIGN_AGREEMENT_FLOOR
+    below, _, _ = sign_agreement(predictor, texts, GRADIENT_X_INPUT)
+    assert below < SIGN_AGREEMENT_FLOOR  # the floor tells a faithful method from one that is not
+
+
+def test_an_occlusion_attribution_is_what_removing_the_word_does_to_the_score(corpus_run):
+    predictor = Predictor(str(corpus_run / "run"), precision="fp32")
+    post = "@united lost my bag AGAIN 😡 http://t.co/abc"
+    (why,) = explain(predictor, [post])
+    label, moves = removal_moves(predictor, post)
+    assert why["label"] == predictor.labels[label]
+    assert why["score"] == pytest.approx(predictor.probabilities([post])[0, label], abs=1e-6)
+    np.testing.assert_allclose([w["attribution"] for w in why["words"]], moves, atol=1e-6)
+    # spans count code points of the post as written: the emoji is one character
+    assert [(w["word"], w["start"], w["end"]) for w in why["words"]][4:6] == [
+        ("AGAIN", 20, 25),
+        ("😡", 26, 27),
+    ]
+    assert all(post[w["start"] : w["end"]] == w["word"] for w in why["words"])
+
+
+def test_words_past_the_max_length_are_not_read_and_get_zero(corpus_run):
+    predictor = Predictor(str(corpus_run / "run"), precision="fp32", max_length=16)
+    post = "great " * 10 + "awful " * 30
+    (why,) = explain(predictor, [post])
+    attributions = [w["attribution"] for w in why["words"]]
+    assert len(attributions) == 40
+    assert any(attributions[:14]) and not any(attributions[14:])  # [CLS] + 14 words + [SEP] are read
+    start, end = why["words"][20]["start"], why["words"][20]["end"]
+    probs = predictor.probabilities([post, post[:start] + post[end:]])
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)  # removing an unread word changes nothing
+
+
+def test_an_unknown_method_is_one_line(corpus_run):
+    predictor = Predictor(str(corpus_run / "run"), precision="fp32")
+    with pytest.raises(SentituneError) as caught:
+        explain(predictor, ["hello"], method="saliency")
+    assert str(caught.value) == (
+        "unknown explanation method 'saliency'; choose one of occlusion, integrated gradients, gradient x input"
+    )
+
+
 def test_predict_explain_prints_the_words_with_their_attributions(cue_run, capsys):
     code, out, err = cli(capsys, "predict", cue_run, f"a {CUE} morning", "--explain", "--precision", "fp32")
     assert code == 0, err
     row = json.loads(out)
-    assert row["explanation"]["method"] == "gradient x input"
+    assert row["explanation"]["method"] == "occlusion"
     assert [w["word"] for w in row["explanation"]["words"]] == ["a", CUE, "morning"]
     assert row["explanation"]["label"] == row["label"]
 
@@ -69,7 +169,6 @@ def test_predict_explain_prints_the_words_with_their_attributions(cue_run, capsy
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["--backend", "onnx"], "--explain needs the PyTorch model: use --backend torch (not onnx); an ONNX graph has no gradients"),
         (["--input", "posts.csv"], "--explain works on texts from arguments or stdin, not on --input files"),
     ],
 )  # fmt: skip
@@ -124,20 +223,25 @@ def test_explain_requests_the_server_cannot_answer(cue_server, body, status, mes
     assert (answer.status_code, answer.json()) == (status, {"error": message})
 
 
-def test_an_onnx_server_refuses_to_explain(run_copy, capsys):
+def test_an_onnx_server_explains_with_the_export_it_scores_with(run_copy, capsys):
     from test_serve import serving
 
     from sentitune.config import ServeSettings
     from sentitune.serve import create_app
 
     assert cli(capsys, "export", run_copy)[0] == 0
-    app = create_app(Predictor(str(run_copy), backend="onnx"), ServeSettings(host="127.0.0.1", port=0))
-    with serving(app) as running:
-        answer = post(running, {"instances": ["a"], "parameters": {"explain": True}})
-    assert answer.status_code == 400
-    assert answer.json() == {
-        "error": "explain needs the PyTorch model; this server runs --backend onnx: start it with --backend torch"
-    }
+    onnx = Predictor(str(run_copy), backend="onnx")
+    posts = ["@united lost my bag AGAIN 😡 http://t.co/abc", "what a lovely crew"]
+    with serving(create_app(onnx, ServeSettings(host="127.0.0.1", port=0))) as running:
+        answer = post(running, {"instances": posts, "parameters": {"explain": True}})
+    assert answer.status_code == 200
+    for text, prediction in zip(posts, answer.json()["predictions"], strict=True):
+        why = prediction["explanation"]
+        label, moves = removal_moves(onnx, text)
+        assert why["method"] == "occlusion" and why["label"] == prediction["label"] == onnx.labels[label]
+        np.testing.assert_allclose([w["attribution"] for w in why["words"]], moves, atol=1e-5)
+    with pytest.raises(SentituneError, match="^the gradient x input explanation needs the PyTorch model"):
+        explain(onnx, posts, method=GRADIENT_X_INPUT)
 
 
 def test_the_demo_page_is_served_with_a_strict_policy_and_can_be_turned_off(trained_run):

@@ -35,7 +35,7 @@ from sentitune.config import ServeConfig, ServeSettings
 from sentitune.errors import SentituneError, require_extra
 from sentitune.explain import explain
 from sentitune.logs import use_json_logs
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 
 require_extra("fastapi", "serve", "sentitune serve")
 require_extra("uvicorn", "serve", "sentitune serve")
@@ -48,7 +48,7 @@ from pydantic import BaseModel, Field, StrictStr  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
-MAX_EXPLAIN = 64  # most instances one request may ask to explain: one backward pass each
+MAX_EXPLAIN = 64  # most instances one request may ask to explain: each scores a copy per word
 MAX_UI_POSTS = 1000  # most posts the demo page sends at once; it says so when it cuts
 
 log = logging.getLogger("sentitune.serve")
@@ -241,7 +241,7 @@ class PredictRequest(BaseModel):
     parameters: dict[str, Any] | None = Field(
         default=None,
         description=f'`{{"explain": true}}` adds each post\'s words and their attributions to its prediction '
-        f"(PyTorch backend, at most {MAX_EXPLAIN} instances); other parameters are ignored",
+        f"(at most {MAX_EXPLAIN} instances); other parameters are ignored",
     )
 
 
@@ -250,8 +250,9 @@ class LabelScores(BaseModel):
     scores: dict[str, float] = Field(description="probability of every class; they sum to 1")
     explanation: dict[str, Any] | None = Field(
         default=None,
-        description='with `"explain": true`: the words of the post, their character spans and their '
-        "attributions to the label (gradient x input)",
+        description='with `"explain": true`: the words of the post, their spans in code points (Python '
+        "string indices, not UTF-16 units) and their attributions to the label: by occlusion, the label's "
+        "probability minus its probability with the word removed",
     )
 
 
@@ -341,7 +342,7 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
         texts = [i if isinstance(i, str) else i[0] if isinstance(i, list) else i.text for i in body.instances]
         request.state.instances = len(texts)
         check_texts(texts, settings)
-        wanted = wants_explanation(body.parameters, len(texts), predictor)
+        wanted = wants_explanation(body.parameters, len(texts))
         probs, batch_requests = await batcher.predict(texts)
         request.state.batch_requests = batch_requests
         predictions = [
@@ -373,17 +374,11 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
     return app
 
 
-def wants_explanation(parameters: dict | None, count: int, predictor) -> bool:
-    """Whether the request asks `"explain": true`, refused (400, 413) where it cannot be answered."""
+def wants_explanation(parameters: dict | None, count: int) -> bool:
+    """Whether the request asks `"explain": true`, refused (413, 422) where it cannot be answered."""
     wanted = (parameters or {}).get("explain", False)
     if not isinstance(wanted, bool):
         raise HTTPException(422, f"parameters.explain must be true or false, got {_preview(wanted)}")
-    if wanted and getattr(predictor, "model", None) is None:
-        raise HTTPException(
-            400,
-            f"explain needs the PyTorch model; this server runs --backend {predictor.backend}: start it "
-            "with --backend torch",
-        )
     if wanted and count > MAX_EXPLAIN:
         raise HTTPException(413, f"explain takes at most {MAX_EXPLAIN} instances per request, got {count}")
     return wanted

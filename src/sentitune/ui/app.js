@@ -60,21 +60,68 @@ function bars(scores) {
   return box;
 }
 
+// The API counts a post's characters in code points (Python's str); a JS string counts UTF-16 units,
+// two for an emoji like 😡. at[i] is the UTF-16 index of code point i (at[n] is the length).
+function codeUnitIndex(text) {
+  const at = [0];
+  for (const ch of text) at.push(at[at.length - 1] + ch.length);
+  return at;
+}
+
+// UTF-16 indices where a user-perceived character starts (a letter with its combining marks, an emoji
+// ZWJ sequence, a flag), and the end: a highlight's edges are moved onto them so none is cut in two.
+function clusterEdges(text) {
+  if (typeof Intl === "undefined" || !Intl.Segmenter) return null;
+  const edges = [];
+  for (const part of new Intl.Segmenter(undefined, { granularity: "grapheme" }).segment(text)) edges.push(part.index);
+  edges.push(text.length);
+  return edges;
+}
+
+function snapDown(edges, i) {
+  if (!edges) return i;
+  let lo = 0, hi = edges.length - 1;
+  while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (edges[mid] <= i) lo = mid; else hi = mid - 1; }
+  return edges[lo];
+}
+
+function snapUp(edges, i) {
+  if (!edges) return i;
+  let lo = 0, hi = edges.length - 1;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (edges[mid] >= i) hi = mid; else lo = mid + 1; }
+  return edges[lo];
+}
+
+function wordTitle(word, explanation) {
+  const value = word.attribution;
+  if (explanation.method === "occlusion") {
+    const without = explanation.score - value;
+    return `${explanation.label} ${explanation.score.toFixed(3)}; without this word ${without.toFixed(3)}`;
+  }
+  return `${value.toFixed(4)} towards ${explanation.label} (${explanation.method})`;
+}
+
 function explained(text, explanation) {
   const line = element("div", "text");
+  const at = codeUnitIndex(text);
+  const edges = clusterEdges(text);
   const peak = Math.max(1e-9, ...explanation.words.map((w) => Math.abs(w.attribution)));
-  let at = 0;
+  let done = 0;
   for (const word of explanation.words) {
-    line.append(document.createTextNode(text.slice(at, word.start)));
-    const span = element("span", "word", text.slice(word.start, word.end));
+    const start = Math.max(done, snapDown(edges, at[word.start]));
+    const end = Math.max(start, snapUp(edges, at[word.end]));
+    line.append(document.createTextNode(text.slice(done, start)));
+    const span = element("span", "word", text.slice(start, end));
     const strength = Math.abs(word.attribution) / peak;
     span.style.backgroundColor = word.attribution >= 0
       ? `rgba(39, 174, 96, ${(0.6 * strength).toFixed(2)})` : `rgba(192, 57, 43, ${(0.6 * strength).toFixed(2)})`;
-    span.title = `${word.attribution.toFixed(4)} towards ${explanation.label}`;
+    span.title = wordTitle(word, explanation);
+    span.dataset.start = word.start;
+    span.dataset.end = word.end;
     line.append(span);
-    at = word.end;
+    done = end;
   }
-  line.append(document.createTextNode(text.slice(at)));
+  line.append(document.createTextNode(text.slice(done)));
   return line;
 }
 
@@ -84,7 +131,9 @@ function show(texts, predictions) {
   texts.forEach((text, i) => {
     const p = predictions[i];
     const card = element("div", "result");
-    card.append(p.explanation ? explained(text, p.explanation) : element("div", "text", text));
+    const shown = p.explanation ? explained(text, p.explanation) : element("div", "text", text);
+    shown.dir = "auto";  // a Hebrew or Arabic post reads right to left
+    card.append(shown);
     card.append(element("div", `label ${p.label}`, p.label), bars(p.scores));
     results.append(card);
   });
