@@ -13,7 +13,7 @@ from conftest import RUN_ARGS, cli, train_tiny
 
 from sentitune.errors import SentituneError
 from sentitune.labels import parse_labels, parse_thresholds, score_to_class
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 
 BINARY = ("negative", "positive")
 STARS = ("1", "2", "3", "4", "5")

@@ -1,4 +1,5 @@
-"""classification_metrics against scikit-learn on random labels and probabilities."""
+"""classification_metrics against scikit-learn on random labels and probabilities; temperature scaling
+kept only where posts it was not fitted on show it helps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import pytest
 from sklearn import metrics as sk
 
 from sentitune import LABELS
-from sentitune.metrics import classification_metrics
+from sentitune.metrics import (
+    CALIBRATION_MIN_POSTS,
+    classification_metrics,
+    cross_fitted_temperature,
+    fit_temperature,
+    scale_temperature,
+)
 
 
 def _random_case(seed: int, n: int, classes_present=(0, 1, 2)):
@@ -70,3 +77,80 @@ def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_examples(
     for key in ("accuracy", "macro_f1", "macro_recall"):
         assert big[key][1] - big[key][0] < (small[key][1] - small[key][0]) / 5
     assert bootstrap_intervals(y_small, p_small, 3) == small  # seeded: the same intervals every time
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _scored_posts(n: int, ideal_temperature: float, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, the model's scores, the true class probabilities) of `n` posts scored by a 3-class model
+    whose scores would be right at `ideal_temperature`: labels are drawn from softmax(logits / T)."""
+    logits = rng.normal(0, 2.5, (n, 3)) + np.array([0.3, 0.0, -0.2])
+    truth = _softmax(logits / ideal_temperature)
+    labels = (rng.random(n)[:, None] > truth.cumsum(axis=1)).sum(axis=1)
+    return labels, _softmax(logits), truth
+
+
+def _fresh_cost(temperature: float, fresh) -> float:
+    """How much `temperature` raises the expected NLL a post over unscaled scores, on fresh posts."""
+    _, probs, truth = fresh
+
+    def expected_nll(t: float) -> float:
+        return float(-(truth * np.log(np.clip(scale_temperature(probs, t), 1e-12, 1))).sum(axis=1).mean())
+
+    return expected_nll(temperature) - expected_nll(1.0)
+
+
+def test_a_temperature_is_not_fitted_on_a_split_too_small_to_check_it():
+    rng = np.random.default_rng(0)
+    labels, probs, _ = _scored_posts(CALIBRATION_MIN_POSTS - 1, 2.0, rng)
+    decision = cross_fitted_temperature(labels, probs, LABELS)
+    assert not decision["kept"] and decision["temperature"] == 1.0 and "held_out" not in decision
+    counts = ", ".join(f"{name} {(labels == i).sum()}" for i, name in enumerate(LABELS))
+    assert decision["reason"] == (
+        f"the validation split has 99 posts ({counts}), too few to check a temperature on posts it was not "
+        "fitted on: that needs 100 posts and 5 of every class"
+    )
+    labels, probs, _ = _scored_posts(300, 2.0, rng)
+    rare = np.flatnonzero(labels == 2)[4:]  # 4 posts of one class: a fold would miss it
+    keep = np.setdiff1d(np.arange(300), rare)
+    assert not cross_fitted_temperature(labels[keep], probs[keep], LABELS)["kept"]
+    absent = labels != 2  # a class the split lacks altogether does not stop the check
+    assert cross_fitted_temperature(labels[absent], probs[absent], LABELS)["kept"]
+
+
+def test_a_model_that_needs_no_temperature_rarely_gets_one_and_never_a_costly_one():
+    rng, fresh = np.random.default_rng(1), _scored_posts(50_000, 1.0, np.random.default_rng(99))
+    decisions = [
+        cross_fitted_temperature(*_scored_posts(200, 1.0, rng)[:2], LABELS, seed=i) for i in range(30)
+    ]
+    kept = [d for d in decisions if d["kept"]]
+    assert len(kept) <= 3  # the simulation behind the margin: 0-3 % of splits
+    assert all(_fresh_cost(d["temperature"], fresh) < 0.03 for d in kept)
+    refused = next(d for d in decisions if not d["kept"])
+    assert refused["temperature"] == 1.0 and refused["reason"].startswith(
+        "a temperature did not lower the NLL of posts it was not fitted on by more than its standard error: "
+        "held-out NLL "
+    )
+    # the rule it replaces, one temperature fitted on the split and always kept, costs more and more often
+    always = [_fresh_cost(fit_temperature(*_scored_posts(25, 1.0, rng)[:2]), fresh) for _ in range(30)]
+    assert sum(c > 0.01 for c in always) >= 8
+
+
+def test_an_over_confident_model_gets_the_temperature_that_helps_fresh_posts():
+    rng, fresh = np.random.default_rng(2), _scored_posts(50_000, 2.0, np.random.default_rng(98))
+    decisions = [
+        cross_fitted_temperature(*_scored_posts(200, 2.0, rng)[:2], LABELS, seed=i) for i in range(20)
+    ]
+    assert all(d["kept"] for d in decisions)
+    for d in decisions:
+        held_out = d["held_out"]
+        assert held_out["nll_after"] < held_out["nll_before"] - held_out["standard_error"]
+        assert d["temperature"] == d["fitted_temperature"] > 1.3
+        assert _fresh_cost(d["temperature"], fresh) < -0.05
+        assert d["reason"].startswith("held-out NLL ")

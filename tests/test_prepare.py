@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import uuid
 
 import fsspec
+import ftfy
+import ftfy.bad_codecs  # noqa: F401  (registers sloppy-windows-1252: how mojibake is made)
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SPLIT_FILES, clean, cli, read_splits, scores_of, snapshot, walkthrough_frame
+from conftest import SPLIT_FILES, clean, cli, cli_error, read_splits, scores_of, snapshot, walkthrough_frame
 
 from sentitune import LABELS
 from sentitune.config import PrepareConfig
-from sentitune.prepare import prepare
+from sentitune.prepare import prepare, repair_encoding
 from sentitune.splits import read_labelled
+
+
+@pytest.fixture(scope="session")
+def corpus(corpus: pd.DataFrame) -> pd.DataFrame:
+    """The session's posts as prepare writes them, their encodings repaired (repair_encoding): what the
+    tests here compare the written splits with."""
+    repaired = corpus.assign(text=repair_encoding(corpus["text"])[0])
+    assert repaired["text"].is_unique
+    return repaired
 
 
 def run_prepare(capsys, *args) -> dict:
@@ -120,6 +132,162 @@ def test_text_column_falls_back_to_a_single_text_column(tmp_path, capsys, tweets
     assert report["columns"][0]["text"] == "text"
     assert report["columns"][0]["label"] == "label"
     assert report["rows_kept"] == len(tweets)
+
+
+# ----------------------------------------------------------------------------- your own posts
+
+STARS = {"negative": (1, 2), "neutral": (3,), "positive": (4, 5)}
+
+
+def _stars(classes: pd.Series, scale: dict[str, tuple]) -> list:
+    """A rating per post, cycling through the ratings its class spans."""
+    return [scale[c][i % len(scale[c])] for i, c in enumerate(classes)]
+
+
+@pytest.mark.parametrize(
+    "names,picked",
+    [
+        (("Review_Text", "Stars"), ("Review_Text", "Stars")),
+        (("review", "stars"), ("review", "stars")),
+        (("tweetText", "star_rating"), ("tweetText", "star_rating")),
+        (
+            ("context", "body", "Sentiment", "score"),
+            ("body", "Sentiment"),
+        ),  # context is no text; sentiment first
+    ],
+)
+def test_columns_are_found_by_name_and_printed(tmp_path, capsys, caplog, corpus, names, picked):
+    frame = pd.DataFrame({name: corpus["text"].to_numpy() for name in names})
+    frame[picked[1]] = _stars(corpus["sentiment"], STARS)
+    frame.to_csv(tmp_path / "reviews.csv", index=False)
+    label_map = "1=negative,2=negative,3=neutral,4=positive,5=positive"
+    code, _, err = cli(
+        capsys,
+        "prepare",
+        tmp_path / "reviews.csv",
+        "--output-dir",
+        tmp_path / "out",
+        "--label-map",
+        label_map,
+    )
+    assert code == 0, err
+    assert (
+        f"{tmp_path / 'reviews.csv'}: text column '{picked[0]}', label column '{picked[1]}' (found by name; choose "
+        "others with --text-column / --label-column)"
+    ) in caplog.messages
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    assert report["columns"] == [
+        {"path": str(tmp_path / "reviews.csv"), "text": picked[0], "label": picked[1]}
+    ]
+    got = read_splits(tmp_path / "out").set_index("text")["label"]
+    assert got.to_dict() == dict(zip(clean(corpus["text"]), corpus["sentiment"], strict=True))
+
+
+def _suggested(message: str) -> list[list[str]]:
+    """The option sets an error suggests: 'add OPTIONS to read them as ...' and 'or OPTIONS to keep them'."""
+    found = re.search(r"add (.+?) to read them as .+?, or (.+?) to keep them as \d+ classes", message)
+    return [shlex.split(found.group(1)), shlex.split(found.group(2))]
+
+
+@pytest.mark.parametrize(
+    "column,scale,classes",
+    [
+        ("stars", STARS, ("1", "2", "3", "4", "5")),
+        (
+            "rating",
+            {"negative": (1, 2, 3, 4), "neutral": (5, 6), "positive": (7, 8, 9, 10)},
+            tuple("123456789") + ("10",),
+        ),
+        ("label", {"negative": (0,), "neutral": (1,), "positive": (1,)}, ("0", "1")),
+        (
+            "label",
+            {"negative": ("awful",), "neutral": ("mixed",), "positive": ("great",)},
+            ("awful", "mixed", "great"),
+        ),
+    ],
+    ids=["stars-1-5", "ratings-1-10", "zero-one", "words"],
+)
+def test_the_label_options_an_error_suggests_work_when_copied(
+    tmp_path, capsys, corpus, column, scale, classes
+):
+    frame = pd.DataFrame({"text": corpus["text"].to_numpy(), column: _stars(corpus["sentiment"], scale)})
+    frame.to_csv(tmp_path / "posts.csv", index=False)
+    message = cli_error(capsys, "prepare", tmp_path / "posts.csv", "--output-dir", tmp_path / "out")
+    mapped, own = _suggested(message)
+
+    report = run_prepare(capsys, tmp_path / "posts.csv", "--output-dir", tmp_path / "mapped", *mapped)
+    got = read_splits(tmp_path / "mapped").set_index("text")["label"]
+    rating = dict(zip(clean(frame["text"]), frame[column].astype(str), strict=True))
+    mapping = report["labels"]["mapping"]
+    assert all(got[t] == mapping[rating[t]] for t in got.index)
+    by_rank = [mapping[c] for c in classes]  # low ratings negative, high positive, in order
+    assert by_rank == sorted(by_rank, key=["negative", "neutral", "positive"].index)
+    assert by_rank[0] == "negative" and by_rank[-1] == "positive"
+
+    run_prepare(capsys, tmp_path / "posts.csv", "--output-dir", tmp_path / "own", *own)
+    assert json.loads((tmp_path / "own" / "labels.json").read_text())["labels"] == list(classes)
+    got = read_splits(tmp_path / "own").set_index("text")["label"]
+    assert all(got[t] == rating[t] for t in got.index)
+
+
+def test_labels_that_leave_a_class_empty_are_warned_about_with_options_that_work(
+    tmp_path, capsys, caplog, corpus
+):
+    frame = pd.DataFrame(
+        {
+            "text": corpus["text"].to_numpy(),
+            "label": np.where(corpus["sentiment"] == "negative", "neg", "pos"),
+        }
+    )
+    frame.to_csv(tmp_path / "posts.csv", index=False)
+    code, _, err = cli(capsys, "prepare", tmp_path / "posts.csv", "--output-dir", tmp_path / "out")
+    assert code == 0, err
+    prefix = f"{tmp_path / 'posts.csv'}: no post is labelled neutral, a class the model would never see; "
+    (warning,) = [m for m in caplog.messages if m.startswith(prefix)]
+    mapped, _ = _suggested(warning)
+    assert mapped == ["--labels", "negative,positive", "--label-map", "neg=negative,pos=positive"]
+    run_prepare(capsys, tmp_path / "posts.csv", "--output-dir", tmp_path / "two", *mapped)
+    assert json.loads((tmp_path / "two" / "labels.json").read_text())["labels"] == ["negative", "positive"]
+
+
+def test_posts_are_read_as_written_mojibake_and_windows_1252_repaired(tmp_path, capsys, corpus):
+    written = [
+        "I don’t like it — not at all",
+        "Café crème, s’il vous plaît… 5€",
+        "Naïve “smart” car",
+        "השירות היה מעולה, תודה רבה",
+        "الرحلة تأخرت كثيرا",
+        "loved it 😍🔥 &amp; more",
+        "ｆｕｌｌ ｗｉｄｔｈ and ﬁ ligature",
+    ]
+    frame = walkthrough_frame(corpus)
+    header, rows = frame.to_csv(index=False).encode("utf-8").split(b"\n", 1)
+    cp1252 = [f'"{t} {i}",0.9\n'.encode("cp1252") for i, t in enumerate(written[:3])]
+    mojibake = [
+        f'"{t} {i}",-0.9\n'.encode().decode("sloppy-windows-1252").encode() for i, t in enumerate(written[:3])
+    ]
+    as_is = [f'"{t}",0.5\n'.encode() for t in written[3:]]
+    empty = [b'"",0.5\n', b'"   ",-0.5\n']
+    (tmp_path / "posts.csv").write_bytes(header + b"\n" + b"".join(cp1252 + mojibake + as_is + empty) + rows)
+
+    report = run_prepare(capsys, tmp_path / "posts.csv", "--output-dir", tmp_path / "out")
+
+    got = read_splits(tmp_path / "out").set_index("text")["label"]
+    for i, text in enumerate(written[:3]):
+        assert got[f"{text} {i}"] == "positive"  # Windows-1252 read as latin-1, then repaired
+    assert report["rows_decoded_as_latin1"] == 3
+    assert report["duplicates_with_other_label"] == 3  # the mojibake copies repair into the same posts
+    for text in written[3:]:
+        assert text in got.index  # right-to-left scripts, emoji, entities and widths stay as written
+    assert report["text_repair"]["rows_repaired"] == 6
+    # what no decoder restores (the corpus' own garbled posts) is counted, and left as read
+    assert report["text_repair"]["rows_still_garbled"] == sum(ftfy.is_bad(t) for t in frame["bodyText"])
+    assert report["text_repair"]["by"] == f"ftfy {ftfy.__version__} (encoding fixes of whole posts)"
+    assert report["rows_dropped"]["empty_text"] == 2
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert (
+        "posts whose encoding was repaired" in page and "lines that were not UTF-8, read as latin-1" in page
+    )
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -239,7 +407,8 @@ def test_parquet_output_holds_the_csv_rows(tmp_path, capsys, corpus):
     run_prepare(capsys, tmp_path / "posts.csv", "--output-dir", tmp_path / "pq", "--format", "parquet")
 
     assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == sorted(
-        ["train.parquet", "eval.parquet", "test.parquet", "labels.json", "prepare_report.json", "report.html"]
+        [".sentitune-output.json", "train.parquet", "eval.parquet", "test.parquet", "labels.json"]
+        + ["prepare_report.json", "report.html"]
     )
     pd.testing.assert_frame_equal(read_splits(tmp_path / "pq", "parquet"), read_splits(tmp_path / "csv"))
 

@@ -9,13 +9,12 @@ import re
 
 import numpy as np
 import pandas as pd
-import pytest
 from conftest import RUN_ARGS, cli, label_ids, train_tiny
 
 from sentitune import LABELS
 from sentitune.config import TrainConfig
 from sentitune.metrics import calibration_bins, fit_temperature, nll, scale_temperature
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 from sentitune.train import train
 
 HOSTILE = ["<script>window.pwned = 1</script> great", '<img src=x onerror="window.pwned = 2"> awful']
@@ -40,7 +39,9 @@ def test_a_run_has_a_report_of_its_test_results_training_calibration_errors_and_
     assert "<script" not in page
 
 
-def test_calibration_is_fitted_on_validation_and_built_into_the_saved_head(tmp_path, tiny_model, prepared):
+def test_calibration_on_a_split_too_small_to_check_is_refused_and_the_report_says_why(
+    tmp_path, tiny_model, prepared
+):
     runs = {}
     for mode in ("temperature", "none"):
         runs[mode] = train_tiny(tmp_path / mode, tiny_model, prepared, calibration=mode, precision="fp32")
@@ -48,14 +49,73 @@ def test_calibration_is_fitted_on_validation_and_built_into_the_saved_head(tmp_p
     plain = json.loads((runs["none"] / "metrics.json").read_text())
     assert "calibration" not in plain
     c = calibrated["calibration"]
-    assert c["val"]["nll_after"] <= c["val"]["nll_before"] + 1e-9  # the fit minimises validation NLL
-    assert calibrated["test"]["accuracy"] == plain["test"]["accuracy"]  # labels unchanged
-    assert calibrated["test"]["loss"] == pytest.approx(c["test"]["nll_after"], abs=1e-6)
+    val = pd.read_csv(prepared / "eval.csv")
+    counts = ", ".join(f"{x} {(val['label'] == x).sum()}" for x in LABELS)
+    assert c["decision"] == "refused" and c["temperature"] == 1.0
+    assert c["reason"] == (
+        f"the validation split has {len(val)} posts ({counts}), too few to check a temperature on posts it was "
+        "not fitted on: that needs 100 posts and 5 of every class"
+    )
+    assert calibrated["test"] == plain["test"]  # the scores stay as trained
     texts = pd.read_csv(prepared / "test.csv")["text"].tolist()
     before = Predictor(str(runs["none"]), precision="fp32").probabilities(texts)
     after = Predictor(str(runs["temperature"]), precision="fp32").probabilities(texts)
-    assert np.array_equal(before.argmax(axis=1), after.argmax(axis=1))
-    np.testing.assert_allclose(after, scale_temperature(before, c["temperature"]), atol=1e-5)
+    np.testing.assert_array_equal(after, before)
+    page = (runs["temperature"] / "report.html").read_text()
+    assert (
+        f"No temperature scaling: {html.escape(c['reason'], quote=True)}. The scores above are as trained."
+        in page
+    )
+
+
+def test_report_numbers_read_as_written_and_settings_never_show_none(trained_run):
+    page = (trained_run / "report.html").read_text()
+    history = [json.loads(line) for line in (trained_run / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 1  # one validation: drawn as a point that carries its value
+    validation = re.search(r'<svg data-figure="validation".*?</svg>', page).group(0)
+    shown = re.findall(r'data-value="([^"]+)"', validation)
+    assert shown == [f"{history[0]['val_accuracy']:.4f}", f"{history[0]['val_macro_f1']:.4f}"]
+    settings = page[page.index("<h2>Settings</h2>") :]
+    assert ">None<" not in settings and "not set (default)" in settings
+    assert not re.search(r"\de[+-]\d", re.sub(r"<[^>]+>", " ", page).replace("5e-05", ""))
+
+
+def test_counts_carry_thousands_separators_and_the_data_section_shows_the_prepare_report():
+    from sentitune.report import ReportInput, render
+
+    data = {
+        "columns": [{"path": "posts.csv", "text": "Review_Text", "label": "Stars"}],
+        "labels": {"source": "category", "mapping": {"1": "negative", "3": "neutral", "5": "positive"}},
+        "rows_read": 38158,
+        "rows_kept": 37243,
+        "rows_dropped": {"empty_text": 0, "missing_label": 0, "duplicate_text": 915},
+        "duplicates_with_other_label": 456,
+        "rows_decoded_as_latin1": 4934,
+        "text_repair": {
+            "by": "ftfy 6.3.1 (encoding fixes of whole posts)",
+            "rows_repaired": 2512,
+            "rows_still_garbled": 2246,
+        },
+        "near_duplicates": {"rows": 1175, "dropped": False, "examples": []},
+        "post_words_histogram": {"1-5": 1204, "6-10": 5210, "11-20": 19795, "21-40": 11012, "41+": 12},
+    }
+    counts = {"train": {"negative": 12782, "neutral": 11564, "positive": 5449}}
+    page = render(ReportInput(title="t", metrics=None, labels=list(LABELS), data=data, class_counts=counts))
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page))
+    for shown in ("12,782", "29,795", "38,158 read, 37,243 kept", "19,795", "1,175 rows are near-duplicates"):
+        assert shown in text
+    assert not re.search(r"\de[+-]\d", text)
+    rows = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]+)</td></tr>", page.split("data-figure='rows'")[1]))
+    assert rows == {
+        "dropped: empty text": "0",
+        "dropped: missing label": "0",
+        "dropped: duplicate text": "915",
+        "duplicates whose label differs from the first copy&#x27;s (dropped)": "456",
+        "lines that were not UTF-8, read as latin-1": "4,934",
+        "posts whose encoding was repaired (ftfy 6.3.1 (encoding fixes of whole posts))": "2,512",
+        "posts that still look garbled (bytes lost before the file was written)": "2,246",
+    }
+    assert "Review_Text" in text and "Stars" in text and "1 → negative" in text
 
 
 def test_temperature_scaling_cures_an_over_confident_model(tmp_path, tiny_model, prepared):
@@ -124,3 +184,33 @@ def test_a_run_without_a_test_split_reports_validation_and_says_so(tmp_path, tin
     assert 'data-figure="validation"' in page  # three validations: a curve
     metrics = json.loads((run / "metrics.json").read_text())
     assert metric_shown(page, "accuracy") == f"{metrics['val']['accuracy']:.4f}"
+
+
+def test_the_calibration_section_says_whether_a_temperature_was_kept_and_why():
+    from sentitune.metrics import cross_fitted_temperature
+    from sentitune.report import ReportInput, render
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2.5, (300, 3))
+    truth = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)  # over-confident scores
+    gold = (rng.random(300)[:, None] > truth.cumsum(axis=1)).sum(axis=1)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    for n, expected in ((300, "kept"), (60, "refused")):
+        decision = cross_fitted_temperature(gold[:n], probs[:n], LABELS)
+        assert decision["kept"] == (expected == "kept")
+        scaled = scale_temperature(probs[:n], decision["temperature"])
+        val = {"ece_before": 0.1, "ece_after": 0.05, "nll_before": 0.9, "nll_after": 0.8}
+        page = render(
+            ReportInput(title="t", metrics=None, labels=list(LABELS), gold=gold[:n], probs=scaled,
+                        calibration={"decision": expected, **decision, "val": val})
+        )  # fmt: skip
+        shown = html.unescape(re.search(r"<p data-calibration='(\w+)'>(.*?)</p>", page).group(2))
+        if expected == "kept":
+            held_out = decision["held_out"]
+            assert shown == (
+                f"Temperature scaling kept: temperature {decision['temperature']:.3f}, fitted on the validation "
+                f"split because {decision['reason']}; ECE of the same held-out posts {held_out['ece_before']:.4f} → "
+                f"{held_out['ece_after']:.4f}. The scores above are scaled."
+            )
+        else:
+            assert shown == f"No temperature scaling: {decision['reason']}. The scores above are as trained."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,13 +185,16 @@ def decide_label_rule(
     classes: tuple[str, ...] = LABELS,
     thresholds: tuple[float, ...] | None = None,
     hint: str | None = None,
+    in_prepare: bool = False,
 ) -> LabelRule:
     """Decide from the distinct label values whether they are scores or categories.
 
     Integers 0/1/2 are class ids when a 2 occurs, or always with `integers_are_ids` (split files,
     whose integer labels are the walkthrough's `Target` ids even when a split lacks a class). Whole
     numbers from 0 up past 2 (star ratings 1-5, ids 0-4) are neither, and are refused: read by sign
-    they would all be positive. With a label set of its own (`classes`), values are its names (or ids
+    they would all be positive; so are 0 and 1 alone (two classes, or neutral and positive by sign?).
+    The refusals carry options that read the values when copied (`in_prepare`: as prepare's options,
+    else as a prepare command). With a label set of its own (`classes`), values are its names (or ids
     0..N-1), else scores read through `thresholds`."""
     if label_map:
         return LabelRule("category", mapping=parse_label_map(label_map, classes=classes), classes=classes)
@@ -204,18 +208,17 @@ def decide_label_rule(
         distinct = set(numbers.astype(float).unique())
         if integral and distinct <= {0.0, 1.0, 2.0} and (2.0 in distinct or integers_are_ids):
             return LabelRule("category", mapping={"0": 0, "1": 1, "2": 2, "0.0": 0, "1.0": 1, "2.0": 2})
-        if source == "auto" and integral and min(distinct) >= 0 and max(distinct) > 2:
-            shown = ", ".join(str(int(v)) for v in sorted(distinct)[:8]) + (
-                ", ..." if len(distinct) > 8 else ""
-            )
+        if source == "auto" and min(distinct) >= 0 and max(distinct) > 2:
+            shown = ", ".join(f"{v:g}" for v in sorted(distinct)[:8]) + (", ..." if len(distinct) > 8 else "")
             raise SentituneError(
                 f"{where}: numeric labels {{{shown}}} look like ratings or ids, not class ids 0/1/2 or signed "
-                "scores; "
-                + (
-                    hint
-                    or "map them with `sentitune prepare --label-map '1=negative,3=neutral,5=positive'`, "
-                    "name them as classes with --labels, or pass --label-type score there if they are scores"
-                )
+                f"scores; {hint or label_options_hint(values, in_prepare, where)}"
+            )
+        if source == "auto" and not integers_are_ids and integral and distinct == {0.0, 1.0}:
+            raise SentituneError(
+                f"{where}: labels 0 and 1 may be two classes or scores read by sign (0 neutral, 1 positive); "
+                f"{hint or label_options_hint(values, in_prepare, where)}, or pass --label-type score to read them "
+                "by sign"
             )
         if source == "category":
             if integral and distinct <= {-1.0, 0.0, 1.0}:
@@ -227,7 +230,72 @@ def decide_label_rule(
         return LabelRule("score", neutral_band)  # -1/0/1 read as scores is the same mapping
     if source == "score":
         raise SentituneError("--label-type score needs numbers in the label column")
-    return LabelRule("category", mapping=dict(LABEL_SYNONYMS), hint=hint)
+    unknown = {str(v).strip().lower() for v in values.dropna()} - set(LABEL_SYNONYMS)
+    return LabelRule(
+        "category",
+        mapping=dict(LABEL_SYNONYMS),
+        hint=hint or (label_options_hint(values, in_prepare, where) if unknown else None),
+    )
+
+
+# Label options suggested for values no rule reads: at most this many distinct values (1-10 ratings and
+# 0-10 scales fit), each free of the characters --label-map and --labels split on or a shell quote.
+SUGGESTED_VALUES = 11
+_UNSUGGESTABLE = re.compile(r"[,=']")
+_RATING = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:stars?)?\s*", re.IGNORECASE)
+
+
+def suggested_label_map(values: pd.Series) -> dict[str, str] | None:
+    """A guess at negative/neutral/positive for each distinct label value, or None for fewer than two, too
+    many, or ones no option can name. Numbers (ratings, '4 stars') by rank: the middle one neutral (the
+    middle two from 6 values up; none for 2 or 4), those below negative, above positive. Words as the class
+    they spell (neg, Positive), else by VADER's score of the word (|score| <= 0.05 neutral)."""
+    distinct = sorted({str(v).strip() for v in values.dropna()} - {""})
+    if not 2 <= len(distinct) <= SUGGESTED_VALUES or any(_UNSUGGESTABLE.search(v) for v in distinct):
+        return None
+    if all(_RATING.fullmatch(v) for v in distinct):
+        ranked = sorted(distinct, key=lambda v: float(_RATING.fullmatch(v).group(1)))
+        n = len(ranked)
+        middle = {n // 2} if n % 2 else ({n // 2 - 1, n // 2} if n >= 6 else set())
+        below = min(middle) if middle else n // 2
+        return {
+            v: "neutral" if i in middle else "negative" if i < below else "positive"
+            for i, v in enumerate(ranked)
+        }
+    guess = {}
+    for v in distinct:
+        known = LABEL_SYNONYMS.get(v.lower())
+        if known is None:
+            compound = _vader().polarity_scores(v)["compound"]
+            known = 0 if compound < -0.05 else 2 if compound > 0.05 else 1
+        guess[v] = LABELS[known]
+    return dict(sorted(guess.items(), key=lambda kv: (LABELS.index(kv[1]), kv[0].lower())))
+
+
+def label_options_hint(values: pd.Series, in_prepare: bool, where: str = "FILE") -> str:
+    """How to read these label values, as options that work when copied (see suggested_label_map):
+    prepare's own options (`in_prepare`), else a prepare command for `where` and this command's --labels."""
+    guess = suggested_label_map(values)
+    if guess is None:
+        return (
+            "map them with --label-map VALUE=CLASS,... or pass --label-column with the column that holds the labels"
+            if in_prepare
+            else "map them with `sentitune prepare --label-map VALUE=CLASS,...`"
+        )
+    binary = "neutral" not in guess.values()
+    mapping = ("--labels negative,positive " if binary else "") + (
+        "--label-map '" + ",".join(f"{v}={c}" for v, c in guess.items()) + "'"
+    )
+    onto = "negative and positive" if binary else "negative, neutral and positive"
+    words = [v for v in guess if not _RATING.fullmatch(v) and v.lower() not in LABEL_SYNONYMS]
+    guessed = " (guessed from the words: check it)" if words else ""
+    own = f"--labels {shlex.quote(','.join(guess))}"
+    if in_prepare:
+        return f"add {mapping} to read them as {onto}{guessed}, or {own} to keep them as {len(guess)} classes"
+    return (
+        f"prepare the file with `sentitune prepare {shlex.quote(where)} {mapping}` to read them as {onto}{guessed}, "
+        f"or pass {own} to keep them as {len(guess)} classes"
+    )
 
 
 def _own_label_set_rule(values, source, classes, thresholds, integers_are_ids, where, hint) -> LabelRule:

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import ftfy
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,6 +32,7 @@ from sentitune.labels import (
     LabelRule,
     apply_label_rule,
     decide_label_rule,
+    label_options_hint,
     missing_as_na,
     parse_labels,
     parse_thresholds,
@@ -56,6 +58,33 @@ _CR = re.compile(r"\r\n?")
 def normalise_for_near_duplicates(texts: pd.Series) -> pd.Series:
     out = texts.str.lower().str.replace(_URL, "", regex=True).str.replace(_MENTION, "@user", regex=True)
     return out.str.replace(_SPACE, " ", regex=True).str.strip()
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def repair_encoding(texts: pd.Series) -> tuple[pd.Series, int, int]:
+    """Posts as they were written: ftfy's encoding fixes re-decode a post that is mojibake as a whole
+    (UTF-8 read as Windows-1252 or latin-1: 'donâ€™t') and read the control codes a latin-1 decode leaves
+    for bytes 0x80-0x9F as the Windows-1252 characters they are ('don\\x92t'). Nothing else of ftfy is
+    applied (quotes, HTML entities, character widths and Unicode normal form stay as written), nor its
+    repair of fragments inside a post: on the embedded corpus, whose garbled bytes were lost before it
+    was written, that step turned fragments into CJK and Armenian letters and restored no text. ASCII
+    posts hold nothing to fix. Returns the texts, how many ftfy changed, and how many still look garbled
+    to ftfy's own check."""
+    rows = np.flatnonzero(texts.str.contains(_NON_ASCII).to_numpy(bool, na_value=False))
+    if not len(rows):
+        return texts, 0, 0
+    before = texts.iloc[rows].tolist()
+    after = [ftfy.fix_encoding(t, _WHOLE_POSTS) for t in before]
+    changed = sum(a != b for a, b in zip(after, before, strict=True))
+    if changed:
+        texts = texts.copy()
+        texts.iloc[rows] = after
+    return texts, changed, sum(ftfy.is_bad(t) for t in after)
+
+
+_WHOLE_POSTS = ftfy.TextFixerConfig(decode_inconsistent_utf8=False)
 
 
 def text_hashes(texts: pd.Series) -> np.ndarray:
@@ -84,6 +113,8 @@ class CleanRows:
     stats: list[InputStats]
     rule: LabelRule
     columns: list[dict]  # per input: the text and label columns used
+    repaired: int = 0  # posts whose encoding ftfy repaired
+    garbled: int = 0  # posts that still look garbled after the repair
     conflicting_duplicates: int = 0  # duplicate texts whose label differs from the first occurrence's
 
 
@@ -101,6 +132,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         what="prepared splits",
         overwrite=cfg.overwrite,
         option="--output-dir",
+        command="prepare",
         replaces=[
             *every_split_file,
             SPLIT_MARKER,
@@ -139,6 +171,7 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
     and the raw labels are mapped to class ids from the scratch file's label column."""
     hashes, norm_hashes = [], []
     dropped = Counter()
+    repaired = garbled = 0
     stats, columns_used = [], []
     distinct = DistinctLabels()
     writer = None
@@ -154,11 +187,13 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
                     if cfg.label_source != "vader":
                         label_col = pick_label_column(cols, cfg.label_column, path)
                     columns_used.append({"path": path, "text": text_col, "label": label_col})
+                    _log_columns(cfg, path, text_col, label_col)
                 # A bare CR inside a field is a line break to CSV readers; unify line breaks as LF.
                 texts = df[text_col].str.replace(_CR, "\n", regex=True).str.strip()
                 empty = (texts.isna() | (texts == "")).to_numpy()
                 dropped["empty_text"] += int(empty.sum())
-                texts = texts[~empty].reset_index(drop=True)
+                texts, fixed, still = repair_encoding(texts[~empty].reset_index(drop=True))
+                repaired, garbled = repaired + fixed, garbled + still
                 if label_col is None:
                     raw = vader_scores(texts)
                 else:
@@ -200,6 +235,7 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
         where=where,
         classes=classes,
         thresholds=parse_thresholds(cfg.thresholds, classes),
+        in_prepare=True,
     )
     if cfg.label_source == "vader":
         rule.source = "vader"
@@ -211,14 +247,39 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
         origin = batch.column("input").to_numpy()
         labels.append(apply_label_rule(rule, raw, lambda bad, origin=origin: inputs[origin[bad][0]]))
     log.info("labels: %s", json.dumps(rule.describe(), ensure_ascii=False))
+    labels = np.concatenate(labels)
+    unseen = [c for i, c in enumerate(rule.classes) if not (labels == i).any()]
+    if unseen and rule.source == "category":
+        log.warning(
+            "%s: no post is labelled %s, a class the model would never see; %s",
+            where,
+            " or ".join(unseen),
+            label_options_hint(distinct.sample(), True, where),
+        )
     return CleanRows(
         np.concatenate(hashes),
         np.concatenate(norm_hashes),
-        np.concatenate(labels),
+        labels,
         dropped,
         stats,
         rule,
         columns_used,
+        repaired,
+        garbled,
+    )
+
+
+def _log_columns(cfg: PrepareConfig, path: str, text_col: str, label_col: str | None) -> None:
+    """Say which columns are read, and how to choose others where they were found by name."""
+    label = f"label column '{label_col}'" if label_col else "labels from VADER"
+    found = [flag for flag, given in (("--text-column", cfg.text_column), ("--label-column", cfg.label_column))
+             if not given and (flag == "--text-column" or label_col)]  # fmt: skip
+    log.info(
+        "%s: text column '%s', %s%s",
+        path,
+        text_col,
+        label,
+        f" (found by name; choose others with {' / '.join(found)})" if found else "",
     )
 
 
@@ -428,6 +489,12 @@ def _report(
         "columns": rows.columns,
         "rows_read": sum(s.rows for s in rows.stats),
         "rows_decoded_as_latin1": sum(s.latin1_lines for s in rows.stats),
+        "rows_with_invalid_text": sum(s.invalid_text_rows for s in rows.stats),
+        "text_repair": {
+            "by": f"ftfy {ftfy.__version__} (encoding fixes of whole posts)",
+            "rows_repaired": rows.repaired,
+            "rows_still_garbled": rows.garbled,
+        },
         "rows_dropped": dict(rows.dropped),
         "duplicates_with_other_label": rows.conflicting_duplicates,
         "rows_kept": int(keep.sum()),

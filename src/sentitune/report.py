@@ -68,6 +68,13 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
+def number(value, spec: str = ".3g") -> str:
+    """A whole number with thousands separators (19,795, never 1.98e+04), any other in `spec`."""
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):
+        return f"{int(value):,}"
+    return format(value, spec)
+
+
 # ----------------------------------------------------------------------------- figures
 
 
@@ -78,8 +85,9 @@ def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label:
     if not points:
         return ""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    # one step (a single validation) sits in the middle, not on an edge
+    x0, x1 = (min(xs), max(xs)) if max(xs) > min(xs) else (min(xs) - 1, min(xs) + 1)
+    y0, y1 = (min(ys), max(ys)) if max(ys) > min(ys) else (min(ys) - 0.5, min(ys) + 0.5)
 
     def sx(x):
         return left + (x - x0) / (x1 - x0) * (w - left - right)
@@ -89,10 +97,10 @@ def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label:
 
     parts = [f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#889"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#889"/>',
-             f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{y1:.3g}</text>',
-             f'<text x="{left - 4}" y="{h - bottom}" text-anchor="end">{y0:.3g}</text>',
-             f'<text x="{left}" y="{h - 12}">{x0:g}</text>',
-             f'<text x="{w - right}" y="{h - 12}" text-anchor="end">{x1:g} (step)</text>',
+             f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{number(y1, ".4g")}</text>',
+             f'<text x="{left - 4}" y="{h - bottom}" text-anchor="end">{number(y0, ".4g")}</text>',
+             f'<text x="{left}" y="{h - 12}">{number(x0)}</text>',
+             f'<text x="{w - right}" y="{h - 12}" text-anchor="end">{number(x1)} (step)</text>',
              f'<text x="4" y="{top + 4}" transform="rotate(-90 10,{h / 2})">{esc(y_label)}</text>']  # fmt: skip
     if mark_x is not None:
         parts.append(
@@ -103,8 +111,12 @@ def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label:
         colour = COLOURS[i % len(COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
-        if len(pts) == 1:
-            parts.append(f'<circle cx="{sx(pts[0][0]):.1f}" cy="{sy(pts[0][1]):.1f}" r="3" fill="{colour}"/>')
+        if len(pts) == 1:  # one measurement: a point with its value, as no line can be drawn
+            ((x, y),) = pts
+            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{colour}"><title>{esc(label)} at '
+                         f'step {number(x)}: {y:.4f}</title></circle>'
+                         f'<text x="{sx(x) + 7:.1f}" y="{sy(y) + (4 if i % 2 == 0 else 14):.1f}" style="fill:{colour}" '
+                         f'data-value="{y:.4f}">{y:.4f}</text>')  # fmt: skip
         parts.append(
             f'<text x="{w - right + 8}" y="{top + 14 * (i + 1)}" style="fill:{colour}">{esc(label)}</text>'
         )
@@ -123,10 +135,10 @@ def bar_chart(bars: list[tuple[str, float]], name: str, y_label: str, colours=No
         colour = (colours or COLOURS)[i % len(colours or COLOURS)]
         parts.append(
             f'<rect x="{x:.1f}" y="{h - bottom - bh:.1f}" width="{step * 0.7:.1f}" height="{max(bh, 0.5):.1f}" '
-            f'fill="{colour}"><title>{esc(label)}: {value:g}</title></rect>'
+            f'fill="{colour}"><title>{esc(label)}: {number(value, "g")}</title></rect>'
         )
         parts.append(
-            f'<text x="{x + step * 0.35:.1f}" y="{h - bottom - bh - 3:.1f}" text-anchor="middle">{value:.3g}</text>'
+            f'<text x="{x + step * 0.35:.1f}" y="{h - bottom - bh - 3:.1f}" text-anchor="middle">{number(value)}</text>'
         )
         parts.append(
             f'<text x="{x + step * 0.35:.1f}" y="{h - bottom + 14}" text-anchor="middle">{esc(label)}</text>'
@@ -187,10 +199,10 @@ def headline(r: ReportInput) -> str:
             f'<span class="muted">{interval}</span></div>'
         )
     cards.append(f'<div class="card">loss<b data-metric="loss">{m["loss"]:.4f}</b>'
-                 f'<span class="muted">{m["examples"]} posts</span></div>')  # fmt: skip
+                 f'<span class="muted">{number(m["examples"])} posts</span></div>')  # fmt: skip
     rows = "".join(
         f"<tr><th>{esc(name)}</th><td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
-        f"<td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>"
+        f"<td>{c['f1']:.3f}</td><td>{number(c['support'])}</td></tr>"
         for name, c in m["per_class"].items()
     )
     per_class = f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
@@ -208,7 +220,7 @@ def confusion_table(cm: dict) -> str:
     body = ""
     for i, name in enumerate(labels):
         cells = "".join(
-            f'<td style="background:rgba(44,111,187,{share[i, j] * 0.8:.2f})">{int(counts[i, j])}'
+            f'<td style="background:rgba(44,111,187,{share[i, j] * 0.8:.2f})">{number(int(counts[i, j]))}'
             f'<br><span class="muted">{share[i, j]:.1%}</span></td>'
             for j in range(len(labels))
         )
@@ -230,17 +242,17 @@ def curves(r: ReportInput) -> str:
         "val accuracy": [(x["step"], x["val_accuracy"]) for x in r.history],
         "val macro-F1": [(x["step"], x["val_macro_f1"]) for x in r.history],
     }
-    kept = f"the model kept is the one of step {r.best_step}" if r.best_step else ""
-    if len(r.history) > 1:
-        validation = figure(line_chart(quality, "validation", "score", r.best_step), f"validation; {kept}")
-    elif r.history:
-        v = r.history[0]
-        validation = (
-            f"<p>One validation, at step {v['step']}: accuracy {v['val_accuracy']:.4f}, macro-F1 "
-            f"{v['val_macro_f1']:.4f} (--eval-every N validates more often and draws the curve).</p>"
-        )
-    else:
-        validation = ""
+    kept = f"the model kept is the one of step {number(r.best_step)}" if r.best_step else ""
+    once = (
+        f"one validation, at step {number(r.history[0]['step'])} (--eval-every N validates more often and draws "
+        "the curve)"
+        if len(r.history) == 1
+        else ""
+    )
+    validation = figure(
+        line_chart(quality, "validation", "score", r.best_step),
+        "; ".join(part for part in ("validation", once, kept) if part),
+    )
     return (
         "<h2>Training</h2>"
         + figure(
@@ -262,15 +274,9 @@ def calibration(r: ReportInput) -> str:
     bars = []
     for i in range(len(edges) - 1):
         bars += [(f"{edges[i]:.2f}✓", float(hist_right[i])), (f"{edges[i]:.2f}✗", float(hist_wrong[i]))]
-    text = f"<p>Expected calibration error (10 bins): <b data-metric='ece'>{ece:.4f}</b>"
+    text = f"<p>Expected calibration error (10 bins): <b data-metric='ece'>{ece:.4f}</b></p>"
     if r.calibration:
-        c = r.calibration
-        text += (
-            f"; temperature {c['temperature']:.3f} fitted on validation: validation ECE "
-            f"{c['val']['ece_before']:.4f} → {c['val']['ece_after']:.4f}, NLL {c['val']['nll_before']:.4f} → "
-            f"{c['val']['nll_after']:.4f}"
-        )
-    text += "</p>"
+        text += calibration_decision(r.calibration)
     return (
         "<h2>Calibration</h2>"
         + text
@@ -279,6 +285,28 @@ def calibration(r: ReportInput) -> str:
             bar_chart(bars, "confidence", "posts", colours=("#27ae60", "#c0392b")),
             "confidence of right (✓) and wrong (✗) predictions",
         )
+    )
+
+
+def calibration_decision(c: dict) -> str:
+    """Whether temperature scaling was kept, and why: the check on validation posts it was not fitted on,
+    or the floor below which it is not tried (metrics.cross_fitted_temperature)."""
+    val = c["val"]
+    if c.get("decision", "kept") == "kept":  # run folders written before the check was made kept it always
+        held_out = c.get("held_out")
+        checked = (
+            f" because {esc(c['reason'])}; ECE of the same held-out posts {held_out['ece_before']:.4f} → "
+            f"{held_out['ece_after']:.4f}"
+            if held_out
+            else f"; validation ECE {val['ece_before']:.4f} → {val['ece_after']:.4f}"
+        )
+        return (
+            f"<p data-calibration='kept'>Temperature scaling kept: temperature {c['temperature']:.3f}, fitted on the "
+            f"validation split{checked}. The scores above are scaled.</p>"
+        )
+    return (
+        f"<p data-calibration='refused'>No temperature scaling: {esc(c['reason'])}. The scores above are as "
+        "trained.</p>"
     )
 
 
@@ -346,7 +374,7 @@ def errors(r: ReportInput) -> str:
         has = np.array([bool(pattern.search(t)) for t in r.texts])
         slices += [(f"with {name}", has), (f"without {name}", ~has)]
     table = "".join(
-        f"<tr><th>{esc(name)}</th><td>{int(rows.sum())}</td>"
+        f"<tr><th>{esc(name)}</th><td>{number(int(rows.sum()))}</td>"
         f"<td>{(predicted[rows] != r.gold[rows]).mean():.1%}</td></tr>"
         if rows.any()
         else f"<tr><th>{esc(name)}</th><td>0</td><td>–</td></tr>"
@@ -358,7 +386,7 @@ def errors(r: ReportInput) -> str:
         f"<h3>The {len(mistakes)} most confident mistakes</h3>"
         + (
             "<p class='muted'>The words that drove each label are shaded: green towards it, red away from it "
-            "(gradient × input).</p>"
+            f"({esc(next(iter(r.explanations.values())).get('method', 'occlusion'))}).</p>"
             if r.explanations
             else ""
         )
@@ -368,32 +396,67 @@ def errors(r: ReportInput) -> str:
 
 
 def data_section(r: ReportInput) -> str:
+    """The class balance and what prepare_report.json says about the data: columns, label rule, rows
+    dropped and why, duplicates with another label, encodings read and repaired, near-duplicates."""
     parts = []
     if r.class_counts:
         labels = list(r.labels) or sorted({c for counts in r.class_counts.values() for c in counts})
         head = "".join(f"<th>{esc(x)}</th>" for x in labels)
         rows = "".join(
             f"<tr><th>{esc(split)}</th>"
-            + "".join(f"<td>{counts.get(x, 0)}</td>" for x in labels)
-            + f"<td>{sum(counts.values())}</td></tr>"
+            + "".join(f"<td>{number(counts.get(x, 0))}</td>" for x in labels)
+            + f"<td>{number(sum(counts.values()))}</td></tr>"
             for split, counts in r.class_counts.items()
         )
         parts.append(f"<h3>Class balance</h3><table><tr><th>split</th>{head}<th>all</th></tr>{rows}</table>")
     d = r.data or {}
-    if "rows_dropped" in d:
-        dropped = "".join(
-            f"<tr><th>{esc(k.replace('_', ' '))}</th><td>{v}</td></tr>" for k, v in d["rows_dropped"].items()
+    if d.get("columns"):
+        used = "".join(
+            f"<tr><td class='text'>{esc(c['path'])}</td><td>{esc(c['text'])}</td>"
+            f"<td>{esc(c['label']) if c.get('label') else 'labelled by VADER'}</td></tr>"
+            for c in d["columns"]
         )
         parts.append(
-            f"<h3>Rows</h3><p>{d.get('rows_read', '?')} read, {d.get('rows_kept', '?')} kept.</p>"
-            f"<table><tr><th>dropped because</th><th>rows</th></tr>{dropped}</table>"
+            f"<h3>Inputs</h3><table><tr><th>file</th><th>text column</th><th>label column</th></tr>{used}</table>"
         )
+    if d.get("labels"):
+        rule = d["labels"]
+        shown = rule.get("rule") or ", ".join(f"{k} → {v}" for k, v in (rule.get("mapping") or {}).items())
+        parts.append(f"<p>Labels ({esc(rule.get('source', ''))}): {esc(shown)}</p>")
+    if "rows_dropped" in d:
+        facts = [(f"dropped: {k.replace('_', ' ')}", v) for k, v in d["rows_dropped"].items()]
+        facts.append(
+            (
+                "duplicates whose label differs from the first copy's (dropped)",
+                d.get("duplicates_with_other_label"),
+            )
+        )
+        facts.append(("lines that were not UTF-8, read as latin-1", d.get("rows_decoded_as_latin1")))
+        repair = d.get("text_repair") or {}
+        if repair:
+            facts.append(
+                (
+                    f"posts whose encoding was repaired ({repair.get('by', 'ftfy')})",
+                    repair.get("rows_repaired"),
+                )
+            )
+            facts.append(
+                (
+                    "posts that still look garbled (bytes lost before the file was written)",
+                    repair.get("rows_still_garbled"),
+                )
+            )
+        table = "".join(f"<tr><th>{esc(k)}</th><td>{number(v)}</td></tr>" for k, v in facts if v is not None)
+        parts.append(
+            f"<h3>Rows</h3><p>{number(d.get('rows_read', 0))} read, {number(d.get('rows_kept', 0))} kept.</p>"
+            f"<table data-figure='rows'><tr><th></th><th>rows</th></tr>{table}</table>"
+        )  # fmt: skip
     near = d.get("near_duplicates") or {}
     if near.get("rows"):
         pairs = "".join(f"<tr><td class='text'>{esc(a)}</td><td class='text'>{esc(b)}</td></tr>"
                         for a, b in near.get("examples", []))  # fmt: skip
         parts.append(
-            f"<h3>Near-duplicates</h3><p>{near['rows']} rows are near-duplicates of another "
+            f"<h3>Near-duplicates</h3><p>{number(near['rows'])} rows are near-duplicates of another "
             f"({'dropped' if near.get('dropped') else 'kept'}).</p><table>{pairs}</table>"
         )
     histogram = d.get("post_words_histogram")
@@ -426,8 +489,23 @@ def baseline_section(r: ReportInput) -> str:
 def settings_section(r: ReportInput) -> str:
     if not r.settings:
         return ""
-    rows = "".join(f"<tr><th>{esc(k)}</th><td class='text'>{esc(v)}</td></tr>" for k, v in r.settings.items())
+    rows = "".join(
+        f"<tr><th>{esc(k)}</th><td class='text'>{setting(v)}</td></tr>" for k, v in r.settings.items()
+    )
     return f"<h2>Settings</h2><table>{rows}</table>"
+
+
+def setting(value) -> str:
+    """A setting as a person reads it: an unset option says so (its default applies), not None."""
+    if value is None:
+        return "<span class='muted'>not set (default)</span>"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return esc(", ".join(str(v) for v in value)) if value else "<span class='muted'>none</span>"
+    if isinstance(value, (int, float)):
+        return esc(number(value, "g"))
+    return esc(value)
 
 
 def render(r: ReportInput) -> str:
