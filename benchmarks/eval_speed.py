@@ -95,7 +95,7 @@ def make_run(folder: str, work: str, name: str, timeout: float) -> str:
 
 class SentituneContender:
     def __init__(self, run_dir: str, batch_size: int):
-        from sentitune.predict import Predictor
+        from sentitune.scoring import Predictor
 
         self.predictor = Predictor(run_dir, device="cpu", batch_size=batch_size, max_length=MAX_LENGTH)
         p = self.predictor.precision

@@ -29,8 +29,8 @@ from speedlib import TRAIN_CSV, VAL_CSV  # noqa: E402
 
 from sentitune.builtin import build_random_bert, default_model
 from sentitune.config import PrepareConfig, TrainConfig
-from sentitune.predict import Predictor
 from sentitune.prepare import prepare
+from sentitune.scoring import Predictor
 from sentitune.splits import read_labelled
 from sentitune.train import train
 

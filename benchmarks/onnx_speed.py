@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speedlib import VAL_CSV, emit, log, machine_info, median  # noqa: E402
 
 from sentitune.metrics import classification_metrics  # noqa: E402
-from sentitune.predict import Predictor  # noqa: E402
+from sentitune.scoring import Predictor  # noqa: E402
 from sentitune.splits import read_labelled  # noqa: E402
 
 BACKENDS = ("torch", "onnx", "onnx-int8")

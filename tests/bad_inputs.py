@@ -110,7 +110,7 @@ def prepare_cases() -> Iterator[Case]:
     yield Case(
         "prepare-augment-negative",
         ["prepare", "{tmp}/posts.csv", *out, "--label-with", "vader", "--augment", "-2"],
-        "invalid prepare options: --augment must be >= 0, got -2",
+        "invalid prepare options: --augment must be in [0, 20], got -2",
         {"posts.csv": frame(LABELLED)},
     )
     yield Case(
@@ -149,8 +149,21 @@ def prepare_cases() -> Iterator[Case]:
     yield Case(
         "prepare-jsonl-broken-line",
         ["prepare", "{tmp}/posts.jsonl", *out],
-        "cannot parse {tmp}/posts.jsonl as jsonl: Expected object or value at position 51",
+        "cannot parse {tmp}/posts.jsonl as jsonl: line 2: Expecting property name enclosed in double quotes",
         {"posts.jsonl": text('{"bodyText": "a", "sentiment": 1}\n{"bodyText": "b", \n')},
+    )
+    odd = [*POSTS[:-2], "bad \ud800 day", "caf\xe9 noir"]  # pandas' Arrow strings cannot hold the first
+    odd_jsonl = "".join(
+        json.dumps({"text": t, "label": label}) + "\n"
+        for t, label in zip(odd, LABELLED["label"], strict=True)
+    ).encode("ascii")
+    odd_jsonl = odd_jsonl.replace(b"caf\\u00e9", b"caf\xe9")  # that line latin-1, not UTF-8
+    yield Case(
+        "prepare-jsonl-invalid-text",
+        ["prepare", "{tmp}/posts.jsonl", *out],
+        files={"posts.jsonl": text(odd_jsonl)},
+        check=lambda folder, _: read_as_in_splits(folder / "out", ["bad \ufffd day", "caf\xe9 noir"]),
+        written=("out",),
     )
     yield Case(
         "prepare-binary-garbage",
@@ -179,7 +192,7 @@ def prepare_cases() -> Iterator[Case]:
     yield Case(
         "prepare-chunk-rows-0",
         ["prepare", "{tmp}/posts.csv", *out, "--chunk-rows", "0"],
-        "invalid prepare options: --chunk-rows must be positive",
+        "invalid prepare options: --chunk-rows must be in [1, 10000000], got 0",
         {"posts.csv": frame(LABELLED)},
     )
     yield Case(
@@ -203,14 +216,54 @@ def prepare_cases() -> Iterator[Case]:
     yield Case(
         "prepare-no-label-column",
         ["prepare", "{tmp}/posts.csv", *out],
-        "{tmp}/posts.csv has no label column (columns: text, stars); pass --label-column NAME, or "
-        "--label-with vader to label the text with VADER",
-        {"posts.csv": frame(pd.DataFrame({"text": POSTS, "stars": 3}))},
+        "{tmp}/posts.csv has no label column: none is named Target, label, labels, sentiment, polarity, stars, "
+        "rating or score (columns: text, likes); pass --label-column NAME, or --label-with vader to label the "
+        "text with VADER",
+        {"posts.csv": frame(pd.DataFrame({"text": POSTS, "likes": 3}))},
+    )
+    yield Case(
+        "prepare-two-text-columns",
+        ["prepare", "{tmp}/posts.csv", *out],
+        "{tmp}/posts.csv: 2 columns could hold the text (text, tweet); pass --text-column with the one to use, "
+        "e.g. --text-column text",
+        {"posts.csv": frame(LABELLED.assign(tweet=LABELLED["text"]))},
+    )
+    yield Case(
+        "prepare-two-label-columns",
+        ["prepare", "{tmp}/posts.csv", *out],
+        "{tmp}/posts.csv: 2 columns could hold the label (Rating, stars); pass --label-column with the one to "
+        "use, e.g. --label-column Rating",
+        {"posts.csv": frame(pd.DataFrame({"Review_Text": POSTS, "Rating": 4, "stars": 5}))},
+    )
+    yield Case(
+        "prepare-star-ratings",
+        ["prepare", "{tmp}/reviews.csv", *out],
+        "{tmp}/reviews.csv: numeric labels {1, 2, 3, 4, 5} look like ratings or ids, not class ids 0/1/2 or "
+        "signed scores; add --label-map '1=negative,2=negative,3=neutral,4=positive,5=positive' to read them as "
+        "negative, neutral and positive, or --labels 1,2,3,4,5 to keep them as 5 classes",
+        {"reviews.csv": frame(pd.DataFrame({"review": POSTS, "stars": [1, 2, 3, 4, 5, 5] * 10}))},
+    )
+    yield Case(
+        "prepare-labels-0-and-1",
+        ["prepare", "{tmp}/posts.csv", *out],
+        "{tmp}/posts.csv: labels 0 and 1 may be two classes or scores read by sign (0 neutral, 1 positive); add "
+        "--labels negative,positive --label-map '0=negative,1=positive' to read them as negative and positive, or "
+        "--labels 0,1 to keep them as 2 classes, or pass --label-type score to read them by sign",
+        {"posts.csv": frame(pd.DataFrame({"text": POSTS, "label": [0, 1, 1] * 20}))},
+    )
+    yield Case(
+        "prepare-label-words",
+        ["prepare", "{tmp}/posts.csv", *out],
+        "{tmp}/posts.csv: label value 'great', 'awful', 'mixed' maps to no class (known: neg, negative, neu, "
+        "neutral, pos, positive); add --label-map 'awful=negative,mixed=neutral,great=positive' to read them as "
+        "negative, neutral and positive (guessed from the words: check it), or --labels awful,mixed,great to "
+        "keep them as 3 classes",
+        {"posts.csv": frame(pd.DataFrame({"text": POSTS, "label": ["great", "awful", "mixed"] * 20}))},
     )
     yield Case(
         "prepare-negative-seed",
         ["prepare", "{tmp}/posts.csv", *out, "--seed", "-1"],
-        "invalid prepare options: --seed must be >= 0, got -1",
+        "invalid prepare options: --seed must be in [0, 4294967295], got -1",
         {"posts.csv": frame(LABELLED)},
     )
     yield Case(
@@ -229,11 +282,8 @@ def prepare_cases() -> Iterator[Case]:
     yield Case(
         "prepare-huge-column-name-is-quoted-short",
         ["prepare", "{tmp}/posts.csv", *out],
-        "{tmp}/posts.csv has no column 'bodyText' (columns: "
-        + "x" * 197
-        + "...); pass --text-column "
-        + "x" * 197
-        + "...",
+        "{tmp}/posts.csv has no text column: none is named bodyText, text, tweet, message, content, body, post, "
+        "review or comment (columns: " + "x" * 197 + "...); pass --text-column " + "x" * 197 + "...",
         {"posts.csv": text(long_name + "\nhello\n")},
     )
     yield Case(
@@ -289,16 +339,15 @@ def train_cases() -> Iterator[Case]:
             needs=("data", "model"),
         )
     for option, value, message in (
-        ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
-        ("--max-length", "0", "--max-length must be >= 1, got 0"),
-        ("--weight-decay", "-1", "--weight-decay and --max-grad-norm must be >= 0, got -1.0 and 1.0"),
-        ("--dist-timeout", "0", "--dist-timeout must be > 0, got 0.0"),
+        ("--batch-size", "0", "--batch-size must be in [1, 65536], got 0"),
+        ("--max-length", "0", "--max-length must be in [1, 512], got 0"),
+        ("--weight-decay", "-1", "--weight-decay must be >= 0, got -1.0"),
+        ("--dist-timeout", "0", "--dist-timeout must be in (0, 86400], got 0.0"),
         ("--soft-targets", "-1", "--soft-targets must be >= 0, got -1.0"),
         (
             "--train-eval-examples",
             "-5",
-            "--freeze-layers, --eval-every, --early-stopping-patience, "
-            "--checkpoint-every and --train-eval-examples must be >= 0",
+            "--train-eval-examples must be in [0, 1000000000], got -5",
         ),
     ):
         yield Case(
@@ -406,8 +455,9 @@ def train_cases() -> Iterator[Case]:
         "train-labels-beyond-three-classes",
         ["train", "--training-file", "{tmp}/t.csv", "--model", "{model}", "--job-dir", "{tmp}/job"],
         "{tmp}/t.csv: numeric labels {0, 1, 2, 3, 4} look like ratings or ids, not class ids 0/1/2 or signed "
-        "scores; map them with `sentitune prepare --label-map '1=negative,3=neutral,5=positive'`, name them "
-        "as classes with --labels, or pass --label-type score there if they are scores",
+        "scores; prepare the file with `sentitune prepare {tmp}/t.csv --label-map "
+        "'0=negative,1=negative,2=neutral,3=positive,4=positive'` to read them as negative, neutral and "
+        "positive, or pass --labels 0,1,2,3,4 to keep them as 5 classes",
         {"t.csv": frame(pd.DataFrame({"text": POSTS[:50], "label": [0, 1, 2, 3, 4] * 10}))},
         needs=("model",),
     )
@@ -558,7 +608,7 @@ def run_folder_cases() -> Iterator[Case]:
     yield Case(
         "evaluate-batch-size-0",
         ["evaluate", "{run}", "--data", "{tmp}/l.csv", "--batch-size", "0"],
-        "invalid evaluate options: --batch-size must be at least 1, got 0",
+        "invalid evaluate options: --batch-size must be in [1, 65536], got 0",
         {"l.csv": frame(LABELLED)},
         needs=("run",),
         written=("run",),
@@ -617,17 +667,19 @@ RUN: list[Path] = []  # set by the test module to the session's trained run
 
 
 def predict_cases() -> Iterator[Case]:
+    # Text that is not UTF-8 is read by the one rule every reader follows (tables.as_text): a latin-1
+    # argument or stdin line as latin-1, a lone surrogate as U+FFFD; a warning names it.
     yield Case(
-        "predict-lone-surrogate-argument",
-        ["predict", "{run}", "caf\udce9"],
-        "text 1 is not valid UTF-8 (byte 0xe9 at position 3); pass UTF-8 text",
+        "predict-latin1-argument",
+        ["predict", "{run}", "caf\udce9", "bad \ud800 day"],
+        check=lambda folder, out: read_as(out, ["café", "bad \ufffd day"]),
         needs=("run",),
         written=("run",),
     )
     yield Case(
         "predict-latin1-stdin",
         ["predict", "{run}"],
-        "stdin line 2 is not valid UTF-8 (byte 0xe9 at position 3); send UTF-8 text",
+        check=lambda folder, out: read_as(out, ["fine", "café"]),
         stdin=b"fine\ncaf\xe9\n",
         needs=("run",),
         written=("run",),
@@ -652,7 +704,7 @@ def predict_cases() -> Iterator[Case]:
     yield Case(
         "predict-batch-size-negative",
         ["predict", "{run}", "--batch-size", "-1", "a post"],
-        "--batch-size must be at least 1, got -1",
+        "--batch-size must be in [1, 65536], got -1",
         needs=("run",),
         written=("run",),
     )
@@ -707,6 +759,18 @@ def predict_cases() -> Iterator[Case]:
     )
 
 
+def read_as_in_splits(folder: Path, texts: list[str]) -> None:
+    written = pd.concat([pd.read_csv(folder / f"{name}.csv") for name in ("train", "eval", "test")])
+    assert set(texts) <= set(written["text"])
+    report = json.loads((folder / "prepare_report.json").read_text())
+    assert (report["rows_with_invalid_text"], report["rows_decoded_as_latin1"]) == (1, 1)
+
+
+def read_as(stdout: str, texts: list[str]) -> None:
+    predicted(stdout, len(texts))
+    assert [json.loads(line)["text"] for line in stdout.splitlines()] == texts
+
+
 def predicted(stdout: str, n: int) -> None:
     rows = [json.loads(line) for line in stdout.splitlines()]
     assert len(rows) == n
@@ -717,9 +781,9 @@ def predicted(stdout: str, n: int) -> None:
 
 def serve_cases() -> Iterator[Case]:
     for option, value, message in (
-        ("--port", "70000", "port must be in 0..65535, got 70000"),
+        ("--port", "70000", "--port must be in [0, 65535], got 70000"),
         ("--max-wait-ms", "nan", "--max-wait-ms must be a finite number, got nan"),
-        ("--max-batch", "0", "--max-batch must be at least 1, got 0"),
+        ("--max-batch", "0", "--max-batch must be in [1, 65536], got 0"),
     ):
         yield Case(
             f"serve-{option[2:]}-{value}",
@@ -826,6 +890,124 @@ def cli_cases() -> Iterator[Case]:
     )
 
 
+# Generated: every numeric option of every command, through its flag, at each side just outside its
+# declared range, not a number, and infinite; train's also through a replayed --config, with a value of
+# the wrong type and one out of range. The messages are written out here from the range alone.
+OPTION_BASES = {
+    "prepare": (
+        ["prepare", "{tmp}/posts.csv", "--output-dir", "{tmp}/out"],
+        {"posts.csv": frame(LABELLED)},
+        (),
+    ),
+    "train": (
+        ["train", "--data", "{data}", "--model", "{model}", "--job-dir", "{tmp}/job"],
+        {},
+        ("data", "model"),
+    ),
+    "baseline": (["baseline", "--data", "{data}", "--job-dir", "{tmp}/job"], {}, ("data",)),
+    "evaluate": (["evaluate", "{run}", "--data", "{tmp}/l.csv"], {"l.csv": frame(LABELLED)}, ("run",)),
+    "predict": (["predict", "{run}", "a post"], {}, ("run",)),
+    "export": (["export", "{run}"], {}, ("run",)),
+    "serve": (["serve", "{run}"], {}, ("run",)),
+}
+WHAT = {"serve": "invalid server settings: ", "predict": ""}  # predict's sentences stand alone
+
+
+def outside(within: str, whole: bool) -> list:
+    """Values just outside each end of a range in interval notation (none beyond an infinite end)."""
+    low, high = (float(x) for x in within[1:-1].split(","))
+    step = 1 if whole else 0.5
+    found = [low - step if within[0] == "[" else low]
+    if not math.isinf(high):
+        found.append(high + step if within[-1] == "]" else high)
+    return [int(v) for v in found] if whole else found
+
+
+def said(within: str) -> str:
+    high = float(within[1:-1].split(",")[1])
+    if math.isinf(high):
+        return (">= " if within[0] == "[" else "> ") + f"{float(within[1:-1].split(',')[0]):g}"
+    return f"in {within}"
+
+
+def option_cases() -> Iterator[Case]:
+    import dataclasses
+    import typing
+
+    from sentitune.cli import COMMANDS
+
+    for command in COMMANDS:
+        if command.name not in OPTION_BASES:
+            continue
+        base, files, needs = OPTION_BASES[command.name]
+        what = WHAT.get(command.name, f"invalid {command.name} options: ")
+        hints = typing.get_type_hints(command.config)
+        for f in dataclasses.fields(command.config):
+            within = f.metadata.get("within")
+            flag = "--" + f.name.replace("_", "-")
+            if command.name == "train" and f.name not in command.config.NOT_REPLAYED:
+                kind = hints[f.name]
+                if f.metadata.get("choices"):  # through --config, where no parser stops it
+                    choices = ", ".join(map(str, f.metadata["choices"]))
+                    yield Case(
+                        f"option-train-config-{f.name}-choice",
+                        [*base, "--config", "{tmp}/run_config.json"],
+                        f"invalid train options: {flag} must be one of {choices}, got 'nonsense'",
+                        {"run_config.json": text(json.dumps({"train": {f.name: "nonsense"}}))},
+                        needs=needs,
+                    )
+                elif kind is bool or kind == "bool":
+                    yield Case(
+                        f"option-train-config-{f.name}-type",
+                        [*base, "--config", "{tmp}/run_config.json"],
+                        f"invalid train options: {flag} must be true or false, got 'yes'",
+                        {"run_config.json": text(json.dumps({"train": {f.name: "yes"}}))},
+                        needs=needs,
+                    )
+            if not within or f.metadata.get("cli") is False:
+                continue
+            flag, whole = (
+                "--" + f.name.replace("_", "-"),
+                int in typing.get_args(hints[f.name]) or hints[f.name] is int,
+            )
+            for value in outside(within, whole):
+                yield Case(
+                    f"option-{command.name}-{f.name}-{value}",
+                    [*base, flag, str(value)],
+                    f"{what}{flag} must be {said(within)}, got {value}",
+                    dict(files),
+                    needs=needs,
+                    written=("run",) if "run" in needs else (),
+                )
+            if not whole:
+                for value in ("nan", "inf"):
+                    yield Case(
+                        f"option-{command.name}-{f.name}-{value}",
+                        [*base, flag, value],
+                        f"{what}{flag} must be a finite number, got {float(value)}",
+                        dict(files),
+                        needs=needs,
+                        written=("run",) if "run" in needs else (),
+                    )
+            if command.name == "train":
+                low = outside(within, whole)[0]
+                for name, value, message in (
+                    (
+                        "type",
+                        "3",
+                        f"{flag} must be {'a whole number' if whole else 'a number'}{' (or unset)' if type(None) in typing.get_args(hints[f.name]) else ''}, got '3'",
+                    ),
+                    ("range", low, f"{flag} must be {said(within)}, got {low}"),
+                ):
+                    yield Case(
+                        f"option-train-config-{f.name}-{name}",
+                        [*base, "--config", "{tmp}/run_config.json"],
+                        f"invalid train options: {message}",
+                        {"run_config.json": text(json.dumps({"train": {f.name: value}}))},
+                        needs=needs,
+                    )
+
+
 ALL = (
     prepare_cases,
     train_cases,
@@ -835,6 +1017,7 @@ ALL = (
     baseline_cases,
     storage_cases,
     cli_cases,
+    option_cases,
 )
 
 

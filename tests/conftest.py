@@ -18,7 +18,15 @@ from sentitune.cli import main
 # The shared benchmark data sits beside the checkout (../shared), also in CI.
 TWEETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets" / "train.csv"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SPLIT_FILES = ("train.csv", "eval.csv", "test.csv", "labels.json", "prepare_report.json", "report.html")
+SPLIT_FILES = (
+    ".sentitune-output.json",
+    "train.csv",
+    "eval.csv",
+    "test.csv",
+    "labels.json",
+    "prepare_report.json",
+    "report.html",
+)
 PER_CLASS = 100  # rows per class in the sample frames: ~300 posts, enough to stratify 80/10/10
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -83,6 +84,11 @@ def test_layers_point_down():
     assert "sentitune.predict" not in graph["sentitune.train"], "training does not import prediction"
     assert "sentitune.predict" not in graph["sentitune.export"]
     assert "sentitune.export" not in graph["sentitune.predict"]
+    commands = {
+        f"sentitune.{c}" for c in ("prepare", "train", "evaluate", "predict", "export", "serve", "baseline")
+    }
+    for command in sorted(commands):  # what two commands share lives in a library module below both
+        assert not graph[command] & commands, f"{command} imports {sorted(graph[command] & commands)}"
     light = {"sentitune.config", "sentitune.cloud.config", "sentitune.errors"}
     for module in light:  # the parser is built from these: they must not pull in a command's module
         commands = {"sentitune.train", "sentitune.predict", "sentitune.serve", "sentitune.export"}
@@ -137,3 +143,19 @@ def test_help_is_grouped_and_quotes_no_measurements():
         assert not re.search(r"\d[\d,.]* (tweets|examples)/s|\d+ minutes|fastest", text), command
         if command in ("train", "predict", "serve"):
             assert "runtime:" in text, command
+
+
+def test_readme_is_short_and_its_architecture_list_names_every_module():
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert len(readme.split()) <= 2000, (
+        f"README.md has {len(readme.split())} words (as wc -w counts); the cap is 2,000"
+    )
+    listing = re.search(r"## Architecture.*?```\n(.*?)```", readme, flags=re.DOTALL).group(1)
+    top, _, cloud_part = listing.partition("\n  cloud/")
+    for folder, text in ((PACKAGE, top), (PACKAGE / "cloud", cloud_part)):
+        named = set(re.findall(r"\b(\w+\.py)\b", text))
+        modules = {p.name for p in folder.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+        assert modules <= named, f"missing from README's architecture list: {sorted(modules - named)}"
+        assert named <= modules, (
+            f"README's architecture list names what does not exist: {sorted(named - modules)}"
+        )

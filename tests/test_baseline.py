@@ -15,15 +15,22 @@ import pytest
 from conftest import PNG_SIGNATURE, TWEETS, cli, cli_error, entries, require_shared, snapshot
 
 from sentitune import LABELS
-from sentitune.baseline import BaselineConfig, baseline, fit, load_baseline
+from sentitune.baseline import BaselineConfig, baseline
 from sentitune.cli import build_parser, main
 from sentitune.metrics import classification_metrics
 from sentitune.splits import read_labelled
 from sentitune.storage import StagedOutput
+from sentitune.tfidf import fit, load_baseline
 
 pytest.importorskip("sklearn", reason="the baseline needs scikit-learn: pip install 'sentitune[baseline]'")
 
-RUN_FILES = {"metrics.json", "confusion_matrix.png", "baseline.json", "baseline.safetensors"}
+RUN_FILES = {
+    ".sentitune-output.json",
+    "metrics.json",
+    "confusion_matrix.png",
+    "baseline.json",
+    "baseline.safetensors",
+}
 METRIC_KEYS = {"examples", "loss", "accuracy", "macro_f1", "macro_recall", "per_class", "confusion_matrix"}
 
 
@@ -158,8 +165,8 @@ def test_option_problems_are_reported_together(tmp_path, capsys, prepared):
         "0",
     )
     assert message == (
-        "invalid baseline options: pass either --data DIR or --training-file/--validation-file/"
-        "--testing-file; --c must be > 0, got 0.0"
+        "invalid baseline options: --c must be in (0, 1000000], got 0.0; pass either --data DIR or "
+        "--training-file/--validation-file/--testing-file"
     )
 
 

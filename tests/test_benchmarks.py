@@ -104,7 +104,7 @@ def test_vader_errors_counts_each_runs_errors_by_band_of_the_score(tmp_path, tin
     assert sum(b["posts"] for b in found["bands"].values()) == len(split)
     assert sum(b["errors"] for b in found["bands"].values()) == found["errors"]
     assert found["bands"]["exactly 0"]["posts"] == int((split["score"] == 0).sum())
-    from sentitune.predict import Predictor
+    from sentitune.scoring import Predictor
 
     predictor = Predictor(str(run), device="cpu")
     predicted = [predictor.labels[i] for i in predictor.probabilities(split["text"].tolist()).argmax(1)]

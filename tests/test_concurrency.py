@@ -87,6 +87,7 @@ def test_overwrite_replaces_the_whole_prepared_set_and_train_reads_the_format_wr
     )
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
+        ".sentitune-output.json",
         "eval.parquet",
         "labels.json",
         "prepare_report.json",

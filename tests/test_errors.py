@@ -70,7 +70,7 @@ def test_prepare_unreadable_url(tmp_path, capsys):
 
 
 def test_prepare_missing_text_column(tmp_path, capsys, corpus):
-    pd.DataFrame({"id": range(len(corpus)), "body": corpus["text"], "score": 0.5}).to_csv(
+    pd.DataFrame({"id": range(len(corpus)), "words": corpus["text"], "score": 0.5}).to_csv(
         tmp_path / "posts.csv", index=False
     )
     assert_refused(
@@ -80,7 +80,8 @@ def test_prepare_missing_text_column(tmp_path, capsys, corpus):
         tmp_path / "posts.csv",
         "--output-dir",
         tmp_path / "out",
-        expected=f"{tmp_path}/posts.csv has no column 'bodyText' (columns: id, body, score); pass --text-column body",
+        expected=f"{tmp_path}/posts.csv has no text column: none is named bodyText, text, tweet, message, content, "
+        "body, post, review or comment (columns: id, words, score); pass --text-column words",
     )
 
 
@@ -95,7 +96,9 @@ def test_prepare_label_that_maps_to_no_class(tmp_path, capsys, corpus):
         "--output-dir",
         tmp_path / "out",
         expected=f"{tmp_path}/posts.csv: label value 'mixed' maps to no class (known: neg, negative, neu, neutral, "
-        "pos, positive); pass --label-map VALUE=CLASS,...",
+        "pos, positive); add --label-map 'negative=negative,mixed=neutral,neutral=neutral,positive=positive' "
+        "to read them as negative, neutral and positive (guessed from the words: check it), or --labels "
+        "negative,mixed,neutral,positive to keep them as 4 classes",
     )
 
 
@@ -167,8 +170,8 @@ def test_prepare_invalid_options_are_reported_together(tmp_path, capsys, posts):
         "0.5",
         "--neutral-band",
         "-1",
-        expected="invalid prepare options: --val-fraction + --test-fraction must leave rows for training, got "
-        "0.6 + 0.5; --neutral-band must be >= 0, got -1.0",
+        expected="invalid prepare options: --neutral-band must be >= 0, got -1.0; --val-fraction + "
+        "--test-fraction must leave rows for training, got 0.6 + 0.5",
     )
 
 
@@ -293,8 +296,8 @@ def test_train_invalid_options_are_reported_together(tmp_path, capsys, prepared,
         "-1",
         "--max-length",
         "1000",
-        expected="invalid train options: --epochs must be >= 1, got 0; --learning-rate must be > 0, got -1.0; "
-        "--max-length 1000 exceeds BERT's 512 positions",
+        expected="invalid train options: --epochs must be in [1, 1000], got 0; --learning-rate must be > 0, "
+        "got -1.0; --max-length must be in [1, 512], got 1000",
     )
 
 

@@ -11,7 +11,7 @@ from conftest import PNG_SIGNATURE, cli, cli_error, label_ids, snapshot
 from sentitune import LABELS
 from sentitune.config import EvaluateConfig
 from sentitune.evaluate import evaluate
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 
 
 def test_evaluate_writes_metrics_that_match_the_predictor(capsys, run_copy, prepared):

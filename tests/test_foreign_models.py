@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentitune import LABELS
 from sentitune.labels import model_label_matrix
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 
 POSTS = ["@united thanks for the quick rebooking, great crew!", "ok", "worst. airline. ever."]
 

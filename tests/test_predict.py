@@ -12,7 +12,7 @@ import pytest
 from conftest import cli, cli_error, entries
 
 from sentitune import LABELS
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 
 POSTS = [
     "@united thanks for the quick rebooking, great crew!",
@@ -227,8 +227,8 @@ def test_a_wildcard_labels_every_file_into_a_folder_and_an_interrupted_batch_res
     # c.csv.gz has no bodyText column: the batch stops there, after a and b are complete.
     message = cli_error(capsys, "predict", trained_run, "--input", f"{parts}/*", "--output", f"{out}/")
     assert message == (
-        f"{parts / 'c.csv.gz'} has no column 'bodyText' (columns: post_id, words, likes, source); "
-        "pass --text-column words"
+        f"{parts / 'c.csv.gz'} has no text column: none is named bodyText, text, tweet, message, content, body, "
+        "post, review or comment (columns: post_id, words, likes, source); pass --text-column words"
     )
     assert entries(out) == {"a.csv", "b.jsonl"}
     (out / "a.csv").write_text("finished earlier\n")  # proves the rerun does not redo it
@@ -273,12 +273,12 @@ def test_batch_prediction_bad_inputs(tmp_path, capsys, corpus, trained_run):
     assert not (tmp_path / "o").exists()
 
 
-def test_bf16_on_a_cpu_runs_on_weights_cast_once_and_explains_from_the_fp32_model(
+def test_bf16_on_a_cpu_runs_on_weights_cast_once_and_explains_with_the_weights_that_score(
     trained_run, corpus, predictor
 ):
     import torch
 
-    from sentitune.explain import explain
+    from sentitune.explain import GRADIENT_X_INPUT, WORD, explain
 
     bf16 = Predictor(str(trained_run), device="cpu", precision="bf16")
     assert {p.dtype for p in bf16.runner.parameters()} == {torch.bfloat16}
@@ -287,4 +287,17 @@ def test_bf16_on_a_cpu_runs_on_weights_cast_once_and_explains_from_the_fp32_mode
     assert predictor.runner is predictor.model and not predictor.precision.cast_weights  # fp32: one copy
     texts = corpus["text"].tolist()[:200]
     np.testing.assert_allclose(bf16.probabilities(texts), predictor.probabilities(texts), atol=0.02)
-    assert explain(bf16, texts[:3]) == explain(predictor, texts[:3])  # gradients of the same fp32 model
+    # occlusion, the default, scores with the bf16 weights the predictions come from: each word's
+    # attribution is what removing it does to the bf16 score (within bf16's batch-to-batch 1e-4)
+    for text, why in zip(texts[:3], explain(bf16, texts[:3]), strict=True):
+        spans = [m.span() for m in WORD.finditer(text)]
+        probs = bf16.probabilities([text, *(text[:s] + text[e:] for s, e in spans)])
+        label = int(probs[0].argmax())
+        assert why["label"] == bf16.labels[label] and why["method"] == "occlusion"
+        moves = probs[0, label] - probs[1:, label]
+        np.testing.assert_allclose([w["attribution"] for w in why["words"]], moves, atol=2e-4)
+    assert explain(bf16, texts[:3]) != explain(predictor, texts[:3])  # not the fp32 model's scores
+    # the gradient methods read the fp32 model (bf16 gradients are too coarse to rank words)
+    assert explain(bf16, texts[:3], method=GRADIENT_X_INPUT) == explain(
+        predictor, texts[:3], method=GRADIENT_X_INPUT
+    )

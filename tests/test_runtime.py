@@ -17,8 +17,8 @@ from conftest import cli, cli_error
 
 from sentitune import LABELS
 from sentitune.errors import SentituneError
-from sentitune.predict import Predictor
 from sentitune.runtime import Capabilities, capabilities, choose_precision, cpu_features
+from sentitune.scoring import Predictor
 
 CPU_AVX2 = Capabilities("cpu", "AMD EPYC", cpu_native_bf16=False)
 CPU_AMX = Capabilities("cpu", "Intel Xeon", cpu_native_bf16=True)

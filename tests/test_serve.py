@@ -26,7 +26,7 @@ from conftest import cli_error
 from sentitune import LABELS
 from sentitune.cli import build_parser
 from sentitune.errors import SentituneError
-from sentitune.predict import Predictor
+from sentitune.scoring import Predictor
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'sentitune[serve]'")
 pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'sentitune[serve]'")
@@ -386,7 +386,8 @@ def test_settings_read_the_vertex_variables_and_options_win():
     with pytest.raises(SentituneError, match="AIP_HTTP_PORT must be a port number, got 'http'"):
         ServeSettings.from_env({"AIP_HTTP_PORT": "http"})
     with pytest.raises(
-        SentituneError, match="--max-batch must be at least 1.*--max-wait-ms must be at least 0"
+        SentituneError,
+        match=r"--max-batch must be in \[1, 65536\], got 0; --max-wait-ms must be in \[0, 10000\]",
     ):
         ServeSettings(max_batch=0, max_wait_ms=-1)
 

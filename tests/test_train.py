@@ -1,4 +1,5 @@
-"""`sentitune train`: the run folder, the walkthrough's flags, layer options, determinism, early stopping."""
+"""`sentitune train`: the run folder, the walkthrough's flags, layer options, determinism, early stopping,
+calibration kept only where it helps."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from sentitune.card import base_model_of
 from sentitune.cli import build_parser
 from sentitune.config import TrainConfig, from_namespace
 from sentitune.events import TuningReport
-from sentitune.splits import read_labelled
-from sentitune.train import train
+from sentitune.metrics import classification_metrics, nll, scale_temperature
+from sentitune.model import load_classifier
+from sentitune.splits import LabelledTexts, read_labelled
+from sentitune.train import calibrate, train
 
 METRIC_KEYS = {"examples", "loss", "accuracy", "macro_f1", "macro_recall", "per_class", "confusion_matrix"}
 
@@ -74,7 +77,7 @@ def test_run_folder_is_complete_and_self_describing(trained_run, prepared):
         "training_curves.png",
         "confusion_matrix.png",
     } <= names
-    assert not any(n.startswith(".") for n in names)
+    assert [n for n in names if n.startswith(".")] == [".sentitune-output.json"]  # no staging or lock left
 
     config = json.loads((trained_run / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
@@ -199,7 +202,7 @@ def test_keep_layers_saves_a_smaller_model(tmp_path, capsys, prepared, tiny_mode
     assert any(k.startswith("encoder.layer.0.") for k in saved)
     assert not any(k.startswith("encoder.layer.1.") for k in saved)
 
-    from sentitune.predict import Predictor
+    from sentitune.scoring import Predictor
 
     assert Predictor(str(tmp_path / "job")).predict(["on time and friendly crew"])[0].label in LABELS
 
@@ -680,3 +683,66 @@ def test_a_replay_keeps_the_runs_normalisation_and_an_older_run_reads_posts_as_w
         from_namespace(TrainConfig, build_parser().parse_args([*args, "--normalize", "tweet"])).normalize
         == "tweet"
     )
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _calibration_case(ideal_temperature: float, n: int, seed: int):
+    """Validation and test splits of `n` posts each with scores of a model whose scores would be right
+    at `ideal_temperature` (labels drawn from softmax(logits / T)), and their metrics as evaluated."""
+    rng = np.random.default_rng(seed)
+    splits, scored, metrics = {}, {}, {}
+    for name in ("val", "test"):
+        logits = rng.normal(0, 2.5, (n, 3))
+        truth = torch.softmax(torch.from_numpy(logits / ideal_temperature), dim=1).numpy()
+        labels = (rng.random(n)[:, None] > truth.cumsum(axis=1)).sum(axis=1)
+        splits[name] = LabelledTexts(name, [""] * n, labels)
+        scored[name] = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        metrics[name] = classification_metrics(labels, scored[name], LABELS)
+    return splits, scored, metrics
+
+
+def _head_logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([[101, 2307, 3462, 102]])).logits
+
+
+def test_calibration_keeps_a_temperature_that_helps_and_builds_it_into_the_head(tiny_model, caplog):
+    model = load_classifier(str(tiny_model)).model.eval()
+    before = _head_logits(model)
+    splits, scored, metrics = _calibration_case(2.0, 300, seed=0)
+    raw = dict(scored)
+    with caplog.at_level("INFO", logger="sentitune"):
+        result = calibrate(model, splits, scored, metrics, seed=0)
+    assert result["decision"] == "kept" and result["temperature"] > 1.3
+    torch.testing.assert_close(_head_logits(model), before / result["temperature"])
+    for name in ("val", "test"):
+        expected = scale_temperature(raw[name], result["temperature"])
+        np.testing.assert_allclose(scored[name], expected)
+        assert metrics[name]["loss"] == pytest.approx(nll(splits[name].labels, expected))
+        assert result[name]["nll_after"] < result[name]["nll_before"]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calibration:")]
+    assert logged == [
+        f"calibration: temperature {result['temperature']:.3f} kept: {result['reason']}; ECE of the same held-out "
+        f"posts {result['held_out']['ece_before']:.4f} -> {result['held_out']['ece_after']:.4f}"
+    ]
+
+
+@pytest.mark.parametrize("ideal_temperature,n", [(2.0, 60), (1.0, 300)], ids=["too-small", "no-gain"])
+def test_calibration_that_cannot_be_shown_to_help_leaves_the_model_as_trained(
+    tiny_model, caplog, ideal_temperature, n
+):
+    model = load_classifier(str(tiny_model)).model.eval()
+    before = _head_logits(model)
+    splits, scored, metrics = _calibration_case(ideal_temperature, n, seed=1)
+    raw, evaluated = dict(scored), json.loads(json.dumps(metrics))
+    with caplog.at_level("INFO", logger="sentitune"):
+        result = calibrate(model, splits, scored, metrics, seed=0)
+    assert result["decision"] == "refused" and result["temperature"] == 1.0
+    assert ("too few" in result["reason"]) == (n < 100)
+    torch.testing.assert_close(_head_logits(model), before, rtol=0, atol=0)
+    assert all(scored[k] is raw[k] for k in raw) and metrics == evaluated
+    assert result["val"]["nll_after"] == result["val"]["nll_before"]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calibration:")]
+    assert logged == [f"calibration: none, the scores stay as trained: {result['reason']}"]

@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
         return evaluate
     if name == "Predictor":
-        from sentitune.predict import Predictor
+        from sentitune.scoring import Predictor
 
         return Predictor
     raise AttributeError(f"module 'sentitune' has no attribute {name!r}")

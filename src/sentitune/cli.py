@@ -70,6 +70,14 @@ def _print_prepare(cfg, result) -> None:
     )
     if r["rows_decoded_as_latin1"]:
         print(f"{r['rows_decoded_as_latin1']} lines were not UTF-8 and were decoded as latin-1")
+    if r.get("rows_with_invalid_text"):
+        print(f"{r['rows_with_invalid_text']:,} rows held text that is not valid Unicode, read as U+FFFD")
+    repair = r.get("text_repair") or {}
+    if repair.get("rows_repaired") or repair.get("rows_still_garbled"):
+        print(
+            f"{repair['rows_repaired']:,} posts had their encoding repaired by {repair['by']}; "
+            f"{repair['rows_still_garbled']:,} still look garbled"
+        )
     near = r["near_duplicates"]
     print(
         f"near-duplicates: {near['rows']} ({'dropped' if near['dropped'] else 'kept; --drop-near-duplicates drops them'})"

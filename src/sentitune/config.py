@@ -35,9 +35,12 @@ POOLINGS = ("auto", "cls", "mean")
 EXPORT_FORMATS = ("onnx",)
 QUANTIZE = ("int8",)
 INFERENCE_BATCH = 64  # posts per forward pass when evaluating and predicting
-DEFAULT_TEXT_COLUMN = "bodyText"  # the walkthrough's; a single 'text' column is the fallback
-# Label columns looked for, in order, when --label-column is not given.
-LABEL_COLUMNS = ("Target", "target", "label", "labels", "sentiment", "score", "polarity")
+# The columns looked for when --text-column / --label-column are not given, by name (any case; _, - and
+# spaces ignored), then by the last word of the name (Review_Text, tweetText). The first group with a
+# match decides; two matches in one group are refused as ambiguous. First the walkthrough's names
+# (bodyText; Target in its split files, sentiment in its posts).
+TEXT_COLUMNS = (("bodyText",), ("text", "tweet", "message", "content", "body", "post", "review", "comment"))
+LABEL_COLUMNS = (("Target",), ("label", "labels"), ("sentiment", "polarity"), ("stars", "rating", "score"))
 VERTEX_BODY_LIMIT = 1_500_000  # Vertex AI refuses prediction requests over 1.5 MB
 # `train --preset`, from the quality grid (BENCHMARKS.md, "Model quality"); options given explicitly win
 # over the preset's. "balanced" is the plain defaults.
@@ -77,13 +80,97 @@ def opt(default, help: str, *, group: str | None = None, factory=None, **extra):
     return field(default=default, metadata=meta)
 
 
-def finite_problems(cfg) -> list[str]:
-    """NaN and infinity pass every `<` and `>` check: refuse them in every float option."""
-    return [
-        f"--{f.name.replace('_', '-')} must be a finite number, got {getattr(cfg, f.name)}"
-        for f in dataclasses.fields(cfg)
-        if isinstance(getattr(cfg, f.name), float) and not math.isfinite(getattr(cfg, f.name))
+def value_problems(cfg, what: str) -> list[str]:
+    """Each option's value against its declared type, choices and range (`within`), whichever way it came
+    in (a flag, `--config`, the environment, the Python API). A wrong type or choice is refused at once,
+    as invalid `what` (no check after could compare it); range problems, NaN and infinity included (they
+    pass every `<` and `>`), are returned for the caller's list."""
+    hints = typing.get_type_hints(type(cfg))
+    wrong_kind, problems = [], []
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), f"--{f.name.replace('_', '-')}"
+        expected = hints.get(f.name, Any)
+        if not _is_a(value, expected):
+            wrong_kind.append(f"{flag} must be {_kind(expected)}, got {short(repr(value), 40)}")
+            continue
+        choices = f.metadata.get("choices")
+        values = value if isinstance(value, list) else [value]
+        wrong = [v for v in values if choices and v is not None and v not in choices]
+        if wrong:
+            wrong_kind.append(
+                f"{flag} must be one of {', '.join(map(str, choices))}, got {short(repr(wrong[0]), 40)}"
+            )
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{flag} must be a finite number, got {value}")
+        elif (
+            f.metadata.get("within") and value is not None and not Interval(f.metadata["within"]).holds(value)
+        ):
+            problems.append(f"{flag} must be {Interval(f.metadata['within']).said()}, got {value}")
+    raise_problems(wrong_kind, what)
+    return problems
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An option's range in interval notation, e.g. '[1, 1000]', '(0, 1]', '[0, inf)'."""
+
+    text: str
+
+    def parts(self) -> tuple[bool, float, float, bool]:
+        low, high = (float(x) for x in self.text[1:-1].split(","))
+        return self.text[0] == "[", low, high, self.text[-1] == "]"
+
+    def holds(self, value: float) -> bool:
+        closed_low, low, high, closed_high = self.parts()
+        return (low <= value if closed_low else low < value) and (
+            value <= high if closed_high else value < high
+        )
+
+    def said(self) -> str:
+        closed_low, low, high, _ = self.parts()
+        if math.isinf(high):
+            return f"{'>=' if closed_low else '>'} {low:g}"
+        return f"in {self.text}"
+
+
+def _is_a(value, expected) -> bool:
+    if expected is Any:
+        return True
+    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    for option in options:
+        origin = typing.get_origin(option)
+        if option is type(None) and value is None:
+            return True
+        if origin is list:
+            inner = (typing.get_args(option) or (Any,))[0]
+            if isinstance(value, list) and all(_is_a(v, inner) for v in value):
+                return True
+        elif option is bool:
+            if isinstance(value, bool):
+                return True
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif option is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return True
+        elif option is str:
+            if isinstance(value, str | os.PathLike):
+                return True
+        elif origin is None and isinstance(option, type) and isinstance(value, option):
+            return True
+    return False
+
+
+def _kind(expected) -> str:
+    names = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    shown = [
+        "a list" if typing.get_origin(o) is list else names.get(o, getattr(o, "__name__", str(o)))
+        for o in options
+        if o is not type(None)
     ]
+    return " or ".join(shown) + (" (or unset)" if type(None) in options else "")
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -95,16 +182,22 @@ def run_dir_argument(help: str = "run folder (local or URL) written by train", r
 
 def text_column_option():
     return opt(
-        None, "column holding the post text (default: bodyText, else a single 'text' column)", group=DATA
+        None,
+        f"column holding the post text (default: the one named {_named(TEXT_COLUMNS)}, or ending in one)",
+        group=DATA,
     )
 
 
 def label_column_option():
     return opt(
         None,
-        f"column holding the label or score (default: the first of {', '.join(LABEL_COLUMNS)})",
+        f"column holding the label or score (default: the one named {_named(LABEL_COLUMNS)}, or ending in one)",
         group=DATA,
     )
+
+
+def _named(groups: tuple[tuple[str, ...], ...]) -> str:
+    return ", else ".join("/".join(group) for group in groups)
 
 
 def json_option():
@@ -137,7 +230,12 @@ def precision_option():
 
 
 def num_threads_option():
-    return opt(None, "CPU threads for torch (default: torch's choice, one per physical core)", group=RUNTIME)
+    return opt(
+        None,
+        "CPU threads for torch (default: torch's choice, one per physical core)",
+        group=RUNTIME,
+        within="[1, 1024]",
+    )
 
 
 def backend_option(default: str = "torch"):
@@ -151,7 +249,7 @@ def backend_option(default: str = "torch"):
 
 
 def inference_batch_option():
-    return opt(INFERENCE_BATCH, "posts per forward pass", group=RUNTIME)
+    return opt(INFERENCE_BATCH, "posts per forward pass", group=RUNTIME, within="[1, 65536]")
 
 
 def normalize_option():
@@ -200,7 +298,10 @@ def normalize_problems(cfg) -> list[str]:
 
 def train_eval_examples_option():
     return opt(
-        2000, "training examples re-evaluated at the end for the train metrics (0 = skip)", group=EVALUATION
+        2000,
+        "training examples re-evaluated at the end for the train metrics (0 = skip)",
+        group=EVALUATION,
+        within="[0, 1000000000]",
     )
 
 
@@ -261,7 +362,10 @@ class PrepareConfig:
         None, "label unlabelled text: 'vader' scores it with VADER", choices=("vader",), group=DATA
     )
     neutral_band: float = opt(
-        0.0, "with scores: |score| <= B is neutral (0 = the walkthrough's sign rule)", group=DATA
+        0.0,
+        "with scores: |score| <= B is neutral (0 = the walkthrough's sign rule)",
+        group=DATA,
+        within="[0, inf)",
     )
     label_map: str | None = opt(
         None, "explicit label mapping, e.g. 'bad=negative,meh=neutral,good=positive'", group=DATA
@@ -273,10 +377,15 @@ class PrepareConfig:
         "(e.g. --labels negative,neutral,positive --thresholds -0.05,0.05)",
         group=DATA,
     )
-    val_fraction: float = opt(0.1, "fraction of each class in the validation split (eval file)", group=OUTPUT)
-    test_fraction: float = opt(0.1, "fraction of each class in the test split", group=OUTPUT)
+    val_fraction: float = opt(
+        0.1, "fraction of each class in the validation split (eval file)", group=OUTPUT, within="[0, 1)"
+    )
+    test_fraction: float = opt(0.1, "fraction of each class in the test split", group=OUTPUT, within="[0, 1)")
     seed: int = opt(
-        42, "random seed of the split; same inputs and seed give byte-identical files", group=OUTPUT
+        42,
+        "random seed of the split; same inputs and seed give byte-identical files",
+        group=OUTPUT,
+        within="[0, 4294967295]",
     )
     format: str = opt("csv", "split file format", choices=FORMATS, group=OUTPUT)
     drop_near_duplicates: bool = opt(
@@ -285,45 +394,40 @@ class PrepareConfig:
         "they are always reported",
         group=DATA,
     )
-    chunk_rows: int = opt(100_000, "rows read per chunk: bounds memory on large inputs", group=DATA)
+    chunk_rows: int = opt(
+        100_000, "rows read per chunk: bounds memory on large inputs", group=DATA, within="[1, 10000000]"
+    )
     augment: int = opt(
         0,
         "with --label-with vader: add N new training posts per training post, each made by deleting "
         "words from one or joining it to the end of another and labelled by VADER (more text to learn "
         "the labeller from; validation and test stay real posts)",
         group=DATA,
+        within="[0, 20]",
     )
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
         if self.label_with == "vader":
             self.label_source = "vader"
-        raise_problems(finite_problems(self), "prepare options")  # NaN passes every range check below
-        problems = label_set_problems(self)
+        problems = value_problems(self, "prepare options")
+        out_of_range = {p.split()[0] for p in problems}  # joint rules below only for options within range
+        problems += label_set_problems(self)
         if self.neutral_band and (self.labels is not None or self.thresholds is not None):
             problems.append("--neutral-band is for the 3 default classes; with --labels give --thresholds")
         if not self.output_dir:
             problems.append("--output-dir is required")
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                problems.append(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
-        if self.val_fraction + self.test_fraction >= 1:
+        if (
+            not {"--val-fraction", "--test-fraction"} & out_of_range
+            and self.val_fraction + self.test_fraction >= 1
+        ):
             problems.append(
                 f"--val-fraction + --test-fraction must leave rows for training, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
-        if self.neutral_band < 0:
-            problems.append(f"--neutral-band must be >= 0, got {self.neutral_band}")
-        if self.chunk_rows < 1:
-            problems.append("--chunk-rows must be positive")
-        if self.seed < 0:
-            problems.append(f"--seed must be >= 0, got {self.seed}")
         if self.label_map and self.label_source not in ("auto", "category"):
             problems.append("--label-map applies to categorical labels; drop --label-type score/vader")
-        if self.augment < 0:
-            problems.append(f"--augment must be >= 0, got {self.augment}")
-        elif self.augment and self.label_source != "vader":
+        if self.augment and "--augment" not in out_of_range and self.label_source != "vader":
             problems.append(
                 "--augment needs --label-with vader: new posts need a labeller that can score any text, "
                 "which a label column is not"
@@ -341,9 +445,9 @@ class TrainConfig(DataFiles):
         "run folder or URL written at the end (model, metrics, plots); Vertex AI's AIP_MODEL_DIR when unset",
         group=OUTPUT,
     )
-    epochs: int = opt(2, "passes over the training data", group=TRAINING)
-    batch_size: int = opt(32, "examples per optimiser step", group=TRAINING)
-    learning_rate: float = opt(5e-5, "peak learning rate of AdamW", group=TRAINING)
+    epochs: int = opt(2, "passes over the training data", group=TRAINING, within="[1, 1000]")
+    batch_size: int = opt(32, "examples per optimiser step", group=TRAINING, within="[1, 65536]")
+    learning_rate: float = opt(5e-5, "peak learning rate of AdamW", group=TRAINING, within="(0, inf)")
     dry_run: bool = opt(
         False, "one training and one validation step, nothing written but the log", group=TRAINING
     )
@@ -364,11 +468,18 @@ class TrainConfig(DataFiles):
         "Hugging Face hub id or local folder of a BERT-family encoder; default: the embedded all-MiniLM-L6-v2",
         group=MODEL,
     )
-    max_length: int = opt(100, "tokens per post at most (longer posts are truncated)", group=MODEL)
-    keep_layers: int | None = opt(
-        None, "use only the first N encoder layers: smaller and faster", group=MODEL
+    max_length: int = opt(
+        100, "tokens per post at most (longer posts are truncated)", group=MODEL, within="[1, 512]"
     )
-    freeze_layers: int = opt(0, "freeze the embeddings and the first N encoder layers", group=MODEL)
+    keep_layers: int | None = opt(
+        None,
+        "use only the first N encoder layers: smaller and faster",
+        group=MODEL,
+        within="[1, 128]",
+    )
+    freeze_layers: int = opt(
+        0, "freeze the embeddings and the first N encoder layers", group=MODEL, within="[0, 128]"
+    )
     pooling: str = opt(
         "auto",
         "what the head reads: the pooled [CLS] token (a standard transformers folder), the mean of the "
@@ -385,11 +496,19 @@ class TrainConfig(DataFiles):
         group=MODEL,
     )
     weight_decay: float = opt(
-        0.01, "AdamW weight decay (not applied to biases and LayerNorm)", group=TRAINING
+        0.01,
+        "AdamW weight decay (not applied to biases and LayerNorm)",
+        group=TRAINING,
+        within="[0, inf)",
     )
-    warmup_ratio: float = opt(0.06, "fraction of the steps with linear learning-rate warm-up", group=TRAINING)
+    warmup_ratio: float = opt(
+        0.06, "fraction of the steps with linear learning-rate warm-up", group=TRAINING, within="[0, 1)"
+    )
     label_smoothing: float = opt(
-        0.0, "spread this much of each target over the other classes (0 = none)", group=TRAINING
+        0.0,
+        "spread this much of each target over the other classes (0 = none)",
+        group=TRAINING,
+        within="[0, 1)",
     )
     soft_targets: float = opt(
         0.0,
@@ -397,27 +516,41 @@ class TrainConfig(DataFiles):
         "column or with --label-with vader): a post this far (in score units) inside its class's nearest "
         "boundary gives 0.5/e of its target to the class across it, half at the boundary (0 = hard labels)",
         group=TRAINING,
+        within="[0, inf)",
     )
     layer_lr_decay: float = opt(
         1.0,
         "layer-wise learning-rate decay: each layer below the head learns at this times the one above",
         group=TRAINING,
+        within="(0, 1]",
     )
-    max_grad_norm: float = opt(1.0, "clip gradients to this norm (0 = no clipping)", group=TRAINING)
-    seed: int = opt(42, "seed of the initialisation, dropout and data order", group=TRAINING)
+    max_grad_norm: float = opt(
+        1.0, "clip gradients to this norm (0 = no clipping)", group=TRAINING, within="[0, inf)"
+    )
+    seed: int = opt(
+        42, "seed of the initialisation, dropout and data order", group=TRAINING, within="[0, 4294967295]"
+    )
     max_steps: int | None = opt(
-        None, "stop after this many optimiser steps (overrides --epochs)", group=TRAINING
+        None,
+        "stop after this many optimiser steps (overrides --epochs)",
+        group=TRAINING,
+        within="[1, 1000000000]",
     )
     class_weights: str = opt(
         "none", "'auto' weights the loss by inverse class frequency", choices=CLASS_WEIGHTS, group=TRAINING
     )
-    eval_every: int = opt(0, "validate every N steps (0 = after each epoch)", group=EVALUATION)
+    eval_every: int = opt(
+        0, "validate every N steps (0 = after each epoch)", group=EVALUATION, within="[0, 1000000000]"
+    )
     early_stopping_patience: int = opt(
         0,
         "stop after N validations without a better macro-F1 (0 = never); the best model is kept either way",
         group=EVALUATION,
+        within="[0, 1000000]",
     )
-    eval_batch_size: int = opt(INFERENCE_BATCH, "examples per batch when evaluating", group=EVALUATION)
+    eval_batch_size: int = opt(
+        INFERENCE_BATCH, "examples per batch when evaluating", group=EVALUATION, within="[1, 65536]"
+    )
     train_eval_examples: int = train_eval_examples_option()
     baseline: bool = opt(
         False,
@@ -427,8 +560,9 @@ class TrainConfig(DataFiles):
     )
     calibration: str = opt(
         "temperature",
-        "temperature: scale the scores by one temperature fitted on the validation split (labels unchanged; "
-        "built into the saved head, so every backend scores alike); none: the scores as trained",
+        "temperature: one temperature fitted on the validation split, kept only if it lowers the NLL of "
+        "validation posts it was not fitted on (5-fold cross-fitting; not tried below 100 posts or 5 of a "
+        "class); built into the saved head, labels unchanged; none: the scores as trained",
         choices=("temperature", "none"),
         group=EVALUATION,
     )
@@ -446,8 +580,9 @@ class TrainConfig(DataFiles):
         600.0,
         "under torchrun: seconds a process waits to join the others and for each exchange",
         group=RUNTIME,
+        within="(0, 86400]",
     )
-    log_every: int = opt(50, "log a progress line every N steps", group=OUTPUT)
+    log_every: int = opt(50, "log a progress line every N steps", group=OUTPUT, within="[1, 1000000000]")
     tensorboard_dir: str | None = opt(
         None,
         "write TensorBoard events here (local or gs://); default: Vertex AI's AIP_TENSORBOARD_LOG_DIR, else none",
@@ -463,6 +598,7 @@ class TrainConfig(DataFiles):
         "checkpoint every N steps (0: only on SIGTERM); a rerun of the same command resumes from the latest "
         "checkpoint",
         group=OUTPUT,
+        within="[0, 1000000000]",
     )
     overwrite: bool = overwrite_option()
 
@@ -508,46 +644,7 @@ class TrainConfig(DataFiles):
         return {**recorded, **preset, **given}
 
     def __post_init__(self) -> None:
-        raise_problems(finite_problems(self), "train options")  # NaN passes every range check below
-        problems = self.data_problems()
-        if self.seed < 0:
-            problems.append(f"--seed must be >= 0, got {self.seed}")
-        for name in ("epochs", "batch_size", "max_length", "eval_batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            problems.append(f"--learning-rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.soft_targets < 0:
-            problems.append(f"--soft-targets must be >= 0, got {self.soft_targets}")
-        if not 0 < self.layer_lr_decay <= 1:
-            problems.append(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            problems.append(
-                f"--weight-decay and --max-grad-norm must be >= 0, got {self.weight_decay} and {self.max_grad_norm}"
-            )
-        if self.dist_timeout <= 0:
-            problems.append(f"--dist-timeout must be > 0, got {self.dist_timeout}")
-        for name in ("max_steps", "keep_layers", "num_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if (
-            self.freeze_layers < 0
-            or self.eval_every < 0
-            or self.early_stopping_patience < 0
-            or self.checkpoint_every < 0
-            or self.train_eval_examples < 0
-        ):
-            problems.append(
-                "--freeze-layers, --eval-every, --early-stopping-patience, --checkpoint-every and "
-                "--train-eval-examples must be >= 0"
-            )
-        if self.max_length > 512:
-            problems.append(f"--max-length {self.max_length} exceeds BERT's 512 positions")
+        problems = value_problems(self, "train options") + self.data_problems()
         problems += normalize_problems(self)
         raise_problems(problems, "train options")
 
@@ -563,6 +660,7 @@ class BaselineConfig(DataFiles):
         0.5,
         "inverse L2 regularisation strength C of the logistic regression (larger fits slower)",
         group=TRAINING,
+        within="(0, 1000000]",
     )
     class_weights: str = opt(
         "auto",
@@ -570,24 +668,21 @@ class BaselineConfig(DataFiles):
         choices=CLASS_WEIGHTS,
         group=TRAINING,
     )
-    min_df: int = opt(2, "keep n-grams seen in at least this many training posts", group=TRAINING)
+    min_df: int = opt(
+        2, "keep n-grams seen in at least this many training posts", group=TRAINING, within="[1, 1000000]"
+    )
     normalize: str = normalize_option()
     split_hashtags: bool = split_hashtags_option()
-    max_iter: int = opt(100, "passes of the SAG solver over the data at most", group=TRAINING)
+    max_iter: int = opt(
+        100, "passes of the SAG solver over the data at most", group=TRAINING, within="[1, 100000]"
+    )
     train_eval_examples: int = train_eval_examples_option()
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
-        raise_problems(finite_problems(self), "baseline options")
-        problems = self.data_problems()
+        problems = value_problems(self, "baseline options") + self.data_problems()
         if not self.job_dir:
             problems.append("--job-dir is required")
-        if self.c <= 0:
-            problems.append(f"--c must be > 0, got {self.c}")
-        if self.min_df < 1 or self.max_iter < 1:
-            problems.append(f"--min-df and --max-iter must be >= 1, got {self.min_df} and {self.max_iter}")
-        if self.train_eval_examples < 0:
-            problems.append(f"--train-eval-examples must be >= 0, got {self.train_eval_examples}")
         problems += normalize_problems(self)
         raise_problems(problems, "baseline options")
 
@@ -610,9 +705,6 @@ class InferenceOptions:
         "spelling, LABEL_0..LABEL_2 in that order, ratings 1-5 as 1-2 negative, 3 neutral, 4-5 positive)",
         group=MODEL,
     )
-
-    def inference_problems(self) -> list[str]:
-        return [f"--batch-size must be at least 1, got {self.batch_size}"] if self.batch_size < 1 else []
 
 
 @dataclass
@@ -640,7 +732,7 @@ class EvaluateConfig(InferenceOptions):
     )
 
     def __post_init__(self) -> None:
-        problems = self.inference_problems()
+        problems = value_problems(self, "evaluate options")
         if not self.run_dir:
             problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
         if not self.data:
@@ -681,22 +773,17 @@ class PredictConfig(InferenceOptions):
     )
     explain: bool = opt(
         False,
-        "add each text's words and their attributions to its label (gradient x input; PyTorch backend; "
-        "texts from arguments or stdin)",
+        "add each text's words and their attributions to its label (occlusion: what removing each word does "
+        "to the label's probability; texts from arguments or stdin)",
         group=OUTPUT,
     )
 
     def __post_init__(self) -> None:
-        problems = self.inference_problems()
+        problems = value_problems(self, "predict options")
         if self.input and self.texts:
             problems.append("pass texts as arguments or --input FILE, not both")
         if self.explain and self.input:
             problems.append("--explain works on texts from arguments or stdin, not on --input files")
-        if self.explain and self.backend != "torch":
-            problems.append(
-                f"--explain needs the PyTorch model: use --backend torch (not {self.backend}); an ONNX graph "
-                "has no gradients"
-            )
         if self.prefix and not self.input:
             problems.append("--prefix names the columns added to --input files; texts print as JSON lines")
         if self.output and not self.input:
@@ -712,54 +799,62 @@ class ServeSettings:
     host: str = opt(
         "0.0.0.0", "address to listen on (0.0.0.0: every interface, as Vertex AI needs)", group=SERVER
     )
-    port: int = opt(8080, "port to listen on; Vertex AI passes it as AIP_HTTP_PORT", group=SERVER)
+    port: int = opt(
+        8080, "port to listen on; Vertex AI passes it as AIP_HTTP_PORT", group=SERVER, within="[0, 65535]"
+    )
     health_route: str = opt(
         "/health", "GET route answering 200 once the model is loaded (AIP_HEALTH_ROUTE)", cli=False
     )
     predict_route: str = opt("/predict", "POST route answering predictions (AIP_PREDICT_ROUTE)", cli=False)
-    max_batch: int = opt(64, "most instances of concurrent requests merged into one batch", group=SERVER)
+    max_batch: int = opt(
+        64, "most instances of concurrent requests merged into one batch", group=SERVER, within="[1, 65536]"
+    )
     model_batch: int = opt(
         16,
         "posts per forward pass: a batch is sorted by length and run in passes of this many, so short posts "
         "are not padded to the longest",
         group=SERVER,
+        within="[1, 65536]",
     )
     max_wait_ms: float = opt(
-        5.0, "how long the first request of a batch waits for others to join it", group=SERVER
+        5.0,
+        "how long the first request of a batch waits for others to join it",
+        group=SERVER,
+        within="[0, 10000]",
     )
-    max_instances: int = opt(1000, "most instances in one request (more: 413)", group=SERVER)
+    max_instances: int = opt(
+        1000, "most instances in one request (more: 413)", group=SERVER, within="[1, 1000000]"
+    )
     max_text_chars: int = opt(
         10_000,
         "longest text in characters (longer: 413); shorter texts are cut to the run's max length",
         group=SERVER,
+        within="[1, 10000000]",
     )
-    max_body_bytes: int = opt(VERTEX_BODY_LIMIT, "largest request body in bytes (larger: 413)", group=SERVER)
+    max_body_bytes: int = opt(
+        VERTEX_BODY_LIMIT,
+        "largest request body in bytes (larger: 413)",
+        group=SERVER,
+        within="[1, 2147483647]",
+    )
     header_timeout_s: float = opt(
         10.0,
         "seconds a connection has to send a request's line and headers (then it is closed)",
         group=SERVER,
+        within="(0, 3600]",
     )
-    body_timeout_s: float = opt(30.0, "seconds a request has to send its body (longer: 408)", group=SERVER)
+    body_timeout_s: float = opt(
+        30.0, "seconds a request has to send its body (longer: 408)", group=SERVER, within="(0, 3600]"
+    )
     no_ui: bool = opt(False, "serve no demo page at / (the API routes only)", group=SERVER)
 
     def __post_init__(self) -> None:
-        raise_problems(finite_problems(self), "server settings")
-        problems = []
-        if not 0 <= self.port <= 65535:
-            problems.append(f"port must be in 0..65535, got {self.port}")
+        problems = value_problems(self, "server settings")
         for name in ("health_route", "predict_route"):
             if not str(getattr(self, name)).startswith("/"):
                 problems.append(f"{name} must start with '/', got {getattr(self, name)!r}")
         if self.health_route == self.predict_route:
             problems.append(f"the health and predict routes must differ, both are {self.health_route!r}")
-        for name in ("max_batch", "model_batch", "max_instances", "max_text_chars", "max_body_bytes"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            problems.append(f"--max-wait-ms must be at least 0, got {self.max_wait_ms}")
-        for name in ("header_timeout_s", "body_timeout_s"):
-            if getattr(self, name) <= 0:
-                problems.append(f"--{name.replace('_', '-')} must be above 0, got {getattr(self, name)}")
         raise_problems(problems, "server settings")
 
     @classmethod
@@ -824,17 +919,17 @@ class ExportConfig:
     parity_data: str | None = opt(
         None, "labelled file the export is checked on (default: the run's validation file)", group=DATA
     )
-    parity_examples: int = opt(2000, "posts of the parity file compared, from its start", group=DATA)
+    parity_examples: int = opt(
+        2000, "posts of the parity file compared, from its start", group=DATA, within="[1, 10000000]"
+    )
     text_column: str | None = text_column_option()
     label_column: str | None = label_column_option()
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = value_problems(self, "export options")
         if not self.run_dir:
             problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
-        if self.parity_examples < 1:
-            problems.append(f"--parity-examples must be at least 1, got {self.parity_examples}")
         raise_problems(problems, "export options")
 
 
@@ -896,13 +991,18 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
                 kwargs["required"] = True
             elif default not in (None, "", []):
                 kwargs["help"] = f"{help_text} (default: {default})"
+            if meta.get("within"):
+                kwargs["help"] = f"{kwargs['help']} (range: {meta['within']})"
             action = target.add_argument(meta.get("flag", "--" + f.name.replace("_", "-")), **kwargs)
         action.declared_at = meta["declared_at"]
 
 
 def _with_preset(cls, values: dict) -> dict:
     """`values` (the options given) over the chosen preset's, for dataclasses with PRESETS."""
-    return {**cls.PRESETS[values["preset"]], **values} if values.get("preset") else values
+    preset = values.get("preset")
+    if not isinstance(preset, str) or preset not in cls.PRESETS:
+        return values  # none, or one the dataclass's own check refuses
+    return {**cls.PRESETS[preset], **values}
 
 
 def from_namespace(cls, ns: argparse.Namespace, build=None, **overrides):

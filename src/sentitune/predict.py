@@ -1,5 +1,5 @@
-"""`sentitune predict`: the Predictor (a run loaded once, texts predicted in length-sorted batches),
-and prediction of texts from arguments or stdin, of files, and of whole folders of files."""
+"""`sentitune predict`: prediction of texts from arguments or stdin, of files, and of whole folders of
+files, through the scoring core's Predictor."""
 
 from __future__ import annotations
 
@@ -12,167 +12,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from sentitune import LABELS
-from sentitune.config import BACKENDS, INFERENCE_BATCH, InferenceOptions, PredictConfig
+from sentitune.config import PredictConfig
 from sentitune.errors import SentituneError
 from sentitune.explain import explain
-from sentitune.labels import model_label_matrix
-from sentitune.runfolder import EXPORT_DIR, load_run, onnx_path, trained_max_length
-from sentitune.runtime import (
-    Precision,
-    infer_probs,
-    inference_weights,
-    onnx_probs,
-    onnx_session,
-    require_finite,
-    require_onnxruntime,
-    resolve_device,
-    resolve_precision,
-)
+from sentitune.scoring import Predictor
 from sentitune.storage import COMPRESSIONS, OutputLock, exists, expand, is_url, join, url_to_fs
-from sentitune.tables import file_format, output_format, pick_text_column, read_chunks
+from sentitune.tables import (
+    as_text,
+    decoded,
+    file_format,
+    output_format,
+    pick_text_column,
+    read_chunks,
+)
 
 log = logging.getLogger("sentitune")
-
-
-@dataclass
-class Prediction:
-    label: str
-    scores: dict[str, float]
-
-
-class Predictor:
-    """A trained run loaded once; `predict(texts)` returns labels and per-class probabilities.
-
-    `backend` runs the run's PyTorch model, or its ONNX export (`sentitune export`): `onnx` is
-    RUN_DIR/onnx/model.onnx, `onnx-int8` RUN_DIR/onnx/model_int8.onnx (CPU only).
-    """
-
-    def __init__(
-        self,
-        run_dir: str,
-        device: str = "auto",
-        batch_size: int = INFERENCE_BATCH,
-        precision: str = "auto",
-        max_length: int | None = None,
-        backend: str = "torch",
-        model_labels: str | None = None,
-    ):
-        if backend not in BACKENDS:
-            raise SentituneError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self.classifier = load_run(run_dir, with_model=backend == "torch")
-        # A classifier from elsewhere: its probabilities summed onto our classes (None: ours already).
-        self.to_ours = (
-            None
-            if self.classifier.is_run
-            else model_label_matrix(self.classifier.labels, model_labels, run_dir)
-        )
-        self.labels = LABELS if self.to_ours is not None else self.classifier.labels
-        if self.to_ours is not None:
-            read_as = [LABELS[int(row.argmax())] for row in self.to_ours]
-            log.info(
-                "%s: its labels read as %s",
-                run_dir,
-                ", ".join(f"{n} = {c}" for n, c in zip(self.classifier.labels, read_as, strict=True)),
-            )
-            for name in set(LABELS) - set(read_as):
-                log.warning("%s has no label for %s: it never predicts it", run_dir, name)
-        self.backend = backend
-        self.batch_size = batch_size
-        local = self.classifier.local_dir  # the run read once, also for its settings and ONNX files
-        self.max_length = max_length or trained_max_length(local)
-        self.session = None
-        if backend == "torch":
-            self.device = resolve_device(device)
-            self.precision = resolve_precision(precision, self.device)
-            self.model = self.classifier.model.to(self.device)  # as trained: explanations read it
-            self.runner, self.precision = inference_weights(self.model, self.precision, self.device)
-        else:
-            if device not in ("auto", "cpu"):
-                raise SentituneError(f"--backend {backend} runs on the CPU; drop --device {device}")
-            exported = Precision(
-                "int8" if backend == "onnx-int8" else "fp32", f"the {backend} export as written"
-            )
-            self.device, self.precision, self.model = torch.device("cpu"), exported, None
-            self.runner = None
-            self.session = load_onnx(local, backend, shown_as=run_dir)
-
-    @classmethod
-    def for_run(cls, run_dir: str, options: InferenceOptions) -> Predictor:
-        """The run's Predictor as a command's inference options say."""
-        return cls(
-            run_dir,
-            device=options.device,
-            precision=options.precision,
-            batch_size=options.batch_size,
-            backend=options.backend,
-            model_labels=options.model_labels,
-        )
-
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.classifier.encode([str(t) for t in texts], self.max_length)
-        if len(tokens) == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
-        if self.session is not None:
-            probs = onnx_probs(self.session, tokens, self.batch_size)
-        else:
-            probs = infer_probs(self.runner, tokens, self.batch_size, self.device, self.precision)
-        probs = require_finite(probs, self.classifier.source)
-        return probs if self.to_ours is None else probs @ self.to_ours
-
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        probs = self.probabilities(texts)
-        return [
-            Prediction(
-                self.labels[int(p.argmax())], {n: float(v) for n, v in zip(self.labels, p, strict=True)}
-            )
-            for p in probs
-        ]
-
-    def predict_frame(
-        self, df: pd.DataFrame, text_column: str, prefix: str = "", source: str = "the input"
-    ) -> pd.DataFrame:
-        """`df` with a `<prefix>label` column and one `<prefix>score_<class>` column per class appended.
-        A column of `df` with one of those names is refused, not replaced: the rows are the user's."""
-        added = [f"{prefix}label", *(f"{prefix}score_{name}" for name in self.labels)]
-        taken = [name for name in added if name in df.columns]
-        if taken:
-            raise SentituneError(
-                f"{source} already has the column{'s' if len(taken) > 1 else ''} "
-                f"{', '.join(repr(t) for t in taken)}, which predict would write; pass --prefix pred_ (the "
-                f"added columns become pred_label, pred_score_<class>) or rename "
-                f"{'them' if len(taken) > 1 else 'it'}"
-            )
-        texts = df[text_column].fillna("").astype(str).tolist()
-        probs = self.probabilities(texts)
-        out = df.copy()
-        out[added[0]] = [self.labels[i] for i in probs.argmax(axis=1)] if len(probs) else []
-        for i, column in enumerate(added[1:]):
-            out[column] = np.round(probs[:, i], 6) if len(probs) else []
-        return out
-
-
-def load_onnx(local_dir: str, backend: str, shown_as: str):
-    """The onnxruntime session of the run's export in `local_dir` (the run `shown_as` in messages)."""
-    require_onnxruntime()
-    path = onnx_path(local_dir, backend)
-    if not os.path.exists(path):
-        quantize = " --quantize int8" if backend == "onnx-int8" else ""
-        raise SentituneError(
-            f"{join(shown_as, EXPORT_DIR, os.path.basename(path))} not found; run "
-            f"`sentitune export {shown_as}{quantize}` first, or use --backend torch"
-        )
-    return onnx_session(path)
 
 
 def predict_files(
@@ -245,27 +104,34 @@ def predict_file(
     keeping the input columns; chunked, written under a temporary name and renamed at the end."""
     remote = is_url(output_path)
     fs, inner = url_to_fs(output_path) if remote else (None, output_path)
-    if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
-        raise SentituneError(f"{output_path} exists; pass --overwrite to replace it")
-    with OutputLock(output_path):
+    with OutputLock(output_path) as lock:  # then look: a writer that finished meanwhile is seen
+        if (fs.exists(inner) if remote else os.path.exists(output_path)) and not overwrite:
+            raise SentituneError(f"{output_path} exists; pass --overwrite to replace it")
         return _write_predictions(
-            predictor, input_path, output_path, text_column, chunk_rows, fs, inner, prefix
+            predictor, input_path, output_path, text_column, chunk_rows, fs, inner, prefix, lock
         )
 
 
-def _write_predictions(predictor, input_path, output_path, text_column, chunk_rows, fs, inner, prefix) -> int:
-    """predict_file's writing, under its lock: a temporary name beside the output, renamed at the end."""
+def _write_predictions(
+    predictor, input_path, output_path, text_column, chunk_rows, fs, inner, prefix, lock
+) -> int:
+    """predict_file's writing, under its lock: a temporary file beside the lock (named as the lock is, so
+    the next writer can tell a killed writer's from a live one's), renamed at the end."""
     remote = fs is not None
     fmt = file_format(output_path)
-    folder = os.path.dirname(os.path.abspath(output_path))
-    name = os.path.basename(output_path)
-    created = [] if remote else missing_folders(folder)
+    real = os.path.realpath(output_path)
+    created = [] if remote else missing_folders(os.path.dirname(real))
     for path in reversed(created):
         os.mkdir(path)
-    if not remote:  # a killed earlier run's partial file
-        for leftover in Path(folder).glob(f".{name}.partial-*"):
-            leftover.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.partial-", suffix=f".{fmt}", dir=None if remote else folder)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{lock.key}.partial-" if not remote else "sentitune-partial-",
+        suffix=f".{fmt}",
+        dir=None if remote else lock.parent,
+    )
+    if not remote:  # mkstemp's 0600 would become the output's mode
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     rows, column, writer = 0, None, None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -294,7 +160,7 @@ def _write_predictions(predictor, input_path, output_path, text_column, chunk_ro
             fs.put_file(tmp, inner)
             os.remove(tmp)
         else:
-            os.replace(tmp, output_path)
+            os.replace(tmp, real)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -357,8 +223,7 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
             rows += len(df)
     if inputs:
         return {"to": "stdout", "files": len(inputs), "labelled": len(inputs), "skipped": 0, "rows": rows}
-    texts = cfg.texts or stdin_texts(stdin)
-    check_utf8(texts, "text")
+    texts = read_as_text(cfg.texts, "text") if cfg.texts else stdin_texts(stdin)
     explanations = explain(predictor, texts) if cfg.explain else [None] * len(texts)
     for text, p, why in zip(texts, predictor.predict(texts), explanations, strict=True):
         row = {"text": text, "label": p.label, "scores": {k: round(v, 6) for k, v in p.scores.items()}}
@@ -369,41 +234,29 @@ def predict(cfg: PredictConfig, stdin: TextIO | None = None, stdout: TextIO | No
 
 
 def stdin_texts(stdin: TextIO) -> list[str]:
-    """One text per non-empty line, read as bytes and decoded here so a non-UTF-8 line is named, not a
-    traceback."""
+    """One text per non-empty line, each read as a file's line is (UTF-8, else latin-1, said)."""
     texts = []
     for number, line in enumerate(getattr(stdin, "buffer", stdin), 1):
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise SentituneError(
-                    f"stdin line {number} is not valid UTF-8 (byte 0x{line[exc.start]:02x} at position "
-                    f"{exc.start}); send UTF-8 text"
-                ) from None
-        line = line.rstrip("\r\n")
-        if line.strip():
-            texts.append(line)
+        text, latin1 = decoded(line) if isinstance(line, bytes) else (line, False)
+        if latin1:
+            log.warning("stdin line %d is not valid UTF-8: read as latin-1; send UTF-8 text", number)
+        text = text.rstrip("\r\n")
+        if text.strip():
+            texts.append(text)
     if not texts:
         raise SentituneError(
             "no texts on stdin (only empty lines); pass texts as arguments or pipe one per line"
         )
-    return texts
+    return read_as_text(texts, "stdin text")
 
 
-def check_utf8(texts: Sequence[str], what: str) -> None:
-    """Text that cannot be UTF-8 (an argument in another encoding arrives as lone surrogates) is named
-    with its position; the tokenizer would otherwise fail with a TypeError."""
+def read_as_text(texts: Sequence[str], what: str) -> list[str]:
+    """`texts` as every reader reads text (tables.as_text), each one that was not UTF-8 named."""
+    found = []
     for number, text in enumerate(texts, 1):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            code = ord(text[exc.start])
-            found = (
-                f"byte 0x{code - 0xDC00:02x}"
-                if 0xDC80 <= code <= 0xDCFF
-                else f"a lone surrogate U+{code:04X}"
-            )
-            raise SentituneError(
-                f"{what} {number} is not valid UTF-8 ({found} at position {exc.start}); pass UTF-8 text"
-            ) from None
+        fixed, how = as_text(text)
+        if how:
+            shown = "as latin-1" if how == "latin-1" else "with U+FFFD for each lone surrogate"
+            log.warning("%s %d is not valid UTF-8: read %s; pass UTF-8 text", what, number, shown)
+        found.append(fixed)
+    return found

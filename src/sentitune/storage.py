@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -165,12 +166,50 @@ def local_copy(path: str, cache_dir: str | None = None) -> str:
     return str(dest)
 
 
+def sha256_of(path: str) -> str:
+    """The SHA-256 of a local file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+LOCK_UNREADABLE_GRACE_S = 60  # an unreadable lock younger than this may be one being created (NFS, FUSE)
+# What a writer leaves beside its destination while it works: `.KEY.staging-*`, `.KEY.scratch-*`,
+# `.KEY.partial-*` (a prediction file) and `.KEY.lock-tmp-PID` (a lock being created), KEY naming the
+# destination as its lock `.KEY.lock` does.
+_LEFTOVER = re.compile(r"^\.(?P<key>.+)\.(?:staging|scratch|partial)-[^/]*$|^\.(?P<tmpkey>.+)\.lock-tmp-\d+$")
+COMMAND_RECORD = ".sentitune-output.json"  # in every output folder: which command wrote it
+
+
+def real_destination(dest: str) -> tuple[Path, Path, str]:
+    """The destination a local path names, whatever its spelling (symlinks, `..`, relative), the nearest
+    folder of it that exists, and the key its lock and leftovers are named by in that folder."""
+    real = Path(os.path.realpath(dest))
+    parent = real.parent
+    while not parent.exists():
+        parent = parent.parent
+    return real, parent, str(real.relative_to(parent)).replace(os.sep, "%")
+
+
+def _process_start(pid: int) -> str | None:
+    """When a process started (Linux: clock ticks since boot), to tell a live owner from a new process
+    that reuses a dead owner's PID; None where /proc cannot say."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 class OutputLock:
-    """One writer at a time for an output: a lock file created atomically beside it, holding the owner's
-    PID, host and start time. A lock whose owner is gone (same host, no such process) is stale and is
-    taken over; a live owner's is refused with a one-line error. On object stores (gs://, s3://) the lock
-    object is checked, then written: not atomic, but it stops the common case of two jobs started with
-    one output."""
+    """One writer at a time for an output: a lock file beside the real destination (symlinks and `..`
+    resolved, so every spelling of one folder meets the same lock), holding the owner's PID, host,
+    process start and start time. It appears whole: written under a temporary name, then linked into
+    place, which fails if a lock exists. A lock whose owner is gone (same host, no such process, or a new
+    process with its PID) is stale and is taken over; a live owner's is refused with a one-line error. On
+    object stores (gs://, s3://) the lock object is checked, then written: not atomic, but it stops the
+    common case of two jobs started with one output."""
 
     def __init__(self, dest: str):
         self.dest = str(dest)
@@ -180,11 +219,8 @@ class OutputLock:
             parent, name = posixpath.split(inner.rstrip("/"))
             self.path = posixpath.join(parent, f".{name}.lock")
         else:  # beside the output, in the nearest folder that exists: no folder is made just for the lock
-            target = Path(self.dest).absolute()
-            parent = target.parent
-            while not parent.exists():
-                parent = parent.parent
-            self.path = str(parent / ("." + str(target.relative_to(parent)).replace(os.sep, "%") + ".lock"))
+            _, self.parent, self.key = real_destination(self.dest)
+            self.path = str(self.parent / f".{self.key}.lock")
         self.held = False
 
     def acquire(self) -> None:
@@ -192,13 +228,23 @@ class OutputLock:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "process_start": _process_start(os.getpid()),
         }
         for _ in range(3):
             if self._create(json.dumps(owner)):
                 self.held = True
+                if not self._remote:
+                    remove_leftovers(self.parent, own_key=self.key)
                 return
             found = self._read()
-            if found is not None and not self._stale(found):
+            if found is None:
+                continue  # released between our try and our read: try again
+            if not self._stale(found):
+                if not found:
+                    raise SentituneError(
+                        f"{self.dest} is locked by {self._shown()}, which cannot be read; remove it if no "
+                        "sentitune is writing there"
+                    )
                 raise SentituneError(
                     f"{self.dest} is being written by another sentitune (pid {found.get('pid')} on "
                     f"{found.get('host')}, since {found.get('started')}); wait for it to finish, or remove "
@@ -227,35 +273,59 @@ class OutputLock:
                 return False
             self.fs.pipe_file(self.path, content.encode())
             return True
+        tmp = f"{self.parent}/.{self.key}.lock-tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w") as f:
+                f.write(content)
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, self.path)  # atomic, and the lock is whole the moment it exists
+            except FileExistsError:
+                return False
+            except OSError:  # a filesystem without hard links: create exclusively, then fill
+                return self._create_exclusive(content)
+            return True
+        except OSError as exc:  # a read-only or forbidden place: the output cannot be written either
+            raise SentituneError(
+                f"cannot write {self.dest}: {exc.strerror} ({self.parent}); choose another output"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+    def _create_exclusive(self, content: str) -> bool:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        except OSError as exc:  # a read-only or forbidden place: the output cannot be written either
-            raise SentituneError(
-                f"cannot write {self.dest}: {exc.strerror} ({os.path.dirname(self.path)}); choose another output"
-            ) from None
         with os.fdopen(fd, "w") as f:
             f.write(content)
         return True
 
     def _read(self) -> dict | None:
+        """The owner; None when the lock is gone, {} when it cannot be read."""
         try:
             raw = self.fs.cat_file(self.path) if self._remote else Path(self.path).read_bytes()
-            return json.loads(raw)
-        except (OSError, ValueError):
-            return None  # vanished or half-written: treated as stale
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return {}
+        try:
+            owner = json.loads(raw)
+        except ValueError:
+            return {}
+        return owner if isinstance(owner, dict) else {}
 
     def _stale(self, owner: dict) -> bool:
-        if owner.get("host") != socket.gethostname():
-            return False  # another machine's process: we cannot tell whether it lives
-        try:
-            os.kill(int(owner.get("pid", 0)), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError, OverflowError):
-            return False  # alive (another user's), or not a PID we can judge
-        return False
+        if not owner:  # unreadable: being created by a writer without hard links, or left corrupt
+            try:
+                age = time.time() - (
+                    self.fs.modified(self.path).timestamp() if self._remote else os.path.getmtime(self.path)
+                )
+            except (OSError, NotImplementedError, AttributeError):
+                return False
+            return age > LOCK_UNREADABLE_GRACE_S
+        return owner_is_gone(owner)
 
     def _remove(self) -> None:
         try:
@@ -267,16 +337,94 @@ class OutputLock:
         return self.fs.unstrip_protocol(self.path) if self._remote else self.path
 
 
+def owner_is_gone(owner: dict) -> bool:
+    """Whether the process a lock names has ended: only decidable on this host."""
+    if owner.get("host") != socket.gethostname():
+        return False  # another machine's process: we cannot tell whether it lives
+    try:
+        pid = int(owner.get("pid", 0))
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError, TypeError):
+        return False  # alive (another user's), or not a PID we can judge
+    recorded, now = owner.get("process_start"), _process_start(pid)
+    return recorded is not None and now is not None and recorded != now  # the PID was reused
+
+
+def remove_leftovers(folder: Path, own_key: str | None = None) -> None:
+    """Remove what killed writers left in `folder` (staging, scratch, partial files, half-made locks):
+    anything whose destination has no live lock, and whatever is named after `own_key`, whose lock the
+    caller holds. Says what it removed."""
+    removed, size = [], 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        found = _LEFTOVER.match(entry.name)
+        if not found:
+            continue
+        key = found.group("key") or found.group("tmpkey")
+        if found.group("tmpkey") is not None:
+            pid = int(entry.name.rsplit("-", 1)[1])
+            if pid == os.getpid() or not owner_is_gone({"pid": pid, "host": socket.gethostname()}):
+                continue
+        elif key != own_key and not _lock_is_dead(folder / f".{key}.lock"):
+            continue
+        size += _size_of(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(entry.path)
+        removed.append(entry.name)
+    if removed:
+        logging.getLogger("sentitune").warning(
+            "removed %d leftover(s) of killed writers in %s (%.1f MB): %s",
+            len(removed),
+            folder,
+            size / 1e6,
+            ", ".join(sorted(removed)[:5]) + (" ..." if len(removed) > 5 else ""),
+        )
+
+
+def _lock_is_dead(lock: Path) -> bool:
+    """No lock, or one whose owner is gone (a stale lock itself is taken over by the next writer)."""
+    try:
+        owner = json.loads(lock.read_bytes())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False  # unreadable: perhaps being created; leave its files alone
+    return isinstance(owner, dict) and owner_is_gone(owner)
+
+
+def _size_of(path: str) -> int:
+    if not os.path.isdir(path) or os.path.islink(path):
+        with contextlib.suppress(OSError):
+            return os.lstat(path).st_size
+        return 0
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
 class StagedOutput:
     """A destination folder filled through a local staging folder and committed at the end.
 
-    `occupied_by` names the files whose presence means the folder already holds our output (a
-    previous run, earlier splits); then we refuse unless `overwrite`, and with it the files named in
-    `replaces` that the new output does not bring are removed at commit (no stale CSVs beside new
-    Parquet files). Other files in the folder are never touched. `commit()` moves staged files into
-    place with `marker` last, so a reader that sees the marker sees a complete folder. While the output
-    is being written it is locked (`OutputLock`), and the staging and scratch folders a killed earlier
-    writer left beside it are removed.
+    The destination is locked first (`OutputLock`, on its real path), then examined: `occupied_by` names
+    the files whose presence means the folder already holds our output (a previous run, earlier splits);
+    then we refuse unless `overwrite`, and with it the files named in `replaces` that the new output does
+    not bring are removed at commit (no stale CSVs beside new Parquet files). A folder another command
+    wrote (its `COMMAND_RECORD`, or for older folders the file only that command writes) is refused
+    whatever `overwrite` says. Other files in the folder are never touched. `commit()` moves staged files
+    into place with `marker` last, so a reader that sees the marker sees a complete folder.
     """
 
     def __init__(
@@ -290,37 +438,32 @@ class StagedOutput:
         option: str = "the output folder",
         replaces: Iterable[str] = (),
         lock: bool = True,
+        command: str | None = None,
     ):
         self.dest = str(dest)
         self.marker = marker
+        self.command = command
         self._remote = is_url(self.dest)
         self.replaces = set(replaces) if overwrite else set()
-        if not self._remote and os.path.exists(self.dest) and not os.path.isdir(self.dest):
-            raise SentituneError(f"{option} {self.dest} is a file, not a folder; pass a folder")
-        taken = sorted(listdir_names(self.dest) & set(occupied_by)) if exists(self.dest) else []
-        if taken and not overwrite:
-            raise SentituneError(
-                f"{self.dest} already holds {what} ({', '.join(taken[:4])}); "
-                "pass --overwrite to replace it or choose another folder"
-            )
+        if not self._remote:
+            self.real, self._parent, self._key = real_destination(self.dest)
+            if self.real.exists() and not self.real.is_dir():
+                raise SentituneError(f"{option} {self.dest} is a file, not a folder; pass a folder")
         self.lock = OutputLock(self.dest) if lock else None
         if self.lock:
-            self.lock.acquire()
+            self.lock.acquire()  # before looking: a writer that finishes meanwhile is seen, not replaced
+        try:
+            refuse_occupied(self.dest, occupied_by, what, overwrite, command, option)
+        except BaseException:
+            if self.lock:
+                self.lock.release()
+            raise
         self._scratch: list[Path] = []
         if self._remote:
             self.root = Path(tempfile.mkdtemp(prefix="sentitune-staging-"))
         else:
-            parent = Path(self.dest).resolve().parent
-            while not parent.exists():  # missing parents are created at commit, not before
-                parent = parent.parent
-            self._parent, self._name = parent, Path(self.dest).name
-            if self.lock:  # we are the only writer: what is staged beside it is a dead writer's
-                for leftover in parent.glob(f".{self._name}.staging-*"):
-                    shutil.rmtree(leftover, ignore_errors=True)
-                for leftover in parent.glob(f".{self._name}.scratch-*"):
-                    shutil.rmtree(leftover, ignore_errors=True)
             # Same filesystem as the destination, so the final move is a rename.
-            self.root = Path(tempfile.mkdtemp(prefix=f".{self._name}.staging-", dir=parent))
+            self.root = Path(tempfile.mkdtemp(prefix=f".{self._key}.staging-", dir=self._parent))
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(self.root, 0o777 & ~umask)  # mkdtemp's 0700 would become the output's mode
@@ -332,7 +475,7 @@ class StagedOutput:
         if self._remote:
             folder = Path(tempfile.mkdtemp(prefix="sentitune-scratch-"))
         else:
-            folder = Path(tempfile.mkdtemp(prefix=f".{self._name}.scratch-", dir=self._parent))
+            folder = Path(tempfile.mkdtemp(prefix=f".{self._key}.scratch-", dir=self._parent))
         self._scratch.append(folder)
         return folder
 
@@ -342,13 +485,17 @@ class StagedOutput:
         return p
 
     def commit(self) -> str:
+        if self.command:
+            self.path(COMMAND_RECORD).write_text(
+                json.dumps({"command": self.command}) + "\n"
+            )  # no time: reruns stay byte-identical
         files = sorted(p for p in self.root.rglob("*") if p.is_file())
         files.sort(key=lambda p: p.name == self.marker)  # marker last, order otherwise stable
         stale = self.replaces - {p.relative_to(self.root).as_posix() for p in files}
         if stale and exists(self.dest):
             fs, inner = url_to_fs(self.dest)
             for name in sorted(stale):  # before the marker lands: a reader never sees old beside new
-                target = posixpath.join(inner, name) if self._remote else os.path.join(self.dest, name)
+                target = posixpath.join(inner, name) if self._remote else os.path.join(self.real, name)
                 if fs.exists(target):
                     fs.rm(target)
         if self._remote:
@@ -356,15 +503,15 @@ class StagedOutput:
             for p in files:
                 fs.put_file(str(p), posixpath.join(inner, p.relative_to(self.root).as_posix()))
             shutil.rmtree(self.root, ignore_errors=True)
-        elif not os.path.exists(self.dest):
+        elif not self.real.exists():
             for p in files:  # some writers (safetensors) create files as 0600
                 os.chmod(p, self._file_mode)
-            Path(self.dest).parent.mkdir(parents=True, exist_ok=True)
-            os.rename(self.root, self.dest)
+            self.real.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.root, self.real)
         else:
             for p in files:
                 os.chmod(p, self._file_mode)
-                target = Path(self.dest) / p.relative_to(self.root)
+                target = self.real / p.relative_to(self.root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(p, target)
             shutil.rmtree(self.root, ignore_errors=True)
@@ -386,3 +533,59 @@ class StagedOutput:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.discard()  # after a commit there is nothing left to discard; the lock goes either way
+
+
+def refuse_occupied(
+    dest: str,
+    occupied_by: Iterable[str],
+    what: str,
+    overwrite: bool,
+    command: str | None = None,
+    option: str = "the output folder",
+) -> None:
+    """The checks a writer of `dest` makes before writing (StagedOutput makes them under its lock; a dry
+    run makes them alone): a folder, not a file; not another command's output (`written_by`); not already
+    holding our output (`occupied_by`) unless `overwrite`."""
+    if not is_url(dest) and os.path.exists(dest) and not os.path.isdir(dest):
+        raise SentituneError(f"{option} {dest} is a file, not a folder; pass a folder")
+    present = listdir_names(dest) if exists(dest) else set()
+    if command and present:
+        other = written_by(dest, present)
+        if other and other != command:
+            raise SentituneError(
+                f"{dest} holds the output of `sentitune {other}`; `sentitune {command}` does not write "
+                "into another command's folder: choose another folder"
+            )
+    taken = sorted(present & set(occupied_by))
+    if taken and not overwrite:
+        raise SentituneError(
+            f"{dest} already holds {what} ({', '.join(taken[:4])}); pass --overwrite to replace it or "
+            "choose another folder"
+        )
+
+
+# For folders written before COMMAND_RECORD: the file only one command writes names that command.
+_LEGACY_MARKS = (
+    ("run_config.json", "train"),  # first: a run trained with --baseline also holds baseline.json
+    ("prepare_report.json", "prepare"),
+    ("export_report.json", "export"),
+    ("baseline.json", "baseline"),
+    ("predictions.csv", "evaluate"),
+)
+
+
+def written_by(folder: str, names: set[str] | None = None) -> str | None:
+    """The command whose output `folder` holds, or None for a folder of none of ours."""
+    names = listdir_names(folder) if names is None else names
+    if COMMAND_RECORD in names:
+        try:
+            with open_input(join(folder, COMMAND_RECORD)) as f:
+                command = json.loads(f.read()).get("command")
+            if isinstance(command, str):
+                return command
+        except (SentituneError, ValueError, AttributeError):
+            pass
+    for mark, command in _LEGACY_MARKS:
+        if mark in names:
+            return command
+    return None

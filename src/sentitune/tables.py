@@ -6,8 +6,12 @@ that are not valid UTF-8 are decoded as latin-1 and counted, so mixed-encoding f
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import logging
 import lzma
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +20,38 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sentitune.config import DEFAULT_TEXT_COLUMN, LABEL_COLUMNS
+from sentitune.config import LABEL_COLUMNS, TEXT_COLUMNS
 from sentitune.errors import SentituneError, short
 from sentitune.storage import COMPRESSIONS, open_input
 
-TEXT_FALLBACK = "text"  # used when the file has no DEFAULT_TEXT_COLUMN and one column of this name
+# Text as every reader reads it (files, arguments, stdin): UTF-8, a line that is not UTF-8 as latin-1
+# (every byte is valid there), and a lone surrogate (a JSON escape such as \ud800, which no encoding can
+# hold) as U+FFFD; each counted and warned about, never dropped. The HTTP server alone refuses such text
+# (422): a request is a client's to fix.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def decoded(line: bytes) -> tuple[str, bool]:
+    """A line of bytes as text: UTF-8, else latin-1 (then True)."""
+    try:
+        return line.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return line.decode("latin-1"), True
+
+
+def as_text(text: str) -> tuple[str, str | None]:
+    """A string as text, and what was done to it (None, 'latin-1' or 'replaced'): bytes smuggled in as
+    surrogate escapes (an argument from a terminal in another encoding) are decoded as a file's line is;
+    any other lone surrogate becomes U+FFFD."""
+    if not LONE_SURROGATE.search(text):
+        return text, None
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return LONE_SURROGATE.sub(REPLACEMENT, text), "replaced"
+    line, latin1 = decoded(raw)
+    return line, "latin-1" if latin1 else None
 
 
 class _Utf8OrLatin1(io.RawIOBase):
@@ -44,16 +75,41 @@ class _Utf8OrLatin1(io.RawIOBase):
             if self._first:
                 line = line.removeprefix(b"\xef\xbb\xbf")
                 self._first = False
-            try:
-                line.decode("utf-8")
-                self._pending = line
-            except UnicodeDecodeError:
-                self.latin1_lines += 1
-                self._pending = line.decode("latin-1").encode("utf-8")
+            text, latin1 = decoded(line)
+            self.latin1_lines += latin1
+            self._pending = text.encode("utf-8") if latin1 else line
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+
+def _jsonl_frames(text, chunk_rows: int, path: str, stats: InputStats) -> Iterator[pd.DataFrame]:
+    """A JSON-lines stream as DataFrames of `chunk_rows` objects, a lone surrogate escape in a value read
+    as U+FFFD and counted in `stats` (pandas' own reader drops it without a word)."""
+    rows = []
+    for number, line in enumerate(text, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise SentituneError(f"cannot parse {path} as jsonl: line {number}: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise SentituneError(
+                f'cannot parse {path} as jsonl: line {number} is not an object; write one {{"column": value}} '
+                "object per line"
+            )
+        bad = [k for k, v in row.items() if isinstance(v, str) and LONE_SURROGATE.search(v)]
+        for key in bad:
+            row[key] = LONE_SURROGATE.sub(REPLACEMENT, row[key])
+        stats.invalid_text_rows += bool(bad)
+        rows.append(row)
+        if len(rows) == chunk_rows:
+            yield pd.DataFrame.from_records(rows)
+            rows = []
+    if rows:
+        yield pd.DataFrame.from_records(rows)
 
 
 def file_format(path: str) -> str:
@@ -98,6 +154,7 @@ class InputStats:
     path: str
     rows: int = 0
     latin1_lines: int = 0
+    invalid_text_rows: int = 0  # rows with a lone surrogate, read as U+FFFD
 
 
 def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> Iterator[pd.DataFrame]:
@@ -116,12 +173,11 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
                 stats.rows += len(df)
                 yield df
             return
+        decoder = _Utf8OrLatin1(handle)
+        text = io.TextIOWrapper(io.BufferedReader(decoder), encoding="utf-8", newline="")
         if fmt == "jsonl":
-            text = io.TextIOWrapper(handle, encoding="utf-8", errors="strict")
-            reader = pd.read_json(text, lines=True, chunksize=chunk_rows, dtype=False)
+            reader = _jsonl_frames(text, chunk_rows, path, stats)
         else:
-            decoder = _Utf8OrLatin1(handle)
-            text = io.TextIOWrapper(io.BufferedReader(decoder), encoding="utf-8", newline="")
             reader = pd.read_csv(
                 text,
                 sep="\t" if fmt == "tsv" else ",",
@@ -130,13 +186,19 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
                 keep_default_na=False,
                 na_values=[""],
             )
-        with reader:
+        with contextlib.closing(reader) if fmt == "jsonl" else reader:
             for df in reader:
                 df = df.astype("string")
                 stats.rows += len(df)
-                if fmt != "jsonl":
-                    stats.latin1_lines = decoder.latin1_lines
+                stats.latin1_lines = decoder.latin1_lines
                 yield df
+        if stats.invalid_text_rows:
+            logging.getLogger("sentitune").warning(
+                "%s: %d row(s) hold text that is not valid Unicode (a lone surrogate such as \\ud800); each "
+                "such character is read as U+FFFD",
+                path,
+                stats.invalid_text_rows,
+            )
     except SentituneError:
         raise
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError, pa.ArrowException) as exc:
@@ -161,40 +223,89 @@ def check_text(head: bytes, path: str) -> None:
 
 
 def pick_text_column(df: pd.DataFrame, wanted: str | None, path: str) -> str:
-    """`wanted` (--text-column), else the walkthrough's bodyText, else a single 'text' column. The error
-    for a missing column suggests the one that looks most like text: the longest values on average."""
+    """`wanted` (--text-column), else the column named as a text is (TEXT_COLUMNS, see `named_column`).
+    The error for no such column suggests the one that looks most like text: the longest values on average."""
     columns = [str(c) for c in df.columns]
-    explicit = bool(wanted)
-    wanted = wanted or DEFAULT_TEXT_COLUMN
-    if wanted in columns:
-        return wanted
-    texts = [c for c in columns if c.lower() == TEXT_FALLBACK]
-    if not explicit and len(texts) == 1:
-        return texts[0]
+    found = named_column(columns, wanted, TEXT_COLUMNS, path, "--text-column", "the text")
+    if found:
+        return found
     lengths = {c: df[c].head(1000).astype("string").str.len().mean() for c in columns}
-    likely = (
-        texts[0]
-        if texts
-        else max(columns, key=lambda c: lengths[c] if pd.notna(lengths[c]) else -1, default=None)
-    )
+    likely = max(columns, key=lambda c: lengths[c] if pd.notna(lengths[c]) else -1, default=None)
+    fix = f"pass --text-column {short(likely) if likely else 'NAME'}"
+    if wanted:
+        raise SentituneError(
+            f"{path} has no column '{short(wanted)}' (columns: {short(', '.join(columns))}); {fix}"
+        )
     raise SentituneError(
-        f"{path} has no column '{short(wanted)}' (columns: {short(', '.join(columns))}); "
-        f"pass --text-column {short(likely) if likely else 'NAME'}"
+        f"{path} has no text column: none is named {_names(TEXT_COLUMNS)} (columns: {short(', '.join(columns))}); "
+        f"{fix}"
     )
 
 
 def pick_label_column(columns: list[str], wanted: str | None, path: str) -> str:
-    """`wanted` (--label-column), else the first of LABEL_COLUMNS the file has."""
+    """`wanted` (--label-column), else the column named as a label is (LABEL_COLUMNS, see `named_column`)."""
+    found = named_column(columns, wanted, LABEL_COLUMNS, path, "--label-column", "the label")
+    if found:
+        return found
     if wanted:
-        if wanted in columns:
-            return wanted
         raise SentituneError(
             f"{path} has no column '{short(wanted)}' (columns: {short(', '.join(columns))}); pass --label-column NAME"
         )
-    for name in LABEL_COLUMNS:
-        if name in columns:
-            return name
     raise SentituneError(
-        f"{path} has no label column (columns: {short(', '.join(columns))}); pass "
-        "--label-column NAME, or --label-with vader to label the text with VADER"
+        f"{path} has no label column: none is named {_names(LABEL_COLUMNS)} (columns: "
+        f"{short(', '.join(columns))}); pass --label-column NAME, or --label-with vader to label the text with VADER"
     )
+
+
+def column_key(name: str) -> str:
+    """A column name as matched: lower case, without _, - and spaces (Body_Text is bodyText)."""
+    return _SEPARATORS.sub("", str(name)).lower()
+
+
+def last_word(name: str) -> str:
+    """The last word of a column name, lower case: words split at _, -, spaces and a lower-to-upper change
+    (Review_Text, reviewText and 'review text' end in 'text'; context does not)."""
+    words = _WORDS.findall(str(name))
+    return words[-1].lower() if words else ""
+
+
+_SEPARATORS = re.compile(r"[\s_-]+")
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+def named_column(
+    columns: list[str],
+    wanted: str | None,
+    groups: tuple[tuple[str, ...], ...],
+    path: str,
+    flag: str,
+    what: str,
+) -> str | None:
+    """The column `wanted` names (exactly, else in another case or spelling: review_text for Review Text);
+    without `wanted`, the column named as one of `groups` is, group by group (column_key), else the one
+    whose last word is (last_word: Review_Text, tweetText); None when nothing matches. Two columns that
+    match alike are refused as ambiguous, naming both and the option that chooses."""
+    if wanted:
+        if wanted in columns:
+            return wanted
+        groups, spellings = ((wanted,),), (column_key,)
+    else:
+        spellings = (column_key, last_word)
+    for spelling in spellings:
+        for group in groups:
+            keys = {column_key(name) for name in group}
+            matches = [c for c in columns if spelling(c) in keys]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                shown = ", ".join(short(m, 40) for m in matches)
+                raise SentituneError(
+                    f"{path}: {len(matches)} columns could hold {what} ({shown}); pass {flag} with the one to "
+                    f"use, e.g. {flag} {short(matches[0], 40)}"
+                )
+    return None
+
+
+def _names(groups: tuple[tuple[str, ...], ...]) -> str:
+    names = [name for group in groups for name in group]
+    return ", ".join(names[:-1]) + " or " + names[-1]

@@ -20,21 +20,22 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from sentitune import LABELS, baseline, distributed
+from sentitune import LABELS, distributed, tfidf
 from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
 from sentitune.builtin import MODEL_DESCRIPTION, default_model
 from sentitune.checkpoint import Checkpointer, StopSignal
-from sentitune.config import TrainConfig
+from sentitune.config import BaselineConfig, TrainConfig
 from sentitune.dropout import use_fast_dropout
 from sentitune.errors import Preempted, SentituneError, require_extra
 from sentitune.events import EventLog, Progress, TuningReport, record_experiment_run
 from sentitune.events import target_dir as events_dir
 from sentitune.labels import soft_targets
 from sentitune.metrics import (
+    CALIBRATION_FOLDS,
     bootstrap_intervals,
     calibration_bins,
     classification_metrics,
-    fit_temperature,
+    cross_fitted_temperature,
     log_metrics,
     nll,
     scale_temperature,
@@ -58,7 +59,7 @@ from sentitune.runfolder import CHECKPOINTS, FINISHED_RUN, METRICS, save_run
 from sentitune.runtime import Precision, infer_probs, resolve_device, resolve_precision
 from sentitune.splits import LabelledTexts, data_classes, prepared_label_source, score_boundaries
 from sentitune.splits import load_splits as read_splits
-from sentitune.storage import StagedOutput, join
+from sentitune.storage import StagedOutput, join, refuse_occupied
 
 log = logging.getLogger("sentitune")
 
@@ -86,6 +87,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             f"{max(1, cfg.batch_size // d.world_size) * d.world_size}"
         )
     out = None
+    if cfg.dry_run and run_dir:  # what the run would refuse, a dry run refuses
+        refuse_occupied(run_dir, FINISHED_RUN, "a finished run", cfg.overwrite, "train", "--job-dir")
     if not cfg.dry_run:  # refuse an occupied folder before spending minutes on training
         out = StagedOutput(
             run_dir,
@@ -95,6 +98,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             overwrite=cfg.overwrite,
             option="--job-dir",
             lock=d.is_main,  # rank 0 writes the folder; the other ranks stage nothing
+            command="train",
         )
     with out or contextlib.nullcontext():  # from here on, a failure leaves no lock or staging behind
         d, device_name = distributed.setup(cfg.device, cfg.dist_timeout)
@@ -153,7 +157,7 @@ def _train(
         model, tokens, splits, cfg, device, precision, classifier.tokenizer.unk_token_id, d
     )
     if cfg.calibration == "temperature" and "val" in scored and not cfg.dry_run:
-        metrics["calibration"] = calibrate(model, splits, scored, metrics)
+        metrics["calibration"] = calibrate(model, splits, scored, metrics, cfg.seed)
     metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
     metrics["normalization"] = {**classifier.normalization.to_config(), "posts_with_unknown_tokens": unknown}
     if cfg.baseline and not cfg.dry_run and d.is_main:
@@ -772,38 +776,53 @@ def evaluate_splits(
     return metrics, scored
 
 
-def calibrate(model, splits: dict, scored: dict, metrics: dict) -> dict:
-    """Temperature scaling: the one temperature that minimises the validation NLL, divided into the
-    model's output layer (labels unchanged). `scored` and the val/test metrics become the calibrated
-    ones; the result records the temperature and ECE and NLL before and after on val and test."""
-    temperature = fit_temperature(splits["val"].labels, scored["val"])
-    scale_logits(model, len(class_names(model)), temperature)
-    result = {"method": "temperature scaling on the validation split", "temperature": round(temperature, 5)}
+def calibrate(model, splits: dict, scored: dict, metrics: dict, seed: int) -> dict:
+    """Temperature scaling where it helps: a temperature is checked on validation posts it was not fitted
+    on (cross_fitted_temperature) and, only if it lowers their NLL, the one fitted on the whole
+    validation split is divided into the model's output layer (labels unchanged); `scored` and the
+    val/test metrics then become the calibrated ones. The result records the decision and why, and ECE
+    and NLL before and after on val and test (the same when refused)."""
+    decision = cross_fitted_temperature(splits["val"].labels, scored["val"], class_names(model), seed=seed)
+    temperature = decision["temperature"]
+    result = {
+        "method": f"temperature scaling, checked by {CALIBRATION_FOLDS}-fold cross-fitting on the validation split",
+        "decision": "kept" if decision["kept"] else "refused",
+        **{k: v for k, v in decision.items() if k != "kept"},
+    }
+    if decision["kept"]:
+        scale_logits(model, len(class_names(model)), temperature)
     for name, before in list(scored.items()):
         labels = splits[name].labels
-        after = scored[name] = scale_temperature(before, temperature)
+        after = scored[name] = scale_temperature(before, temperature) if decision["kept"] else before
         result[name] = {
             "ece_before": calibration_bins(labels, before)[1],
             "ece_after": calibration_bins(labels, after)[1],
             "nll_before": nll(labels, before),
             "nll_after": nll(labels, after),
         }
-        kept = {
-            k: metrics[name][k] for k in ("intervals_95", "posts_with_unknown_tokens") if k in metrics[name]
-        }
-        metrics[name] = {**classification_metrics(labels, after, class_names(model)), **kept}
-    log.info(
-        "calibration: temperature %.3f; validation ECE %.4f -> %.4f",
-        temperature,
-        result["val"]["ece_before"],
-        result["val"]["ece_after"],
-    )
+        if decision["kept"]:
+            kept = {
+                k: metrics[name][k]
+                for k in ("intervals_95", "posts_with_unknown_tokens")
+                if k in metrics[name]
+            }
+            metrics[name] = {**classification_metrics(labels, after, class_names(model)), **kept}
+    if decision["kept"]:
+        log.info(
+            "calibration: temperature %.3f kept: %s; ECE of the same held-out posts %.4f -> %.4f",
+            temperature,
+            decision["reason"],
+            decision["held_out"]["ece_before"],
+            decision["held_out"]["ece_after"],
+        )
+    else:
+        log.info("calibration: none, the scores stay as trained: %s", decision["reason"])
     return result
 
 
 def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:
     """The TF-IDF + logistic regression baseline on the splits in memory, for the report beside the model."""
-    bcfg = baseline.BaselineConfig(
+    bcfg = BaselineConfig(
         data=cfg.data,
         training_file=cfg.training_file,
         validation_file=cfg.validation_file,
@@ -813,8 +832,8 @@ def fit_baseline(cfg: TrainConfig, run_dir: str, splits: dict) -> dict:
         normalize=cfg.normalize,
         split_hashtags=cfg.split_hashtags,
     )
-    model, stats = baseline.fit(bcfg, splits["train"])
-    found = baseline.evaluate_splits(model, splits, bcfg)
+    model, stats = tfidf.fit(bcfg, splits["train"])
+    found = tfidf.evaluate_splits(model, splits, bcfg)
     keys = ("examples", "loss", "accuracy", "macro_f1", "macro_recall")
     return {
         "model": "TF-IDF word 1-2 + char 2-5 grams, logistic regression (sentitune baseline defaults)",
