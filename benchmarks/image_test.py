@@ -487,7 +487,7 @@ def check_gcloud_local_run(timer: Timer) -> dict:
     own message. Where gcloud cannot start it (offline, no configuration), the JSON says why."""
     if shutil.which("gcloud") is None:
         return {"ran": False, "why": "gcloud is not installed"}
-    args, refusal = ["--data", "/vol/none", "--epochs", "0"], "--epochs must be >= 1, got 0"
+    args, refusal = ["--data", "/vol/none", "--epochs", "0"], "invalid train options: --epochs must be"
     with timer("gcloud ai custom-jobs local-run (train refuses --epochs 0)"):
         done = run("gcloud", "ai", "custom-jobs", "local-run", f"--executor-image-uri={IMAGE}", "--", *args,
                    check=False, timeout=600)  # fmt: skip

@@ -1,33 +1,38 @@
-"""Shared fixtures: real posts, a tiny random BERT with the real vocabulary, one prepared folder and
-one short training run per session, and helpers that drive the command line in-process."""
+"""Fixtures: real posts, a tiny random BERT with the real vocabulary, one prepared folder and one short
+training run per session, a Cloud Storage emulator and a Vertex AI REST stand-in on localhost; and the
+hooks that mark tests by tier. The helpers the tests share are in helpers.py."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import numpy as np
+import fsspec
 import pandas as pd
 import pytest
-
-from sentitune import LABELS
-from sentitune.builtin import build_random_bert, default_dataset
-from sentitune.cli import main
-
-# The shared benchmark data sits beside the checkout (../shared), also in CI.
-TWEETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets" / "train.csv"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SPLIT_FILES = (
-    ".sentitune-output.json",
-    "train.csv",
-    "eval.csv",
-    "test.csv",
-    "labels.json",
-    "prepare_report.json",
-    "report.html",
+from helpers import (
+    BUCKET,
+    PER_CLASS,
+    TWEETS,
+    FakeVertex,
+    clean,
+    free_port,
+    require_shared,
+    train_tiny,
+    walkthrough_frame,
 )
-PER_CLASS = 100  # rows per class in the sample frames: ~300 posts, enough to stratify 80/10/10
+
+from sentitune.builtin import build_random_bert, default_dataset
+
+# gcsfs reads this when it is imported: without it, every first access probes the bucket over gRPC,
+# which the emulator does not speak, and waits 60 s (../shared/NOTES.md).
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+EMULATOR = Path(sys.executable).with_name("gcp-storage-emulator")
 
 
 # ----------------------------------------------------------------------------- precision
@@ -83,16 +88,6 @@ def pytest_report_header() -> str:
 # ----------------------------------------------------------------------------- real posts
 
 
-def require_shared(*paths: Path) -> None:
-    """Tests on ../shared data skip where it is missing, except in CI (CI=true), where they fail."""
-    missing = [str(p) for p in paths if not Path(p).is_file()]
-    if missing:
-        message = f"shared tweet data not found: {', '.join(missing)}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message + " (CI must run every test)")
-        pytest.skip(message)
-
-
 def _sample(df: pd.DataFrame, label_column: str, per_class: int, seed: int) -> pd.DataFrame:
     df = df.dropna(subset=["text"])
     df = df.assign(text=clean(df["text"])).drop_duplicates("text")
@@ -113,89 +108,6 @@ def tweets() -> pd.DataFrame:
     """~300 SemEval tweets from the shared benchmark data: text, label (class name)."""
     require_shared(TWEETS)
     return _sample(pd.read_csv(TWEETS, nrows=5000), "label", PER_CLASS, seed=2)
-
-
-def clean(texts: pd.Series) -> pd.Series:
-    """Texts as prepare writes them: line breaks as LF, surrounding whitespace stripped."""
-    return texts.str.replace(r"\r\n?", "\n", regex=True).str.strip()
-
-
-def walkthrough_frame(corpus: pd.DataFrame, missing: str = "", seed: int = 0) -> pd.DataFrame:
-    """The walkthrough's schema: `bodyText` and a float `sentiment` score in [-1, 1].
-
-    Scores are the crowd confidence signed by the class; some neutral posts get exactly 0 and some a
-    small score (so a neutral band matters); 6 rows have no score: `missing` ('' or e.g. 'NaN')."""
-    rng = np.random.default_rng(seed)
-    sign = corpus["sentiment"].map({"negative": -1.0, "neutral": 0.0, "positive": 1.0}).to_numpy()
-    conf = corpus["confidence"].fillna(0.5).to_numpy()
-    score = np.round(sign * conf, 4)
-    neutral = np.flatnonzero(sign == 0)
-    small = neutral[: len(neutral) // 2]
-    score[small] = rng.choice([-0.08, -0.05, 0.05, 0.08], size=len(small))
-    cells = pd.Series(score.astype(object))
-    cells[rng.choice(len(cells), size=6, replace=False)] = missing
-    return pd.DataFrame({"bodyText": corpus["text"].to_numpy(), "sentiment": cells})
-
-
-def scores_of(frame: pd.DataFrame) -> pd.Series:
-    """text -> float score of a walkthrough frame (NaN where missing)."""
-    return pd.Series(
-        pd.to_numeric(frame["sentiment"], errors="coerce").to_numpy(), index=clean(frame["bodyText"])
-    )
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def read_splits(folder: Path, fmt: str = "csv") -> pd.DataFrame:
-    """All rows of a prepared folder with a `split` column, as strings (a `score` column as floats)."""
-    parts = []
-    for split in ("train", "eval", "test"):
-        path = Path(folder) / f"{split}.{fmt}"
-        df = (
-            pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
-        )
-        if "score" in df.columns:
-            df["score"] = df["score"].astype(float)
-        parts.append(df.assign(split=split))
-    return pd.concat(parts, ignore_index=True)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (relative path -> bytes); compare two to see what changed."""
-    folder = Path(folder)
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
-
-
-def entries(folder: Path) -> set[str]:
-    """Names directly in `folder`, hidden staging folders included."""
-    return {p.name for p in Path(folder).iterdir()}
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """Run `sentitune ARGS` in-process; (exit code, stdout, stderr)."""
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def cli_error(capsys, *args) -> str:
-    """Run a command that must fail on the user's input: exit 2, one `error: ...` line, no traceback.
-    Returns the message after `error: `."""
-    code, _, err = cli(capsys, *args)
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], (
-        f"expected one trailing 'error: ...' line, got:\n{err}"
-    )
-    return errors[0].removeprefix("error: ")
 
 
 # ----------------------------------------------------------------------------- model and run
@@ -221,20 +133,6 @@ def prepared(tmp_path_factory, corpus) -> Path:
     return root / "splits"
 
 
-RUN_ARGS = dict(max_steps=6, batch_size=16, train_eval_examples=50, log_every=2)
-
-
-def train_tiny(run_dir: Path, tiny_model: Path, data: Path, **settings) -> Path:
-    """A short run of the tiny model on the prepared splits in `data`: RUN_ARGS with `settings` over them."""
-    from sentitune.config import TrainConfig
-    from sentitune.train import train
-
-    train(
-        TrainConfig(data=str(data), job_dir=str(run_dir), model=str(tiny_model), **{**RUN_ARGS, **settings})
-    )
-    return run_dir
-
-
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_model, prepared) -> Path:
     """One short training run of the tiny model on `prepared` (read-only: copy before changing it)."""
@@ -247,5 +145,86 @@ def run_copy(tmp_path, trained_run) -> Path:
     return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
-def label_ids(names) -> np.ndarray:
-    return np.array([LABELS.index(n) for n in names])
+# ----------------------------------------------------------------------------- Cloud Storage and Vertex AI
+
+
+@pytest.fixture(scope="module")
+def gcs_env():
+    """A GCS emulator on 127.0.0.1 with one bucket, and the environment that points gcsfs at it."""
+    pytest.importorskip("gcsfs", reason="gs:// needs gcsfs: pip install 'sentitune[cloud]'")
+    if not EMULATOR.exists() and not shutil.which("gcp-storage-emulator"):
+        pytest.skip("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(EMULATOR if EMULATOR.exists() else "gcp-storage-emulator"),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--default-bucket",
+            BUCKET,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("the GCS emulator did not start")
+            time.sleep(0.1)
+    env = {
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        "FSSPEC_GS_TOKEN": "anon",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    fsspec.config.conf["gs"] = {"token": "anon"}  # FSSPEC_GS_TOKEN is read at import, which happened already
+    yield env
+    fsspec.config.conf.pop("gs", None)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def gs(gcs_env):
+    return fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
+
+
+@pytest.fixture
+def gs_run(gcs_env, gs, trained_run, tmp_path):
+    """The session's run, with an ONNX export folder, uploaded to gs://."""
+    local = tmp_path / "run"
+    shutil.copytree(trained_run, local)
+    (local / "onnx").mkdir()
+    (local / "onnx" / "export_report.json").write_text("{}")
+    gs.put(str(local), f"{BUCKET}/runs/", recursive=True)
+    return f"gs://{BUCKET}/runs/run"
+
+
+@pytest.fixture
+def walkthrough_data(gcs_env, gs, prepared):
+    """The prepared splits on gs:// where the walkthrough's job arguments (WALKTHROUGH_ARGS) point."""
+    for name, source in (("train", "train"), ("val", "eval"), ("test", "test")):
+        gs.put_file(str(prepared / f"{source}.csv"), f"{BUCKET}/data/{name}.csv")
+
+
+@pytest.fixture
+def vertex():
+    """A Vertex AI REST stand-in on localhost that records each request (pass --api-endpoint vertex.url)."""
+    fake = FakeVertex()
+    yield fake
+    fake.close()

@@ -1,5 +1,5 @@
 """The shape of the code, held by tests: no import cycle, layers that point down, every command-line
-option declared once."""
+option declared once, and tests that share helpers through helpers.py and fixtures through conftest.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from sentitune.cli import build_parser
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sentitune"
+TESTS = Path(__file__).resolve().parent
 
 # Options that share a name across commands but mean something else in each (so each has its own
 # declaration); any other option must come from one declaration, whichever commands take it.
@@ -159,3 +160,28 @@ def test_readme_is_short_and_its_architecture_list_names_every_module():
         assert named <= modules, (
             f"README's architecture list names what does not exist: {sorted(named - modules)}"
         )
+
+
+def forbidden_test_imports(source: str) -> set[str]:
+    """What `source` imports, at any depth, that a test module must not: conftest or a test module."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return {name for name in names if name == "conftest" or name.startswith("test_")}
+
+
+def test_tests_share_helpers_through_helpers_py_and_never_import_a_test_module_or_conftest():
+    sample = "from conftest import cli\nimport helpers\n\ndef f():\n    from test_serve import serving\n"
+    assert forbidden_test_imports(sample) == {"conftest", "test_serve"}
+    found = {
+        path.name: sorted(names)
+        for path in sorted(TESTS.glob("*.py"))
+        if (names := forbidden_test_imports(path.read_text(encoding="utf-8")))
+    }
+    assert not found, (
+        f"test modules import conftest or other test modules: {found}; "
+        "move shared helpers to tests/helpers.py and fixtures to tests/conftest.py"
+    )

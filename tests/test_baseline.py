@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNG_SIGNATURE, TWEETS, cli, cli_error, entries, require_shared, snapshot
+from helpers import PNG_SIGNATURE, TWEETS, cli, cli_error, entries, require_shared, snapshot
 
 from sentitune import LABELS
 from sentitune.baseline import BaselineConfig, baseline

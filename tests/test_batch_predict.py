@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli, cli_error
-from test_cloud import PARENT, PROJECT, REGION, gs_run, vertex  # noqa: F401  (fixtures)
-from test_gcs import BUCKET, gcs_env, gs  # noqa: F401
+from helpers import BUCKET, PARENT, PROJECT, REGION, cli, cli_error
 
 from sentitune import __version__
 
@@ -33,7 +31,7 @@ def batch_args(run: str | None, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def posts_on_gs(gcs_env, gs):  # noqa: F811
+def posts_on_gs(gcs_env, gs):
     gs.pipe(f"{BUCKET}/posts/day.jsonl", b'"what a great day"\n{"text": "worst service ever"}\n')
     return INPUT
 
@@ -72,7 +70,7 @@ def test_the_dry_run_names_inputs_outputs_machines_and_the_serving_image(capsys)
     assert plan["checked_against"]["date"]
 
 
-def test_batch_predict_sends_exactly_the_dry_run_requests(gs_run, posts_on_gs, vertex, capsys):  # noqa: F811
+def test_batch_predict_sends_exactly_the_dry_run_requests(gs_run, posts_on_gs, vertex, capsys):
     args = batch_args(gs_run, "--input-uri", posts_on_gs, "--output-uri-prefix", OUTPUT)
     _, planned, _ = cli(capsys, *args, "--dry-run")
     plan = json.loads(planned)
@@ -92,7 +90,7 @@ def test_batch_predict_sends_exactly_the_dry_run_requests(gs_run, posts_on_gs, v
     ]
 
 
-def test_a_registered_model_is_not_uploaded_again(posts_on_gs, vertex, capsys):  # noqa: F811
+def test_a_registered_model_is_not_uploaded_again(posts_on_gs, vertex, capsys):
     args = batch_args(
         None, "--registered-model", "987", "--input-uri", posts_on_gs, "--output-uri-prefix", OUTPUT
     )
@@ -102,8 +100,8 @@ def test_a_registered_model_is_not_uploaded_again(posts_on_gs, vertex, capsys): 
     assert create["body"]["model"] == f"{PARENT}/models/987"
 
 
-def test_earlier_predictions_or_a_missing_input_stop_the_job_before_anything_is_sent(  # noqa: F811
-    gs_run, posts_on_gs, gs, vertex, capsys  # noqa: F811
+def test_earlier_predictions_or_a_missing_input_stop_the_job_before_anything_is_sent(
+    gs_run, posts_on_gs, gs, vertex, capsys
 ):  # fmt: skip
     gs.pipe(f"{BUCKET}/predictions/prediction-sentitune-run-2026_12_01/predictions_00001", b"{}\n")
     args = batch_args(
@@ -156,11 +154,11 @@ def test_what_vertex_would_refuse_is_one_line_before_anything_is_sent(capsys, ex
 def test_the_cost_estimate_counts_the_posts_and_uses_evaluates_measured_speed(
     capsys,
     caplog,
-    gs,  # noqa: F811
+    gs,
     posts_on_gs,
     run_copy,
     prepared,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     measured = tmp_path / "measured"
     assert (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -10,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from conftest import TWEETS, require_shared
+from helpers import TWEETS, require_shared, train_tiny
 
 import sentitune
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
-import quality  # noqa: E402
+quality = importlib.import_module("quality")
 
 
 def test_half_data_is_a_stratified_half_of_train_with_the_same_eval_splits(prepared, tmp_path):
@@ -75,8 +76,6 @@ def test_python_dash_m_runs_the_command_line():
 
 
 def test_vader_errors_counts_each_runs_errors_by_band_of_the_score(tmp_path, tiny_model, tweets):
-    from conftest import train_tiny
-
     from sentitune.cli import main
 
     tweets[["text"]].to_csv(tmp_path / "posts.csv", index=False)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import cli
-from test_report import HOSTILE
+from helpers import HOSTILE, cli, serving
 
 pytestmark = pytest.mark.browser
 
@@ -109,8 +108,6 @@ def test_prepares_report_shows_the_data(browser, prepared):
 
 @pytest.fixture(scope="module")
 def demo_server(trained_run):
-    from test_serve import serving
-
     from sentitune.config import ServeSettings
     from sentitune.scoring import Predictor
     from sentitune.serve import create_app

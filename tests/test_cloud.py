@@ -5,166 +5,29 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import fsspec
 import pytest
-from conftest import cli, cli_error
-from test_gcs import BUCKET, gcs_env, gs  # noqa: F401  (the Cloud Storage emulator fixtures)
+from helpers import (
+    BUCKET,
+    PARENT,
+    PROJECT,
+    REGION,
+    T4_MACHINE,
+    WALKTHROUGH_ARGS,
+    FakeVertex,
+    as_sent,
+    cli,
+    cli_error,
+    submit_args,
+)
 
 from sentitune import __version__
 from sentitune.cloud import prices
 
 pytest.importorskip("google.cloud.aiplatform_v1")
-
-PROJECT, REGION = "sentiment-lab-1", "europe-west4"
-PARENT = f"projects/{PROJECT}/locations/{REGION}"
-V1 = "type.googleapis.com/google.cloud.aiplatform.v1"
-# The walkthrough's machine: n1-standard-4 with one T4, as the REST API writes it.
-T4_MACHINE = {"machineType": "n1-standard-4", "acceleratorType": "NVIDIA_TESLA_T4", "acceleratorCount": 1}
-
-
-class FakeVertex:
-    """Answers the REST calls of deploy with finished long-running operations and records each request."""
-
-    def __init__(self, fail: dict[str, tuple[int, str]] | None = None):
-        self.requests: list[dict] = []
-        self.fail = fail or {}
-        self.contexts: dict[
-            str, dict
-        ] = {}  # Vertex AI metadata contexts (Experiments and their runs) by name
-        self.metadata_store = True  # False: the project has no default metadata store yet
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path.split("?")[0]
-                fake.requests.append({"path": path, "method": "GET"})
-                if path[4:] in fake.contexts:
-                    return self.answer(200, fake.contexts[path[4:]])
-                if path == f"/v1/{PARENT}/customJobs/444":
-                    return self.answer(
-                        200,
-                        {
-                            "name": path[4:],
-                            "displayName": "nightly",
-                            "state": "JOB_STATE_FAILED",
-                            "createTime": "2026-11-27T10:00:00Z",
-                            "startTime": "2026-11-27T10:02:00Z",
-                            "endTime": "2026-11-27T11:32:30Z",
-                            "jobSpec": {
-                                "workerPoolSpecs": [{"machineSpec": T4_MACHINE, "replicaCount": "1"}],
-                                "scheduling": {"strategy": "SPOT"},
-                            },
-                            "error": {
-                                "code": 3,
-                                "message": "The replica workerpool0-0 exited with a non-zero status of 2.",
-                            },
-                        },
-                    )
-                self.answer(404, {"error": {"code": 404, "message": f"CustomJob {path[4:]} not found"}})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                path = self.path.split("?")[0]
-                fake.requests.append(
-                    {"path": path, "body": body, "authorization": self.headers.get("Authorization")}
-                )
-                for suffix, (status, message) in fake.fail.items():
-                    if path.endswith(suffix):
-                        return self.answer(status, {"error": {"code": status, "message": message}})
-                if path == f"/v1/{PARENT}/models:upload":
-                    result = {"@type": f"{V1}.UploadModelResponse", "model": f"{PARENT}/models/111"}
-                elif path == f"/v1/{PARENT}/endpoints":
-                    result = {"@type": f"{V1}.Endpoint", "name": f"{PARENT}/endpoints/222", **body}
-                elif path.endswith(":deployModel"):
-                    result = {"@type": f"{V1}.DeployModelResponse", "deployedModel": {"id": "333"}}
-                elif path == f"/v1/{PARENT}/customJobs":
-                    return self.answer(
-                        200, {**body, "name": f"{PARENT}/customJobs/444", "state": "JOB_STATE_PENDING"}
-                    )
-                elif path == f"/v1/{PARENT}/metadataStores":
-                    fake.metadata_store = True
-                    result = {"@type": f"{V1}.MetadataStore", "name": f"{PARENT}/metadataStores/default"}
-                elif path == f"/v1/{PARENT}/metadataStores/default/contexts" and not fake.metadata_store:
-                    return self.answer(404, {"error": {"code": 404, "message": "MetadataStore not found"}})
-                elif path == f"/v1/{PARENT}/metadataStores/default/contexts":
-                    context_id = parse_qs(urlsplit(self.path).query)["contextId"][0]
-                    fake.contexts[f"{path[4:]}/{context_id}"] = {**body, "name": f"{path[4:]}/{context_id}"}
-                    return self.answer(200, fake.contexts[f"{path[4:]}/{context_id}"])
-                elif path == f"/v1/{PARENT}/customJobs/444:cancel":
-                    return self.answer(200, {})
-                elif path == f"/v1/{PARENT}/batchPredictionJobs":
-                    return self.answer(
-                        200,
-                        {**body, "name": f"{PARENT}/batchPredictionJobs/666", "state": "JOB_STATE_PENDING"},
-                    )
-                elif path == f"/v1/{PARENT}/hyperparameterTuningJobs":
-                    return self.answer(
-                        200,
-                        {
-                            **body,
-                            "name": f"{PARENT}/hyperparameterTuningJobs/555",
-                            "state": "JOB_STATE_PENDING",
-                        },
-                    )
-                else:
-                    return self.answer(404, {"error": {"code": 404, "message": f"no route {path}"}})
-                self.answer(
-                    200,
-                    {"name": f"{PARENT}/operations/{len(fake.requests)}", "done": True, "response": result},
-                )
-
-            def do_PATCH(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                path = self.path.split("?")[0]
-                fake.requests.append({"path": path, "method": "PATCH", "body": body})
-                if path[4:] not in fake.contexts:
-                    return self.answer(404, {"error": {"code": 404, "message": f"{path[4:]} not found"}})
-                fake.contexts[path[4:]].update(body)
-                self.answer(200, fake.contexts[path[4:]])
-
-            def answer(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def vertex():
-    fake = FakeVertex()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def gs_run(gcs_env, gs, trained_run, tmp_path):  # noqa: F811
-    """The session's run, with an ONNX export folder, uploaded to gs://."""
-    local = tmp_path / "run"
-    shutil.copytree(trained_run, local)
-    (local / "onnx").mkdir()
-    (local / "onnx" / "export_report.json").write_text("{}")
-    gs.put(str(local), f"{BUCKET}/runs/", recursive=True)
-    return f"gs://{BUCKET}/runs/run"
 
 
 def deploy_args(run: str, *extra: str) -> list[str]:
@@ -279,7 +142,7 @@ def test_deploy_bad_options(capsys, monkeypatch, args, expected):
     assert message == "invalid deploy options: " + expected
 
 
-def test_deploy_without_project_or_export(gs_run, gs, vertex, capsys, monkeypatch):  # noqa: F811
+def test_deploy_without_project_or_export(gs_run, gs, vertex, capsys, monkeypatch):
     for name in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GCLOUD_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     message = cli_error(capsys, "cloud", "deploy", gs_run, "--dry-run")
@@ -435,30 +298,6 @@ def test_the_gpu_image_differs_from_the_cpu_image_only_where_cuda_requires():
 
 # ----------------------------------------------------------------------------- cloud submit / status / cancel
 
-WALKTHROUGH_ARGS = [
-    "--",
-    f"--training-file=gs://{BUCKET}/data/train.csv",
-    f"--validation-file=gs://{BUCKET}/data/val.csv",
-    f"--testing-file=gs://{BUCKET}/data/test.csv",
-    "--epochs=10",
-    "--batch-size=128",
-    "--learning-rate=0.0001",
-]
-
-
-def submit_args(*extra: str) -> list[str]:
-    return ["cloud", "submit", "--project", PROJECT, "--region", REGION, "--display-name", "nightly", *extra]
-
-
-def as_sent(custom_job: dict) -> dict:
-    """A CustomJob as JSON with enum names (the REST client sends enums as numbers)."""
-    from google.cloud.aiplatform_v1 import types
-
-    job = types.CustomJob.from_json(json.dumps(custom_job), ignore_unknown_fields=True)
-    return json.loads(
-        types.CustomJob.to_json(job, use_integers_for_enums=False, including_default_value_fields=False)
-    )
-
 
 def test_submit_dry_run_is_the_walkthroughs_job_with_spot_and_an_output_folder(capsys):
     code, out, err = cli(
@@ -560,12 +399,6 @@ def test_the_cost_estimate_uses_a_runs_measured_speed(capsys, trained_run):
         )
         hours = per_epoch * epochs / metrics["examples_per_s"] / 3600
         assert json.loads(out)["cost"]["estimated_hours"] == pytest.approx(hours, abs=1e-3)
-
-
-@pytest.fixture
-def walkthrough_data(gcs_env, gs, prepared):  # noqa: F811
-    for name, source in (("train", "train"), ("val", "eval"), ("test", "test")):
-        gs.put_file(str(prepared / f"{source}.csv"), f"{BUCKET}/data/{name}.csv")
 
 
 def test_submit_sends_the_dry_run_request_and_records_the_estimate(vertex, walkthrough_data, capsys):

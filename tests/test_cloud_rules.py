@@ -13,9 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
-from conftest import cli, cli_error
-from test_cloud import PARENT, PROJECT, WALKTHROUGH_ARGS, as_sent, gs_run, vertex, walkthrough_data  # noqa: F401
-from test_gcs import gcs_env, gs  # noqa: F401  (the Cloud Storage emulator fixtures)
+from helpers import PARENT, PROJECT, WALKTHROUGH_ARGS, as_sent, cli, cli_error
 
 from sentitune.cloud import rules
 from sentitune.cloud.catalog import CATALOG_FILE
@@ -296,7 +294,7 @@ def test_every_rule_has_a_refused_and_an_accepted_case():
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_a_rule_refuses_one_request_and_accepts_its_near_twin(case, vertex, capsys):  # noqa: F811
+def test_a_rule_refuses_one_request_and_accepts_its_near_twin(case, vertex, capsys):
     refused = list(case.refused)
     if refused[1] != "build":  # the real run, pointed at the stand-in: refused before anything is sent
         refused.insert(2, f"--api-endpoint={vertex.url}")
@@ -339,7 +337,7 @@ def test_the_walkthroughs_job_and_a_multi_node_job_are_accepted(capsys):
     assert [p["replicaCount"] for p in pools] == ["1", "1"]
 
 
-def test_what_the_rules_newly_accept_is_sent_exactly(gs_run, walkthrough_data, vertex, capsys):  # noqa: F811
+def test_what_the_rules_newly_accept_is_sent_exactly(gs_run, walkthrough_data, vertex, capsys):
     """Past the rules, the request reaches the REST stand-in as the options say: part of an
     accelerator-optimized machine's GPUs for serving, and a machine Google added since the catalog's date
     with --allow-unlisted, a C-identifier env var and a gcloud duration."""

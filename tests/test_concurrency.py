@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from conftest import cli, cli_error, walkthrough_frame
+from helpers import cli, cli_error, walkthrough_frame
 
 
 def lock_of(folder: Path) -> Path:

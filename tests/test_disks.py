@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_error
+from helpers import cli_error
 from safetensors.numpy import save_file
 
 from sentitune.storage import writing

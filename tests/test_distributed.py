@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_error
+from helpers import assert_same_weights, cli_error, free_port
 from safetensors.torch import load_file
-from test_resume import assert_same_weights
 
 from sentitune.builtin import build_random_bert
 
@@ -31,12 +29,6 @@ def model_without_dropout(tmp_path_factory) -> Path:
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
     (folder / "config.json").write_text(json.dumps(config))
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train_command(

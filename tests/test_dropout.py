@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import train_tiny
+from helpers import train_tiny
 from safetensors.torch import load_file
 
 from sentitune.dropout import FastDropout, fast_dropout, use_fast_dropout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import cli, cli_error, entries, snapshot, walkthrough_frame
+from helpers import cli, cli_error, entries, snapshot, walkthrough_frame
 
 
 @pytest.fixture

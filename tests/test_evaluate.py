@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from conftest import PNG_SIGNATURE, cli, cli_error, label_ids, snapshot
+from helpers import PNG_SIGNATURE, cli, cli_error, label_ids, snapshot
 
 from sentitune import LABELS
 from sentitune.config import EvaluateConfig

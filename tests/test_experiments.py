@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import RUN_ARGS, cli, cli_error, entries, train_tiny
-from test_cloud import PARENT, WALKTHROUGH_ARGS, submit_args, vertex, walkthrough_data  # noqa: F401
-from test_gcs import gcs_env, gs  # noqa: F401  (the Cloud Storage emulator fixtures)
+from helpers import PARENT, RUN_ARGS, WALKTHROUGH_ARGS, cli, cli_error, entries, submit_args, train_tiny
 
 pytest.importorskip("google.cloud.aiplatform")
 
@@ -19,7 +17,7 @@ SA = ["--service-account", "trainer@my-project.iam.gserviceaccount.com"]
 OUT = ["--base-output-dir", "gs://bucket/jobs/n"]
 
 
-def test_submit_creates_a_new_experiment_and_names_it_in_the_job(vertex, walkthrough_data, capsys):  # noqa: F811
+def test_submit_creates_a_new_experiment_and_names_it_in_the_job(vertex, walkthrough_data, capsys):
     args = [*submit_args(*OUT, *SA, "--experiment", "tweets-2026"), *WALKTHROUGH_ARGS]
     code, planned, err = cli(capsys, *args[:-7], "--dry-run", *WALKTHROUGH_ARGS)
     assert code == 0, err
@@ -50,7 +48,7 @@ def test_submit_creates_a_new_experiment_and_names_it_in_the_job(vertex, walkthr
     ]
 
 
-def test_a_project_without_a_metadata_store_gets_its_default_one_first(vertex, walkthrough_data, capsys):  # noqa: F811
+def test_a_project_without_a_metadata_store_gets_its_default_one_first(vertex, walkthrough_data, capsys):
     vertex.metadata_store = False
     args = [
         *submit_args(*OUT, *SA, "--experiment", "tweets", "--api-endpoint", vertex.url),
@@ -79,13 +77,13 @@ def test_a_project_without_a_metadata_store_gets_its_default_one_first(vertex, w
          "--experiment needs --service-account: the job records its run as that account"),
     ],
 )  # fmt: skip
-def test_bad_experiment_options_are_one_line_and_send_nothing(vertex, capsys, options, expected):  # noqa: F811
+def test_bad_experiment_options_are_one_line_and_send_nothing(vertex, capsys, options, expected):
     message = cli_error(capsys, *submit_args(*OUT, *options, "--api-endpoint", vertex.url), *WALKTHROUGH_ARGS)
     assert message == f"invalid submit options: {expected}"
     assert vertex.requests == []
 
 
-def experiment_run(vertex, name: str = "nightly") -> str:  # noqa: F811
+def experiment_run(vertex, name: str = "nightly") -> str:
     """The Experiment and its run as Vertex AI leaves them for a job submitted with --experiment."""
     experiment = f"{STORE}/contexts/tweets"
     vertex.contexts[experiment] = {
@@ -108,7 +106,7 @@ def experiment_run(vertex, name: str = "nightly") -> str:  # noqa: F811
 
 
 @pytest.fixture
-def train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex):  # noqa: F811
+def train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex):
     """Train as in a job submitted with --experiment: Vertex AI's variables name the experiment and `run`."""
 
     def train_with(run: str):
@@ -120,7 +118,7 @@ def train_in_job(tmp_path, tiny_model, prepared, monkeypatch, vertex):  # noqa: 
     return train_with
 
 
-def test_training_in_the_job_records_its_settings_and_final_metrics(train_in_job, tiny_model, vertex, caplog):  # noqa: F811
+def test_training_in_the_job_records_its_settings_and_final_metrics(train_in_job, tiny_model, vertex, caplog):
     run = experiment_run(vertex)
     job_dir = train_in_job(run)
     metrics = json.loads((job_dir / "metrics.json").read_text())
@@ -138,7 +136,7 @@ def test_training_in_the_job_records_its_settings_and_final_metrics(train_in_job
     assert "recorded settings and metrics in experiment tweets, run nightly" in caplog.text
 
 
-def test_a_failure_to_record_is_a_warning_and_the_run_is_kept(train_in_job, vertex, caplog):  # noqa: F811
+def test_a_failure_to_record_is_a_warning_and_the_run_is_kept(train_in_job, vertex, caplog):
     run = f"{STORE}/contexts/tweets-gone"  # no such run: the service answers 404
     experiment_run(vertex, "other")
     job_dir = train_in_job(run)
@@ -147,7 +145,7 @@ def test_a_failure_to_record_is_a_warning_and_the_run_is_kept(train_in_job, vert
     assert any(w.startswith("could not record the run in Vertex AI Experiments (") for w in warnings)
 
 
-def test_outside_a_job_nothing_is_sent(tmp_path, tiny_model, prepared, monkeypatch, vertex):  # noqa: F811
+def test_outside_a_job_nothing_is_sent(tmp_path, tiny_model, prepared, monkeypatch, vertex):
     monkeypatch.delenv("AIP_EXPERIMENT_NAME", raising=False)
     monkeypatch.setenv("SENTITUNE_API_ENDPOINT", vertex.url)
     train_tiny(tmp_path / "run", tiny_model, prepared)

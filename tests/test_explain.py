@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import RUN_ARGS, cli, cli_error
+from helpers import RUN_ARGS, cli, cli_error, serving
 
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
@@ -182,8 +182,6 @@ def test_explain_where_it_cannot_work_is_one_line(run_copy, capsys, extra, expec
 
 @pytest.fixture(scope="module")
 def cue_server(cue_run):
-    from test_serve import serving
-
     from sentitune.config import ServeSettings
     from sentitune.serve import create_app
 
@@ -224,8 +222,6 @@ def test_explain_requests_the_server_cannot_answer(cue_server, body, status, mes
 
 
 def test_an_onnx_server_explains_with_the_export_it_scores_with(run_copy, capsys):
-    from test_serve import serving
-
     from sentitune.config import ServeSettings
     from sentitune.serve import create_app
 
@@ -246,7 +242,6 @@ def test_an_onnx_server_explains_with_the_export_it_scores_with(run_copy, capsys
 
 def test_the_demo_page_is_served_with_a_strict_policy_and_can_be_turned_off(trained_run):
     import httpx
-    from test_serve import serving
 
     from sentitune.config import ServeSettings
     from sentitune.serve import UI_POLICY, create_app

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from conftest import cli, cli_error, entries
+from helpers import STARTUP_TIMEOUT_S, cli, cli_error, entries, free_port, sentitune_serve
 
 from sentitune.scoring import Predictor
 
@@ -184,7 +184,6 @@ def test_a_real_server_answers_with_the_int8_model(exported):
     import time
 
     import httpx
-    from test_serve import STARTUP_TIMEOUT_S, free_port, sentitune_serve
 
     port = free_port()
     proc = sentitune_serve(exported, "--host", "127.0.0.1", "--port", port, "--backend", "onnx-int8")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli, cli_error
+from helpers import cli, cli_error
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from sentitune import LABELS

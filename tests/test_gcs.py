@@ -5,91 +5,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import fsspec
 import pandas as pd
 import pytest
-from conftest import cli
+from helpers import BUCKET, assert_same_weights, checkpointed_train_command, cli, scalars
 from safetensors.torch import load_file
-from test_resume import assert_same_weights, command
 
-# gcsfs reads this when it is imported: without it, every first access probes the bucket over gRPC,
-# which the emulator does not speak, and waits 60 s (../shared/NOTES.md).
-os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 pytest.importorskip("gcsfs", reason="gs:// needs gcsfs: pip install 'sentitune[cloud]'")
-EMULATOR = Path(sys.executable).with_name("gcp-storage-emulator")
-BUCKET = "sentitune-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gcs_env():
-    """A GCS emulator on 127.0.0.1 with one bucket, and the environment that points gcsfs at it."""
-    if not EMULATOR.exists() and not shutil.which("gcp-storage-emulator"):
-        pytest.skip("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(EMULATOR if EMULATOR.exists() else "gcp-storage-emulator"),
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-            "--default-bucket",
-            BUCKET,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("the GCS emulator did not start")
-            time.sleep(0.1)
-    env = {
-        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
-        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-        "FSSPEC_GS_TOKEN": "anon",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    fsspec.config.conf["gs"] = {
-        "token": "anon"
-    }  # FSSPEC_GS_TOKEN is read at import; this process imported already
-    yield env
-    fsspec.config.conf.pop("gs", None)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.terminate()
-    server.wait(timeout=10)
-
-
-@pytest.fixture
-def gs(gcs_env):
-    return fsspec.filesystem("gs", token="anon", skip_instance_cache=True)
 
 
 def test_prepare_train_evaluate_predict_with_every_path_on_gs(
@@ -166,12 +91,12 @@ def test_missing_object_on_gs_is_a_one_line_error(gcs_env, capsys, tmp_path):
 
 def test_sigkill_then_resume_from_checkpoints_on_gs(gcs_env, gs, prepared, tiny_model, tmp_path):
     reference = subprocess.run(
-        command(prepared, tiny_model, tmp_path / "ref", f"gs://{BUCKET}/t3/ref-ckpt"),
+        checkpointed_train_command(prepared, tiny_model, tmp_path / "ref", f"gs://{BUCKET}/t3/ref-ckpt"),
         capture_output=True,
         text=True,
     )
     assert reference.returncode == 0, reference.stderr[-2000:]
-    cmd = command(prepared, tiny_model, tmp_path / "run", f"gs://{BUCKET}/t3/ckpt")
+    cmd = checkpointed_train_command(prepared, tiny_model, tmp_path / "run", f"gs://{BUCKET}/t3/ckpt")
 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -227,6 +152,4 @@ def test_tensorboard_events_reach_gs(gcs_env, gs, capsys, prepared, tiny_model, 
     (name,) = [p.rsplit("/", 1)[1] for p in gs.ls(f"{BUCKET}/tb/run1")]
     assert name.startswith("events.out.tfevents.")
     gs.get(f"{BUCKET}/tb/run1/{name}", str(tmp_path / "tb" / name))
-    from test_train import scalars
-
     assert [step for step, _ in scalars(tmp_path / "tb")["val/macro_f1"]] == [3]

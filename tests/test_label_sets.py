@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import RUN_ARGS, cli, train_tiny
+from helpers import RUN_ARGS, cli, cli_error, serving, train_tiny
 
 from sentitune.errors import SentituneError
 from sentitune.labels import parse_labels, parse_thresholds, score_to_class
@@ -120,7 +120,6 @@ def test_every_command_handles_the_runs_classes(
     which, classes, binary_data, star_data, tiny_model, tmp_path, capsys
 ):
     import httpx
-    from test_serve import serving
 
     from sentitune.config import ServeSettings
     from sentitune.serve import create_app
@@ -173,8 +172,6 @@ def test_every_command_handles_the_runs_classes(
 
 
 def test_a_run_refuses_data_of_another_label_set(binary_data, star_data, tiny_model, tmp_path, capsys):
-    from conftest import cli_error
-
     run = train_tiny(tmp_path / "run", tiny_model, binary_data, **{**RUN_ARGS, "max_steps": 2})
     message = cli_error(capsys, "evaluate", run, "--data", star_data / "test.csv")
     assert message == (

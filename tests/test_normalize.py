@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import RUN_ARGS, cli
+from helpers import RUN_ARGS, cli, serving
 
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
@@ -194,7 +194,6 @@ def test_emoji_reach_the_model_as_words_and_are_recorded_in_the_run(emoji_runs):
 
 
 def test_every_path_applies_the_runs_normalisation(emoji_runs, capsys):
-    from test_serve import serving
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from sentitune.config import ServeSettings

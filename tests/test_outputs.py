@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, cli_error, snapshot, walkthrough_frame
+from helpers import cli, cli_error, snapshot, walkthrough_frame
 
 from sentitune.storage import COMMAND_RECORD, LOCK_UNREADABLE_GRACE_S, OutputLock
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, train_tiny
+from helpers import cli, train_tiny
 
 from sentitune.normalize import NOT_APPLIED_BY, Normalization
 from sentitune.runfolder import trained_max_length

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli, cli_error, train_tiny
+from helpers import cli, cli_error, train_tiny
 from transformers import AutoModelForSequenceClassification, pipeline
 
 import sentitune

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli, cli_error, entries
+from helpers import cli, cli_error, entries
 
 from sentitune import LABELS
 from sentitune.scoring import Predictor

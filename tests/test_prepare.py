@@ -8,12 +8,11 @@ import shlex
 import uuid
 
 import fsspec
-import ftfy
-import ftfy.bad_codecs  # noqa: F401  (registers sloppy-windows-1252: how mojibake is made)
+import ftfy  # its import registers the sloppy-windows-1252 codec: how mojibake is made below
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SPLIT_FILES, clean, cli, cli_error, read_splits, scores_of, snapshot, walkthrough_frame
+from helpers import SPLIT_FILES, clean, cli, cli_error, read_splits, scores_of, snapshot, walkthrough_frame
 
 from sentitune import LABELS
 from sentitune.config import PrepareConfig

@@ -9,15 +9,13 @@ import re
 
 import numpy as np
 import pandas as pd
-from conftest import RUN_ARGS, cli, label_ids, train_tiny
+from helpers import HOSTILE, RUN_ARGS, cli, label_ids, train_tiny
 
 from sentitune import LABELS
 from sentitune.config import TrainConfig
 from sentitune.metrics import calibration_bins, fit_temperature, nll, scale_temperature
 from sentitune.scoring import Predictor
 from sentitune.train import train
-
-HOSTILE = ["<script>window.pwned = 1</script> great", '<img src=x onerror="window.pwned = 2"> awful']
 
 
 def metric_shown(page: str, key: str) -> str:

@@ -7,57 +7,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_weights, checkpointed_train_command
 from safetensors.torch import load_file
-
-# ~240 training posts at batch 4: 60 batches an epoch, so step 15, 30 and 45 are mid-epoch.
-FLAGS = [
-    "--batch-size",
-    "4",
-    "--max-steps",
-    "90",
-    "--eval-every",
-    "20",
-    "--train-eval-examples",
-    "0",
-    "--checkpoint-every",
-    "15",
-    "--log-every",
-    "1000",
-]
-
-
-def command(prepared: Path, model: Path, job: Path, checkpoints: Path | str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sentitune.cli",
-        "train",
-        "--data",
-        str(prepared),
-        "--model",
-        str(model),
-        "--job-dir",
-        str(job),
-        "--checkpoint-dir",
-        str(checkpoints),
-        *FLAGS,
-    ]
 
 
 def weights(job: Path) -> dict[str, torch.Tensor]:
     return load_file(str(job / "model.safetensors"))
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
 def checkpoint_steps(checkpoints: Path) -> list[int]:
@@ -86,7 +46,9 @@ def start_and_wait_for_checkpoint(cmd: list[str], checkpoints: Path) -> subproce
 def reference(tmp_path_factory, prepared, tiny_model) -> dict[str, torch.Tensor]:
     root = tmp_path_factory.mktemp("reference")
     done = subprocess.run(
-        command(prepared, tiny_model, root / "run", root / "ckpt"), capture_output=True, text=True
+        checkpointed_train_command(prepared, tiny_model, root / "run", root / "ckpt"),
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (root / "ckpt").exists(), "checkpoints are removed once the run folder is complete"
@@ -97,7 +59,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
     tmp_path, prepared, tiny_model, reference
 ):
     job, checkpoints = tmp_path / "run", tmp_path / "ckpt"
-    cmd = command(prepared, tiny_model, job, checkpoints)
+    cmd = checkpointed_train_command(prepared, tiny_model, job, checkpoints)
     proc = start_and_wait_for_checkpoint(cmd, checkpoints)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -122,7 +84,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
 
 def test_sigterm_saves_a_checkpoint_and_exits_143_then_resumes(tmp_path, prepared, tiny_model, reference):
     job, checkpoints = tmp_path / "run", tmp_path / "ckpt"
-    cmd = command(prepared, tiny_model, job, checkpoints)
+    cmd = checkpointed_train_command(prepared, tiny_model, job, checkpoints)
     proc = start_and_wait_for_checkpoint(cmd, checkpoints)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -141,10 +103,16 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_then_resumes(tmp_path, prepare
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path, prepared, tiny_model):
     job, checkpoints = tmp_path / "run", tmp_path / "ckpt"
-    proc = start_and_wait_for_checkpoint(command(prepared, tiny_model, job, checkpoints), checkpoints)
+    proc = start_and_wait_for_checkpoint(
+        checkpointed_train_command(prepared, tiny_model, job, checkpoints), checkpoints
+    )
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    changed = [*command(prepared, tiny_model, job, checkpoints), "--learning-rate", "0.001"]
+    changed = [
+        *checkpointed_train_command(prepared, tiny_model, job, checkpoints),
+        "--learning-rate",
+        "0.001",
+    ]
     done = subprocess.run(changed, capture_output=True, text=True, env={**os.environ})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: the checkpoint in ")
@@ -154,7 +122,8 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path, prepared, tiny_mode
 def test_fp16_with_a_gradient_scaler_resumes_to_the_uninterrupted_weights(tmp_path, prepared, tiny_model):
     fp16 = ["--precision", "fp16"]
     reference = subprocess.run(
-        command(prepared, tiny_model, tmp_path / "reference", tmp_path / "reference-ckpt") + fp16,
+        checkpointed_train_command(prepared, tiny_model, tmp_path / "reference", tmp_path / "reference-ckpt")
+        + fp16,
         capture_output=True,
         text=True,
     )
@@ -164,7 +133,7 @@ def test_fp16_with_a_gradient_scaler_resumes_to_the_uninterrupted_weights(tmp_pa
     )
 
     job, checkpoints = tmp_path / "run", tmp_path / "ckpt"
-    cmd = command(prepared, tiny_model, job, checkpoints) + fp16
+    cmd = checkpointed_train_command(prepared, tiny_model, job, checkpoints) + fp16
     proc = start_and_wait_for_checkpoint(cmd, checkpoints)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
@@ -214,12 +183,13 @@ def test_a_checkpoint_of_another_precision_is_refused(tmp_path, prepared, tiny_m
     """`auto` is bf16 on one CPU and fp32 on another: the precision used, not the option, must match."""
     job, checkpoints = tmp_path / "run", tmp_path / "ckpt"
     proc = start_and_wait_for_checkpoint(
-        command(prepared, tiny_model, job, checkpoints) + ["--precision", "fp32"], checkpoints
+        checkpointed_train_command(prepared, tiny_model, job, checkpoints) + ["--precision", "fp32"],
+        checkpoints,
     )
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     done = subprocess.run(
-        command(prepared, tiny_model, job, checkpoints) + ["--precision", "bf16"],
+        checkpointed_train_command(prepared, tiny_model, job, checkpoints) + ["--precision", "bf16"],
         capture_output=True,
         text=True,
     )

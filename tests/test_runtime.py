@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli, cli_error
+from helpers import cli, cli_error, train_tiny
 
 from sentitune import LABELS
 from sentitune.errors import SentituneError
@@ -190,8 +190,6 @@ def texts(corpus) -> list[str]:
 def uncalibrated_run(tmp_path_factory, tiny_model, prepared):
     """A short run without temperature scaling: its scores as trained (calibration would flatten this
     near-random model's scores towards uniform), at a learning rate that moves it off uniform in 6 steps."""
-    from conftest import train_tiny
-
     run = train_tiny(
         tmp_path_factory.mktemp("uncalibrated") / "run", tiny_model, prepared, calibration="none",
         learning_rate=1e-3,

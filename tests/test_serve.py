@@ -4,45 +4,35 @@ driven over real HTTP; the Vertex AI variables and start-up failures through the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import cli_error
+from helpers import STARTUP_TIMEOUT_S, cli_error, free_port, sentitune_serve, serving
 
 from sentitune import LABELS
 from sentitune.cli import build_parser
+from sentitune.config import ServeSettings
 from sentitune.errors import SentituneError
+from sentitune.logs import JsonFormatter
 from sentitune.scoring import Predictor
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'sentitune[serve]'")
 pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'sentitune[serve]'")
 httpx = pytest.importorskip("httpx", reason="needs httpx (the dev extra)")
 
-from sentitune.logs import JsonFormatter  # noqa: E402
-from sentitune.serve import (  # noqa: E402
-    MicroBatcher,
-    ServeSettings,
-    create_app,
-    open_socket,
-    uvicorn_server,
-)
+serve = pytest.importorskip("sentitune.serve")  # present now that its extras are: the module under test
 
 SCORE_TOLERANCE = 1e-5
-STARTUP_TIMEOUT_S = 120  # a fresh interpreter imports torch and transformers on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +40,12 @@ def predictor(trained_run) -> Predictor:
     return Predictor(str(trained_run), precision="fp32")
 
 
-@contextlib.contextmanager
-def serving(app):
-    """`app` on a free loopback port, served by uvicorn in a background thread."""
-    sock = open_socket("127.0.0.1", 0)
-    uvicorn = uvicorn_server(app)
-    thread = threading.Thread(target=uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvicorn.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", app=app)
-    finally:
-        uvicorn.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def server(predictor):
     # A longer wait than the default makes batching certain in the concurrency test on a slow machine.
-    with serving(create_app(predictor, ServeSettings(host="127.0.0.1", port=0, max_wait_ms=20))) as running:
+    with serving(
+        serve.create_app(predictor, ServeSettings(host="127.0.0.1", port=0, max_wait_ms=20))
+    ) as running:
         yield running
 
 
@@ -227,7 +200,7 @@ def test_batches_stay_within_max_batch_and_answers_stay_in_order():
         return np.array([[float(t)] for t in texts])
 
     async def main():
-        batcher = MicroBatcher(run_model, max_batch=8, max_wait_ms=50)
+        batcher = serve.MicroBatcher(run_model, max_batch=8, max_wait_ms=50)
         await batcher.start()
         requests = [[str(10 * i + j) for j in range(3)] for i in range(10)] + [[str(k) for k in range(20)]]
         answers = await asyncio.gather(*(batcher.predict(texts) for texts in requests))
@@ -278,7 +251,7 @@ def test_a_model_call_that_fails_fails_only_the_request_that_caused_it():
         return np.array([[float(len(t))] for t in texts])
 
     async def main():
-        batcher = MicroBatcher(run_model, max_batch=64, max_wait_ms=50)
+        batcher = serve.MicroBatcher(run_model, max_batch=64, max_wait_ms=50)
         await batcher.start()
         requests = [["a" * i] for i in range(1, 11)] + [["poison"]]
         answers = await asyncio.wait_for(
@@ -296,9 +269,9 @@ def test_a_model_call_that_fails_fails_only_the_request_that_caused_it():
 def strict_server(predictor):
     """A server with short header and body deadlines, for slow and lying clients."""
     settings = ServeSettings(host="127.0.0.1", port=0, header_timeout_s=0.5, body_timeout_s=0.5)
-    app = create_app(predictor, settings)
-    sock = open_socket("127.0.0.1", 0)
-    server = uvicorn_server(app)
+    app = serve.create_app(predictor, settings)
+    sock = serve.open_socket("127.0.0.1", 0)
+    server = serve.uvicorn_server(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
@@ -417,29 +390,13 @@ def test_missing_extra_names_the_install_command(capsys, monkeypatch, trained_ru
 
 
 def test_listening_socket_is_tcp_and_a_taken_port_is_an_error():
-    with open_socket("127.0.0.1", 0) as sock:
+    with serve.open_socket("127.0.0.1", 0) as sock:
         # asyncio turns Nagle off (TCP_NODELAY) only on sockets created as TCP; with it on, every
         # keep-alive request waited ~40 ms for a delayed ACK.
         assert sock.proto == socket.IPPROTO_TCP
         port = sock.getsockname()[1]
         with pytest.raises(SentituneError, match=f"cannot listen on 127.0.0.1:{port}: .*pass another --port"):
-            open_socket("127.0.0.1", port)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sentitune_serve(*args, env: dict[str, str] | None = None, stderr=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sentitune.cli", "serve", *map(str, args)],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        text=True,
-    )
+            serve.open_socket("127.0.0.1", port)
 
 
 def test_vertex_variables_in_a_real_process(tmp_path, trained_run, predictor):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli, entries
+from helpers import cli, entries
 
 from sentitune import LABELS
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli, cli_error, train_tiny
+from helpers import cli, cli_error, train_tiny
 
 from sentitune.config import TrainConfig
 from sentitune.labels import score_to_class, soft_targets, vader_scores

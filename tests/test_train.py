@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PNG_SIGNATURE, RUN_ARGS, cli, cli_error, entries, label_ids
+from helpers import PNG_SIGNATURE, RUN_ARGS, cli, cli_error, entries, label_ids, scalars
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
@@ -497,14 +497,6 @@ def test_baseline_without_scikit_learn_fails_before_training(
         "run: pip install 'sentitune[baseline]'"
     )
     assert not (tmp_path / "run").exists()
-
-
-def scalars(folder) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def test_tensorboard_events_follow_the_log_and_the_validations(

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli, cli_error
-from test_cloud import PROJECT, WALKTHROUGH_ARGS, submit_args, vertex, walkthrough_data  # noqa: F401
-from test_gcs import gcs_env, gs  # noqa: F401  (the Cloud Storage emulator fixtures)
+from helpers import PROJECT, WALKTHROUGH_ARGS, cli, cli_error, submit_args
 
 pytest.importorskip("google.cloud.aiplatform_v1")
 
@@ -298,7 +296,7 @@ def test_the_dry_run_says_which_catalog_and_warns_when_it_is_old(capsys, tmp_pat
     )
 
 
-def test_a_refused_job_sends_nothing(vertex, walkthrough_data, capsys):  # noqa: F811
+def test_a_refused_job_sends_nothing(vertex, walkthrough_data, capsys):
     cli_error(
         capsys, *submit_args("--replica-count", "3", *OUT, "--api-endpoint", vertex.url), *WALKTHROUGH_ARGS
     )
@@ -310,7 +308,7 @@ def test_a_refused_job_sends_nothing(vertex, walkthrough_data, capsys):  # noqa:
     assert vertex.requests == []
 
 
-def test_a_tensorboard_instance_is_linked_where_vertex_can_stream_to_it(capsys, walkthrough_data):  # noqa: F811
+def test_a_tensorboard_instance_is_linked_where_vertex_can_stream_to_it(capsys, walkthrough_data):
     account = ["--service-account", "trainer@sentiment-lab-1.iam.gserviceaccount.com"]
     code, out, err = cli(
         capsys, *submit_args("--tensorboard", "77", *account, *OUT, "--dry-run"), *WALKTHROUGH_ARGS
