@@ -138,14 +138,8 @@ class TrainerContender:
 
     def __call__(self, texts, labels):
         enc = self.tok(list(texts), truncation=True, max_length=MAX_LENGTH)
-        rows = [
-            {
-                "input_ids": enc["input_ids"][i],
-                "token_type_ids": enc["token_type_ids"][i],
-                "attention_mask": enc["attention_mask"][i],
-                "labels": int(labels[i]),
-            }
-            for i in range(len(texts))
+        rows = [  # what the run's tokenizer gives (a run's tokenizer.json gives no token_type_ids: zeros)
+            {**{key: enc[key][i] for key in enc.keys()}, "labels": int(labels[i])} for i in range(len(texts))
         ]
         t0 = time.perf_counter()
         self.trainer.evaluate(eval_dataset=rows)
