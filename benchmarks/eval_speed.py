@@ -138,7 +138,7 @@ class TrainerContender:
 
     def __call__(self, texts, labels):
         enc = self.tok(list(texts), truncation=True, max_length=MAX_LENGTH)
-        rows = [  # what the run's tokenizer gives (a run's tokenizer.json gives no token_type_ids: zeros)
+        rows = [  # the inputs the run's tokenizer gives, as a Trainer user would pass them
             {**{key: enc[key][i] for key in enc.keys()}, "labels": int(labels[i])} for i in range(len(texts))
         ]
         t0 = time.perf_counter()

@@ -102,6 +102,8 @@ def test_the_tokenizer_cuts_where_the_run_does(run, posts):
     plain = AutoTokenizer.from_pretrained(run, trust_remote_code=False)
     assert type(plain).__name__ != "SentituneTokenizerFast" and plain.model_max_length == max_length
     assert plain(posts, truncation=True)["input_ids"] == ids
+    for tokenizer in (own, plain):  # the encoder's own inputs, as its tokenizer class gave them (BERT's)
+        assert list(tokenizer(posts[:2])) == ["input_ids", "token_type_ids", "attention_mask"]
     config = json.loads((run / "config.json").read_text())
     assert config["sentitune_max_length"] == max_length
     assert f"cut at {max_length} tokens" in config["sentitune_truncation"]

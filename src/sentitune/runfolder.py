@@ -270,6 +270,8 @@ def write_reading(folder: str, tokenizer, normalization: Normalization, max_leng
             tokenizer_class=TOKENIZER_CLASS,
             auto_map=TOKENIZER_AUTO_MAP,
             model_max_length=max_length,
+            # the encoder's own inputs (BERT's token_type_ids too), as its tokenizer class gave them
+            model_input_names=list(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])),
             **({"max_length": max_length} if "max_length" in c else {}),  # the truncation it was saved with
         ),
     )
