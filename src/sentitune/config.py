@@ -102,10 +102,8 @@ def value_problems(cfg, what: str) -> list[str]:
             )
         elif isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{flag} must be a finite number, got {value}")
-        elif (
-            f.metadata.get("within") and value is not None and not Interval(f.metadata["within"]).holds(value)
-        ):
-            problems.append(f"{flag} must be {Interval(f.metadata['within']).said()}, got {value}")
+        elif (within := f.metadata.get("within")) and value is not None and not Interval(within).holds(value):
+            problems.append(f"{flag} must be {Interval(within).said()}, got {value}")
     raise_problems(wrong_kind, what)
     return problems
 

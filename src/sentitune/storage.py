@@ -447,8 +447,6 @@ class StagedOutput:
         self.replaces = set(replaces) if overwrite else set()
         if not self._remote:
             self.real, self._parent, self._key = real_destination(self.dest)
-            if self.real.exists() and not self.real.is_dir():
-                raise SentituneError(f"{option} {self.dest} is a file, not a folder; pass a folder")
         self.lock = OutputLock(self.dest) if lock else None
         if self.lock:
             self.lock.acquire()  # before looking: a writer that finishes meanwhile is seen, not replaced
