@@ -401,13 +401,13 @@ def train_cases() -> Iterator[Case]:
     yield Case(
         "train-freeze-too-many",
         [*base, "--freeze-layers", "9"],
-        "--freeze-layers 9 exceeds the model's 2 layers",
+        "--freeze-layers 9 exceeds the 2 layers trained; pass at most 2",
         needs=("data", "model"),
     )
     yield Case(
         "train-keep-too-many",
         [*base, "--keep-layers", "9"],
-        "--keep-layers 9 exceeds the model's 2 layers",
+        "--keep-layers 9 exceeds the model's 2 layers; pass at most 2",
         needs=("data", "model"),
     )
     broken = "{tmp}/broken"

@@ -288,6 +288,19 @@ def label_set_problems(cfg) -> list[str]:
     return []
 
 
+def check_layers(
+    keep: int | None, frozen: int, head_only: bool, layers: int, what: str = "the model"
+) -> list[str]:
+    """--keep-layers and --freeze-layers against an encoder of `layers` layers: train keeps the first
+    --keep-layers, then freezes --freeze-layers of those (the one rule for train and the cloud checks)."""
+    if keep and keep > layers:
+        return [f"--keep-layers {keep} exceeds {what}'s {layers} layers; pass at most {layers}"]
+    kept = keep or layers
+    if frozen > kept and not head_only:
+        return [f"--freeze-layers {frozen} exceeds the {kept} layers trained; pass at most {kept}"]
+    return []
+
+
 def normalize_problems(cfg) -> list[str]:
     if cfg.split_hashtags and cfg.normalize == "none":
         return ["--split-hashtags is part of --normalize tweet; drop it or pass --normalize tweet"]

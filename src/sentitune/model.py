@@ -22,6 +22,7 @@ import torch
 
 from sentitune import LABELS
 from sentitune.batching import tokenize
+from sentitune.config import check_layers
 from sentitune.errors import SentituneError, short
 from sentitune.normalize import AS_WRITTEN, Normalization, take_from_tokenizer
 from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
@@ -416,8 +417,8 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 def keep_first_layers(model: torch.nn.Module, n: int) -> None:
     layers = encoder_layers(model)
-    if n > len(layers):
-        raise SentituneError(f"--keep-layers {n} exceeds the model's {len(layers)} layers")
+    for problem in check_layers(n, 0, False, len(layers)):
+        raise SentituneError(problem)
     del layers[n:]
     for attr in ("num_hidden_layers", "n_layers"):
         if hasattr(model.config, attr):
@@ -434,8 +435,8 @@ def freeze(model: torch.nn.Module, layers: int, head_only: bool) -> None:
     if layers == 0:
         return
     stack = encoder_layers(model)
-    if layers > len(stack):
-        raise SentituneError(f"--freeze-layers {layers} exceeds the model's {len(stack)} layers")
+    for problem in check_layers(None, layers, False, len(stack)):
+        raise SentituneError(problem)
     for p in base.embeddings.parameters():
         p.requires_grad_(False)
     for layer in stack[:layers]:

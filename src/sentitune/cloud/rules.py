@@ -33,7 +33,7 @@ from pathlib import Path
 
 from sentitune.cloud import catalog
 from sentitune.cloud.vertex import _PROJECT_ID, _REGION
-from sentitune.config import TrainConfig, from_namespace, parse_train_args, train_option
+from sentitune.config import TrainConfig, check_layers, from_namespace, parse_train_args, train_option
 from sentitune.errors import SentituneError, raise_problems
 
 INT32_MAX = 2**31 - 1  # proto int32 fields: accelerator_count, replica counts, trial counts, batch_size
@@ -810,22 +810,11 @@ def model_layers(model: str | None) -> tuple[int, str] | None:
 
 def layer_problems(settings: TrainConfig | None) -> list[str]:
     """train keeps the first --keep-layers layers, then freezes --freeze-layers of those."""
-    if settings is None:
-        return []
-    known = model_layers(settings.model)
+    known = model_layers(settings.model) if settings is not None else None
     if known is None:
         return []
     layers, what = known
-    if settings.keep_layers and settings.keep_layers > layers:
-        return [
-            f"--keep-layers {settings.keep_layers} exceeds {what}'s {layers} layers; pass at most {layers}"
-        ]
-    kept = settings.keep_layers or layers
-    if settings.freeze_layers > kept and not settings.train_head_only:
-        return [
-            f"--freeze-layers {settings.freeze_layers} exceeds the {kept} layers trained; pass at most {kept}"
-        ]
-    return []
+    return check_layers(settings.keep_layers, settings.freeze_layers, settings.train_head_only, layers, what)
 
 
 def job_precision_problems(cfg, settings: TrainConfig) -> list[str]:
