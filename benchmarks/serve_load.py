@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Load test of `sentitune serve` on localhost with locust; prints one JSON object.
 
-For each backend (PyTorch, ONNX fp32, ONNX int8) the real server runs as its own process on this
+First the server against the model's own speed: for each --ratio-backends and --posts-per-request, in
+--rounds rounds, the offline `Predictor` scores the 2,000 validation tweets (passes of 64 sorted by
+length, in this process), then the server, on the same run, serves --ratio-clients closed-loop clients
+for --ratio-seconds; offline and served alternate, so each round's ratio (served / offline posts/s) holds
+whatever else the machine was doing at the time.
+
+Then, for each backend (PyTorch, ONNX fp32, ONNX int8) the real server runs as its own process on this
 machine, and locust's headless runner drives it with 1, 8 and 64 concurrent clients, each sending one
 tweet per request (real posts from the TweetEval validation split) as fast as answers come back.
 Figures per backend and concurrency: requests/s (= tweets/s), latency p50 / p90 / p99, failures and
@@ -11,12 +17,15 @@ malformed requests mixed in, the server's RSS sampled every 10 s and its growth 
 The load generator shares the machine's cores with the server (2 on the reference machine); its CPU
 time is reported, so the figures are a floor for a server with the machine to itself.
 
-usage: serve_load.py [--run RUN_DIR] [--backends torch,onnx,onnx-int8] [--clients 1,8,64]
-                     [--seconds 20] [--soak-seconds 60] [--soak-backends onnx-int8] [--malformed 0.1]
+usage: serve_load.py [--run RUN_DIR] [--ratio-backends torch,onnx-int8] [--posts-per-request 1,8]
+                     [--rounds 2] [--ratio-seconds 15] [--backends torch,onnx,onnx-int8]
+                     [--clients 1,8,64] [--seconds 20] [--soak-seconds 60] [--soak-backends onnx-int8]
+                     [--malformed 0.1]
 The soak sends --malformed of its requests malformed (cut-off JSON, no instances, not text, a lone
 surrogate, the wrong content type, too many instances): each must get its 4xx, none a 5xx.
-Without --run, a run of the embedded MiniLM is trained for --train-steps steps on the shared tweets
-(a briefly trained head is enough for speed; use a fully trained run for the int8 accuracy figure).
+Without --run, a run like `make demo`'s (the embedded MiniLM cut to 3 layers, `--preset fast`) is trained
+for --train-steps steps on the shared tweets (briefly trained weights are enough for speed; use a fully
+trained run for the int8 accuracy figure).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speedlib import TRAIN_CSV, VAL_CSV, emit, log, machine_info  # noqa: E402
 
+from sentitune.serve import choose_backend  # noqa: E402
+
 BIN = Path(sys.executable).parent
 LOCUSTFILE = """
 import json, os, random
@@ -46,6 +57,7 @@ from locust import FastHttpUser, constant, task
 
 TEXTS = [line for line in open(os.environ["LOAD_TEXTS"], encoding="utf-8").read().split("\\n") if line]
 MALFORMED = float(os.environ.get("LOAD_MALFORMED", "0"))
+POSTS = int(os.environ.get("LOAD_POSTS", "1"))  # posts per request
 JSON = "application/json"
 # (body, content type, the status it must get): each a mistake a real client makes
 BAD = [
@@ -74,7 +86,7 @@ class Client(FastHttpUser):
                 else:
                     response.success()
             return
-        body = json.dumps({"instances": [random.choice(TEXTS)]})
+        body = json.dumps({"instances": random.sample(TEXTS, POSTS)})
         with self.client.post("/predict", data=body, headers={"Content-Type": JSON},
                               name="good", catch_response=True) as response:
             if response.status_code != 200 or "predictions" not in (response.text or ""):
@@ -85,7 +97,16 @@ class Client(FastHttpUser):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="a finished `sentitune train` run folder (copied; export added)")
-    parser.add_argument("--backends", default="torch,onnx,onnx-int8")
+    parser.add_argument(
+        "--ratio-backends",
+        default="torch,onnx-int8",
+        help="backends measured against the offline Predictor ('': none)",
+    )
+    parser.add_argument("--posts-per-request", default="1,8", help="for the ratio measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="offline / served rounds per point")
+    parser.add_argument("--ratio-seconds", type=int, default=15, help="served seconds per round")
+    parser.add_argument("--ratio-clients", type=int, default=64)
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="load table backends ('': none)")
     parser.add_argument("--clients", default="1,8,64")
     parser.add_argument("--seconds", type=int, default=20, help="per backend and concurrency")
     parser.add_argument("--soak-seconds", type=int, default=60, help="64 clients per soak backend (0: none)")
@@ -98,30 +119,45 @@ def main() -> int:
         "--serve-options", default="", help="more `sentitune serve` options, e.g. '--max-wait-ms 0'"
     )
     args = parser.parse_args()
-    backends = args.backends.split(",")
+    backends = [b for b in args.backends.split(",") if b]
+    ratio_backends = [b for b in args.ratio_backends.split(",") if b]
+    soak_backends = [b for b in args.soak_backends.split(",") if b] if args.soak_seconds else []
     clients = [int(c) for c in args.clients.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="sentitune-load-"))
     try:
-        run = prepare_run(args.run, work, args.train_steps)
-        export = json.loads((run / "onnx" / "export_report.json").read_text())
+        needs_export = any(b.startswith("onnx") for b in [*backends, *ratio_backends, *soak_backends])
+        run = prepare_run(args.run, work, args.train_steps, needs_export)
+        report = run / "onnx" / "export_report.json"
+        export = json.loads(report.read_text()) if report.exists() else {"models": {}}
         texts = work / "texts.txt"
         with open(VAL_CSV, encoding="utf-8") as f:
             posts = [row["text"].replace("\n", " ") for row in csv.DictReader(f)]
         texts.write_text("\n".join(posts) + "\n", encoding="utf-8")
         (work / "locustfile.py").write_text(LOCUSTFILE)
 
+        machine = machine_info()
         result = {
             "benchmark": "serve_load",
-            "machine": machine_info(),
-            "run": args.run or f"embedded MiniLM, head trained {args.train_steps} steps",
+            "machine": machine,
+            "cpu_kind": cpu_kind(machine),
+            "run": args.run
+            or f"embedded MiniLM cut to 3 layers (--preset fast), trained {args.train_steps} steps",
             "model": json.loads((run / "run_config.json").read_text())["model"],
             "request": "one tweet per request, TweetEval validation posts, closed-loop clients",
             "seconds_per_point": args.seconds,
             "serve_options": args.serve_options,
             "int8_parity": export["models"].get("int8"),
+            "default_backend": dict(
+                zip(("backend", "reason"), choose_backend("auto", str(run)), strict=True)
+            ),
+            "served_against_offline": {},
             "backends": {},
         }
+        for backend in ratio_backends:
+            result["served_against_offline"][backend] = served_against_offline(
+                work, run, posts, backend, args
+            )
         for backend in backends:
             with Server(run, backend, args.serve_options.split()) as server:
                 points = {}
@@ -130,7 +166,7 @@ def main() -> int:
                     points[str(n)]["server_rss_mib"] = server.rss_mib()
                     log(f"{backend} x{n}: {points[str(n)]}")
                 result["backends"][backend] = {"load_s": server.load_s, "clients": points}
-        for backend in args.soak_backends.split(",") if args.soak_seconds else []:
+        for backend in soak_backends:
             with Server(run, backend, args.serve_options.split()) as server:
                 result.setdefault("soak", {})[backend] = soak(work, server, args)
                 log(f"soak {backend}: {result['soak'][backend]}")
@@ -138,6 +174,66 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def served_against_offline(work: Path, run: Path, posts: list[str], backend: str, args) -> dict:
+    """Per posts-per-request count, --rounds rounds of (offline Predictor over `posts`, then the server
+    under --ratio-clients closed-loop clients): posts/s of each and their ratio, round by round."""
+    from sentitune.scoring import Predictor
+
+    offline_predictor = Predictor(str(run), backend=backend)
+    offline_predictor.probabilities(posts)  # first call: allocations, kernels for every shape
+    found: dict = {
+        "precision": str(offline_predictor.precision),
+        "offline": f"Predictor.probabilities over the {len(posts)} posts, passes of "
+        f"{offline_predictor.batch_size} sorted by length, twice per round",
+        "clients": args.ratio_clients,
+        "seconds": args.ratio_seconds,
+        "posts_per_request": {},
+    }
+    with Server(run, backend, args.serve_options.split()) as server:
+        for per_request in [int(n) for n in args.posts_per_request.split(",")]:
+            locust(work, server.port, args.ratio_clients, 3, posts=per_request)  # warm-up
+            rounds = []
+            for i in range(args.rounds):
+                started, cpu_started = time.perf_counter(), time.process_time()
+                offline_predictor.probabilities(posts)
+                offline_predictor.probabilities(posts)
+                offline = 2 * len(posts) / (time.perf_counter() - started)
+                offline_per_cpu_s = 2 * len(posts) / (time.process_time() - cpu_started)
+                server_cpu = server.cpu_s()
+                served = locust(work, server.port, args.ratio_clients, args.ratio_seconds, posts=per_request)
+                served_cpu = server.cpu_s() - server_cpu + served["load_generator_cpu_s"]
+                served_per_cpu_s = served["requests"] * per_request / served_cpu
+                rounds.append(
+                    {
+                        "round": i + 1,
+                        "offline_posts_per_s": round(offline, 1),
+                        "served_posts_per_s": served["tweets_per_s"],
+                        "ratio": round(served["tweets_per_s"] / offline, 3),
+                        # per CPU-second (the server's and the load generator's against the offline
+                        # process's): what serving costs beside the model, whatever else the machine runs
+                        "offline_posts_per_cpu_s": round(offline_per_cpu_s, 1),
+                        "served_posts_per_cpu_s": round(served_per_cpu_s, 1),
+                        "cpu_ratio": round(served_per_cpu_s / offline_per_cpu_s, 3),
+                        "p50_ms": served["p50_ms"],
+                        "p99_ms": served["p99_ms"],
+                        "failures": served["failures"],
+                        "load_generator_cpu_s": served["load_generator_cpu_s"],
+                    }
+                )
+                log(f"{backend}, {per_request} posts per request, round {i + 1}: {rounds[-1]}")
+            found["posts_per_request"][str(per_request)] = rounds
+        found["server_rss_mib"] = server.rss_mib()
+    return found
+
+
+def cpu_kind(machine: dict) -> str:
+    """The CPU kind the serving defaults differ by: AMX, AVX512-BF16 without AMX, or AVX2 (no native bf16)."""
+    features = machine["cpu_features"]
+    if "AMX-BF16" in features:
+        return "AMX"
+    return "AVX512-BF16" if machine["native_bf16"] else "AVX2"
 
 
 def soak(work: Path, server: Server, args) -> dict:
@@ -177,7 +273,7 @@ def soak(work: Path, server: Server, args) -> dict:
     return found
 
 
-def prepare_run(given: str | None, work: Path, train_steps: int) -> Path:
+def prepare_run(given: str | None, work: Path, train_steps: int, needs_export: bool) -> Path:
     run = work / "run"
     if given:
         shutil.copytree(given, run, ignore=shutil.ignore_patterns("checkpoints", "evaluation-*"))
@@ -190,14 +286,14 @@ def prepare_run(given: str | None, work: Path, train_steps: int) -> Path:
             str(VAL_CSV),
             "--job-dir",
             str(run),
+            "--preset",
+            "fast",
             "--max-steps",
             str(train_steps),
-            "--learning-rate",
-            "1e-4",
             "--train-eval-examples",
             "0",
         )
-    if not (run / "onnx" / "export_report.json").exists():
+    if needs_export and not (run / "onnx" / "export_report.json").exists():
         sentitune("export", str(run), "--quantize", "int8", "--overwrite")
     return run
 
@@ -262,6 +358,11 @@ class Server:
     def rss_mib(self) -> float:
         return self._status("VmRSS")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used so far (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mib(self) -> float:
         return self._status("VmHWM")
 
@@ -276,7 +377,7 @@ class Server:
         return count
 
 
-def locust(work: Path, port: int, clients: int, seconds: int, malformed: float = 0.0) -> dict:
+def locust(work: Path, port: int, clients: int, seconds: int, malformed: float = 0.0, posts: int = 1) -> dict:
     prefix = work / f"locust-{port}-{clients}-{time.monotonic_ns()}"
     proc = subprocess.Popen(
         [
@@ -300,7 +401,12 @@ def locust(work: Path, port: int, clients: int, seconds: int, malformed: float =
             "--exit-code-on-error",
             "0",
         ],
-        env={**os.environ, "LOAD_TEXTS": str(work / "texts.txt"), "LOAD_MALFORMED": str(malformed)},
+        env={
+            **os.environ,
+            "LOAD_TEXTS": str(work / "texts.txt"),
+            "LOAD_MALFORMED": str(malformed),
+            "LOAD_POSTS": str(posts),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -313,18 +419,18 @@ def locust(work: Path, port: int, clients: int, seconds: int, malformed: float =
         raise RuntimeError(f"locust failed: {stderr[-2000:]}")
     with open(f"{prefix}_stats.csv", newline="") as f:
         rows = {r["Name"]: r for r in csv.DictReader(f)}
-    found = summary(rows["Aggregated"], usage)
+    found = summary(rows["Aggregated"], usage, posts)
     if malformed:  # the good requests' own figures (latency, rate) and the malformed ones' outcome
         found["good"] = summary(rows["good"], usage)
         found["malformed"] = {k: summary(rows["malformed"], usage)[k] for k in ("requests", "failures")}
     return found
 
 
-def summary(row: dict, usage) -> dict:
+def summary(row: dict, usage, posts: int = 1) -> dict:
     return {
         "requests": int(row["Request Count"]),
         "failures": int(row["Failure Count"]),
-        "tweets_per_s": round(float(row["Requests/s"]), 1),
+        "tweets_per_s": round(posts * float(row["Requests/s"]), 1),
         "p50_ms": float(row["50%"]),
         "p90_ms": float(row["90%"]),
         "p99_ms": float(row["99%"]),

@@ -859,8 +859,8 @@ def cli_cases() -> Iterator[Case]:
     yield Case(
         "unknown-command",
         ["trian", "--data", "x"],
-        "argument COMMAND: invalid choice: 'trian' (choose from 'prepare', 'train', 'evaluate', 'predict', "
-        "'serve', 'export', 'baseline', 'env', 'cloud'); see `sentitune --help`",
+        "argument COMMAND: invalid choice: 'trian' (choose from 'prepare', 'train', 'distill', 'evaluate', "
+        "'predict', 'select', 'serve', 'export', 'baseline', 'env', 'cloud'); see `sentitune --help`",
     )
     yield Case(
         "unknown-option",
@@ -905,10 +905,20 @@ OPTION_BASES = {
         ("data", "model"),
     ),
     "baseline": (["baseline", "--data", "{data}", "--job-dir", "{tmp}/job"], {}, ("data",)),
+    "distill": (
+        ["distill", "--teacher", "{run}", "--data", "{data}", "--student", "{model}", "--job-dir", "{tmp}/j"],
+        {},
+        ("run", "data", "model"),
+    ),
     "evaluate": (["evaluate", "{run}", "--data", "{tmp}/l.csv"], {"l.csv": frame(LABELLED)}, ("run",)),
     "predict": (["predict", "{run}", "a post"], {}, ("run",)),
     "export": (["export", "{run}"], {}, ("run",)),
     "serve": (["serve", "{run}"], {}, ("run",)),
+    "select": (
+        ["select", "{run}", "--pool", "{tmp}/pool.csv", "--output-dir", "{tmp}/out"],
+        {"pool.csv": frame(LABELLED[["text"]])},
+        ("run",),
+    ),
 }
 WHAT = {"serve": "invalid server settings: ", "predict": ""}  # predict's sentences stand alone
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from sentitune.batching import length_bucketed_batches, tokenize
+from sentitune.batching import TokenizedTexts, length_bucketed_batches, passes_within_budget, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,36 @@ def test_bucketed_batches_pad_much_less_than_random_batches(tokens):
     order = rng.permutation(len(lengths))
     random = [order[i : i + 16] for i in range(0, len(order), 16)]
     assert _padding(lengths, bucketed) < 0.25 * _padding(lengths, random)
+
+
+@pytest.mark.parametrize("max_tokens, max_rows", [(256, 16), (1024, 64), (40, 64), (1, 4)])
+def test_passes_within_budget_cover_every_post_once_within_the_budget(tokens, max_tokens, max_rows):
+    lengths = tokens.lengths
+    passes = passes_within_budget(lengths, max_tokens, max_rows)
+    assert sorted(np.concatenate(passes).tolist()) == list(range(len(tokens)))
+    for rows in passes:
+        assert 1 <= len(rows) <= max_rows
+        assert len(rows) == 1 or len(rows) * lengths[rows].max() <= max_tokens
+    # sorted by length: each pass is no longer than the next one's shortest post
+    assert all(lengths[a].max() <= lengths[b].min() for a, b in zip(passes, passes[1:], strict=False))
+
+
+def test_passes_within_budget_fill_each_pass_and_run_long_posts_alone():
+    lengths = np.array([10, 3, 10, 3, 10, 10, 50, 200, 3, 3, 3, 3, 3])
+    # max_rows cuts the seven 3-token posts into 4 and 3; the budget (4 x 10 > 30) the four 10-token ones
+    passes = passes_within_budget(lengths, max_tokens=30, max_rows=4)
+    assert [p.tolist() for p in passes] == [[1, 3, 8, 9], [10, 11, 12], [0, 2, 4], [5], [6], [7]]
+    assert passes_within_budget(np.zeros(0, np.int64), 30, 3) == []
+
+
+def test_concat_keeps_every_post_and_subset_takes_them_back(tokens):
+    parts = [tokens.subset(np.arange(0, 5)), tokens.subset(np.array([42])), tokens.subset(np.arange(7, 30))]
+    joined = TokenizedTexts.concat(parts)
+    rows = np.concatenate([np.arange(0, 5), [42], np.arange(7, 30)])
+    assert joined.lengths.tolist() == tokens.lengths[rows].tolist()
+    for i, row in enumerate(rows):
+        assert (
+            joined.ids[joined.offsets[i] : joined.offsets[i + 1]].tolist()
+            == tokens.ids[tokens.offsets[row] : tokens.offsets[row + 1]].tolist()
+        )
+    assert joined.pad_id == tokens.pad_id

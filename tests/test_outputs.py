@@ -41,10 +41,13 @@ def command_for(name: str, w: dict, dest: str) -> list:
         "predict": ["predict", run, "--input", tmp / "texts.csv", "--output", dest],
         "export": ["export", run, "--output-dir", dest],
         "baseline": ["baseline", "--data", prepared, "--job-dir", dest],
+        "select": ["select", run, "--pool", tmp / "texts.csv", "--n", "1", "--output-dir", dest],
+        "distill": ["distill", "--teacher", run, "--data", prepared, "--job-dir", dest, "--max-steps", "1"]
+        + ["--student", run, "--cache-dir", tmp / "cache"],
     }[name] + ["--overwrite"]
 
 
-WRITERS = ["prepare", "train", "evaluate", "predict", "export", "baseline"]
+WRITERS = ["prepare", "train", "evaluate", "predict", "export", "baseline", "select", "distill"]
 
 
 def spellings(tmp: Path, name: str) -> dict[str, str]:

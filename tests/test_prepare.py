@@ -273,9 +273,15 @@ def test_posts_are_read_as_written_mojibake_and_windows_1252_repaired(tmp_path, 
 
     got = read_splits(tmp_path / "out").set_index("text")["label"]
     for i, text in enumerate(written[:3]):
-        assert got[f"{text} {i}"] == "positive"  # Windows-1252 read as latin-1, then repaired
+        # Windows-1252 read as latin-1 and repaired (+0.9), then the mojibake copy read after it repairs
+        # into the same post (-0.9): the later label wins
+        assert got[f"{text} {i}"] == "negative"
     assert report["rows_decoded_as_latin1"] == 3
     assert report["duplicates_with_other_label"] == 3  # the mojibake copies repair into the same posts
+    assert report["conflicts"] == {"posts": 3, "rows": 6, "policy": "later", "file": "conflicts.csv"}
+    listed = pd.read_csv(tmp_path / "out" / "conflicts.csv")
+    assert sorted(listed["text"]) == sorted(f"{t} {i}" for i, t in enumerate(written[:3]))
+    assert set(listed["labels"]) == {"positive > negative"} and set(listed["kept"]) == {"negative"}
     for text in written[3:]:
         assert text in got.index  # right-to-left scripts, emoji, entities and widths stay as written
     assert report["text_repair"]["rows_repaired"] == 6

@@ -212,3 +212,21 @@ def test_the_calibration_section_says_whether_a_temperature_was_kept_and_why():
             )
         else:
             assert shown == f"No temperature scaling: {decision['reason']}. The scores above are as trained."
+
+
+def test_a_runs_report_is_rendered_from_what_its_folder_records(run_copy):
+    from sentitune.report import run_report
+
+    written = (run_copy / "report.html").read_text()
+    metrics = json.loads((run_copy / "metrics.json").read_text())
+    metrics["test"]["accuracy"] = 0.1234  # an edit of the record shows in the page made from it
+    (run_copy / "metrics.json").write_text(json.dumps(metrics))
+    page = run_report(run_copy)  # the folder alone: no posts, training log or prepare report
+    assert metric_shown(page, "accuracy") == "0.1234" != metric_shown(written, "accuracy")
+    assert metric_shown(page, "macro_f1") == metric_shown(written, "macro_f1")
+    run_config = json.loads((run_copy / "run_config.json").read_text())
+    assert f"the test split ({run_config['data']['test']['path']})" in page
+    for part in ("<h2>Settings</h2>", "<h3>Class balance</h3>", 'data-figure="validation"'):
+        assert part in page and part in written
+    for part in ("most confident mistakes", "data-figure='rows'", "data-figure='error-slices'"):
+        assert part not in page and part in written  # what the folder does not keep is left out

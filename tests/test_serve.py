@@ -20,6 +20,7 @@ import pytest
 from helpers import STARTUP_TIMEOUT_S, cli_error, free_port, sentitune_serve, serving
 
 from sentitune import LABELS
+from sentitune.batching import TokenizedTexts
 from sentitune.cli import build_parser
 from sentitune.config import ServeSettings
 from sentitune.errors import SentituneError
@@ -188,32 +189,135 @@ def test_openapi_describes_request_and_response(client):
     assert spec["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]
 
 
-# ----------------------------------------------------------------------------- micro-batching
+# ----------------------------------------------------------------------------- batching by a token budget
 
 
-def test_batches_stay_within_max_batch_and_answers_stay_in_order():
-    calls: list[list[str]] = []
+def token_rows(*lengths: int) -> TokenizedTexts:
+    """Tokenised posts of these lengths whose ids name them: post i holds the id 1000 * (i + 1) + length."""
+    parts = [np.full(n, 1000 * (i + 1) + n, np.int32) for i, n in enumerate(lengths)]
+    return TokenizedTexts.concat([TokenizedTexts(part, np.array([0, len(part)]), 0) for part in parts])
 
-    def run_model(texts: list[str]) -> np.ndarray:
-        calls.append(texts)
-        time.sleep(0.01)
-        return np.array([[float(t)] for t in texts])
+
+def run_batcher(score, requests: list[TokenizedTexts], **settings) -> list:
+    """Every request sent to a TokenBatcher at once, as concurrent handlers would: the answers (or the
+    exceptions), in the requests' order."""
 
     async def main():
-        batcher = serve.MicroBatcher(run_model, max_batch=8, max_wait_ms=50)
-        await batcher.start()
-        requests = [[str(10 * i + j) for j in range(3)] for i in range(10)] + [[str(k) for k in range(20)]]
-        answers = await asyncio.gather(*(batcher.predict(texts) for texts in requests))
-        await batcher.stop()
-        return requests, answers
+        batcher = serve.TokenBatcher(score, **settings)
+        batcher.start()
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(batcher.predict(r) for r in requests), return_exceptions=True), 60
+            )
+        finally:
+            batcher.stop()
 
-    requests, answers = asyncio.run(main())
-    for texts, (probs, _) in zip(requests, answers, strict=True):
-        assert probs[:, 0].tolist() == [float(t) for t in texts]
-    assert sorted(t for call in calls for t in call) == sorted(t for texts in requests for t in texts)
-    assert max(len(c) for c in calls if len(c) != 20) <= 8  # the 20-text request runs alone
-    assert [20] in [[len(c)] for c in calls]
-    assert max(n for _, n in answers) > 1
+    return asyncio.run(main())
+
+
+def test_passes_stay_within_the_token_budget_and_answers_stay_in_order():
+    passes: list[tuple[int, int]] = []  # (posts, longest) of every forward pass
+    model_started = threading.Event()
+
+    def score(tokens: TokenizedTexts) -> np.ndarray:
+        model_started.wait(10)  # the first pass waits until every request is queued: they share batches
+        passes.append((len(tokens), int(tokens.lengths.max())))
+        first = tokens.ids[tokens.offsets[:-1]]
+        return np.stack([first, tokens.lengths], axis=1).astype(np.float64)
+
+    rng = np.random.default_rng(0)
+    requests = [token_rows(*rng.integers(1, 40, size=rng.integers(1, 9))) for _ in range(40)]
+    requests.append(token_rows(300))  # longer than the whole budget
+    threading.Timer(0.5, model_started.set).start()
+    answers = run_batcher(score, requests, max_batch=1000, max_batch_tokens=100, model_batch=8)
+
+    for tokens, (probs, _) in zip(requests, answers, strict=True):
+        assert probs[:, 0].tolist() == tokens.ids[tokens.offsets[:-1]].tolist()
+        assert probs[:, 1].tolist() == tokens.lengths.tolist()
+    assert sum(n for n, _ in passes) == sum(len(r) for r in requests)
+    assert all(n <= 8 for n, _ in passes)
+    assert all(n * longest <= 100 for n, longest in passes if n > 1)
+    assert (1, 300) in passes  # the long post ran alone
+    assert max(shared for _, shared in answers) > 1
+
+
+def test_a_request_larger_than_a_batch_is_taken_alone():
+    batches: list[int] = []
+
+    def score(tokens: TokenizedTexts) -> np.ndarray:
+        batches.append(len(tokens))
+        return tokens.lengths[:, None].astype(np.float64)
+
+    requests = [token_rows(*[5] * 20)] + [token_rows(3, 4) for _ in range(5)]
+    answers = run_batcher(score, requests, max_batch=8, max_batch_tokens=10_000, model_batch=64)
+    assert [a[0][:, 0].tolist() for a in answers] == [r.lengths.tolist() for r in requests]
+    assert 20 in batches and max(n for n in batches if n != 20) <= 8
+
+
+def test_a_pass_that_fails_fails_only_the_request_that_caused_it():
+    """Inside a merged batch, a post the model cannot take is retried alone: the others get answers."""
+
+    def score(tokens: TokenizedTexts) -> np.ndarray:
+        if (tokens.lengths == 13).any():
+            raise ValueError("the model cannot take this post")
+        return tokens.lengths[:, None].astype(np.float64)
+
+    requests = [token_rows(i, i + 20) for i in range(1, 11)] + [token_rows(13)]
+    answers = run_batcher(score, requests, max_batch=64, max_batch_tokens=64, model_batch=4)
+    assert [a[0][:, 0].tolist() for a in answers[:10]] == [[i, i + 20] for i in range(1, 11)]
+    assert isinstance(answers[10], ValueError)
+
+
+class RecordingPredictor:
+    """The real Predictor, its forward passes recorded as (posts, longest post in tokens)."""
+
+    def __init__(self, predictor: Predictor):
+        self.inner, self.passes = predictor, []
+
+    def probabilities_of(self, tokens: TokenizedTexts) -> np.ndarray:
+        self.passes.append((len(tokens), int(tokens.lengths.max())))
+        return self.inner.probabilities_of(tokens)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_mixed_lengths_from_many_threads_get_the_offline_scores_in_order(predictor, corpus):
+    """A real server with a small token budget: 48 threads send 1 to 8 posts each, short and long mixed
+    with one post longer than the whole budget; each answer is the offline Predictor's for its posts."""
+    texts = corpus["text"].tolist()
+    longest = max(texts, key=len)
+    recording = RecordingPredictor(predictor)
+    settings = ServeSettings(host="127.0.0.1", port=0, max_batch_tokens=96, model_batch=8)
+    rng = np.random.default_rng(1)
+    requests = [list(rng.choice(texts, size=int(rng.integers(1, 9)), replace=False)) for _ in range(47)]
+    requests.append([longest * 3])
+    expected = [predictor.predict(r) for r in requests]
+    start = threading.Barrier(len(requests))
+
+    with serving(serve.create_app(recording, settings)) as running:
+
+        def ask(texts: list[str]) -> httpx.Response:
+            start.wait()
+            return httpx.post(f"{running.url}/predict", json={"instances": texts}, timeout=120)
+
+        with ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(ask, requests))
+    for r, want in zip(answers, expected, strict=True):
+        assert r.status_code == 200, r.text
+        assert_matches(r.json()["predictions"], want)
+    assert sum(n for n, _ in recording.passes) == sum(len(r) for r in requests)
+    assert all(n <= 8 and (n == 1 or n * longest_tokens <= 96) for n, longest_tokens in recording.passes)
+    assert any(n == 1 and longest_tokens > 96 for n, longest_tokens in recording.passes)
+
+
+def test_plain_requests_and_objects_get_the_same_bytes(client, posts):
+    """Plain strings are answered before FastAPI's route; the same posts as objects go through the route."""
+    plain = client.post("/predict", json={"instances": posts[:5], "parameters": {"explain": False}})
+    objects = client.post("/predict", json={"instances": [{"text": t} for t in posts[:5]]})
+    assert plain.status_code == objects.status_code == 200
+    assert plain.content == objects.content
+    assert plain.headers["content-type"] == objects.headers["content-type"] == "application/json"
 
 
 def test_a_poisoned_request_fails_alone_among_30_concurrent_good_ones(server, predictor, posts):
@@ -241,28 +345,36 @@ def test_a_poisoned_request_fails_alone_among_30_concurrent_good_ones(server, pr
     }
 
 
-def test_a_model_call_that_fails_fails_only_the_request_that_caused_it():
-    """Inside a merged batch, a text the model cannot take is retried alone: the others get answers."""
+def test_in_flight_requests_are_answered_when_the_server_stops(predictor, posts):
+    """The server is told to stop while the model runs one request and 15 more wait in its queue: all 16
+    get their answers, then the model thread ends."""
+    release = threading.Event()
 
-    def run_model(texts: list[str]) -> np.ndarray:
-        if "poison" in texts:
-            raise ValueError("the model cannot take this text")
-        time.sleep(0.01)
-        return np.array([[float(len(t))] for t in texts])
+    class Held(RecordingPredictor):
+        def probabilities_of(self, tokens):
+            release.wait(30)
+            return super().probabilities_of(tokens)
 
-    async def main():
-        batcher = serve.MicroBatcher(run_model, max_batch=64, max_wait_ms=50)
-        await batcher.start()
-        requests = [["a" * i] for i in range(1, 11)] + [["poison"]]
-        answers = await asyncio.wait_for(
-            asyncio.gather(*(batcher.predict(t) for t in requests), return_exceptions=True), 30
-        )
-        await batcher.stop()
-        return answers
-
-    answers = asyncio.run(main())
-    assert [float(a[0][0, 0]) for a in answers[:10]] == [float(i) for i in range(1, 11)]
-    assert isinstance(answers[10], ValueError)
+    app = serve.create_app(Held(predictor), ServeSettings(host="127.0.0.1", port=0, max_batch=4))
+    batcher = app.state.batcher
+    with ThreadPoolExecutor(16) as pool:
+        with serving(app) as running:
+            asked = [
+                pool.submit(
+                    httpx.post, f"{running.url}/predict", json={"instances": posts[i : i + 4]}, timeout=60
+                )
+                for i in range(16)
+            ]
+            deadline = time.monotonic() + 30
+            while batcher.batches == 0 or len(batcher._queue) < 15:
+                assert time.monotonic() < deadline, "the requests did not all arrive"
+                time.sleep(0.01)
+            threading.Timer(0.5, release.set).start()
+        answers = [a.result() for a in asked]
+    assert [r.status_code for r in answers] == [200] * 16
+    for i, r in enumerate(answers):
+        assert_matches(r.json()["predictions"], predictor.predict(posts[i : i + 4]))
+    assert batcher.batches == 16 and not batcher._thread.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -348,6 +460,20 @@ def test_the_pytorch_model_sees_few_shapes_whatever_the_batches(trained_run, cor
 
 
 # ----------------------------------------------------------------------------- settings and the command line
+
+
+def test_auto_backend_follows_the_cpu_kind_and_what_the_run_has(run_copy, monkeypatch):
+    """PyTorch where the CPU computes bf16 natively; the int8 export on one without, once the run has it."""
+    run = str(run_copy)
+    assert serve.choose_backend("onnx", run) == ("onnx", "--backend onnx")
+    monkeypatch.setattr(serve, "cpu_has_native_bf16", lambda: True)
+    assert serve.choose_backend("auto", run, "cpu")[0] == "torch"
+    monkeypatch.setattr(serve, "cpu_has_native_bf16", lambda: False)
+    backend, why = serve.choose_backend("auto", run, "cpu")
+    assert backend == "torch" and "sentitune export RUN_DIR --quantize int8" in why
+    (run_copy / "onnx").mkdir()
+    (run_copy / "onnx" / "model_int8.onnx").write_bytes(b"")
+    assert serve.choose_backend("auto", run, "cpu")[0] == "onnx-int8"
 
 
 def test_settings_read_the_vertex_variables_and_options_win():

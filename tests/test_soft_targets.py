@@ -86,6 +86,39 @@ def test_the_loss_reads_the_soft_targets_of_this_ranks_rows():
     torch.testing.assert_close(loss, (weight * expected).sum() / weight.sum())
 
 
+def test_vader_labelled_posts_weigh_less_than_posts_people_labelled(tmp_path):
+    from sentitune.splits import read_labelled
+    from sentitune.train import BatchLoss
+
+    # a prepared split mixing people's labels with VADER's, as prepare writes it
+    split = tmp_path / "train.csv"
+    pd.DataFrame(
+        {
+            "text": ["good", "bad", "fine", "awful", "great"],
+            "label": ["positive", "negative", "neutral", "negative", "positive"],
+            "label_source": ["human", "vader", "vader", "human", "vader"],
+        }
+    ).to_csv(split, index=False)
+    read = read_labelled(str(split))
+    assert read.weak.tolist() == [False, True, True, False, True]
+    logits = torch.tensor(
+        [[0.5, 0.0, -0.5], [0.1, 0.2, 0.3], [1.0, -1.0, 0.0], [0.0, 0.0, 2.0], [0.3, 0.3, 0.3]]
+    )
+    y = torch.from_numpy(read.labels)
+    per_post = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    rows = np.arange(5)
+    for weight in (0.25, 1.0):
+        cfg = TrainConfig(data="d", weak_label_weight=weight)
+        loss, per_example = BatchLoss(read.labels, cfg, torch.device("cpu"), weak=read.weak)(logits, y, rows)
+        w = torch.where(torch.from_numpy(read.weak), weight, 1.0)
+        torch.testing.assert_close(per_example, per_post)
+        torch.testing.assert_close(loss, (w * per_post).sum() / w.sum())
+    # a split of one source (no column, or all rows alike) is not reweighted
+    alone = BatchLoss(read.labels, TrainConfig(data="d", weak_label_weight=0.25), torch.device("cpu"),
+                      weak=np.ones(5, bool))  # fmt: skip
+    torch.testing.assert_close(alone(logits, y, rows)[0], per_post.mean())
+
+
 @pytest.fixture(scope="module")
 def vader_folders(tmp_path_factory, tweets):
     """The shared tweets labelled by VADER, prepared as CSV and as Parquet."""

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 from sentitune.config import BaselineConfig
 from sentitune.errors import SentituneError, require_extra
+from sentitune.layout import CONFUSION, METRICS
 from sentitune.metrics import plot_confusion_matrix
-from sentitune.runfolder import CONFUSION, METRICS
 from sentitune.splits import LabelledTexts
 from sentitune.splits import load_splits as read_splits
 from sentitune.storage import StagedOutput

@@ -1,7 +1,9 @@
 """Tokenise once, group examples of similar length, pad each batch only to its own longest post.
 
 Token ids live in one flat int32 array with offsets (no per-example Python objects), so building a
-batch is a handful of vectorised numpy operations and the step loop does no per-example work.
+batch is a handful of vectorised numpy operations and the step loop does no per-example work. The
+server's forward passes are cut by a budget of padded tokens (`passes_within_budget`), as Hugging Face's
+text-embeddings-inference batches by `--max-batch-tokens`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ class TokenizedTexts:
     @property
     def tokens(self) -> int:
         return int(self.offsets[-1])
+
+    @classmethod
+    def concat(cls, parts: Sequence[TokenizedTexts]) -> TokenizedTexts:
+        """The texts of `parts`, one after another (the parts share one tokenizer, so one pad id)."""
+        lengths = np.concatenate([part.lengths for part in parts])
+        offsets = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(np.concatenate([part.ids for part in parts]), offsets, parts[0].pad_id)
 
     def subset(self, rows: np.ndarray) -> TokenizedTexts:
         """The texts at `rows`, in that order."""
@@ -101,3 +111,19 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]
     order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+def passes_within_budget(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
+    """Forward passes over every text, sorted by length: each holds at most `max_rows` texts and at most
+    `max_tokens` tokens once padded to its longest text (rows x longest); a text longer than `max_tokens`
+    on its own is a pass of its own."""
+    order = np.argsort(lengths, kind="stable")
+    passes, start = [], 0
+    for end in range(1, len(order) + 1):
+        rows = end - start
+        if rows > max_rows or (rows > 1 and rows * int(lengths[order[end - 1]]) > max_tokens):
+            passes.append(order[start : end - 1])
+            start = end - 1
+    if start < len(order):
+        passes.append(order[start:])
+    return passes

@@ -1,45 +1,39 @@
 """The model card (README.md) of a run folder: what the model is, what it was trained on, how good it
 is, and its limits, under the YAML metadata a model hub or registry reads (huggingface_hub's ModelCard:
-licence, base model, task, language, and a model-index with the validation and test results)."""
+licence, base model, task, language, and a model-index with the validation and test results).
+
+The card is made from what the run folder records (run_config.json and metrics.json) and what `prepare`
+recorded about the data (splits.Prepared)."""
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from sentitune import __version__
-from sentitune.config import TrainConfig
-from sentitune.errors import SentituneError
+from sentitune.builtin import EMBEDDED_ENCODERS, EMBEDDED_PREFIX
+from sentitune.layout import CONFUSION, CURVES, RUN_CONFIG
 from sentitune.model import is_hub_id
 from sentitune.normalize import APPLIED_BY, NOT_APPLIED_BY
-from sentitune.splits import SPLIT_MARKER
-from sentitune.storage import join, open_input
+from sentitune.splits import Prepared
 
 
-def _label_source(cfg: TrainConfig) -> str:
+def how_labelled(prepared: Prepared) -> str:
     """How the training labels were made, from prepare's report when the data came from prepare."""
-    if cfg.data:
-        try:
-            with open_input(join(cfg.data, SPLIT_MARKER), "rb") as f:
-                report = json.load(f)
-            labels = report.get("labels") or {}
-            if labels.get("source") == "category":
-                return (
-                    "class labels given with the data ("
-                    + ", ".join(f"'{k}' -> {v}" for k, v in labels.get("mapping", {}).items())
-                    + ")"
-                )
-            if labels:
-                return f"{labels['source']} scores mapped to classes by {labels.get('rule')}"
-        except (SentituneError, ValueError, KeyError):
-            pass
+    source = prepared.label_source
+    if source == "category":
+        mapping = prepared.report["labels"].get("mapping", {})
+        return (
+            "class labels given with the data ("
+            + ", ".join(f"'{k}' -> {v}" for k, v in mapping.items())
+            + ")"
+        )
+    if source:
+        return f"{source} scores mapped to classes by {prepared.report['labels'].get('rule')}"
     return "the label column of the training file"
 
 
-EMBEDDED_BASE = ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")  # the embedded model: id, licence
 # metrics.json key -> (model-index metric type, its config, the name shown)
 INDEXED_METRICS = {
     "accuracy": ("accuracy", None, "accuracy"),
@@ -51,16 +45,18 @@ SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 def base_model_of(source: str) -> tuple[str | None, str | None]:
     """(hub id, licence) of the model the run started from, where known: the embedded one, or a hub id."""
-    if source.startswith("embedded:"):
-        return EMBEDDED_BASE
+    if source.startswith(EMBEDDED_PREFIX):
+        encoder = EMBEDDED_ENCODERS.get(source.removeprefix(EMBEDDED_PREFIX).lower())
+        return (encoder.hub_id, encoder.licence) if encoder else (None, None)
     return (source, None) if is_hub_id(source) else (None, None)
 
 
-def card_metadata(cfg: TrainConfig, model_info: dict, metrics: dict) -> ModelCardData:
+def card_metadata(run_config: dict, metrics: dict) -> ModelCardData:
     """The card's YAML: what a hub lists the model under, and its results with their 95 % intervals."""
+    cfg, model_info = run_config["train"], run_config["model"]
     base, licence = base_model_of(model_info["source"])
-    data = str(cfg.data or cfg.training_file or "training data").rstrip("/")
-    dataset = os.path.basename(data) if cfg.data else os.path.basename(os.path.dirname(data)) or data
+    data = str(cfg["data"] or cfg["training_file"] or "training data").rstrip("/")
+    dataset = os.path.basename(data) if cfg["data"] else os.path.basename(os.path.dirname(data)) or data
     results = []
     for split in ("val", "test"):
         for key, (kind, config, shown) in INDEXED_METRICS.items():
@@ -82,7 +78,7 @@ def card_metadata(cfg: TrainConfig, model_info: dict, metrics: dict) -> ModelCar
                 )
             )
     return ModelCardData(
-        model_name=f"sentitune-{os.path.basename(str(cfg.job_dir or 'run').rstrip('/')) or 'run'}",
+        model_name=f"sentitune-{os.path.basename(str(cfg['job_dir'] or 'run').rstrip('/')) or 'run'}",
         base_model=base,
         license=licence,
         language="en",
@@ -94,10 +90,11 @@ def card_metadata(cfg: TrainConfig, model_info: dict, metrics: dict) -> ModelCar
     )
 
 
-def model_card(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
-    """README.md: the metadata as YAML front matter, then the card for people."""
-    yaml = card_metadata(cfg, model_info, metrics).to_yaml()
-    return str(ModelCard(f"---\n{yaml}\n---\n\n{card_text(cfg, model_info, splits, metrics, run_config)}"))
+def model_card(run_config: dict, metrics: dict, prepared: Prepared) -> str:
+    """README.md of a run folder from its run_config.json and metrics.json and the data it was trained on:
+    the metadata as YAML front matter, then the card for people."""
+    yaml = card_metadata(run_config, metrics).to_yaml()
+    return str(ModelCard(f"---\n{yaml}\n---\n\n{card_text(run_config, metrics, prepared)}"))
 
 
 def reading_text(found: dict | None, max_length: int, pooling: str) -> list[str]:
@@ -153,8 +150,9 @@ def truncation_text(max_length: int, pooling: str) -> str:
     )
 
 
-def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, run_config: dict) -> str:
+def card_text(run_config: dict, metrics: dict, prepared: Prepared) -> str:
     """README.md of a run folder: what the model is, what it was trained on, how good it is, its limits."""
+    cfg, model_info = run_config["train"], run_config["model"]
     env, training = run_config["environment"], metrics.get("training", {})
     classes = run_config["labels"]
     lines = [
@@ -172,32 +170,34 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
         "",
         "## Data",
         "",
-        f"Labels: {_label_source(cfg)}.",
+        f"Labels: {how_labelled(prepared)}.",
         "",
         "| split | file | posts | " + " | ".join(classes) + " |",
         "|---|---|---|" + "---|" * len(classes),
     ]
-    for name, split in splits.items():
-        counts = np.bincount(split.labels, minlength=len(classes))
-        shares = " | ".join(f"{c} ({c / max(len(split), 1):.0%})" for c in counts)
-        lines.append(f"| {name} | `{split.path}` | {len(split)} | {shares} |")
-    lines += ["", *reading_text(metrics.get("normalization"), cfg.max_length, model_info["pooling"])]
+    for name, split in run_config["data"].items():
+        shares = " | ".join(
+            f"{c} ({c / max(split['examples'], 1):.0%})" for c in split["class_counts"].values()
+        )
+        lines.append(f"| {name} | `{split['path']}` | {split['examples']} | {shares} |")
+    lines += ["", *reading_text(metrics.get("normalization"), cfg["max_length"], model_info["pooling"])]
     lines += ["", "## Model and training"]
     lines += [
         "",
         f"{model_info['type']} encoder, {model_info['layers']} layers x {model_info['hidden_size']}, "
         f"{model_info['parameters'] / 1e6:.1f} M parameters ({model_info['trainable_parameters'] / 1e6:.1f} M "
-        f"trained); at most {cfg.max_length} tokens per post. {training.get('steps')} steps of batch "
-        f"{cfg.batch_size} ({training.get('epochs_run')} epochs), AdamW at learning rate {cfg.learning_rate}, "
-        f"seed {cfg.seed}; {training.get('wall_s')} s on {env['device']} ({env['precision']}, "
+        f"trained); at most {cfg['max_length']} tokens per post. {training.get('steps')} steps of batch "
+        f"{cfg['batch_size']} ({training.get('epochs_run')} epochs), AdamW at learning rate "
+        f"{cfg['learning_rate']}, seed {cfg['seed']}; {training.get('wall_s')} s on {env['device']} "
+        f"({env['precision']}, "
         f"{env['threads']} threads), {training.get('examples_per_s')} examples/s. "
         f"Best validation macro-F1 at step {training.get('best_step')}. "
         + (
-            f"Targets made from the posts' scores, not only their classes (`--soft-targets {cfg.soft_targets}`). "
-            if cfg.soft_targets
+            f"Targets made from the posts' scores, not only their classes (`--soft-targets {cfg['soft_targets']}`). "
+            if cfg["soft_targets"]
             else ""
         )
-        + "Full settings: `run_config.json`.",
+        + f"Full settings: `{RUN_CONFIG}`.",
         "",
         "## Results",
         "",
@@ -235,7 +235,7 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
             "|---|" + "---|" * len(classes),
         ]
         lines += [f"| {classes[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
-        lines += ["", "![confusion matrix](confusion_matrix.png) ![training curves](training_curves.png)"]
+        lines += ["", f"![confusion matrix]({CONFUSION}) ![training curves]({CURVES})"]
     unknown = metrics.get("test", metrics.get("val", {})).get("posts_with_unknown_tokens")
     examples = metrics.get("test", metrics.get("val", {})).get("examples")
     lines += [
@@ -243,7 +243,7 @@ def card_text(cfg: TrainConfig, model_info: dict, splits: dict, metrics: dict, r
         "## Known limits",
         "",
         "- Trained on short English social-media posts: other languages, domains and long texts are outside "
-        f"what it has seen; posts over {cfg.max_length} tokens are cut.",
+        f"what it has seen; posts over {cfg['max_length']} tokens are cut.",
         "- Sarcasm, irony and negation spread over a sentence are often read at face value.",
         "- Emoji and characters missing from the uncased WordPiece vocabulary become [UNK]"
         + (f" ({unknown} of {examples} evaluated posts hold at least one)" if unknown is not None else "")

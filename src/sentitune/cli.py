@@ -32,11 +32,13 @@ from sentitune.cloud.config import (
 from sentitune.cloud.vertex import console_url
 from sentitune.config import (
     BaselineConfig,
+    DistillConfig,
     EnvConfig,
     EvaluateConfig,
     ExportConfig,
     PredictConfig,
     PrepareConfig,
+    SelectConfig,
     ServeConfig,
     TrainConfig,
     add_arguments,
@@ -44,9 +46,9 @@ from sentitune.config import (
     hyphenate,
 )
 from sentitune.errors import SentituneError
+from sentitune.layout import REPORT
 from sentitune.logs import configure as configure_logs
 from sentitune.logs import log_format
-from sentitune.report import REPORT
 from sentitune.storage import WRITE_FAILURES, join
 
 log = logging.getLogger("sentitune")
@@ -77,6 +79,18 @@ def _print_prepare(cfg, result) -> None:
         print(
             f"{repair['rows_repaired']:,} posts had their encoding repaired by {repair['by']}; "
             f"{repair['rows_still_garbled']:,} still look garbled"
+        )
+    for export in r.get("label_studio", []):
+        print(
+            f"{export['path']}: Label Studio {export['format']} export, {export['labelled']} labels by people; "
+            f"left out {export['skipped']} skipped or cancelled, {export['without_a_label']} without a label"
+        )
+    conflicts = r.get("conflicts") or {}
+    if conflicts.get("posts"):
+        kept = "kept the later label" if conflicts["policy"] == "later" else "dropped them"
+        print(
+            f"{conflicts['posts']} posts were labelled differently by people; {kept} "
+            f"(listed in {join(result.output_dir, conflicts['file'])})"
         )
     near = r["near_duplicates"]
     print(
@@ -117,6 +131,21 @@ def _print_train(cfg, result) -> None:
     if result.run_dir:
         print(f"run folder: {result.run_dir}")
         print(f"report: {join(result.run_dir, REPORT)}")
+
+
+def _print_distill(cfg, result) -> None:
+    d = result.distillation
+    for t in d["teachers"]:
+        how = "read from the cache" if t["scores_from_cache"] else "scored"
+        val = d["teacher_scores"].get("val", {}).get(t["source"])
+        score = f", validation macro-recall {val['macro_recall']:.4f}" if val else ""
+        print(f"teacher {t['source']}: probabilities {how}{score}")
+    posts = d["posts"]
+    print(
+        f"student trained on {posts['labelled']} labelled and {posts['unlabelled']} unlabelled posts "
+        f"(alpha {d['alpha']}, temperature {d['temperature']})"
+    )
+    _print_train(cfg, result)
 
 
 def _print_baseline(cfg, result) -> None:
@@ -170,6 +199,18 @@ def _print_predict(cfg, done) -> None:
         print(f"labelled {done['rows']} rows of {done['labelled']} files into {cfg.output}{skipped}")
     elif done["to"] == "file":
         print(f"labelled {done['rows']} rows into {cfg.output}")
+
+
+def _print_select(cfg, result) -> None:
+    s = result.summary
+    print(
+        f"read {s['posts_read']} posts; left out {s['empty']} empty, {s['duplicates']} duplicates, "
+        f"{s['near_duplicates']} near-duplicates, {s['already_labelled']} already labelled"
+    )
+    by_class = ", ".join(f"{k} {v}" for k, v in s["selected_by_predicted_class"].items())
+    print(f"selected {s['selected']} of {s['posts_left']} posts by {s['strategy']} (predicted: {by_class})")
+    for name in s["files"]:
+        print(f"wrote {join(result.output_dir, name)}")
 
 
 def _print_export(cfg, report) -> None:
@@ -299,6 +340,19 @@ COMMANDS = (
         epilog=EPILOG_DEFAULTS,
     ),
     Command(
+        "distill",
+        DistillConfig,
+        "sentitune.distill:distill",
+        _print_distill,
+        "train a student on its teachers' probabilities and write a run folder",
+        "Score the training posts and any --unlabelled posts once with each --teacher (cached for the next "
+        "call), average their probabilities softened by --temperature, and fine-tune the --student on "
+        "alpha x those + (1 - alpha) x the gold label (unlabelled posts: the teachers' alone) with train's "
+        "options. The run folder is train's, its run_config.json and README.md naming the teachers.",
+        skip=("config", "targets"),
+        epilog=EPILOG_DEFAULTS,
+    ),
+    Command(
         "evaluate",
         EvaluateConfig,
         "sentitune.evaluate:evaluate",
@@ -313,6 +367,18 @@ COMMANDS = (
         "label texts from arguments, stdin or a file",
         "Predict texts given as arguments, one per line on stdin, or the rows of --input (written to --output "
         "with the input columns, the label and one score_<class> column per class).",
+    ),
+    Command(
+        "select",
+        SelectConfig,
+        "sentitune.select:select",
+        _print_select,
+        "pick the posts whose labels would help a run most, for people to label",
+        "Score --pool with the run's calibrated probabilities and pick --n posts: the most uncertain, spread "
+        "over the predicted classes and over clusters of the run's post embeddings, none already labelled "
+        "(--labelled) nor a near-duplicate of another. Writes selected.csv (fill its label column) or, with "
+        "--format label-studio, tasks.json with the model's label as a pre-annotation and label_config.xml "
+        "for a Label Studio project; `sentitune prepare` reads the filled CSV and Label Studio's exports.",
     ),
     Command(
         "serve",

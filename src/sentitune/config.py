@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sentitune.errors import SentituneError, raise_problems, short
+from sentitune.layout import RUN_CONFIG
 from sentitune.normalize import SCHEMES as NORMALIZE_SCHEMES
 from sentitune.storage import join, open_input
 
@@ -31,6 +32,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_ENV = "SENTITUNE_PRECISION"  # what --precision auto means, when set (runtime.choose_precision)
 BACKENDS = ("torch", "onnx", "onnx-int8")  # the run's PyTorch model or its `sentitune export`
 CLASS_WEIGHTS = ("none", "auto")
+CONFLICTS = ("later", "drop")  # prepare: which label a post labelled twice keeps
+SELECT_FORMATS = ("csv", "label-studio")
+SELECT_STRATEGIES = ("margin", "entropy", "random")
 POOLINGS = ("auto", "cls", "mean")
 EXPORT_FORMATS = ("onnx",)
 QUANTIZE = ("int8",)
@@ -301,6 +305,16 @@ def check_layers(
     return []
 
 
+def model_labels_option():
+    return opt(
+        None,
+        "for a classifier from elsewhere: what its labels mean, e.g. 'LABEL_0=negative,LABEL_1=neutral,"
+        "LABEL_2=positive' (default: read from its names: negative/neutral/positive in any order or "
+        "spelling, LABEL_0..LABEL_2 in that order, ratings 1-5 as 1-2 negative, 3 neutral, 4-5 positive)",
+        group=MODEL,
+    )
+
+
 def normalize_problems(cfg) -> list[str]:
     if cfg.split_hashtags and cfg.normalize == "none":
         return ["--split-hashtags is part of --normalize tweet; drop it or pass --normalize tweet"]
@@ -416,6 +430,14 @@ class PrepareConfig:
         group=DATA,
         within="[0, 20]",
     )
+    conflicts: str = opt(
+        "later",
+        "a post read twice with different labels (inputs in the order given, Label Studio annotations by "
+        "time): later keeps the later label, drop drops the post; either way they are listed in "
+        "conflicts.csv",
+        choices=CONFLICTS,
+        group=DATA,
+    )
     overwrite: bool = overwrite_option()
 
     def __post_init__(self) -> None:
@@ -529,6 +551,20 @@ class TrainConfig(DataFiles):
         group=TRAINING,
         within="[0, inf)",
     )
+    weak_label_weight: float = opt(
+        0.5,
+        "weight of a VADER-labelled training post against a post people labelled (1), where the prepared "
+        "training split mixes both (its label_source column); 1 weighs them alike",
+        group=TRAINING,
+        within="[0, 1]",
+    )
+    targets: str | None = opt(
+        None,
+        "train on these target distributions instead of the labels alone: a safetensors file with one row "
+        "per training post, as `sentitune distill` writes it, recording the SHA-256 of the training file it "
+        "belongs to",
+        group=TRAINING,
+    )
     layer_lr_decay: float = opt(
         1.0,
         "layer-wise learning-rate decay: each layer below the head learns at this times the one above",
@@ -625,7 +661,7 @@ class TrainConfig(DataFiles):
         run_config.json; a --preset given now applies between the two."""
         path = str(values["config"])
         if not path.endswith(".json"):
-            path = join(path, "run_config.json")
+            path = join(path, RUN_CONFIG)
         try:
             with open_input(path, "rb") as f:
                 document = json.load(f)
@@ -698,6 +734,86 @@ class BaselineConfig(DataFiles):
         raise_problems(problems, "baseline options")
 
 
+@dataclass
+class DistillConfig(TrainConfig):
+    """`sentitune distill`: train's options for the student (--student in place of --model), plus its
+    teachers and how their probabilities and the gold labels make the targets."""
+
+    model: str | None = opt(
+        None,
+        "the student: a hub id, a local folder or embedded:NAME (default: the embedded all-MiniLM-L6-v2)",
+        flag="--student",
+        group=MODEL,
+    )
+    teacher: list[str] = opt(
+        [],
+        "a teacher: a run folder (or its ONNX export, with --teacher-backend) or a classifier's folder or hub "
+        "id (with --model-labels); repeat it for an ensemble, whose probabilities are averaged",
+        action="append",
+        metavar="RUN",
+        group=MODEL,
+    )
+    teacher_backend: str = opt(
+        "torch",
+        "run each teacher's PyTorch model, or its ONNX export from `sentitune export` (onnx, onnx-int8)",
+        choices=BACKENDS,
+        group=RUNTIME,
+    )
+    model_labels: str | None = model_labels_option()
+    unlabelled: list[str] = opt(
+        [],
+        "posts without labels the student also learns from, with the teachers' probabilities as targets: "
+        "CSV/TSV/JSONL/Parquet files or URLs (wildcards work)",
+        nargs="+",
+        metavar="FILE",
+        group=DATA,
+    )
+    alpha: float = opt(
+        0.5,
+        "a labelled post's target: alpha x the teachers' probabilities + (1 - alpha) x its gold label "
+        "(unlabelled posts: the teachers' alone)",
+        group=TRAINING,
+        within="[0, 1]",
+    )
+    temperature: float = opt(
+        1.0,
+        "soften the teachers' probabilities before they become targets: p^(1/T), renormalised (1: as the "
+        "teachers give them, calibrated; higher: flatter)",
+        group=TRAINING,
+        within="(0, inf)",
+    )
+    cache_dir: str | None = opt(
+        None,
+        "where the teachers' probabilities are kept for the next call (default: $SENTITUNE_CACHE/"
+        "teacher-scores, else ~/.cache/sentitune/teacher-scores)",
+        group=OUTPUT,
+    )
+
+    def __post_init__(self) -> None:
+        problems = value_problems(self, "distill options") + normalize_problems(self)
+        out_of_range = {p.split()[0] for p in problems}  # joint rules below only for options within range
+        if not self.teacher:
+            problems.append(
+                "pass --teacher RUN (a run folder, or a classifier's folder with --model-labels); repeat it "
+                "for an ensemble"
+            )
+        if self.data or self.training_file:
+            problems += self.data_problems()
+        elif not self.unlabelled:
+            problems.append(
+                "no posts to distil on: pass --data DIR (from `sentitune prepare`) and/or --unlabelled FILE"
+            )
+        else:
+            problems += label_set_problems(self)
+        if self.soft_targets and "--soft-targets" not in out_of_range:
+            problems.append("--soft-targets makes targets from scores, distill from its teachers: drop it")
+        if self.targets:
+            problems.append("distill writes the targets file itself: drop --targets")
+        if self.config:
+            problems.append("--config replays a train run; pass distill's options directly")
+        raise_problems(problems, "distill options")
+
+
 # ----------------------------------------------------------------------------- using a run
 
 
@@ -709,13 +825,7 @@ class InferenceOptions:
     device: str = device_option()
     precision: str = precision_option()
     backend: str = backend_option()
-    model_labels: str | None = opt(
-        None,
-        "for a classifier from elsewhere: what its labels mean, e.g. 'LABEL_0=negative,LABEL_1=neutral,"
-        "LABEL_2=positive' (default: read from its names: negative/neutral/positive in any order or "
-        "spelling, LABEL_0..LABEL_2 in that order, ratings 1-5 as 1-2 negative, 3 neutral, 4-5 positive)",
-        group=MODEL,
-    )
+    model_labels: str | None = model_labels_option()
 
 
 @dataclass
@@ -804,6 +914,64 @@ class PredictConfig(InferenceOptions):
 
 
 @dataclass
+class SelectConfig:
+    """Which posts `sentitune select` picks for people to label, and where they go."""
+
+    run_dir: str = run_dir_argument()
+    pool: list[str] = opt(
+        [],
+        "unlabelled posts to choose from: CSV/TSV/JSONL/Parquet files or URLs (wildcards work)",
+        nargs="+",
+        metavar="FILE",
+        required=True,
+        group=DATA,
+    )
+    n: int = opt(200, "how many posts to select", group=DATA, within="[1, 1000000]")
+    labelled: list[str] = opt(
+        [],
+        "posts already labelled or sent for labelling (any table with a text column, Label Studio exports "
+        "or tasks): never selected again, nor their near-duplicates",
+        nargs="+",
+        metavar="FILE",
+        group=DATA,
+    )
+    text_column: str | None = text_column_option()
+    strategy: str = opt(
+        "margin",
+        "margin: smallest gap between the two likeliest classes first; entropy: most spread scores first; "
+        "both keep the picks diverse (clusters of the model's post embeddings) and spread over the predicted "
+        "classes; random: a plain random sample, to compare against",
+        choices=SELECT_STRATEGIES,
+        group=DATA,
+    )
+    seed: int = opt(
+        42, "seed of the clustering and of --strategy random", group=DATA, within="[0, 4294967295]"
+    )
+    output_dir: str = opt(
+        "",
+        "folder for selected.csv (text, the model's label and scores, an empty label column to fill), or with "
+        "--format label-studio tasks.json (the model's label as a pre-annotation) and label_config.xml",
+        required=True,
+        group=OUTPUT,
+    )
+    format: str = opt("csv", "what to write", choices=SELECT_FORMATS, group=OUTPUT)
+    overwrite: bool = overwrite_option()
+    batch_size: int = inference_batch_option()
+    device: str = device_option()
+    precision: str = precision_option()
+
+    def __post_init__(self) -> None:
+        problems = value_problems(self, "select options")
+        if not self.run_dir:
+            problems.append("pass RUN_DIR, the --job-dir of a `sentitune train` run")
+        if not self.pool:
+            problems.append("--pool FILE is required: the unlabelled posts to choose from")
+        if not self.output_dir:
+            problems.append("--output-dir is required")
+        raise_problems(problems, "select options")
+
+
+@dataclass
 class ServeSettings:
     """Where the server listens, its routes, how it batches and what it accepts."""
 
@@ -818,18 +986,27 @@ class ServeSettings:
     )
     predict_route: str = opt("/predict", "POST route answering predictions (AIP_PREDICT_ROUTE)", cli=False)
     max_batch: int = opt(
-        64, "most instances of concurrent requests merged into one batch", group=SERVER, within="[1, 65536]"
+        256,
+        "most posts of queued requests the model takes at once (a larger request is taken alone)",
+        group=SERVER,
+        within="[1, 65536]",
+    )
+    max_batch_tokens: int = opt(
+        1024,
+        "most tokens in one forward pass, counting padding (posts x the longest): the posts taken are sorted "
+        "by length and cut into passes within this budget (a longer post runs alone)",
+        group=SERVER,
+        within="[1, 1048576]",
     )
     model_batch: int = opt(
-        16,
-        "posts per forward pass: a batch is sorted by length and run in passes of this many, so short posts "
-        "are not padded to the longest",
+        64,
+        "most posts in one forward pass (also within --max-batch-tokens)",
         group=SERVER,
         within="[1, 65536]",
     )
     max_wait_ms: float = opt(
-        5.0,
-        "how long the first request of a batch waits for others to join it",
+        0.0,
+        "how long a request that finds the model idle waits for others to join its batch",
         group=SERVER,
         within="[0, 10000]",
     )
@@ -900,7 +1077,14 @@ class ServeConfig(ServeSettings):
     device: str = device_option()
     precision: str = precision_option()
     num_threads: int | None = num_threads_option()
-    backend: str = backend_option()
+    backend: str = opt(
+        "auto",
+        "run the PyTorch model, or its ONNX export from `sentitune export` (onnx, onnx-int8: CPU, needs "
+        "onnxruntime); auto: the faster one measured for this machine's kind, the run's int8 export on a CPU "
+        "without native bf16 (AVX2) when the run has one, else PyTorch",
+        choices=("auto", *BACKENDS),
+        group=RUNTIME,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

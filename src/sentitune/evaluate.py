@@ -18,10 +18,10 @@ import pandas as pd
 from sentitune.config import EvaluateConfig
 from sentitune.errors import SentituneError
 from sentitune.explain import explain
+from sentitune.layout import CONFUSION, METRICS, REPORT
 from sentitune.metrics import bootstrap_intervals, classification_metrics, plot_confusion_matrix
 from sentitune.model import is_hub_id
-from sentitune.report import REPORT, ReportInput, explain_mistakes, render
-from sentitune.runfolder import CONFUSION, METRICS
+from sentitune.report import ReportInput, explain_mistakes, render
 from sentitune.scoring import Predictor
 from sentitune.splits import read_labelled
 from sentitune.storage import StagedOutput, join

@@ -22,18 +22,9 @@ import torch
 
 from sentitune.config import ExportConfig
 from sentitune.errors import SentituneError, require_extra
+from sentitune.layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, TOKENIZER, WEIGHTS
 from sentitune.metrics import classification_metrics
-from sentitune.runfolder import (
-    EXPORT_DIR,
-    EXPORT_REPORT,
-    ONNX_FILES,
-    TOKENIZER,
-    WEIGHTS,
-    load_run,
-    read_run_config,
-    reading_tokenizer,
-    trained_max_length,
-)
+from sentitune.runfolder import load_run, read_run_config, reading_tokenizer, trained_max_length
 from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_finite, require_onnxruntime
 from sentitune.splits import read_labelled
 from sentitune.storage import WRITE_FAILURES, StagedOutput, exists, join, sha256_of, writing

@@ -14,7 +14,7 @@ import os
 import random
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ftfy
@@ -38,27 +38,30 @@ from sentitune.labels import (
     parse_thresholds,
     vader_scores,
 )
-from sentitune.report import REPORT, ReportInput, render
-from sentitune.splits import SPLIT_EXTENSIONS, SPLIT_FILES, SPLIT_LABELS, SPLIT_MARKER
+from sentitune.labelstudio import export_flavour, normalise_for_near_duplicates, read_export, text_hashes
+from sentitune.layout import (
+    HUMAN_LABEL,
+    LABEL_SOURCE_COLUMN,
+    REPORT,
+    SPLIT_EXTENSIONS,
+    SPLIT_FILES,
+    SPLIT_LABELS,
+    SPLIT_MARKER,
+    WEAK_LABEL,
+)
+from sentitune.report import ReportInput, render
 from sentitune.storage import StagedOutput
 from sentitune.tables import InputStats, pick_label_column, pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
 
 SPLITS = tuple(SPLIT_FILES.values())  # the file stems, in order: train, eval, test
+CONFLICTS = "conflicts.csv"  # posts read twice with different labels, when there are any
+SELECTION_COLUMNS = {"text", "model_label", "label"}  # selected.csv of `sentitune select`
 
 # ----------------------------------------------------------------------------- cleaning
 
-_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
-_MENTION = re.compile(r"@\w+")
-_SPACE = re.compile(r"\s+")
 _CR = re.compile(r"\r\n?")
-
-
-def normalise_for_near_duplicates(texts: pd.Series) -> pd.Series:
-    out = texts.str.lower().str.replace(_URL, "", regex=True).str.replace(_MENTION, "@user", regex=True)
-    return out.str.replace(_SPACE, " ", regex=True).str.strip()
-
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
@@ -87,11 +90,6 @@ def repair_encoding(texts: pd.Series) -> tuple[pd.Series, int, int]:
 _WHOLE_POSTS = ftfy.TextFixerConfig(decode_inconsistent_utf8=False)
 
 
-def text_hashes(texts: pd.Series) -> np.ndarray:
-    # pandas' vectorised SipHash with its fixed key: deterministic across runs and machines.
-    return pd.util.hash_pandas_object(texts, index=False).to_numpy(np.uint64)
-
-
 # ----------------------------------------------------------------------------- prepare
 
 
@@ -115,7 +113,11 @@ class CleanRows:
     columns: list[dict]  # per input: the text and label columns used
     repaired: int = 0  # posts whose encoding ftfy repaired
     garbled: int = 0  # posts that still look garbled after the repair
-    conflicting_duplicates: int = 0  # duplicate texts whose label differs from the first occurrence's
+    human: np.ndarray | None = None  # per row: the label was read from the input (not VADER's)
+    exports: list[dict] = field(default_factory=list)  # per Label Studio export: what it held
+    conflicting_duplicates: int = 0  # duplicate texts whose label differs from the kept one's
+    conflicts: dict = field(default_factory=dict)  # posts labelled differently by people: how many, policy
+    weak_overridden: int = 0  # VADER's labels of posts that people labelled too
 
 
 def prepare(cfg: PrepareConfig) -> PrepareResult:
@@ -138,16 +140,22 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
             SPLIT_MARKER,
             SPLIT_LABELS,
             REPORT,
+            CONFLICTS,
         ],  # --overwrite: the whole set, any format
     )
     with out:
         scratch = out.scratch() / "clean.parquet"
         rows = _clean_inputs(cfg, inputs, scratch)
-        keep, near = _deduplicate(rows, cfg.drop_near_duplicates)
+        keep, near = _deduplicate(rows, cfg.drop_near_duplicates, cfg.conflicts)
+        if rows.conflicts["posts"]:
+            _write_conflicts(scratch, rows, out.path(CONFLICTS), inputs)
         classes = rows.rule.classes
         split_of = _stratified_split(rows.label, keep, cfg, classes)
         boundaries = rows.rule.boundaries()
-        counts = _write_splits(scratch, rows.label, split_of, cfg, out, near, classes, boundaries is not None)
+        mixed = bool(rows.human[keep].any() and not rows.human[keep].all())
+        counts = _write_splits(
+            scratch, rows, split_of, cfg, out, near, classes, boundaries is not None, mixed
+        )
         augmented = _augment_training_split(cfg, out, rows) if cfg.augment else None
         if augmented:
             counts["train"].update(augmented["class_counts"])
@@ -174,18 +182,28 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
     repaired = garbled = 0
     stats, columns_used = [], []
     distinct = DistinctLabels()
+    human, exports = [], []
     writer = None
     try:
         for index, path in enumerate(inputs):
             st = InputStats(path)
             stats.append(st)
             text_col = label_col = None
-            for df in read_chunks(path, cfg.chunk_rows, st):
+            chunks = read_chunks(path, cfg.chunk_rows, st)
+            if export_flavour(path):
+                export = read_export(path, cfg.text_column, cfg.label_column)
+                exports.append(_export_stats(export))
+                st.rows = export.tasks
+                chunks, text_col, label_col = [export.rows], "text", "label"
+                columns_used.append({"path": path, "text": export.text_key, "label": export.label_key})
+            for df in chunks:
                 if text_col is None:
                     cols = [str(c) for c in df.columns]
                     text_col = pick_text_column(df, cfg.text_column, path)
                     if cfg.label_source != "vader":
                         label_col = pick_label_column(cols, cfg.label_column, path)
+                    elif SELECTION_COLUMNS <= set(cols):  # a selection people labelled: theirs beside VADER's
+                        label_col = "label"
                     columns_used.append({"path": path, "text": text_col, "label": label_col})
                     _log_columns(cfg, path, text_col, label_col)
                 # A bare CR inside a field is a line break to CSV readers; unify line breaks as LF.
@@ -201,7 +219,12 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
                 missing = raw.isna().to_numpy()
                 dropped["missing_label"] += int(missing.sum())
                 texts, raw = texts[~missing].reset_index(drop=True), raw[~missing].reset_index(drop=True)
-                distinct.update(raw)
+                read_by_people = label_col is not None
+                human.append(np.full(len(texts), read_by_people))
+                if not (
+                    read_by_people and cfg.label_source == "vader"
+                ):  # people's names beside VADER's scores
+                    distinct.update(raw)
                 hashes.append(text_hashes(texts))
                 norm_hashes.append(text_hashes(normalise_for_near_duplicates(texts)))
                 table = pa.table(
@@ -209,6 +232,7 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
                         "text": pa.array(texts.astype(object), pa.string()),
                         "raw_label": pa.array(raw.astype(object), pa.string()),
                         "input": pa.array(np.full(len(texts), index, np.int32)),
+                        "human": pa.array(np.full(len(texts), read_by_people)),
                     }
                 )
                 if writer is None:
@@ -241,11 +265,19 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
         rule.source = "vader"
     labels = []
     for batch in pq.ParquetFile(scratch).iter_batches(
-        batch_size=cfg.chunk_rows, columns=["raw_label", "input"]
+        batch_size=cfg.chunk_rows, columns=["raw_label", "input", "human"]
     ):
         raw = batch.column("raw_label").to_pandas().astype("string")
         origin = batch.column("input").to_numpy()
-        labels.append(apply_label_rule(rule, raw, lambda bad, origin=origin: inputs[origin[bad][0]]))
+        named = batch.column("human").to_numpy(zero_copy_only=False) & (rule.source == "vader")
+        ids = np.zeros(len(raw), np.int8)
+        if (~named).any():
+            ids[~named] = apply_label_rule(
+                rule, raw[~named].reset_index(drop=True), lambda bad, o=origin[~named]: inputs[o[bad][0]]
+            )
+        if named.any():  # people's labels beside VADER's scores: class names
+            ids[named] = class_ids(raw[named], rule.classes, inputs[origin[named][0]])
+        labels.append(ids)
     log.info("labels: %s", json.dumps(rule.describe(), ensure_ascii=False))
     labels = np.concatenate(labels)
     unseen = [c for i, c in enumerate(rule.classes) if not (labels == i).any()]
@@ -266,7 +298,46 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
         columns_used,
         repaired,
         garbled,
+        np.concatenate(human),
+        exports,
     )
+
+
+def class_ids(raw: pd.Series, classes: tuple[str, ...], where: str) -> np.ndarray:
+    """People's labels (class names, any case) as class ids; a name that is no class is refused."""
+    known = {c.lower(): i for i, c in enumerate(classes)}
+    names = raw.astype(str).str.strip().str.lower()
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SentituneError(
+            f"{where}: unknown label {unknown[0]!r} (the labels are {', '.join(classes)}); relabel those posts "
+            "or name the classes with --labels"
+        )
+    return names.map(known).to_numpy(np.int8)
+
+
+def _export_stats(export) -> dict:
+    """What a Label Studio export held, logged and kept for the report."""
+    stats = {
+        "path": export.path,
+        "format": export.flavour,
+        "tasks": export.tasks,
+        "labelled": len(export.rows),
+        "skipped": export.skipped,
+        "without_a_label": export.unlabelled,
+    }
+    log.info(
+        "%s: Label Studio %s export, %d %s: %d labels by people, %d skipped or cancelled, %d without a "
+        "person's label (a pre-annotation is not one)",
+        export.path,
+        export.flavour,
+        export.tasks,
+        "tasks" if export.flavour == "JSON" else "rows",
+        len(export.rows),
+        export.skipped,
+        export.unlabelled,
+    )
+    return stats
 
 
 def _log_columns(cfg: PrepareConfig, path: str, text_col: str, label_col: str | None) -> None:
@@ -291,10 +362,51 @@ def _first_occurrences(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return is_first, first[inverse]
 
 
-def _deduplicate(rows: CleanRows, drop_near: bool) -> tuple[np.ndarray, dict]:
-    keep, first_of = _first_occurrences(rows.hash)
-    rows.conflicting_duplicates = int(((rows.label != rows.label[first_of]) & ~keep).sum())
-    rows.dropped["duplicate_text"] += int((~keep).sum())
+def _deduplicate(rows: CleanRows, drop_near: bool, conflicts: str = "later") -> tuple[np.ndarray, dict]:
+    """One row per text. A text read once keeps its row. Read several times, it keeps its first row when
+    every label agrees; a label by people (read from an input) overrides VADER's; people who disagree make
+    a conflict, where the later label wins (inputs in the order given, rows and annotations in their
+    order), or with `conflicts` 'drop' the post goes."""
+    first, group = _first_occurrences(rows.hash)
+    order = np.arange(len(group))
+    has_human = np.zeros(len(group), bool)
+    has_human[group[rows.human]] = True
+    counted = rows.human | ~has_human[group]  # the rows whose labels decide: people's, where there are any
+    last = np.full(len(group), -1)
+    np.maximum.at(last, group[counted], order[counted])
+    low, high = np.full(len(group), 127), np.full(len(group), -1)
+    np.minimum.at(low, group[counted], rows.label[counted])
+    np.maximum.at(high, group[counted], rows.label[counted])
+    repeated = np.bincount(group, minlength=len(group)) > 1
+    conflict = repeated & (low != high) & (high >= 0)  # per group (indexed by its first row)
+    overridden = repeated & has_human & ~rows.human[order]  # a weak first row of a group people labelled
+    chosen = np.where(conflict | overridden, last, order)  # per group: the row it keeps
+    keep = np.zeros(len(group), bool)
+    keep[chosen[first]] = True
+    gone = conflict[group] if conflicts == "drop" else np.zeros(len(group), bool)
+    keep &= ~gone
+    rows.conflicts = {
+        "posts": int(conflict.sum()),
+        "rows": int(conflict[group].sum()),
+        "policy": conflicts,
+        "file": CONFLICTS if conflict.any() else None,
+    }
+    rows.weak_overridden = int(
+        (~rows.human & has_human[group] & (rows.label != rows.label[last[group]])).sum()
+    )
+    kept_label = rows.label[chosen[group]]
+    rows.conflicting_duplicates = int(((rows.label != kept_label) & ~keep & ~gone).sum())
+    rows.dropped["duplicate_text"] += int((~keep & ~gone).sum())
+    if gone.any():
+        rows.dropped["conflicting_labels"] += int(gone.sum())
+    if conflict.any():
+        log.warning(
+            "%d posts were labelled differently by people (%d labels); %s; they are listed in %s",
+            rows.conflicts["posts"],
+            rows.conflicts["rows"],
+            "the later label wins" if conflicts == "later" else "they are dropped (--conflicts drop)",
+            CONFLICTS,
+        )
     kept = np.flatnonzero(keep)
     near_first, near_first_of = _first_occurrences(rows.norm[kept])
     near_rows = kept[~near_first]
@@ -303,6 +415,38 @@ def _deduplicate(rows: CleanRows, drop_near: bool) -> tuple[np.ndarray, dict]:
         keep[near_rows] = False
         rows.dropped["near_duplicate"] += len(near_rows)
     return keep, {"rows": len(near_rows), "dropped": drop_near, "example_rows": examples}
+
+
+def _write_conflicts(scratch: Path, rows: CleanRows, path: Path, inputs: list[str]) -> None:
+    """conflicts.csv: each post people labelled differently, its labels in order, and what was kept."""
+    _, group = _first_occurrences(rows.hash)
+    counted = rows.human | ~np.isin(group, group[rows.human])
+    labels_of: dict[int, list[str]] = {}
+    for g, i in zip(group[counted], np.flatnonzero(counted), strict=True):
+        labels_of.setdefault(int(g), []).append(int(i))
+    wanted = {g: i for g, i in labels_of.items() if len({int(rows.label[j]) for j in i}) > 1}
+    text_of, input_of = {}, {}
+    offset = 0
+    for batch in pq.ParquetFile(scratch).iter_batches(columns=["text", "input"]):
+        texts, origin = batch.column("text").to_pylist(), batch.column("input").to_numpy()
+        for g in wanted:
+            if offset <= g < offset + len(texts):
+                text_of[g] = texts[g - offset]
+        for j in (j for i in wanted.values() for j in i if offset <= j < offset + len(texts)):
+            input_of[j] = inputs[origin[j - offset]]
+        offset += len(texts)
+    classes = np.asarray(rows.rule.classes)
+    pd.DataFrame(
+        {
+            "text": [text_of[g] for g in wanted],
+            "labels": [" > ".join(classes[rows.label[i]]) for i in wanted.values()],
+            "kept": [
+                classes[rows.label[i[-1]]] if rows.conflicts["policy"] == "later" else ""
+                for i in wanted.values()
+            ],
+            "inputs": [" > ".join(input_of[j] for j in i) for i in wanted.values()],
+        }
+    ).to_csv(path, index=False, lineterminator="\n")
 
 
 def _stratified_split(labels: np.ndarray, keep: np.ndarray, cfg: PrepareConfig, classes) -> np.ndarray:
@@ -339,16 +483,20 @@ WORD_BINS = ("1-5", "6-10", "11-20", "21-40", "41+")
 
 def _write_splits(
     scratch: Path,
-    labels: np.ndarray,
+    rows: CleanRows,
     split_of: np.ndarray,
     cfg: PrepareConfig,
     out: StagedOutput,
     near: dict,
     classes: tuple[str, ...],
     with_scores: bool,
+    mixed: bool = False,
 ) -> dict:
     """Pass 2: stream the scratch file into one file per split, in input order; labels read from
-    scores (a score column, VADER) keep the score beside the class (`--soft-targets` trains on it)."""
+    scores (a score column, VADER) keep the score beside the class (`--soft-targets` trains on it;
+    people's labels beside VADER's have none). Where people's labels and VADER's are mixed (`mixed`), a
+    label_source column says which each row's is (human or vader), so training can weigh them."""
+    labels = rows.label
     counts = {s: Counter() for s in SPLITS}
     counts["words"] = Counter()  # posts by number of words, over every split
     wanted = {i for pair in near["example_rows"] for i in pair}
@@ -359,12 +507,20 @@ def _write_splits(
     schema = [("text", pa.string()), ("label", pa.string())] + (
         [("score", pa.float64())] if with_scores else []
     )
+    if mixed:
+        schema.append((LABEL_SOURCE_COLUMN, pa.string()))
     try:
         for batch in pq.ParquetFile(scratch).iter_batches(batch_size=cfg.chunk_rows, columns=columns):
             df = batch.to_pandas()
             df["label"] = np.asarray(classes)[labels[offset : offset + len(df)]]
+            by_people = rows.human[offset : offset + len(df)]
             if with_scores:
-                df["score"] = pd.to_numeric(df.pop("raw_label")).astype(np.float64)
+                raw = np.array(df.pop("raw_label"), dtype=object)
+                if rows.rule.source == "vader":
+                    raw[by_people] = None  # a person's label beside VADER's scores has no score
+                df["score"] = pd.to_numeric(pd.Series(raw, index=df.index)).astype(np.float64)
+            if mixed:
+                df[LABEL_SOURCE_COLUMN] = np.where(by_people, HUMAN_LABEL, WEAK_LABEL)
             where = split_of[offset : offset + len(df)]
             for i in wanted:
                 if offset <= i < offset + len(df):
@@ -497,6 +653,13 @@ def _report(
         },
         "rows_dropped": dict(rows.dropped),
         "duplicates_with_other_label": rows.conflicting_duplicates,
+        "conflicts": rows.conflicts,
+        "label_sources": {
+            HUMAN_LABEL: int(rows.human[keep].sum()),
+            WEAK_LABEL: int((~rows.human[keep]).sum()),
+            "weak_labels_overridden_by_people": rows.weak_overridden,
+        },
+        **({"label_studio": rows.exports} if rows.exports else {}),
         "rows_kept": int(keep.sum()),
         "labels": rule.describe() if rule else None,
         "near_duplicates": near,

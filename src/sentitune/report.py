@@ -8,15 +8,18 @@ and the headline numbers `data-metric`, so a test (or a person's tool) can find 
 from __future__ import annotations
 
 import html
+import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from sentitune.layout import HISTORY, METRICS, RUN_CONFIG
 from sentitune.metrics import calibration_bins
 
-REPORT = "report.html"
 SHOWN_EXAMPLES = 20
 EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\U0001f000-\U0001f2ff]")
 FEATURES = {
@@ -62,6 +65,51 @@ class ReportInput:
     class_counts: dict | None = None  # split -> class -> count
     settings: dict | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def run_report(
+    folder: str | Path,
+    splits: dict | None = None,
+    scored: dict[str, np.ndarray] | None = None,
+    train_log: list[dict] | None = None,
+    data: dict | None = None,
+    explain: Callable[[list[str]], list[dict]] | None = None,
+) -> str:
+    """report.html of a run, rendered from what its folder holds (run_config.json, metrics.json,
+    history.jsonl) and what a run folder does not keep, each shown where given: the splits' posts (`splits`,
+    name -> LabelledTexts) with the class probabilities of val and test (`scored`), the training log,
+    prepare's report of the data, and `explain` (bound to the run's model), which shades the words that
+    drove the most confident mistakes. It shows the test split, the validation split when there is none."""
+    splits, scored = splits or {}, scored or {}
+    folder = Path(folder)
+    run_config = json.loads((folder / RUN_CONFIG).read_text())
+    metrics = json.loads((folder / METRICS).read_text())
+    history = [json.loads(line) for line in (folder / HISTORY).read_text().splitlines()]
+    split = "test" if "test" in metrics else "val"
+    notes = [] if split == "test" else ["no test split: the results below are on the validation split"]
+    shown = run_config["data"].get(split)
+    job_dir = run_config["train"]["job_dir"]
+    report = ReportInput(
+        title=f"sentitune run: {job_dir or os.environ.get('AIP_MODEL_DIR', '')}",
+        metrics=metrics.get(split),
+        split=f"the {split} split ({shown['path']})" if shown else split,
+        labels=list(run_config["labels"]),
+        texts=list(splits[split].texts) if split in scored else None,
+        gold=splits[split].labels if split in scored else None,
+        probs=scored.get(split),
+        history=history,
+        train_log=train_log or [],
+        best_step=metrics.get("training", {}).get("best_step"),
+        calibration=metrics.get("calibration"),
+        baseline=metrics.get("baseline"),
+        data=data,
+        class_counts={name: d["class_counts"] for name, d in run_config["data"].items()},
+        settings=run_config["train"],
+        notes=notes,
+    )
+    if report.probs is not None and explain is not None:
+        report.explanations = explain_mistakes(report, explain)
+    return render(report)
 
 
 def esc(value) -> str:

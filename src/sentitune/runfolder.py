@@ -3,8 +3,8 @@
 The folder is a standard Hugging Face model folder (config.json, model.safetensors, the tokenizer) plus
 sentitune's record of the run: the resolved settings and environment (run_config.json), the label
 names, the validation history, plots, a model card (README.md) and metrics.json, written last: a
-folder with metrics.json is finished. `sentitune export` adds onnx/. The names below are the layout;
-no other module spells them.
+folder with metrics.json is finished; `write_report` adds report.html. `sentitune export` adds onnx/.
+The file names are layout.py's.
 
 The folder reads raw posts as sentitune does wherever a fast tokenizer reads it (`write_reading`):
 tokenizer.json's normalizer begins with the run's normalisation and it truncates at the run's
@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 import numpy as np
@@ -32,6 +32,22 @@ from sentitune.card import model_card, truncation_text
 from sentitune.config import TrainConfig
 from sentitune.errors import SentituneError
 from sentitune.explain import explain_with
+from sentitune.layout import (
+    CARD,
+    CONFIG,
+    CONFUSION,
+    CURVES,
+    EXPORT_DIR,
+    HISTORY,
+    LABELS_FILE,
+    METRICS,
+    ONNX_FILES,
+    REPORT,
+    RUN_CONFIG,
+    TOKENIZER,
+    TOKENIZER_CONFIG,
+    WEIGHTS,
+)
 from sentitune.metrics import plot_confusion_matrix, plot_training_curves
 from sentitune.model import (
     POOLING_KEY,
@@ -48,9 +64,9 @@ from sentitune.model import (
 )
 from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
 from sentitune.normalize import Normalization, take_from_tokenizer, with_rules
-from sentitune.report import REPORT, ReportInput, explain_mistakes, render
+from sentitune.report import run_report
 from sentitune.runtime import Precision
-from sentitune.splits import SPLIT_MARKER
+from sentitune.splits import LabelledTexts, Prepared
 from sentitune.storage import (
     StagedOutput,
     exists,
@@ -61,28 +77,12 @@ from sentitune.storage import (
     writing,
 )
 
-CONFIG = "config.json"  # the Hugging Face model config, with id2label and sentitune_pooling
-TOKENIZER = "tokenizer.json"  # the fast tokenizer, which every run saves
-TOKENIZER_CONFIG = "tokenizer_config.json"
 # transformers' class that loads tokenizer.json as it is; its BertTokenizer rebuilds BERT's own normalizer
 # from the vocabulary, dropping the normalisation in front of it.
 TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 # In config.json: the tokens a post is cut to (the run's --max-length), and what a loader must do for it.
 MAX_LENGTH_KEY = "sentitune_max_length"
 TRUNCATION_NOTE_KEY = "sentitune_truncation"
-WEIGHTS = "model.safetensors"
-RUN_CONFIG = "run_config.json"
-METRICS = "metrics.json"  # written last: its presence marks a finished run (and a finished evaluation)
-LABELS_FILE = "labels.json"
-HISTORY = "history.jsonl"
-CARD = "README.md"
-CURVES = "training_curves.png"
-CONFUSION = "confusion_matrix.png"
-CHECKPOINTS = "checkpoints"
-EXPORT_DIR = "onnx"
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
-EXPORT_REPORT = "export_report.json"
-FINISHED_RUN = (METRICS, RUN_CONFIG, WEIGHTS)  # any of these: the folder already holds a run
 DEFAULT_MAX_LENGTH = 100  # the walkthrough's, for runs that do not record theirs
 
 log = logging.getLogger("sentitune")
@@ -159,32 +159,52 @@ def onnx_path(run_dir: str, backend: str) -> str:
     return join(run_dir, EXPORT_DIR, ONNX_FILES["int8" if backend == "onnx-int8" else "fp32"])
 
 
-def save_run(
-    out: StagedOutput,
-    classifier,
-    cfg: TrainConfig,
-    model_info: dict,
-    splits: dict,
-    metrics: dict,
-    history: list[dict],
-    train_log: list[dict],
-    device,
-    precision: Precision,
-    scored: dict | None = None,
-) -> None:
-    """Write the run into `out` (committed by the caller): the model, the settings, the logs and plots,
-    the card, the report, and metrics.json last. `scored`: the class probabilities of val and test."""
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished training, as its run folder records it: `save_run` writes it, `write_report` shows it."""
+
+    cfg: TrainConfig
+    model_info: dict  # what the model is: source, type, layers, pooling, parameters
+    prepared: Prepared  # the data it was trained on, as read
+    splits: dict[str, LabelledTexts]
+    metrics: dict
+    history: list[dict]  # one row per validation
+    train_log: list[dict]  # one row per progress line
+    device: torch.device
+    precision: Precision
+    scored: dict[str, np.ndarray] = field(default_factory=dict)  # the class probabilities of val and test
+
+
+def save_run(out: StagedOutput, classifier: Classifier, run: RunRecord) -> None:
+    """Write the run into `out` (committed by the caller): the model and tokenizer, run_config.json, the
+    labels, the history and its plots, the model card and metrics.json."""
     model = classifier.model.to("cpu")
     classes = classifier.labels
     with writing(out.root):  # the weights and tokenizer.json are written by native code
         model.save_pretrained(out.root, safe_serialization=True)
         classifier.tokenizer.save_pretrained(out.root)
-    write_reading(str(out.root), classifier.tokenizer, classifier.normalization, cfg.max_length)
+    write_reading(str(out.root), classifier.tokenizer, classifier.normalization, run.cfg.max_length)
+    run_config = run_config_of(run, classes)
+    out.path(RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
+    out.path(LABELS_FILE).write_text(json.dumps({"labels": list(classes)}, indent=2) + "\n")
+    with open(out.path(HISTORY), "w") as f:
+        for row in run.history:
+            f.write(json.dumps(row) + "\n")
+    plot_training_curves(run.train_log, run.history, out.path(CURVES))
+    if "test" in run.metrics:
+        plot_confusion_matrix(run.metrics["test"], out.path(CONFUSION), "test split")
+    out.path(CARD).write_text(model_card(run_config, run.metrics, run.prepared))
+    out.path(METRICS).write_text(json.dumps(run.metrics, indent=2) + "\n")
+
+
+def run_config_of(run: RunRecord, classes: tuple[str, ...]) -> dict:
+    """run_config.json: the version, the settings, the model, the classes, each split's file and class
+    counts, and the machine it ran on (and the cost estimate `sentitune cloud submit` passes)."""
     run_config = {
         "sentitune_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "train": asdict(cfg),
-        "model": model_info,
+        "train": asdict(run.cfg),
+        "model": run.model_info,
         "labels": list(classes),
         "data": {
             name: {
@@ -194,12 +214,12 @@ def save_run(
                     zip(classes, np.bincount(s.labels, minlength=len(classes)).tolist(), strict=True)
                 ),
             }
-            for name, s in splits.items()
+            for name, s in run.splits.items()
         },
         "environment": {
-            "device": str(device),
-            "precision": precision.name,
-            "precision_reason": precision.reason,
+            "device": str(run.device),
+            "precision": run.precision.name,
+            "precision_reason": run.precision.reason,
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -211,25 +231,17 @@ def save_run(
             run_config["cost_estimate"] = json.loads(os.environ["SENTITUNE_COST_ESTIMATE"])
         except ValueError:
             log.warning("SENTITUNE_COST_ESTIMATE is not JSON; not recorded")
-    out.path(RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
-    out.path(LABELS_FILE).write_text(json.dumps({"labels": list(classes)}, indent=2) + "\n")
-    with open(out.path(HISTORY), "w") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
-    plot_training_curves(train_log, history, out.path(CURVES))
-    if "test" in metrics:
-        plot_confusion_matrix(metrics["test"], out.path(CONFUSION), "test split")
-    out.path(CARD).write_text(model_card(cfg, model_info, splits, metrics, run_config))
-    report = run_report(cfg, splits, metrics, scored or {}, history, train_log, run_config)
-    if report.probs is not None:
-        report.explanations = explain_mistakes(
-            report,
-            partial(explain_with, model, classifier.tokenizer, max_length=cfg.max_length,
-                    device=torch.device("cpu"), labels=list(classes),
-                    normalization=classifier.normalization),
-        )  # fmt: skip
-    out.path(REPORT).write_text(render(report))
-    out.path(METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    return run_config
+
+
+def write_report(out: StagedOutput, classifier: Classifier, run: RunRecord) -> None:
+    """report.html of the run `save_run` wrote into `out`, with the words that drove the most confident
+    mistakes shaded by the run's model (on the CPU, where save_run left it)."""
+    explain = partial(explain_with, classifier.model.to("cpu"), classifier.tokenizer,
+                      max_length=run.cfg.max_length, device=torch.device("cpu"),
+                      labels=list(classifier.labels), normalization=classifier.normalization)  # fmt: skip
+    page = run_report(out.root, run.splits, run.scored, run.train_log, run.prepared.report, explain)
+    out.path(REPORT).write_text(page)
 
 
 def reading_tokenizer(tokenizer, normalization: Normalization, max_length: int) -> dict:
@@ -287,31 +299,3 @@ def write_reading(folder: str, tokenizer, normalization: Normalization, max_leng
         ),
     )
     write_modeling_file(folder)
-
-
-def run_report(cfg, splits, metrics, scored, history, train_log, run_config) -> ReportInput:
-    """What a run's report.html shows: the test split (the validation split when there is none)."""
-    split = "test" if "test" in scored else "val"
-    notes = [] if split == "test" else ["no test split: the results below are on the validation split"]
-    data = None
-    if cfg.data and exists(join(cfg.data, SPLIT_MARKER)):
-        with open_input(join(cfg.data, SPLIT_MARKER)) as f:
-            data = json.load(f)
-    return ReportInput(
-        title=f"sentitune run: {cfg.job_dir or os.environ.get('AIP_MODEL_DIR', '')}",
-        metrics=metrics.get(split),
-        split=f"the {split} split ({splits[split].path})" if split in splits else split,
-        labels=list(run_config["labels"]),
-        texts=list(splits[split].texts) if split in scored else None,
-        gold=splits[split].labels if split in scored else None,
-        probs=scored.get(split),
-        history=history,
-        train_log=train_log,
-        best_step=metrics.get("training", {}).get("best_step"),
-        calibration=metrics.get("calibration"),
-        baseline=metrics.get("baseline"),
-        data=data,
-        class_counts={name: d["class_counts"] for name, d in run_config["data"].items()},
-        settings=run_config["train"],
-        notes=notes,
-    )

@@ -15,10 +15,12 @@ import pandas as pd
 import torch
 
 from sentitune import LABELS
+from sentitune.batching import TokenizedTexts
 from sentitune.config import BACKENDS, INFERENCE_BATCH, InferenceOptions
 from sentitune.errors import SentituneError
 from sentitune.labels import model_label_matrix
-from sentitune.runfolder import EXPORT_DIR, EXPORT_REPORT, WEIGHTS, load_run, onnx_path, trained_max_length
+from sentitune.layout import EXPORT_DIR, EXPORT_REPORT, WEIGHTS
+from sentitune.runfolder import load_run, onnx_path, trained_max_length
 from sentitune.runtime import (
     Precision,
     infer_probs,
@@ -110,7 +112,14 @@ class Predictor:
         )
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.classifier.encode([str(t) for t in texts], self.max_length)
+        return self.probabilities_of(self.tokens_of(texts))
+
+    def tokens_of(self, texts: Sequence[str]) -> TokenizedTexts:
+        """`texts` tokenised as the model reads them (normalised, cut at max_length)."""
+        return self.classifier.encode([str(t) for t in texts], self.max_length)
+
+    def probabilities_of(self, tokens: TokenizedTexts) -> np.ndarray:
+        """Class probabilities of tokenised texts, in passes of `batch_size` sorted by length."""
         if len(tokens) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
         if self.session is not None:

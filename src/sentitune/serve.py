@@ -5,8 +5,9 @@ AIP_STORAGE_URI (where it copied the model); locally they default to 8080, /heal
 RUN_DIR argument. A prediction request is `{"instances": [...], "parameters": {...}}`, an instance being
 a string or `{"text": ...}`; the answer is `{"predictions": [{"label": ..., "scores": {...}}, ...]}`.
 
-Requests that arrive together are merged into one model call by `MicroBatcher` (bounded wait, bounded
-batch), so throughput grows with concurrency. Every answer that is not a prediction is a JSON
+Requests are tokenised as they arrive and queued; the model's own thread takes everything queued as soon
+as it is free, sorted by length and cut into forward passes by a budget of tokens (`TokenBatcher`), so
+throughput grows with concurrency up to the model's own speed. Every answer that is not a prediction is a JSON
 `{"error": "..."}` with a 4xx status (5xx only for our own bugs), and every request leaves one JSON log
 line on stderr.
 """
@@ -14,16 +15,18 @@ line on stderr.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import html
 import importlib.resources
+import importlib.util
 import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -31,11 +34,15 @@ import numpy as np
 import torch
 
 from sentitune import __version__
+from sentitune.batching import TokenizedTexts, passes_within_budget
 from sentitune.config import ServeConfig, ServeSettings
 from sentitune.errors import SentituneError, require_extra
 from sentitune.explain import explain
 from sentitune.logs import use_json_logs
+from sentitune.runfolder import onnx_path
+from sentitune.runtime import cpu_has_native_bf16, resolve_device
 from sentitune.scoring import Predictor
+from sentitune.storage import exists
 
 require_extra("fastapi", "serve", "sentitune serve")
 require_extra("uvicorn", "serve", "sentitune serve")
@@ -50,6 +57,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 MAX_EXPLAIN = 64  # most instances one request may ask to explain: each scores a copy per word
 MAX_UI_POSTS = 1000  # most posts the demo page sends at once; it says so when it cuts
+# Requests of more posts are tokenised on a worker thread, so one large request does not hold up the event
+# loop (and every other request's reading and answering) for milliseconds; smaller ones tokenise at once.
+TOKENIZE_INLINE_POSTS = 16
 
 log = logging.getLogger("sentitune.serve")
 
@@ -63,12 +73,13 @@ def serve(cfg: ServeConfig) -> None:
     # liveness probe connects while the model loads; requests wait in the backlog until it is ready.
     sock = open_socket(cfg.host, cfg.port)
     try:
+        backend, backend_reason = choose_backend(cfg.backend, cfg.run_dir, cfg.device)
         predictor = load_predictor(
             cfg.run_dir,
             device=cfg.device,
             precision=cfg.precision,
             num_threads=cfg.num_threads,
-            backend=cfg.backend,
+            backend=backend,
             batch_size=cfg.model_batch,
         )
         settings = cfg.settings
@@ -85,12 +96,34 @@ def serve(cfg: ServeConfig) -> None:
                     "device": str(predictor.device),
                     "precision": str(predictor.precision),
                     "backend": predictor.backend,
+                    "backend_reason": backend_reason,
                 }
             },
         )
         uvicorn_server(app).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def choose_backend(requested: str, run_dir: str, device: str = "auto") -> tuple[str, str]:
+    """The backend to serve with, and why. `auto` takes the faster one measured on this kind of machine
+    (docs/benchmarks/serving.md): on a CPU without native bf16 (AVX2), where PyTorch runs fp32, the run's
+    int8 export served 1.5x PyTorch's posts/s; with AVX512-BF16 or AMX PyTorch in bf16 is faster than int8,
+    and on a GPU PyTorch is the only choice."""
+    if requested != "auto":
+        return requested, f"--backend {requested}"
+    if resolve_device(device).type != "cpu":
+        return "torch", "auto: PyTorch on a GPU"
+    if cpu_has_native_bf16():
+        return "torch", "auto: this CPU computes bf16 natively, where PyTorch in bf16 outruns the int8 export"
+    if not exists(onnx_path(run_dir, "onnx-int8")):
+        return "torch", (
+            "auto: PyTorch, as the run has no int8 export (`sentitune export RUN_DIR --quantize int8` makes "
+            "one, faster on this CPU)"
+        )
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch", "auto: PyTorch, as onnxruntime is not installed (pip install 'sentitune[export]')"
+    return "onnx-int8", "auto: this CPU has no native bf16, where the int8 export outruns PyTorch in fp32"
 
 
 def load_predictor(
@@ -284,19 +317,39 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(predictor, settings: ServeSettings) -> FastAPI:
-    """The FastAPI app serving `predictor` (anything with `.probabilities(texts)`, `.labels` and
-    `.classifier.source`) under `settings`; the micro-batcher runs while the app's lifespan does."""
+    """The FastAPI app serving `predictor` (a `Predictor`, or anything with its `tokens_of`,
+    `probabilities_of`, `labels` and `classifier.source`) under `settings`; the batcher's model thread runs
+    while the app's lifespan does."""
     labels = list(predictor.labels)
     source = str(predictor.classifier.source)
-    batcher = MicroBatcher(predictor.probabilities, settings.max_batch, settings.max_wait_ms)
+    batcher = TokenBatcher(
+        predictor.probabilities_of,
+        max_batch=settings.max_batch,
+        max_batch_tokens=settings.max_batch_tokens,
+        model_batch=settings.model_batch,
+        max_wait_ms=settings.max_wait_ms,
+    )
+
+    async def probabilities(texts: list[str]) -> tuple[np.ndarray, int]:
+        if len(texts) <= TOKENIZE_INLINE_POSTS:
+            tokens = predictor.tokens_of(texts)
+        else:
+            tokens = await asyncio.get_running_loop().run_in_executor(None, predictor.tokens_of, texts)
+        return await batcher.predict(tokens)
+
+    def predictions_of(probs: np.ndarray) -> list[dict]:
+        return [
+            {"label": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist(), strict=True))}
+            for row in probs
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        await batcher.start()
+        batcher.start()
         try:
             yield
         finally:
-            await batcher.stop()
+            await asyncio.to_thread(batcher.stop)
             log.info(
                 f"stopped serving {source}",
                 extra={
@@ -343,12 +396,9 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
         request.state.instances = len(texts)
         check_texts(texts, settings)
         wanted = wants_explanation(body.parameters, len(texts))
-        probs, batch_requests = await batcher.predict(texts)
+        probs, batch_requests = await probabilities(texts)
         request.state.batch_requests = batch_requests
-        predictions = [
-            {"label": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist(), strict=True))}
-            for row in probs
-        ]
+        predictions = predictions_of(probs)
         if wanted:
             for prediction, why in zip(
                 predictions, await batcher.run_alone(explain, predictor, texts), strict=True
@@ -370,7 +420,13 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
         # Starlette re-raises after this answer, and uvicorn logs the traceback.
         return error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}")
 
-    app.add_middleware(RequestGuard, settings=settings)
+    async def plain_predict(texts: list[str]) -> tuple[bytes, int]:
+        """The answer to a request of plain strings, serialised as the route's response would be."""
+        check_texts(texts, settings)
+        probs, batch_requests = await probabilities(texts)
+        return JSONResponse({"predictions": predictions_of(probs)}).body, batch_requests
+
+    app.add_middleware(RequestGuard, settings=settings, plain_predict=plain_predict)
     return app
 
 
@@ -519,107 +575,172 @@ def _preview(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# ----------------------------------------------------------------------------- micro-batching
+# ----------------------------------------------------------------------------- batching by a token budget
 
 
 @dataclass
 class _Pending:
-    texts: list[str]
+    tokens: TokenizedTexts
     future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
 
 
-class MicroBatcher:
-    """Merges requests that arrive together into one model call.
+class TokenBatcher:
+    """Runs the model on a thread of its own, over the queued requests cut into forward passes by a budget
+    of tokens (the design of Hugging Face's text-embeddings-inference, in Python).
 
-    A single worker task takes the first waiting request, then gathers more until the batch holds
-    `max_batch` instances or `max_wait_ms` has passed since it started waiting, and runs the model
-    on one thread off the event loop. A request larger than `max_batch` runs alone; one that would
-    overflow the batch waits for the next. While the model runs, new requests queue up and form the
-    next batch at once, so under load batches fill without any waiting.
+    Requests arrive tokenised (the event loop tokenises while the model computes) and wait in a queue. As
+    soon as the model is free, its thread takes every queued request, up to `max_batch` posts (a larger
+    request alone), sorts their posts by length and cuts them into passes of at most `model_batch` posts and
+    `max_batch_tokens` tokens counting padding (a longer post alone). A request is answered as soon as the
+    pass holding its last post is done, so its client's next request queues while the other passes run:
+    under load the model never waits for HTTP, and nothing waits on a timer. Only a request that finds the
+    model idle waits, up to `max_wait_ms`, for others to join it.
     """
 
-    def __init__(self, run_model: Callable[[list[str]], np.ndarray], max_batch: int, max_wait_ms: float):
-        self.run_model = run_model
+    def __init__(
+        self,
+        score: Callable[[TokenizedTexts], np.ndarray],
+        *,
+        max_batch: int,
+        max_batch_tokens: int,
+        model_batch: int,
+        max_wait_ms: float = 0.0,
+    ):
+        self.score = score
         self.max_batch = max_batch
+        self.max_batch_tokens = max_batch_tokens
+        self.model_batch = model_batch
         self.max_wait_s = max_wait_ms / 1000
         self.batches = 0
         self.largest_batch_requests = 0
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_posts = 0
+        self._changed = threading.Condition()
+        self._model = threading.Lock()  # the model is never run by two threads
+        self._stopping = False
+        self._thread: threading.Thread | None = None
 
-    async def start(self) -> None:
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sentitune-model")
-        self._worker = asyncio.create_task(self._run())
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="sentitune-model", daemon=True)
+        self._thread.start()
 
-    async def stop(self) -> None:
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
-        self._executor.shutdown(wait=True)
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(RuntimeError("the server is shutting down"))
+    def stop(self) -> None:
+        """Finish the batch being run, then fail whatever is still queued."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        left, self._queue = list(self._queue), collections.deque()
+        self._answer([(p, RuntimeError("the server is shutting down")) for p in left])
+
+    async def predict(self, tokens: TokenizedTexts) -> tuple[np.ndarray, int]:
+        """Class probabilities of the tokenised posts, and how many requests shared their batch."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(tokens, loop.create_future(), loop)
+        with self._changed:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down")
+            self._queue.append(pending)
+            self._queued_posts += len(tokens)
+            self._changed.notify()
+        return await pending.future
 
     async def run_alone(self, fn, *args):
-        """`fn(*args)` on the model's thread, between batches (the model is never run by two threads)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """`fn(*args)` on another thread while the model thread waits (between its passes)."""
 
-    async def predict(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """Class probabilities of `texts`, and how many requests shared their model call."""
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(texts, future))
-        self._arrived.set()
-        return await future
+        def alone():
+            with self._model:
+                return fn(*args)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        held: _Pending | None = None
-        while True:
-            first = held if held is not None else await self._queue.get()
-            held = None
-            batch, size = [first], len(first.texts)
-            deadline = loop.time() + self.max_wait_s
-            while size < self.max_batch:
-                if self._queue.empty():
-                    remaining = deadline - loop.time()
+        return await asyncio.get_running_loop().run_in_executor(None, alone)
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            with self._model:
+                self._run_batch(batch)
+
+    def _take(self) -> list[_Pending] | None:
+        """The next batch, once there is one (None: stopping)."""
+        with self._changed:
+            idle = not self._queue
+            while not self._queue and not self._stopping:
+                self._changed.wait()
+            if self._stopping:
+                return None
+            if idle and self.max_wait_s:
+                deadline = time.monotonic() + self.max_wait_s
+                while self._queued_posts < self.max_batch and not self._stopping:
+                    remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    # An Event rather than wait_for(queue.get()): a timed-out get can lose an item.
-                    self._arrived.clear()
-                    try:
-                        await asyncio.wait_for(self._arrived.wait(), remaining)
-                    except TimeoutError:
-                        break
-                    continue
-                item = self._queue.get_nowait()
-                if size + len(item.texts) > self.max_batch:
-                    held = item
-                    break
-                batch.append(item)
-                size += len(item.texts)
-            await self._run_batch(loop, batch)
+                    self._changed.wait(remaining)
+            batch, size = [], 0
+            while self._queue and (not batch or size + len(self._queue[0].tokens) <= self.max_batch):
+                batch.append(self._queue.popleft())
+                size += len(batch[-1].tokens)
+            self._queued_posts -= size
+            return batch
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        texts = [t for pending in batch for t in pending.texts]
-        try:
-            probs = await loop.run_in_executor(self._executor, self.run_model, texts)
-        except Exception as exc:
-            if len(batch) > 1:  # one request's texts must not fail the others': each runs alone
-                for pending in batch:
-                    await self._run_batch(loop, [pending])
-                return
-            if not batch[0].future.done():
-                batch[0].future.set_exception(exc)
-            return
+    def _run_batch(self, batch: list[_Pending]) -> None:
         self.batches += 1
         self.largest_batch_requests = max(self.largest_batch_requests, len(batch))
-        start = 0
-        for pending in batch:
-            end = start + len(pending.texts)
-            if not pending.future.done():  # a caller that went away
-                pending.future.set_result((probs[start:end], len(batch)))
-            start = end
+        shared = len(batch)
+        sizes = np.array([len(p.tokens) for p in batch])
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        owner = np.repeat(np.arange(len(batch)), sizes)  # the request each post of the batch came from
+        left = sizes.copy()  # posts of each request not scored yet
+        tokens = TokenizedTexts.concat([p.tokens for p in batch])
+        out: np.ndarray | None = None
+        for rows in passes_within_budget(tokens.lengths, self.max_batch_tokens, self.model_batch):
+            try:
+                probs = self.score(tokens.subset(rows))
+            except Exception:
+                # One request's posts must not fail the others': each unanswered request runs alone.
+                for i in np.flatnonzero(left):
+                    self._run_request_alone(batch[i], shared)
+                return
+            if out is None:
+                out = np.empty((len(tokens), probs.shape[1]), probs.dtype)
+            out[rows] = probs
+            requests = owner[rows]
+            np.subtract.at(left, requests, 1)
+            done = [i for i in np.unique(requests) if left[i] == 0]
+            self._answer([(batch[i], (out[starts[i] : starts[i + 1]].copy(), shared)) for i in done])
+
+    def _run_request_alone(self, pending: _Pending, shared: int) -> None:
+        try:
+            tokens, out = pending.tokens, None
+            for rows in passes_within_budget(tokens.lengths, self.max_batch_tokens, self.model_batch):
+                probs = self.score(tokens.subset(rows))
+                if out is None:
+                    out = np.empty((len(tokens), probs.shape[1]), probs.dtype)
+                out[rows] = probs
+            self._answer([(pending, (out, shared))])
+        except Exception as exc:
+            self._answer([(pending, exc)])
+
+    @staticmethod
+    def _answer(answers: list[tuple[_Pending, Any]]) -> None:
+        """Hand results (or exceptions) to the requests' event loops: one wake-up per loop, not per request."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for pending, result in answers:
+            by_loop.setdefault(pending.loop, []).append((pending.future, result))
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop already closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, results)
+
+
+def _settle(results: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, result in results:
+        if future.done():  # a caller that went away
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 # ----------------------------------------------------------------------------- transport and logs
@@ -627,11 +748,17 @@ class MicroBatcher:
 
 class RequestGuard:
     """ASGI middleware: checks the body size and content type before FastAPI parses anything, and
-    writes one JSON log line per request (route, status, instances, latency)."""
+    writes one JSON log line per request (route, status, instances, latency).
 
-    def __init__(self, app, settings: ServeSettings):
+    A prediction request of plain strings without an explanation, the request a client sends most, is
+    answered here by `plain_predict`: FastAPI's routing, validation and response model cost as much CPU as
+    the rest of the request's handling together, CPU that the model shares on a small machine. Any other
+    request, and any request with a problem, goes to FastAPI, which answers it as the API describes."""
+
+    def __init__(self, app, settings: ServeSettings, plain_predict=None):
         self.app = app
         self.settings = settings
+        self.plain_predict = plain_predict
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -664,11 +791,34 @@ class RequestGuard:
                 response = JSONResponse({"error": problem[1]}, status_code=problem[0], headers=close)
                 await response(scope, receive, send_and_log)
                 return
+            if await self._answer_plain(scope, body, state, send_and_log):
+                return
             await self.app(scope, _replay(body, receive), send_and_log)
         except Exception:
             if not logged:
                 self._log(scope, state, 500, started)
             raise
+
+    async def _answer_plain(self, scope, body: bytes, state: dict, send) -> bool:
+        """Answer a prediction request of plain strings; False if it is not one, or has a problem."""
+        if (
+            self.plain_predict is None
+            or scope["method"] != "POST"
+            or scope["path"] != self.settings.predict_route
+        ):
+            return False
+        texts = plain_instances(body)
+        if texts is None:
+            return False
+        try:
+            payload, batch_requests = await self.plain_predict(texts)
+        except HTTPException:
+            return False  # FastAPI finds the problem again and answers it with the other errors
+        state.update(instances=len(texts), batch_requests=batch_requests)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return True
 
     def _check_content_type(self, scope) -> tuple[int, str] | None:
         if scope["method"] != "POST" or scope["path"] != self.settings.predict_route:
@@ -728,6 +878,25 @@ class RequestGuard:
                 fields_[key] = state[key]
         level = logging.WARNING if status >= 500 else logging.INFO
         log.log(level, f"{scope['method']} {scope['path']} {status}", extra={"json_fields": fields_})
+
+
+def plain_instances(body: bytes) -> list[str] | None:
+    """The texts of a body `{"instances": ["...", ...]}` (with `"parameters"` that ask no explanation, or
+    none); None for any other body."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or not set(request) <= {"instances", "parameters"}:
+        return None
+    texts, parameters = request.get("instances"), request.get("parameters")
+    if type(texts) is not list or not texts or not all(type(t) is str for t in texts):
+        return None
+    if parameters is not None and (
+        type(parameters) is not dict or parameters.get("explain", False) is not False
+    ):
+        return None
+    return texts
 
 
 def _replay(body: bytes, receive):

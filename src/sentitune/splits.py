@@ -1,8 +1,10 @@
 """The labelled splits that training, evaluation and export read: a folder written by `prepare`, or
 the walkthrough's three files, or any labelled file.
 
-On disk the validation split is `eval.*` (the walkthrough's name); in code and in metrics it is `val`.
-SPLIT_FILES is the one place that maps one to the other.
+A command reads a prepared folder once (`read_prepared`): its listing, its label set and prepare's report
+become one `Prepared` value, which the splits, the model card and the run's report are made from. On
+disk the validation split is `eval.*` (the walkthrough's name); in code and in metrics it is `val`
+(layout.SPLIT_FILES maps one to the other).
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import pandas as pd
 from sentitune import LABELS
 from sentitune.errors import SentituneError, short
 from sentitune.labels import DistinctLabels, apply_label_rule, decide_label_rule, missing_as_na, parse_labels
-from sentitune.storage import exists, join, listdir_names, open_input
+from sentitune.layout import (
+    LABEL_SOURCE_COLUMN,
+    SPLIT_ALIASES,
+    SPLIT_EXTENSIONS,
+    SPLIT_FILES,
+    SPLIT_LABELS,
+    SPLIT_MARKER,
+    WEAK_LABEL,
+)
+from sentitune.storage import join, listdir_names, open_input
 from sentitune.tables import pick_label_column, pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
 
-SPLIT_FILES = {"train": "train", "val": "eval", "test": "test"}  # split in code -> file stem on disk
-SPLIT_MARKER = "prepare_report.json"  # written last by prepare: the folder is complete
-SPLIT_LABELS = "labels.json"
-SPLIT_ALIASES = {"val": ("eval", "val", "validation")}  # stems accepted when reading a folder
-SPLIT_EXTENSIONS = ("csv", "parquet", "jsonl", "tsv")
 SCORE_COLUMN = "score"  # beside `label` when prepare read the labels from scores
 
 
@@ -40,9 +46,28 @@ class LabelledTexts:
     labels: np.ndarray  # int64 class ids
     classes: tuple[str, ...] = LABELS  # the names of the ids, in order
     scores: np.ndarray | None = None  # float64, the score each label was read from (when asked for and kept)
+    weak: np.ndarray | None = None  # bool, rows labelled by VADER beside people's (a label_source column)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The labelled data a command reads, read once: a prepared folder's split files and what `prepare`
+    recorded beside them, or the walkthrough's files (--training-file ...), which record nothing."""
+
+    files: dict[str, str]  # split (train, val, test) -> its file, for the splits there are
+    classes: tuple[str, ...] = LABELS  # --labels, else the folder's labels.json, else the default classes
+    folder: str | None = None  # the prepared folder (None: the walkthrough's files)
+    format: str | None = None  # the split format prepare recorded (csv, parquet), when it did
+    score_boundaries: tuple[float, ...] | None = None  # between classes, for labels read from scores
+    report: dict | None = None  # prepare_report.json: columns, label rule, rows dropped and why ...
+
+    @property
+    def label_source(self) -> str | None:
+        """Where the labels came from (score, category, vader), or None when not recorded."""
+        return _entry(self.report, "labels", "source")
 
 
 def read_labelled(
@@ -61,6 +86,7 @@ def read_labelled(
     texts: list[str] = []
     raw_labels: list[pd.Series] = []
     scores: list[np.ndarray] | None = [] if with_scores else None
+    weak: list[np.ndarray] = []
     distinct = DistinctLabels()
     text_col = label_col = None
     skipped = 0
@@ -78,6 +104,8 @@ def read_labelled(
         texts.extend(t[ok].tolist())
         if scores is not None:
             scores.append(pd.to_numeric(df[SCORE_COLUMN][ok], errors="coerce").to_numpy(np.float64))
+        if LABEL_SOURCE_COLUMN in df.columns:
+            weak.append((df[LABEL_SOURCE_COLUMN][ok] == WEAK_LABEL).to_numpy(bool, na_value=False))
         raw_labels.append(raw[ok])
         distinct.update(raw[ok])
     if skipped:
@@ -104,63 +132,70 @@ def read_labelled(
             f"{path}: the {SCORE_COLUMN} column is not all numbers ({bad} row{' is' if bad == 1 else 's are'} "
             "not); run `sentitune prepare` again"
         )
-    return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes), kept)
+    mixed = np.concatenate(weak) if weak else None
+    if mixed is not None and len(mixed) != len(texts):  # a chunk without the column: not a prepared split
+        mixed = None
+    return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes), kept, mixed)
 
 
 def load_splits(
-    cfg, classes: tuple[str, ...] | None = None, train_scores: bool = False
+    cfg, prepared: Prepared | None = None, train_scores: bool = False
 ) -> dict[str, LabelledTexts]:
-    """The train/val/test splits named by a config with `data` (a prepared folder) or
-    `training_file` / `validation_file` / `testing_file`, plus `text_column`, `label_column` and `labels`
-    (`classes`: the label set, when the caller has read it already; `train_scores`: the training split's
-    scores too)."""
-    classes = classes or data_classes(cfg)
-    if cfg.data:
-        paths = find_split_files(cfg.data)
-    else:
-        paths = {"train": cfg.training_file, "val": cfg.validation_file, "test": cfg.testing_file}
+    """The train/val/test splits of `prepared` (default: `read_prepared(cfg)`), read with the config's
+    `text_column` and `label_column` (`train_scores`: the training split's scores too)."""
+    prepared = prepared or read_prepared(cfg)
+    classes = prepared.classes
     splits = {}
-    for name, path in paths.items():
-        if path:
-            splits[name] = read_labelled(
-                path,
-                cfg.text_column,
-                cfg.label_column,
-                classes=classes,
-                with_scores=train_scores and name == "train",
-            )
-            counts = np.bincount(splits[name].labels, minlength=len(classes))
-            log.info(
-                "%s: %s, %d examples (%s)",
-                name,
-                path,
-                len(splits[name]),
-                ", ".join(f"{label} {c}" for label, c in zip(classes, counts, strict=True)),
-            )
+    for name, path in prepared.files.items():
+        splits[name] = read_labelled(
+            path,
+            cfg.text_column,
+            cfg.label_column,
+            classes=classes,
+            with_scores=train_scores and name == "train",
+        )
+        counts = np.bincount(splits[name].labels, minlength=len(classes))
+        log.info(
+            "%s: %s, %d examples (%s)",
+            name,
+            path,
+            len(splits[name]),
+            ", ".join(f"{label} {c}" for label, c in zip(classes, counts, strict=True)),
+        )
     return splits
 
 
-def data_classes(cfg) -> tuple[str, ...]:
-    """The label set of a config's data: --labels, else the prepared folder's labels.json, else the
-    default classes; --labels that disagree with the folder's are refused."""
+def read_prepared(cfg) -> Prepared:
+    """The data a config with `data` (a prepared folder) or `training_file` / `validation_file` /
+    `testing_file`, and `labels`, names: the folder is listed and its label set and report read here, once.
+    --labels that disagree with the folder's are refused."""
     given = parse_labels(cfg.labels) if cfg.labels is not None else None
-    recorded = None
-    if cfg.data and exists(join(cfg.data, SPLIT_LABELS)):
-        recorded = tuple(str(n) for n in _label_set(cfg.data)["labels"])
+    if not cfg.data:
+        paths = {"train": cfg.training_file, "val": cfg.validation_file, "test": cfg.testing_file}
+        return Prepared({split: path for split, path in paths.items() if path}, given or LABELS)
+    names = listdir_names(cfg.data)
+    if not names:
+        raise SentituneError(f"--data {cfg.data} is not a folder or is empty; run `sentitune prepare` first")
+    report = _report(cfg.data) if SPLIT_MARKER in names else None
+    label_set = _label_set(cfg.data) if SPLIT_LABELS in names else None
+    recorded = tuple(str(n) for n in label_set["labels"]) if label_set else None
     if given and recorded and given != recorded:
         raise SentituneError(
             f"--labels {','.join(given)} differs from the classes of {cfg.data} ({','.join(recorded)}); "
             "drop --labels or prepare the data with them"
         )
-    return given or recorded or LABELS
+    written = _entry(report, "split", "format")
+    return Prepared(
+        files=_split_files(cfg.data, names, written),
+        classes=given or recorded or LABELS,
+        folder=cfg.data,
+        format=written,
+        score_boundaries=_boundaries(label_set, cfg.data) if label_set else None,
+        report=report,
+    )
 
 
-def score_boundaries(data_dir: str | None) -> tuple[float, ...] | None:
-    """The score boundaries between classes a prepared folder's labels were read through (None when its
-    labels were not scores, or it was prepared before they were recorded)."""
-    if not data_dir or not exists(join(data_dir, SPLIT_LABELS)):
-        return None
-    label_set = _label_set(data_dir)
+def _boundaries(label_set: dict, data_dir: str) -> tuple[float, ...] | None:
     found = label_set.get("score_boundaries")
     if found is None:
         return None
@@ -189,18 +224,36 @@ def _label_set(data_dir: str) -> dict:
         raise SentituneError(f"{where} is not a label list; run `sentitune prepare` again") from None
 
 
-def find_split_files(data_dir: str) -> dict[str, str | None]:
-    """The train/val/test files of a prepared folder, by split (csv, parquet, jsonl or tsv)."""
-    names = listdir_names(data_dir)
-    if not names:
-        raise SentituneError(f"--data {data_dir} is not a folder or is empty; run `sentitune prepare` first")
+def _report(data_dir: str) -> dict:
+    where = join(data_dir, SPLIT_MARKER)
+    try:
+        with open_input(where, "rb") as f:
+            found = json.load(f)
+        if not isinstance(found, dict):
+            raise TypeError
+        return found
+    except (ValueError, TypeError):
+        raise SentituneError(f"{where} is not prepare's report; run `sentitune prepare` again") from None
+
+
+def _entry(report: dict | None, *keys: str):
+    found = report
+    for key in keys:
+        if not isinstance(found, dict):
+            return None
+        found = found.get(key)
+    return found
+
+
+def _split_files(data_dir: str, names: set[str], written: str | None) -> dict[str, str]:
+    """The train/val/test files of a prepared folder listing `names`, by split (csv, parquet, jsonl or
+    tsv); the format prepare wrote (`written`) wins over files of another format beside it."""
     extensions = SPLIT_EXTENSIONS
-    if SPLIT_MARKER in names:  # the format prepare wrote wins over files of another format beside it
-        written = prepared_format(data_dir)
-        extensions = (written, *[e for e in SPLIT_EXTENSIONS if e != written]) if written else extensions
+    if written in SPLIT_EXTENSIONS:
+        extensions = (written, *[e for e in SPLIT_EXTENSIONS if e != written])
     found = {}
     for split, stem in SPLIT_FILES.items():
-        found[split] = next(
+        path = next(
             (
                 join(data_dir, f"{alias}.{ext}")
                 for alias in SPLIT_ALIASES.get(split, (stem,))
@@ -209,30 +262,11 @@ def find_split_files(data_dir: str) -> dict[str, str | None]:
             ),
             None,
         )
-    if found["train"] is None:
+        if path:
+            found[split] = path
+    if "train" not in found:
         raise SentituneError(
             f"--data {data_dir} has no train.csv or train.parquet "
             f"(found: {', '.join(sorted(names)[:8])}); run `sentitune prepare` first"
         )
     return found
-
-
-def prepared_format(data_dir: str) -> str | None:
-    """The split format a prepared folder's report records (csv, parquet), or None when unreadable."""
-    return _prepare_report_entry(data_dir, "split", "format")
-
-
-def prepared_label_source(data_dir: str | None) -> str | None:
-    """Where a prepared folder's labels came from (score, category, vader), or None when not recorded."""
-    return _prepare_report_entry(data_dir, "labels", "source") if data_dir else None
-
-
-def _prepare_report_entry(data_dir: str, *keys: str):
-    try:
-        with open_input(join(data_dir, SPLIT_MARKER), "rb") as f:
-            found = json.load(f)
-        for key in keys:
-            found = found[key]
-        return found
-    except (SentituneError, ValueError, KeyError, TypeError):
-        return None

@@ -22,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from sentitune import LABELS, distributed, tfidf
 from sentitune.batching import TokenizedTexts, length_bucketed_batches, tokenize
-from sentitune.builtin import MODEL_DESCRIPTION, default_model
+from sentitune.builtin import MODEL_DESCRIPTION, resolve_model
 from sentitune.checkpoint import Checkpointer, StopSignal
 from sentitune.config import BaselineConfig, TrainConfig
 from sentitune.dropout import use_fast_dropout
@@ -30,6 +30,7 @@ from sentitune.errors import Preempted, SentituneError, require_extra
 from sentitune.events import EventLog, Progress, TuningReport, record_experiment_run
 from sentitune.events import target_dir as events_dir
 from sentitune.labels import soft_targets
+from sentitune.layout import CHECKPOINTS, FINISHED_RUN, METRICS
 from sentitune.metrics import (
     CALIBRATION_FOLDS,
     bootstrap_intervals,
@@ -55,9 +56,9 @@ from sentitune.model import (
 from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
 from sentitune.normalize import normalization_of
 from sentitune.optimizer import build_optimizer
-from sentitune.runfolder import CHECKPOINTS, FINISHED_RUN, METRICS, save_run
+from sentitune.runfolder import RunRecord, save_run, write_report
 from sentitune.runtime import Precision, infer_probs, resolve_device, resolve_precision
-from sentitune.splits import LabelledTexts, data_classes, prepared_label_source, score_boundaries
+from sentitune.splits import LabelledTexts, Prepared, read_prepared
 from sentitune.splits import load_splits as read_splits
 from sentitune.storage import StagedOutput, join, refuse_occupied
 
@@ -117,14 +118,15 @@ def _train(
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
 
-    # a model that cannot load fails before the data is read
-    classes = data_classes(cfg)
+    prepared = read_prepared(cfg)  # the prepared folder, read once: its files, classes and report
+    classes = prepared.classes
+    # a model that cannot load fails before the splits are read
     classifier, model_info = build_model(cfg, classes)
-    splits = load_splits(cfg, classes)
-    targets = soft_targets_of(cfg, splits["train"], classes)
+    splits = load_splits(cfg, prepared)
+    targets = soft_targets_of(cfg, splits["train"], prepared)
     t0 = time.perf_counter()
     classifier.normalization = normalization_of(cfg)
-    if classifier.normalization.active and prepared_label_source(cfg.data) == "vader":
+    if classifier.normalization.active and prepared.label_source == "vader":
         log.warning(
             "the labels are VADER's, and VADER reads mention names ('@united' counts as the positive "
             "word 'united') that --normalize %s turns into @user: --normalize none lets the model read "
@@ -169,19 +171,10 @@ def _train(
     if d.is_main:  # one run folder, written by rank 0
         if d.enabled:
             metrics["training"]["processes"] = d.world_size
-        save_run(
-            out,
-            classifier,
-            cfg,
-            model_info,
-            splits,
-            metrics,
-            fitted.history,
-            fitted.train_log,
-            device,
-            precision,
-            scored,
-        )
+        run = RunRecord(cfg, model_info, prepared, splits, metrics, fitted.history, fitted.train_log,
+                        device, precision, scored)  # fmt: skip
+        save_run(out, classifier, run)
+        write_report(out, classifier, run)
         out.commit()
     else:
         out.discard()
@@ -196,21 +189,27 @@ def _train(
 # ----------------------------------------------------------------------------- data and model
 
 
-def load_splits(cfg: TrainConfig, classes: tuple[str, ...]) -> dict[str, LabelledTexts]:
-    splits = read_splits(cfg, classes, train_scores=cfg.soft_targets > 0)
+def load_splits(cfg: TrainConfig, prepared: Prepared) -> dict[str, LabelledTexts]:
+    splits = read_splits(cfg, prepared, train_scores=cfg.soft_targets > 0)
     if cfg.dry_run:  # one step of each: a handful of examples is enough
         for name, s in splits.items():
             n = cfg.batch_size if name == "train" else cfg.eval_batch_size
             scores = s.scores[:n] if s.scores is not None else None
-            splits[name] = LabelledTexts(s.path, s.texts[:n], s.labels[:n], s.classes, scores)
+            weak = s.weak[:n] if s.weak is not None else None
+            splits[name] = LabelledTexts(s.path, s.texts[:n], s.labels[:n], s.classes, scores, weak)
     return splits
 
 
-def soft_targets_of(cfg: TrainConfig, train: LabelledTexts, classes: tuple[str, ...]) -> np.ndarray | None:
-    """--soft-targets: the training posts' target distributions from their scores (None: hard labels)."""
+def soft_targets_of(cfg: TrainConfig, train: LabelledTexts, prepared: Prepared) -> np.ndarray | None:
+    """The training posts' target distributions (None: hard labels): read from --targets (written by
+    `sentitune distill`), or from their scores and the prepared folder's class boundaries (--soft-targets)."""
+    if cfg.targets:
+        if cfg.soft_targets:
+            raise SentituneError(f"--targets {cfg.targets} and --soft-targets both set the targets; drop one")
+        return read_targets(cfg, train, prepared.classes)
     if not cfg.soft_targets:
         return None
-    boundaries = score_boundaries(cfg.data)
+    boundaries = prepared.score_boundaries
     if train.scores is None or boundaries is None:
         raise SentituneError(
             f"--soft-targets needs data prepared from scores (a score column, or --label-with vader): "
@@ -218,13 +217,62 @@ def soft_targets_of(cfg: TrainConfig, train: LabelledTexts, classes: tuple[str, 
             "`sentitune prepare` and pass --data (a folder prepared by an earlier version: prepare it again), "
             "or drop --soft-targets"
         )
-    return soft_targets(train.scores, train.labels, boundaries, cfg.soft_targets, len(classes))
+    return soft_targets(train.scores, train.labels, boundaries, cfg.soft_targets, len(prepared.classes))
+
+
+def read_targets(cfg: TrainConfig, train: LabelledTexts, classes: tuple[str, ...]) -> np.ndarray:
+    """--targets: a safetensors file (a float32 `targets` tensor, one row per training post; in its metadata
+    the SHA-256 of the training file it belongs to and the classes of its columns, as JSON), checked
+    against that file row for row. Its imports are local: only a distilled run needs them."""
+    import hashlib
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    from sentitune.errors import short
+    from sentitune.storage import is_url, local_copy, open_input
+
+    where = f"--targets {cfg.targets}"
+    digest = hashlib.sha256()
+    with open_input(train.path, "rb", compression=None) as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    try:
+        path = local_copy(cfg.targets) if is_url(cfg.targets) else cfg.targets
+        with safe_open(path, "np") as f:
+            meta = f.metadata() or {}
+            found = f.get_tensor("targets")
+        recorded, written_for = tuple(json.loads(meta["classes"])), meta["training_sha256"]
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise SentituneError(
+            f"{where} is not a targets file (safetensors with a 'targets' tensor and its training file's "
+            f"SHA-256): {short(exc)}; write it with `sentitune distill`"
+        ) from None
+    if written_for != digest.hexdigest():
+        raise SentituneError(
+            f"{where} was written for another training file than {train.path} (its SHA-256 differs); "
+            "pass the training file it was written with, or write the targets again"
+        )
+    if recorded != tuple(classes):
+        raise SentituneError(
+            f"{where} gives targets over {','.join(recorded)}; the data's classes are {','.join(classes)}"
+        )
+    if cfg.dry_run:  # the dry run trains on the first rows
+        found = found[: len(train)]
+    sound = found.ndim == 2 and np.isfinite(found).all() and (found >= 0).all()
+    sound = sound and np.allclose(found.sum(-1), 1, atol=1e-3)
+    if found.shape != (len(train), len(classes)) or not sound:
+        raise SentituneError(
+            f"{where} holds {found.shape[0]} rows of {found.shape[-1]} targets for {len(train)} training "
+            f"posts and {len(classes)} classes, each row a distribution (non-negative, summing to 1); "
+            "write it again"
+        )
+    return found.astype(np.float32)
 
 
 def build_model(cfg: TrainConfig, classes: tuple[str, ...] = LABELS):
-    source = cfg.model
-    if source is None:
-        source = default_model()
+    source = resolve_model(cfg.model)
+    if cfg.model is None:
         log.info("model: the embedded %s", MODEL_DESCRIPTION)
     classifier = load_classifier(source, classes)
     model = classifier.model
@@ -352,7 +400,9 @@ def fit(
     total_steps = 1 if cfg.dry_run else (cfg.max_steps or cfg.epochs * steps_per_epoch)
     epochs = math.ceil(total_steps / steps_per_epoch)
     t = build_trainee(model, cfg, device, precision, total_steps, d)
-    loss_of = BatchLoss(train_labels, cfg, device, d.world_size, len(class_names(model)), targets)
+    loss_of = BatchLoss(
+        train_labels, cfg, device, d.world_size, len(class_names(model)), targets, splits["train"].weak
+    )
     state = LoopState()
     resumed = (
         checkpointer.resume(t.core, t.optimizer, t.scheduler, device, t.scaler) if checkpointer else None
@@ -478,11 +528,21 @@ class BatchLoss:
         world_size: int = 1,
         n_classes: int = len(LABELS),
         targets: np.ndarray | None = None,
+        weak: np.ndarray | None = None,
     ):
         self.weights = class_weights(train_labels, cfg.class_weights, n_classes)
         weight_of_class = self.weights.numpy() if self.weights is not None else np.ones(n_classes, np.float32)
         self.example_weight = weight_of_class[train_labels]
         self.on_device = self.weights.to(device) if self.weights is not None else None
+        self.row_weight = None  # --weak-label-weight: per training row, when people's and VADER's labels mix
+        if weak is not None and weak.any() and not weak.all() and cfg.weak_label_weight != 1:
+            log.info(
+                "training posts: %d labelled by people, %d by VADER, which weigh %g each (--weak-label-weight)",
+                int((~weak).sum()), int(weak.sum()), cfg.weak_label_weight,
+            )  # fmt: skip
+            row_weight = np.where(weak, np.float32(cfg.weak_label_weight), np.float32(1))
+            self.example_weight = self.example_weight * row_weight
+            self.row_weight = torch.from_numpy(row_weight)
         self.label_smoothing = cfg.label_smoothing
         self.world_size = world_size
         self.targets = torch.from_numpy(targets) if targets is not None else None
@@ -499,6 +559,8 @@ class BatchLoss:
             logits.float(), target, reduction="none", label_smoothing=self.label_smoothing
         )
         weighted = per_example * self.on_device[y] if self.on_device is not None else per_example
+        if self.row_weight is not None:
+            weighted = weighted * self.row_weight[batch_rows if rows is None else rows].to(logits.device)
         loss = weighted.sum() * (self.world_size / float(self.example_weight[batch_rows].sum()))
         return loss, per_example
 

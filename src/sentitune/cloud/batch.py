@@ -18,7 +18,7 @@ from sentitune.cloud.config import BatchPredictConfig
 from sentitune.cloud.deploy import LRO_TIMEOUT_S, MODEL_PLACEHOLDER, machine_spec, upload_request
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 from sentitune.errors import SentituneError
-from sentitune.runfolder import METRICS, WEIGHTS
+from sentitune.layout import METRICS, WEIGHTS
 from sentitune.storage import exists, expand, join, listdir_names, open_input
 
 log = logging.getLogger("sentitune")

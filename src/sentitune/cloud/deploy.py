@@ -15,7 +15,7 @@ from sentitune.cloud import catalog
 from sentitune.cloud.config import DeployConfig
 from sentitune.cloud.vertex import aiplatform_types, call, client, to_json
 from sentitune.errors import SentituneError
-from sentitune.runfolder import EXPORT_DIR, EXPORT_REPORT, WEIGHTS
+from sentitune.layout import EXPORT_DIR, EXPORT_REPORT, WEIGHTS
 from sentitune.storage import exists, join
 
 log = logging.getLogger("sentitune")

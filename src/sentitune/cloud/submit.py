@@ -20,7 +20,7 @@ from sentitune.cloud.deploy import LRO_TIMEOUT_S
 from sentitune.cloud.vertex import aiplatform_types, call, client, console_url, to_json
 from sentitune.config import train_option
 from sentitune.errors import SentituneError
-from sentitune.runfolder import METRICS
+from sentitune.layout import METRICS
 from sentitune.storage import exists, join, open_input
 
 log = logging.getLogger("sentitune")
