@@ -58,10 +58,18 @@ def folder_reads(data: Path, run) -> tuple[list[str], list[tuple[str, str]]]:
     return entries, elsewhere
 
 
-def test_a_training_reads_the_prepared_folder_once(tmp_path, tiny_model, prepared):
+@pytest.mark.parametrize("soft_targets", [0.0, 0.1])  # soft targets need the folder's score boundaries
+def test_a_training_reads_the_prepared_folder_once(tmp_path, tiny_model, prepared, soft_targets):
     entries, elsewhere = folder_reads(
         prepared,
-        lambda: train_tiny(tmp_path / "run", tiny_model, prepared, max_steps=2, train_eval_examples=0),
+        lambda: train_tiny(
+            tmp_path / "run",
+            tiny_model,
+            prepared,
+            max_steps=2,
+            train_eval_examples=0,
+            soft_targets=soft_targets,
+        ),  # fmt: skip
     )
     assert len(entries) == 1, f"splits.py read {prepared} in {len(entries)} calls: {entries}"
     assert elsewhere == [], f"read outside splits.py: {elsewhere}"
