@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import cli, cli_error, train_tiny
 
+from sentitune import LABELS
 from sentitune.config import TrainConfig
 from sentitune.labels import score_to_class, soft_targets, vader_scores
 
@@ -117,6 +118,35 @@ def test_vader_labelled_posts_weigh_less_than_posts_people_labelled(tmp_path):
     alone = BatchLoss(read.labels, TrainConfig(data="d", weak_label_weight=0.25), torch.device("cpu"),
                       weak=np.ones(5, bool))  # fmt: skip
     torch.testing.assert_close(alone(logits, y, rows)[0], per_post.mean())
+
+
+def test_posts_people_labelled_beside_vaders_keep_their_label_as_the_target(tmp_path):
+    from sentitune.errors import SentituneError
+    from sentitune.splits import Prepared, read_labelled
+    from sentitune.train import soft_targets_of
+
+    # prepare's mixed split: VADER's rows carry the score their label came from, people's rows none
+    frame = pd.DataFrame(
+        {
+            "text": ["good", "meh", "bad", "fine"],
+            "label": ["positive", "negative", "negative", "neutral"],
+            "score": [0.02, None, -0.6, None],
+            "label_source": ["vader", "human", "vader", "human"],
+        }
+    )
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    read = read_labelled(str(tmp_path / "train.csv"), with_scores=True)
+    prepared = Prepared({"train": str(tmp_path / "train.csv")}, LABELS, score_boundaries=(0.0, 0.0))
+    targets = soft_targets_of(TrainConfig(data="d", soft_targets=0.1), read, prepared)
+    expected = soft_targets(np.array([0.02, -0.6]), read.labels[[0, 2]], (0.0, 0.0), 0.1, 3)
+    np.testing.assert_allclose(targets[[0, 2]], expected)
+    assert targets[0].max() < 1  # a VADER score near the boundary shares its target
+    np.testing.assert_array_equal(targets[[1, 3]], np.eye(3, dtype=np.float32)[[0, 1]])
+    # a VADER row without its score is still a broken split
+    frame.loc[0, "score"] = None
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(SentituneError, match="the score column is not all numbers"):
+        read_labelled(str(tmp_path / "train.csv"), with_scores=True)
 
 
 @pytest.fixture(scope="module")

@@ -126,15 +126,18 @@ def read_labelled(
     )
     labels = apply_label_rule(rule, pd.concat(raw_labels, ignore_index=True), path)
     kept = np.concatenate(scores) if scores else None
-    if kept is not None and not np.isfinite(kept).all():
-        bad = int((~np.isfinite(kept)).sum())
+    mixed = np.concatenate(weak) if weak else None
+    if mixed is not None and len(mixed) != len(texts):  # a chunk without the column: not a prepared split
+        mixed = None
+    unscored = ~np.isfinite(kept) if kept is not None else None
+    if unscored is not None and mixed is not None:
+        unscored &= mixed  # people's labels beside VADER's carry no score
+    if unscored is not None and unscored.any():
+        bad = int(unscored.sum())
         raise SentituneError(
             f"{path}: the {SCORE_COLUMN} column is not all numbers ({bad} row{' is' if bad == 1 else 's are'} "
             "not); run `sentitune prepare` again"
         )
-    mixed = np.concatenate(weak) if weak else None
-    if mixed is not None and len(mixed) != len(texts):  # a chunk without the column: not a prepared split
-        mixed = None
     return LabelledTexts(path, texts, labels.astype(np.int64), tuple(classes), kept, mixed)
 
 

@@ -217,7 +217,13 @@ def soft_targets_of(cfg: TrainConfig, train: LabelledTexts, prepared: Prepared) 
             "`sentitune prepare` and pass --data (a folder prepared by an earlier version: prepare it again), "
             "or drop --soft-targets"
         )
-    return soft_targets(train.scores, train.labels, boundaries, cfg.soft_targets, len(prepared.classes))
+    n_classes = len(prepared.classes)
+    scored = np.isfinite(train.scores)  # posts people labelled beside VADER's have no score: their label
+    targets = np.eye(n_classes, dtype=np.float32)[train.labels]
+    targets[scored] = soft_targets(
+        train.scores[scored], train.labels[scored], boundaries, cfg.soft_targets, n_classes
+    )
+    return targets
 
 
 def read_targets(cfg: TrainConfig, train: LabelledTexts, classes: tuple[str, ...]) -> np.ndarray:
