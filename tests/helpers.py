@@ -86,7 +86,8 @@ def scores_of(frame: pd.DataFrame) -> pd.Series:
 
 
 def read_splits(folder: Path, fmt: str = "csv") -> pd.DataFrame:
-    """All rows of a prepared folder with a `split` column, as strings (a `score` column as floats)."""
+    """All rows of a prepared folder with a `split` column, as strings (a `score` column as floats, empty
+    where people labelled the post)."""
     parts = []
     for split in ("train", "eval", "test"):
         path = Path(folder) / f"{split}.{fmt}"
@@ -94,7 +95,7 @@ def read_splits(folder: Path, fmt: str = "csv") -> pd.DataFrame:
             pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
         )
         if "score" in df.columns:
-            df["score"] = df["score"].astype(float)
+            df["score"] = pd.to_numeric(df["score"]).astype(float)
         parts.append(df.assign(split=split))
     return pd.concat(parts, ignore_index=True)
 

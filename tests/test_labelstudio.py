@@ -241,8 +241,7 @@ def test_peoples_labels_beside_vaders_are_marked_and_win(posts, tweets, tmp_path
         tmp_path / "out",
     )
     assert code == 0, err
-    got = pd.concat([pd.read_csv(tmp_path / "out" / f"{s}.csv") for s in ("train", "eval", "test")])
-    got = got.set_index("text")
+    got = read_splits(tmp_path / "out").set_index("text")
     assert len(got) == 180 + 20
     assert (got.loc[people["text"], "label_source"] == "human").all()
     assert (got.loc[people["text"], "label"] == people["label"].to_numpy()).all()

@@ -233,8 +233,7 @@ def test_a_filled_selection_beside_vaders_labels_keeps_peoples_labels(trained_ru
         tmp_path / "data",
     )
     assert code == 0, err
-    got = pd.concat([pd.read_csv(tmp_path / "data" / f"{s}.csv") for s in ("train", "eval", "test")])
-    got = got.set_index("text")
+    got = read_splits(tmp_path / "data").set_index("text")
     people = picked["text"][:30]
     assert (got.loc[people, "label_source"] == "human").all()
     assert (got.loc[people, "label"] == picked["label"][:30].to_numpy()).all()
