@@ -4,14 +4,15 @@
 A pool of --pool-size posts is drawn from ../shared/data/tweets/train.csv; their gold labels stand in for
 the person who labels. Both strategies start from the same --start random posts; each round trains the
 embedded default model on the labels so far (`sentitune train --preset fast`, the demo's setting, with
---epochs E: one epoch over 200 posts is 7 optimiser steps, too few to leave the class prior), validating
+--epochs E and train's --min-steps: one epoch over 200 posts is 7 optimiser steps, too few to leave the
+class prior, so small rounds train more epochs), validating
 and calibrating on --calibration-posts posts of val.csv (the 2,000-tweet TweetEval validation split) as
 a prepared folder's eval split would, reads macro-recall on --scored-posts other val posts, then adds
 --step posts chosen by `sentitune select` (margin, or random). Rounds alternate between the strategies,
 and --json is rewritten after each, so a run cut short keeps comparable curves. The target: select
 reaches random choice's final macro-recall with at most half of its labels.
 
-usage: active_learning.py [--pool-size 3000] [--start 200] [--step 200] [--rounds 5] [--epochs 3]
+usage: active_learning.py [--pool-size 3000] [--start 200] [--step 200] [--rounds 5] [--epochs 3] [--min-steps 250]
                           [--json out.json] [--png curves.png] [--work DIR]
 Set SENTITUNE_SHARED to read the data from elsewhere. Progress goes to stderr.
 """
@@ -50,6 +51,9 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5, help="rounds of selection after the start")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument(
+        "--min-steps", type=int, default=250, help="train's --min-steps (0: exactly --epochs, the old rounds)"
+    )
     ap.add_argument("--calibration-posts", type=int, default=200, help="val posts train validates on")
     ap.add_argument("--scored-posts", type=int, default=1000, help="other val posts macro-recall is read on")
     ap.add_argument(
@@ -87,7 +91,7 @@ def main() -> None:
         "machine": {"cpu": cpu_model(), "features": cpu_features(), "cores": os.cpu_count()},
         "settings": {
             **vars(args),
-            "train": f"--preset fast --epochs {args.epochs}, validation (and calibration) on "
+            "train": f"--preset fast --epochs {args.epochs} --min-steps {args.min_steps}, validation (and calibration) on "
             f"{args.calibration_posts} val posts",
             "scored_on": f"{len(scored)} other val posts",
         },
@@ -151,6 +155,7 @@ def train_and_score(folder: Path, work: Path, scored: pd.DataFrame, args) -> dic
             job_dir=str(folder / "run"),
             preset="fast",
             epochs=args.epochs,
+            min_steps=args.min_steps,
             seed=args.seed,
             num_threads=args.threads,
             train_eval_examples=0,

@@ -11,6 +11,8 @@ unlabelled tweets (`distill`). val.csv picks each run's best validation (as trai
 gives the scores, with 95 % bootstrap intervals; the TweetEval test split is not touched.
 
   python benchmarks/distill_quality.py [--work DIR] [--only NAME ...]    (about 20 minutes on 2 busy CPU cores)
+      [--teacher-posts 9600] [--teacher-steps 300] [--labelled-posts 4000] [--unlabelled-posts 12000]
+      [--student-steps N] [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,16 +27,13 @@ from speedlib import TRAIN_CSV, VAL_CSV, bench_main, log, run_child
 
 SENTITUNE = [sys.executable, "-m", "sentitune", "--quiet"]
 TEACHER_POSTS, LABELLED_POSTS, UNLABELLED_POSTS = 9_600, 4_000, 12_000
-# One thread: on 2 cores shared with other work, bf16 training threads wait on each other for minutes
-# (../shared/NOTES.md); quality, not speed, is measured here.
-THREADS = ["--num-threads", "1"]
-COMMON = ["--validation-file", str(VAL_CSV), "--train-eval-examples", "0", "--batch-size", "32", *THREADS]
+COMMON = ["--validation-file", str(VAL_CSV), "--train-eval-examples", "0", "--batch-size", "32"]
 TEACHER = ["--max-steps", "300", *COMMON]
 MINILM3 = ["--keep-layers", "3", "--learning-rate", "1e-4", "--max-steps", "200", *COMMON]
 MINILM6 = ["--max-steps", "200", *COMMON]
 # MPNet is about 5x MiniLM's work per post: fewer, smaller steps in about the same time
 MPNET = ["--student", "embedded:all-mpnet-base-v2", "--pooling", "mean", "--max-steps", "100", "--learning-rate",
-         "5e-5", "--validation-file", str(VAL_CSV), "--train-eval-examples", "0", "--batch-size", "16", *THREADS]  # fmt: skip
+         "5e-5", "--validation-file", str(VAL_CSV), "--train-eval-examples", "0", "--batch-size", "16"]  # fmt: skip
 DISTILL = ["--alpha", "0.5", "--temperature", "1"]
 # name -> (command, its options, what it is)
 RUNS = {
@@ -51,12 +50,14 @@ RUNS = {
 }
 
 
-def parts(work: Path) -> dict[str, Path]:
+def parts(work: Path, sizes: dict[str, int]) -> dict[str, Path]:
     """The three disjoint parts of the shared training tweets."""
     frame = pd.read_csv(TRAIN_CSV).sample(frac=1, random_state=0).reset_index(drop=True)
-    cuts = {"teacher": (0, TEACHER_POSTS)}
-    cuts["labelled"] = (TEACHER_POSTS, TEACHER_POSTS + LABELLED_POSTS)
-    cuts["unlabelled"] = (cuts["labelled"][1], cuts["labelled"][1] + UNLABELLED_POSTS)
+    if sum(sizes.values()) > len(frame):
+        raise SystemExit(f"the parts ({sizes}) need more than the {len(frame)} shared training tweets")
+    cuts = {"teacher": (0, sizes["teacher"])}
+    cuts["labelled"] = (sizes["teacher"], sizes["teacher"] + sizes["labelled"])
+    cuts["unlabelled"] = (cuts["labelled"][1], cuts["labelled"][1] + sizes["unlabelled"])
     found = {}
     for name, (start, end) in cuts.items():
         found[name] = work / f"{name}.csv"
@@ -107,9 +108,20 @@ def scores(job: Path) -> dict:
 def run(args) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="sentitune-distill-"))
     work.mkdir(parents=True, exist_ok=True)
-    files = parts(work)
+    sizes = {
+        "teacher": args.teacher_posts,
+        "labelled": args.labelled_posts,
+        "unlabelled": args.unlabelled_posts,
+    }
+    files = parts(work, sizes)
+    threads = ["--num-threads", str(args.threads)]
+    teacher_options = [*TEACHER, *threads]
+    if args.teacher_steps:
+        teacher_options[teacher_options.index("--max-steps") + 1] = str(args.teacher_steps)
     teacher = run_once(
-        "teacher", [*SENTITUNE, "train", "--training-file", str(files["teacher"]), *TEACHER], work / "teacher"
+        "teacher",
+        [*SENTITUNE, "train", "--training-file", str(files["teacher"]), *teacher_options],
+        work / "teacher",
     )
     rows = {"teacher": {**scores(teacher), "what": "MiniLM, 6 layers, gold labels of the teacher's part"}}
     for name, (command, options, what) in RUNS.items():
@@ -119,7 +131,7 @@ def run(args) -> dict:
             at = options.index("--max-steps") + 1
             options = [*options[:at], str(args.student_steps), *options[at + 1 :]]
             name = f"{name}-{args.student_steps}-steps"
-        cmd = [*SENTITUNE, command, "--training-file", str(files["labelled"]), *options]
+        cmd = [*SENTITUNE, command, "--training-file", str(files["labelled"]), *options, *threads]
         if command == "distill":
             cmd += ["--teacher", str(teacher), "--unlabelled", str(files["unlabelled"])]
             cmd += ["--cache-dir", str(work / "teacher-scores")]
@@ -127,9 +139,11 @@ def run(args) -> dict:
     return {
         "benchmark": "distill-quality",
         "data": {
-            "teacher_labelled": TEACHER_POSTS,
-            "student_labelled": LABELLED_POSTS,
-            "unlabelled": UNLABELLED_POSTS,
+            "teacher_labelled": args.teacher_posts,
+            "teacher_steps": int(teacher_options[teacher_options.index("--max-steps") + 1]),
+            "student_labelled": args.labelled_posts,
+            "unlabelled": args.unlabelled_posts,
+            "threads": args.threads,
             "scored_on": str(VAL_CSV.name),
             "note": "val.csv also picks each run's best validation step, as train does",
         },
@@ -142,6 +156,20 @@ def add_arguments(ap) -> None:
     ap.add_argument("--work", help="folder of the runs (default: a temporary one); a finished run is reused")
     ap.add_argument("--only", nargs="+", choices=sorted(RUNS), help="students to run (default: all)")
     ap.add_argument("--student-steps", type=int, help="train the students this many steps instead")
+    ap.add_argument("--teacher-posts", type=int, default=TEACHER_POSTS, help="labelled tweets of the teacher")
+    ap.add_argument("--teacher-steps", type=int, help="train the teacher this many steps (default 300)")
+    ap.add_argument(
+        "--labelled-posts", type=int, default=LABELLED_POSTS, help="labelled tweets of the students"
+    )
+    ap.add_argument(
+        "--unlabelled-posts", type=int, default=UNLABELLED_POSTS, help="tweets with labels dropped"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per run (1: steady on 2 cores shared with other work, ../shared/NOTES.md)",
+    )
 
 
 if __name__ == "__main__":

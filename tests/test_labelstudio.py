@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from helpers import cli, cli_error, read_splits, train_tiny
 
+from sentitune.config import SelectConfig
 from sentitune.labelstudio import export_flavour, read_export
+from sentitune.select import select
 
 CLASSES = ("negative", "neutral", "positive")
 
@@ -48,9 +50,12 @@ def annotation(number: int, label: str | None, minute: int, cancelled: bool = Fa
     }
 
 
-def json_export(texts: list[str], labels: list[str | None], **extra: list[dict]) -> list[dict]:
+def json_export(
+    texts: list[str], labels: list[str | None], data: list[dict] | None = None, **extra: list[dict]
+) -> list[dict]:
     """A JSON export: each task with the model's pre-annotation and, where a label is given, one annotation
-    (None: the task was never annotated); `extra`: more annotations by task index."""
+    (None: the task was never annotated); `data`: the tasks' data fields as imported (default: the text
+    alone); `extra`: more annotations by task index."""
     tasks = []
     for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
         annotations = [] if label is None else [annotation(i + 1, label, i % 60)]
@@ -58,7 +63,7 @@ def json_export(texts: list[str], labels: list[str | None], **extra: list[dict])
         tasks.append(
             {
                 "id": i + 1,
-                "data": {"text": text},
+                "data": data[i] if data else {"text": text},
                 "annotations": annotations,
                 "predictions": [
                     {"model_version": "sentitune 0.1.0: run", "score": 0.41, "result": result("neutral")}
@@ -281,3 +286,58 @@ def test_round_trip_label_studio_select_annotate_prepare_train(
     assert code == 0, err
     again = set(pd.read_csv(tmp_path / "round2" / "selected.csv")["text"])
     assert not again & {t["data"]["text"] for t in imported[1:]}
+
+
+@pytest.fixture(scope="module")
+def imported(trained_run, tweets, tmp_path_factory) -> list[dict]:
+    """The tasks select wrote for Label Studio: each post with where it came from in its data fields."""
+    folder = tmp_path_factory.mktemp("selected")
+    tweets[["text"]].to_csv(folder / "pool.csv", index=False)
+    select(SelectConfig(run_dir=str(trained_run), pool=[str(folder / "pool.csv")], n=60, format="label-studio",
+                        output_dir=str(folder / "round1")))  # fmt: skip
+    return json.loads((folder / "round1" / "tasks.json").read_text())
+
+
+@pytest.mark.parametrize("flavour", ["JSON", "JSON-MIN", "CSV"])
+def test_every_export_flavour_of_selected_tasks_gives_the_rounds_agreement_with_people(
+    flavour, imported, tmp_path, capsys
+):
+    other = {"negative": "positive", "neutral": "negative", "positive": "neutral"}
+    models = [t["data"]["model_label"] for t in imported]
+    labels = [m if i % 3 else other[m] for i, m in enumerate(models)]  # agreeing with the model, or not
+    labels[1] = labels[2] = None  # 1: never annotated; 2: skipped
+    skipped = {"2": [annotation(500, None, 59, cancelled=True)]}
+    texts = [t["data"]["text"] for t in imported]
+    path = write_export(
+        json_export(texts, labels, data=[t["data"] for t in imported], **skipped),
+        flavour,
+        tmp_path / f"export{SUFFIX[flavour]}",
+    )
+    code, _, err = cli(capsys, "prepare", path, "--output-dir", tmp_path / "out", "--val-fraction", "0.2")
+    assert code == 0, err
+
+    # what the file holds: each label a person gave (not cancelled) beside the model's label
+    if flavour == "JSON":
+        pairs = [(a["result"][0]["value"]["choices"][0], t["data"]["model_label"])
+                 for t in json.loads(path.read_text()) for a in t["annotations"]
+                 if a["result"] and not a["was_cancelled"]]  # fmt: skip
+    else:
+        with open(path, encoding="utf-8") as f:
+            records = json.load(f) if flavour == "JSON-MIN" else list(csv.DictReader(f))
+        pairs = [(r["sentiment"], r["model_label"]) for r in records if r.get("sentiment")]
+    agreed = sum(person == model for person, model in pairs)
+    assert len(pairs) == 58 and 0 < agreed < len(pairs)
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    (entry,) = report["labelling_rounds"]
+    carried = imported[0]["data"]
+    assert entry["run"] == carried["model_run"] == "run"
+    assert (entry["labels_by_people"], entry["compared_with_the_model"], entry["agreed"]) == (
+        len(pairs),
+        len(pairs),
+        agreed,
+    )
+    assert entry["agreement"] == round(agreed / len(pairs), 4)
+    assert sum(c["agreed"] for c in entry["per_class"].values()) == agreed
+    assert entry["val_macro_recall"] == carried["model_val_recall"]
+    assert entry["people_labelled_training_posts"] == carried["model_human_train"]
+    assert "inconsistent" not in entry

@@ -12,9 +12,10 @@ import pandas as pd
 from helpers import HOSTILE, RUN_ARGS, cli, label_ids, train_tiny
 
 from sentitune import LABELS
-from sentitune.config import TrainConfig
+from sentitune.config import SelectConfig, TrainConfig
 from sentitune.metrics import calibration_bins, fit_temperature, nll, scale_temperature
 from sentitune.scoring import Predictor
+from sentitune.select import select
 from sentitune.train import train
 
 
@@ -33,6 +34,7 @@ def test_a_run_has_a_report_of_its_test_results_training_calibration_errors_and_
     assert {"loss", "reliability", "confidence", "confusion", "error-slices"} <= figures
     assert "most confident mistakes" in page
     assert "Class balance" in page and "Settings" in page
+    assert "Labelling rounds" not in page and 'data-figure="labelling-rounds"' not in page  # no round
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing loaded from elsewhere
     assert "<script" not in page
 
@@ -230,3 +232,46 @@ def test_a_runs_report_is_rendered_from_what_its_folder_records(run_copy):
         assert part in page and part in written
     for part in ("most confident mistakes", "data-figure='rows'", "data-figure='error-slices'"):
         assert part not in page and part in written  # what the folder does not keep is left out
+
+
+def test_a_run_on_labelled_selections_shows_its_labelling_rounds(
+    trained_run, tiny_model, tweets, tmp_path, capsys
+):
+    tweets[["text"]].to_csv(tmp_path / "pool.csv", index=False)
+    start = tweets.head(120)[["text", "label"]]
+    start.to_csv(tmp_path / "start.csv", index=False)
+    select(SelectConfig(run_dir=str(trained_run), pool=[str(tmp_path / "pool.csv")], n=60,
+                        labelled=[str(tmp_path / "start.csv")], output_dir=str(tmp_path / "round1")))  # fmt: skip
+    picked = pd.read_csv(tmp_path / "round1" / "selected.csv", dtype=str, keep_default_na=False)
+    other = {"negative": "positive", "neutral": "negative", "positive": "neutral"}
+    agrees = np.arange(len(picked)) % 4 != 0
+    picked["label"] = np.where(agrees, picked["model_label"], picked["model_label"].map(other))
+    picked.to_csv(tmp_path / "round1" / "selected.csv", index=False)
+    code, _, err = cli(capsys, "prepare", tmp_path / "start.csv", tmp_path / "round1" / "selected.csv",
+                       "--output-dir", tmp_path / "data")  # fmt: skip
+    assert code == 0, err
+    run = train_tiny(tmp_path / "run1", tiny_model, tmp_path / "data", max_steps=2)
+
+    page = (run / "report.html").read_text()
+    section = page[page.index("<h2>Labelling rounds</h2>") :]
+    section = section[: section.find("<h2>", 1)]  # up to the next section
+    chart = re.search(r'<svg data-figure="labelling-rounds".*?</svg>', section).group(0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    trained_on = json.loads((run / "run_config.json").read_text())["data"]["train"]["examples"]
+    recall = float(picked["model_val_recall"].iloc[0])
+    # the round's model, then this run: validation macro-recall by training posts labelled by people
+    assert re.findall(r'data-value="([^"]+)"', chart) == [
+        f"{recall:.4f}",
+        f"{metrics['val']['macro_recall']:.4f}",
+    ]
+    titles = re.findall(r"<title>[^<]* at posts labelled by people ([\d,]+):", chart)
+    assert titles == [f"{int(picked['model_human_train'].iloc[0]):,}", f"{trained_on:,}"]
+    agreed = int(agrees.sum())
+    (row,) = re.findall(r"<tr><td>1</td><td class='text'>([^<]+)</td><td>([^<]+)</td><td>(.*?)</td>", section)
+    assert row[:2] == ("run", "60")
+    assert f"data-agreement='{agreed / 60:.4f}'" in row[2] and f"({agreed} of 60)" in row[2]
+    card = (run / "README.md").read_text()
+    assert (
+        f"Labelling rounds (posts earlier runs chose, labelled by people): run (60 labels, {agreed / 60:.0%}"
+        in card
+    )

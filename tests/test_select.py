@@ -35,7 +35,8 @@ def test_csv_output_holds_the_models_label_and_scores_and_an_empty_label_column(
     assert code == 0, err
     got = pd.read_csv(tmp_path / "out" / "selected.csv", dtype=str, keep_default_na=False)
     classes = ["negative", "neutral", "positive"]
-    assert list(got.columns) == ["text", "model_label", *(f"score_{c}" for c in classes), "label"]
+    carried = ["model_run", "model_val_recall", "model_human_train"]
+    assert list(got.columns) == ["text", "model_label", *(f"score_{c}" for c in classes), *carried, "label"]
     assert len(got) == 30 and got["text"].is_unique and (got["label"] == "").all()
     scores = got[[f"score_{c}" for c in classes]].astype(float).to_numpy()
     np.testing.assert_allclose(scores.sum(axis=1), 1, atol=1e-5)
@@ -43,7 +44,17 @@ def test_csv_output_holds_the_models_label_and_scores_and_an_empty_label_column(
     # the scores are the run's calibrated probabilities, as predict gives them
     again = Predictor(str(trained_run)).probabilities(got["text"].tolist())
     np.testing.assert_allclose(scores, again, atol=1e-4)
+    # where every post came from: the run, its validation macro-recall, its training posts (all people's)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    trained_on = json.loads((trained_run / "run_config.json").read_text())["data"]["train"]["examples"]
+    assert (got["model_run"] == "run").all() and (got["model_human_train"] == str(trained_on)).all()
+    assert got["model_val_recall"].astype(float).tolist() == [round(metrics["val"]["macro_recall"], 6)] * 30
     summary = json.loads((tmp_path / "out" / "selection.json").read_text())
+    assert summary["carried"] == {
+        "model_run": "run",
+        "model_val_recall": round(metrics["val"]["macro_recall"], 6),
+        "model_human_train": trained_on,
+    }
     assert summary["selected"] == 30 and summary["posts_read"] == len(pd.read_csv(path))
     assert sum(summary["selected_by_predicted_class"].values()) == 30
     assert f"selected 30 of {summary['posts_left']} posts by margin" in out
@@ -72,8 +83,12 @@ def test_label_studio_output_is_tasks_with_a_pre_annotation_and_a_config_of_the_
     tasks = json.loads((tmp_path / "out" / "tasks.json").read_text())
     assert len(tasks) == 12
     probs = Predictor(str(trained_run)).probabilities([t["data"]["text"] for t in tasks])
+    carried = json.loads((tmp_path / "out" / "selection.json").read_text())["carried"]
+    assert carried["model_run"] == "run" and carried["model_human_train"] > 0
     for task, p in zip(tasks, probs, strict=True):
         assert set(task) == {"data", "predictions"}
+        model_label = ["negative", "neutral", "positive"][int(p.argmax())]
+        assert task["data"] == {"text": task["data"]["text"], "model_label": model_label, **carried}
         (prediction,) = task["predictions"]
         assert prediction["model_version"] == f"sentitune {__version__}: run"
         assert prediction["score"] == pytest.approx(p.max(), abs=1e-4)
@@ -241,3 +256,63 @@ def test_a_filled_selection_beside_vaders_labels_keeps_peoples_labels(trained_ru
         got.loc[picked["text"][30:], "label_source"] == "vader"
     ).all()  # unlabelled: VADER's, from the pool
     assert (got["label_source"] == "human").sum() == 30
+
+
+def test_a_filled_selection_gives_prepare_the_round_of_the_run_that_chose_it(
+    trained_run, tweets, pool, tmp_path, capsys
+):
+    path, _ = pool
+    select(SelectConfig(run_dir=str(trained_run), pool=[str(path)], n=40, output_dir=str(tmp_path / "round")))
+    picked = pd.read_csv(tmp_path / "round" / "selected.csv", dtype=str, keep_default_na=False)
+    other = {"negative": "positive", "neutral": "negative", "positive": "neutral"}
+    agrees = np.arange(len(picked)) % 3 != 0  # the person agrees with the model, or not
+    picked["label"] = np.where(agrees, picked["model_label"], picked["model_label"].map(other))
+    picked.loc[34:, "label"] = ""  # not labelled
+    # two rounds: the second file's posts as chosen by another run, one of them carrying another recall
+    first, second = picked.iloc[:20].copy(), picked.iloc[20:].copy()
+    second["model_run"], second["model_val_recall"], second["model_human_train"] = "run2", "0.5", "140"
+    second.iloc[3, second.columns.get_loc("model_val_recall")] = "0.75"
+    first.to_csv(tmp_path / "first.csv", index=False)
+    second.to_csv(tmp_path / "second.csv", index=False)
+    tweets.tail(60)[["text", "label"]].to_csv(tmp_path / "by-hand.csv", index=False)  # no model_run
+    code, _, err = cli(
+        capsys, "prepare", tmp_path / "second.csv", tmp_path / "by-hand.csv", tmp_path / "first.csv",
+        "--output-dir", tmp_path / "data",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    rounds = report["labelling_rounds"]
+    assert [r["run"] for r in rounds] == ["run2", "run"]  # in the order the inputs were given
+    for entry, written in zip(rounds, (second, first), strict=True):
+        labelled = written[written["label"] != ""]
+        agreed = int((labelled["label"] == labelled["model_label"]).sum())
+        assert 0 < agreed < len(labelled)
+        assert (entry["labels_by_people"], entry["agreed"]) == (len(labelled), agreed)
+        assert entry["agreement"] == round(agreed / len(labelled), 4)
+        for c in ("negative", "neutral", "positive"):
+            both = ((labelled["label"] == c) & (labelled["model_label"] == c)).sum()
+            assert entry["per_class"][c] == {
+                "people": (labelled["label"] == c).sum(),
+                "model": (labelled["model_label"] == c).sum(),
+                "agreed": both,
+            }
+        assert entry["val_macro_recall"] == float(written["model_val_recall"].iloc[0])
+        assert entry["people_labelled_training_posts"] == int(written["model_human_train"].iloc[0])
+    assert "inconsistent" not in rounds[1]
+    assert rounds[0]["inconsistent"] == {"model_val_recall": [0.5, 0.75]}
+    assert rounds[0]["note"] == (
+        "the posts of run2 carry different model_val_recall values; the first one read is kept"
+    )
+
+
+def test_a_hand_written_labelled_csv_prepares_as_before_with_no_rounds(tweets, tmp_path, capsys):
+    written = tweets.head(80)[["text", "label"]].assign(model_label="neutral")  # no model_run: no round
+    written.to_csv(tmp_path / "labelled.csv", index=False)
+    code, _, err = cli(capsys, "prepare", tmp_path / "labelled.csv", "--output-dir", tmp_path / "data")
+    assert code == 0, err
+    report = json.loads((tmp_path / "data" / "prepare_report.json").read_text())
+    assert "labelling_rounds" not in report
+    assert report["columns"] == [{"path": str(tmp_path / "labelled.csv"), "text": "text", "label": "label"}]
+    rows = read_splits(tmp_path / "data").set_index("text")["label"]
+    assert rows.to_dict() == dict(zip(written["text"], written["label"], strict=True))
+    assert "model_label" not in rows.index.names and report["label_sources"]["human"] == 80

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import PNG_SIGNATURE, RUN_ARGS, cli, cli_error, entries, label_ids, scalars
+from helpers import PNG_SIGNATURE, RUN_ARGS, cli, cli_error, entries, label_ids, read_splits, scalars
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
@@ -156,6 +157,8 @@ def test_walkthrough_job_arguments(tmp_path, capsys, corpus, tiny_model):
         "0.0001",
         "--model",
         tiny_model,
+        "--min-steps",  # 240 posts make 2 steps an epoch: exactly the one epoch asked for
+        "0",
     )
     assert code == 0, err
     assert "test accuracy" in out
@@ -738,3 +741,22 @@ def test_calibration_that_cannot_be_shown_to_help_leaves_the_model_as_trained(
     assert result["val"]["nll_after"] == result["val"]["nll_before"]
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calibration:")]
     assert logged == [f"calibration: none, the scores stay as trained: {result['reason']}"]
+
+
+def test_few_training_posts_get_more_epochs_up_to_min_steps(tmp_path, capsys, caplog, prepared, tiny_model):
+    splits = read_splits(prepared)
+    per_epoch = math.ceil((splits["split"] == "train").sum() / 16)
+    flags = ["--model", tiny_model, "--batch-size", "16", "--train-eval-examples", "0", "--epochs", "1"]
+    code, _, err = cli(
+        capsys, "train", "--data", prepared, "--job-dir", tmp_path / "more", *flags,
+        "--min-steps", str(2 * per_epoch + 1),
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "more" / "metrics.json").read_text())["training"]["steps"] == 3 * per_epoch
+    assert f"training 3 epochs ({3 * per_epoch} steps) instead of 1, to reach --min-steps" in caplog.text
+    exactly = train_cli(capsys, prepared, tiny_model, tmp_path / "exact", "--epochs", "1", "--min-steps", "0")
+    assert exactly["training"]["steps"] == per_epoch
+    capped = train_cli(
+        capsys, prepared, tiny_model, tmp_path / "capped", "--min-steps", "1000", "--max-steps", "5"
+    )
+    assert capped["training"]["steps"] == 5

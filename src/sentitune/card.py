@@ -34,6 +34,20 @@ def how_labelled(prepared: Prepared) -> str:
     return "the label column of the training file"
 
 
+def labelling_rounds_text(prepared: Prepared) -> list[str]:
+    """One line on the labelling rounds whose labels the data holds (prepare's `labelling_rounds`)."""
+    rounds = [x for x in (prepared.report or {}).get("labelling_rounds") or [] if isinstance(x, dict)]
+    if not rounds:
+        return []
+    shown = [
+        f"{x.get('run')} ({x.get('labels_by_people')} labels"
+        + (f", {x['agreement']:.0%} agreeing with its model" if isinstance(x.get("agreement"), float) else "")
+        + ")"
+        for x in rounds
+    ]
+    return [f"Labelling rounds (posts earlier runs chose, labelled by people): {', '.join(shown)}.", ""]
+
+
 # metrics.json key -> (model-index metric type, its config, the name shown)
 INDEXED_METRICS = {
     "accuracy": ("accuracy", None, "accuracy"),
@@ -172,6 +186,7 @@ def card_text(run_config: dict, metrics: dict, prepared: Prepared) -> str:
         "",
         f"Labels: {how_labelled(prepared)}.",
         "",
+        *labelling_rounds_text(prepared),
         "| split | file | posts | " + " | ".join(classes) + " |",
         "|---|---|---|" + "---|" * len(classes),
     ]

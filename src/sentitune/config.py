@@ -579,9 +579,16 @@ class TrainConfig(DataFiles):
     )
     max_steps: int | None = opt(
         None,
-        "stop after this many optimiser steps (overrides --epochs)",
+        "stop after this many optimiser steps (overrides --epochs and --min-steps)",
         group=TRAINING,
         within="[1, 1000000000]",
+    )
+    min_steps: int = opt(
+        250,
+        "train at least this many optimiser steps: with few training posts, as many more epochs as that "
+        "takes (logged); 0: exactly --epochs",
+        group=TRAINING,
+        within="[0, 1000000000]",
     )
     class_weights: str = opt(
         "none", "'auto' weights the loss by inverse class frequency", choices=CLASS_WEIGHTS, group=TRAINING

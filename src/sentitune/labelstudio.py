@@ -3,7 +3,9 @@
 Out (`sentitune select --format label-studio`): tasks in Label Studio's import format, each post in
 `data.text` with the model's label as a pre-annotation (`predictions`: `model_version`, `score`, one
 `choices` result from the `sentiment` control to the `text` object), and the labelling config that
-names the run's labels.
+names the run's labels. Beside the post, `data` carries where it came from (ROUND_FIELDS: the model's
+label, the run's name and its own validation figures), which every export flavour keeps, so a
+labelled round says how the model that chose it did (`labelling_rounds`).
 
 In (`sentitune prepare`): the three exports of such a project. JSON: every task with its
 `annotations` (each with `result`, `was_cancelled`, `created_at`, `updated_at`) and `predictions`.
@@ -33,6 +35,14 @@ CHOICES = "sentiment"  # the Choices control of the labelling config select writ
 TEXT = "text"  # its Text object, and the data field holding the post
 # The fields Label Studio adds to every JSON-MIN object and CSV row (besides the task's data and id).
 EXPORT_FIELDS = frozenset({"annotator", "annotation_id", "created_at", "updated_at", "lead_time"})
+# What select writes beside every post (selected.csv columns, tasks.json data fields), carried back by the
+# labelled files: the model's label, the run that chose the post, and that run's own figures a learning
+# curve needs: its validation macro-recall and how many of its training posts people labelled.
+MODEL_LABEL = "model_label"
+MODEL_RUN = "model_run"
+MODEL_RECALL = "model_val_recall"
+MODEL_PEOPLE = "model_human_train"
+ROUND_FIELDS = (MODEL_LABEL, MODEL_RUN, MODEL_RECALL, MODEL_PEOPLE)
 
 
 # ----------------------------------------------------------------------------- keys posts are matched on
@@ -69,9 +79,17 @@ def label_config(labels: Sequence[str]) -> str:
     )
 
 
-def tasks(texts: Sequence[str], labels: Sequence[str], probs: np.ndarray, model_version: str) -> list[dict]:
+def tasks(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    probs: np.ndarray,
+    model_version: str,
+    carried: dict | None = None,
+) -> list[dict]:
     """One import task per post, the model's label (the likeliest class) as its pre-annotation, scored by
-    its probability (Label Studio sorts tasks by it)."""
+    its probability (Label Studio sorts tasks by it); `data` holds the post, the model's label and
+    `carried` (the run's name and figures, see ROUND_FIELDS; a None value is left out)."""
+    extra = {k: v for k, v in (carried or {}).items() if v is not None}
     made = []
     for text, p in zip(texts, probs, strict=True):
         best = int(np.argmax(p))
@@ -83,7 +101,7 @@ def tasks(texts: Sequence[str], labels: Sequence[str], probs: np.ndarray, model_
         }
         made.append(
             {
-                "data": {TEXT: text},
+                "data": {TEXT: text, MODEL_LABEL: labels[best], **extra},
                 "predictions": [
                     {"model_version": model_version, "score": round(float(p[best]), 6), "result": [result]}
                 ],
@@ -97,11 +115,12 @@ def tasks(texts: Sequence[str], labels: Sequence[str], probs: np.ndarray, model_
 
 @dataclass
 class Export:
-    """The labelled posts of one export, in the order they were annotated (`text`, `label`)."""
+    """The labelled posts of one export, in the order they were annotated (`text`, `label`, and the
+    ROUND_FIELDS the tasks carry)."""
 
     path: str
     flavour: str  # JSON, JSON-MIN or CSV
-    rows: pd.DataFrame  # text, label: one row per annotation by a person, oldest first
+    rows: pd.DataFrame  # text, label (+ ROUND_FIELDS): one row per annotation by a person, oldest first
     tasks: int  # tasks (JSON) or rows (JSON-MIN, CSV) read
     skipped: int  # tasks whose every annotation was cancelled (JSON only: the others leave them out)
     unlabelled: int  # tasks with no annotation (perhaps a pre-annotation) or an empty one
@@ -182,6 +201,8 @@ def _read_json(path: str, items: list[dict], text_key: str | None, label_key: st
     data_keys = sorted({k for t in items for k in (t.get("data") or {})})
     key = pick_text_column(pd.DataFrame(columns=data_keys), text_key, f"{path} (task data)")
     texts, labels, when = [], [], []
+    carried = [f for f in ROUND_FIELDS if any(f in (t.get("data") or {}) for t in items)]
+    fields: dict[str, list] = {f: [] for f in carried}
     skipped = unlabelled = 0
     for task in items:
         kept = [a for a in task.get("annotations") or [] if not (a.get("was_cancelled") or a.get("skipped"))]
@@ -197,10 +218,16 @@ def _read_json(path: str, items: list[dict], text_key: str | None, label_key: st
             continue
         for choice, annotation in chosen:
             texts.append((task.get("data") or {}).get(key))
+            for f in carried:
+                fields[f].append((task.get("data") or {}).get(f))
             labels.append(choice)
             when.append(str(annotation.get("updated_at") or annotation.get("created_at") or ""))
     rows = pd.DataFrame(
-        {"text": pd.Series(texts, dtype="string"), "label": pd.Series(labels, dtype="string")}
+        {
+            "text": pd.Series(texts, dtype="string"),
+            "label": pd.Series(labels, dtype="string"),
+            **{f: pd.Series(values, dtype=object) for f, values in fields.items()},
+        }
     )
     rows = rows.iloc[np.argsort(np.asarray(when, dtype=str), kind="stable")].reset_index(drop=True)
     return Export(path, "JSON", rows, len(items), skipped, unlabelled, key, label_key or CHOICES)
@@ -236,13 +263,16 @@ def _read_flat(
     data = [c for c in columns if c not in EXPORT_FIELDS | {"id", "agreement", "history"}]
     key = pick_text_column(frame[data].astype("string"), text_key, path)
     label = (
-        pick_label_column([c for c in data if c != key], label_key, path)
+        pick_label_column([c for c in data if c != key and c not in ROUND_FIELDS], label_key, path)
         if label_key or CHOICES not in data
         else CHOICES
     )
     values = frame[label] if label in frame.columns else pd.Series([None] * len(frame))
     labels = [_flat_choice(v, path) for v in values]
     rows = pd.DataFrame({"text": frame[key].astype("string"), "label": pd.Series(labels, dtype="string")})
+    for f in ROUND_FIELDS:
+        if f in frame.columns and f not in (key, label):
+            rows[f] = frame[f].to_numpy(object)
     order = frame["updated_at"].astype("string").fillna("") if "updated_at" in frame.columns else None
     if order is not None:
         rows = rows.iloc[np.argsort(order.to_numpy(str), kind="stable")].reset_index(drop=True)
@@ -278,3 +308,92 @@ def _flat_choice(value, path: str) -> str | None:
             )
         return str(choices[0])
     return str(value)
+
+
+# ----------------------------------------------------------------------------- labelling rounds
+
+
+def _carried_text(value) -> str | None:
+    """A carried cell as text: None for a missing or empty one."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _carried_number(value) -> float | None:
+    text = _carried_text(value)
+    try:
+        number = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and np.isfinite(number) else None
+
+
+def labelling_rounds(carried: pd.DataFrame, people: Sequence[str], classes: Sequence[str]) -> list[dict]:
+    """One entry per run that chose labelled posts (`carried[MODEL_RUN]`), in order of first appearance:
+    the labels people gave its posts, how often they agreed with the model's label (all, and per class:
+    posts people put in the class, posts the model did, both), and the run's validation macro-recall and
+    people-labelled training posts as its posts carry them (the first value, where they differ, and say
+    so). `carried`: the ROUND_FIELDS of every post people labelled; `people`: their class names, row by
+    row. Rows without a run name count for none."""
+    if MODEL_RUN not in carried.columns or not len(carried):
+        return []
+    runs = [_carried_text(v) for v in carried[MODEL_RUN]]
+    people_keys = [str(p).strip().lower() for p in people]
+    model = (
+        [_carried_text(v) for v in carried[MODEL_LABEL]]
+        if MODEL_LABEL in carried.columns
+        else [None] * len(runs)
+    )
+    model_keys = [m.lower() if m else None for m in model]
+    figures = {
+        MODEL_RECALL: ("val_macro_recall", float),
+        MODEL_PEOPLE: ("people_labelled_training_posts", int),
+    }
+    rounds: dict[str, dict] = {}
+    seen: dict[str, dict[str, list]] = {}
+    for i, run in enumerate(runs):
+        if run is None:
+            continue
+        entry = rounds.setdefault(run, {"run": run, "labels_by_people": 0, "compared": 0, "agreed": 0,
+                                        "per_class": {c: {"people": 0, "model": 0, "agreed": 0} for c in classes}})  # fmt: skip
+        entry["labels_by_people"] += 1
+        if model_keys[i] is not None:
+            entry["compared"] += 1
+            entry["agreed"] += int(model_keys[i] == people_keys[i])
+            for c in classes:
+                key = str(c).lower()
+                counts = entry["per_class"][c]
+                counts["people"] += int(people_keys[i] == key)
+                counts["model"] += int(model_keys[i] == key)
+                counts["agreed"] += int(people_keys[i] == key == model_keys[i])
+        for field, _ in figures.items():
+            if field in carried.columns:
+                value = _carried_number(carried[field].iat[i])
+                values = seen.setdefault(run, {}).setdefault(field, [])
+                if value is not None and value not in values:
+                    values.append(value)
+    out = []
+    for run, entry in rounds.items():
+        made = {
+            "run": run,
+            "labels_by_people": entry["labels_by_people"],
+            "compared_with_the_model": entry["compared"],
+            "agreed": entry["agreed"],
+            "agreement": round(entry["agreed"] / entry["compared"], 4) if entry["compared"] else None,
+            **({"per_class": entry["per_class"]} if entry["compared"] else {}),
+        }
+        differing = {}
+        for field, (name, kind) in figures.items():
+            values = seen.get(run, {}).get(field, [])
+            made[name] = kind(values[0]) if values else None
+            if len(values) > 1:
+                differing[field] = [kind(v) for v in values]
+        if differing:
+            made["inconsistent"] = differing
+            made["note"] = (
+                f"the posts of {run} carry different {' and '.join(differing)} values; the first one read is kept"
+            )
+        out.append(made)
+    return out

@@ -38,7 +38,15 @@ from sentitune.labels import (
     parse_thresholds,
     vader_scores,
 )
-from sentitune.labelstudio import export_flavour, normalise_for_near_duplicates, read_export, text_hashes
+from sentitune.labelstudio import (
+    MODEL_RUN,
+    ROUND_FIELDS,
+    export_flavour,
+    labelling_rounds,
+    normalise_for_near_duplicates,
+    read_export,
+    text_hashes,
+)
 from sentitune.layout import (
     HUMAN_LABEL,
     LABEL_SOURCE_COLUMN,
@@ -118,6 +126,7 @@ class CleanRows:
     conflicting_duplicates: int = 0  # duplicate texts whose label differs from the kept one's
     conflicts: dict = field(default_factory=dict)  # posts labelled differently by people: how many, policy
     weak_overridden: int = 0  # VADER's labels of posts that people labelled too
+    rounds: list[dict] = field(default_factory=list)  # per run whose selection people labelled: how it did
 
 
 def prepare(cfg: PrepareConfig) -> PrepareResult:
@@ -183,6 +192,7 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
     stats, columns_used = [], []
     distinct = DistinctLabels()
     human, exports = [], []
+    carried = []  # (first row, the ROUND_FIELDS) of labelled posts a selection carries
     writer = None
     try:
         for index, path in enumerate(inputs):
@@ -220,6 +230,10 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
                 dropped["missing_label"] += int(missing.sum())
                 texts, raw = texts[~missing].reset_index(drop=True), raw[~missing].reset_index(drop=True)
                 read_by_people = label_col is not None
+                # a labelled selection: the run that chose each post, its figures and the model's label
+                if read_by_people and MODEL_RUN in df.columns:
+                    part = df[[f for f in ROUND_FIELDS if f in df.columns]][~empty].reset_index(drop=True)
+                    carried.append((sum(map(len, hashes)), part[~missing].reset_index(drop=True)))
                 human.append(np.full(len(texts), read_by_people))
                 if not (
                     read_by_people and cfg.label_source == "vader"
@@ -300,7 +314,17 @@ def _clean_inputs(cfg: PrepareConfig, inputs: list[str], scratch: Path) -> Clean
         garbled,
         np.concatenate(human),
         exports,
+        rounds=_labelling_rounds(carried, labels, rule.classes),
     )
+
+
+def _labelling_rounds(carried: list, labels: np.ndarray, classes: tuple[str, ...]) -> list[dict]:
+    """labelstudio.labelling_rounds of the labelled posts that carry the run that chose them."""
+    if not carried:
+        return []
+    frame = pd.concat([part for _, part in carried], ignore_index=True)
+    rows = np.concatenate([np.arange(first, first + len(part)) for first, part in carried]).astype(int)
+    return labelling_rounds(frame, np.asarray(classes)[labels[rows]], classes)
 
 
 def class_ids(raw: pd.Series, classes: tuple[str, ...], where: str) -> np.ndarray:
@@ -660,6 +684,7 @@ def _report(
             "weak_labels_overridden_by_people": rows.weak_overridden,
         },
         **({"label_studio": rows.exports} if rows.exports else {}),
+        **({"labelling_rounds": rows.rounds} if rows.rounds else {}),
         "rows_kept": int(keep.sum()),
         "labels": rule.describe() if rule else None,
         "near_duplicates": near,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sentitune.layout import HISTORY, METRICS, RUN_CONFIG
+from sentitune.layout import HISTORY, HUMAN_LABEL, METRICS, RUN_CONFIG, WEAK_LABEL
 from sentitune.metrics import calibration_bins
 
 SHOWN_EXAMPLES = 20
@@ -62,6 +62,7 @@ class ReportInput:
     explanations: dict[int, dict] = field(default_factory=dict)  # row -> explain()'s words, for mistakes
     baseline: dict | None = None
     data: dict | None = None  # prepare_report.json
+    this_run: dict | None = None  # the run's name, validation macro-recall and people-labelled training posts
     class_counts: dict | None = None  # split -> class -> count
     settings: dict | None = None
     notes: list[str] = field(default_factory=list)
@@ -103,6 +104,11 @@ def run_report(
         calibration=metrics.get("calibration"),
         baseline=metrics.get("baseline"),
         data=data,
+        this_run={
+            "run": os.path.basename(str(job_dir or "").rstrip("/")) or "this run",
+            "val_macro_recall": (metrics.get("val") or {}).get("macro_recall"),
+            "people_labelled_training_posts": (run_config["data"].get("train") or {}).get("people_labelled"),
+        },
         class_counts={name: d["class_counts"] for name, d in run_config["data"].items()},
         settings=run_config["train"],
         notes=notes,
@@ -110,6 +116,22 @@ def run_report(
     if report.probs is not None and explain is not None:
         report.explanations = explain_mistakes(report, explain)
     return render(report)
+
+
+def people_labelled(examples: int, weak: np.ndarray | None, data: dict | None) -> int | None:
+    """How many of a split's `examples` posts people labelled: the posts not marked as VADER's (`weak`,
+    where the split marks each post's source), else none or all of them as prepare's report (`data`) says
+    the labels came from (all of them for files given without a prepared folder); None where that cannot be
+    told."""
+    if weak is not None:
+        return examples - int(weak.sum())
+    sources = (data or {}).get("label_sources") or {}
+    vader_only = not sources and ((data or {}).get("labels") or {}).get("source") == "vader"  # older reports
+    if sources.get(HUMAN_LABEL) == 0 or vader_only:
+        return 0
+    if sources.get(HUMAN_LABEL) and sources.get(WEAK_LABEL):  # mixed, but the posts were not read
+        return None
+    return examples
 
 
 def esc(value) -> str:
@@ -126,8 +148,16 @@ def number(value, spec: str = ".3g") -> str:
 # ----------------------------------------------------------------------------- figures
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label: str, mark_x=None) -> str:
-    """Lines of (x, y) points on shared axes; `mark_x` draws a dashed vertical line (the kept step)."""
+def line_chart(
+    series: dict[str, list[tuple[float, float]]],
+    name: str,
+    y_label: str,
+    mark_x=None,
+    x_label: str = "step",
+    values: bool = False,
+) -> str:
+    """Lines of (x, y) points on shared axes; `mark_x` draws a dashed vertical line (the kept step);
+    `values`: every point drawn with its value (a line of one point always is)."""
     w, h, left, bottom, top, right = 460, 240, 48, 30, 12, 110
     points = [p for pts in series.values() for p in pts]
     if not points:
@@ -148,7 +178,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label:
              f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{number(y1, ".4g")}</text>',
              f'<text x="{left - 4}" y="{h - bottom}" text-anchor="end">{number(y0, ".4g")}</text>',
              f'<text x="{left}" y="{h - 12}">{number(x0)}</text>',
-             f'<text x="{w - right}" y="{h - 12}" text-anchor="end">{number(x1)} (step)</text>',
+             f'<text x="{w - right}" y="{h - 12}" text-anchor="end">{number(x1)} ({esc(x_label)})</text>',
              f'<text x="4" y="{top + 4}" transform="rotate(-90 10,{h / 2})">{esc(y_label)}</text>']  # fmt: skip
     if mark_x is not None:
         parts.append(
@@ -159,10 +189,9 @@ def line_chart(series: dict[str, list[tuple[float, float]]], name: str, y_label:
         colour = COLOURS[i % len(COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
-        if len(pts) == 1:  # one measurement: a point with its value, as no line can be drawn
-            ((x, y),) = pts
+        for x, y in pts if values or len(pts) == 1 else ():  # one measurement: no line can be drawn
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{colour}"><title>{esc(label)} at '
-                         f'step {number(x)}: {y:.4f}</title></circle>'
+                         f'{esc(x_label)} {number(x)}: {y:.4f}</title></circle>'
                          f'<text x="{sx(x) + 7:.1f}" y="{sy(y) + (4 if i % 2 == 0 else 14):.1f}" style="fill:{colour}" '
                          f'data-value="{y:.4f}">{y:.4f}</text>')  # fmt: skip
         parts.append(
@@ -514,6 +543,56 @@ def data_section(r: ReportInput) -> str:
     return "<h2>Data</h2>" + "".join(parts) if parts else ""
 
 
+def rounds_section(r: ReportInput) -> str:
+    """Labelling rounds, from prepare's report of people's labels of earlier selections
+    (`labelling_rounds`): the validation macro-recall of each round's model against the training posts
+    people had labelled for it, this run last, and per round the labels people gave and how often they
+    agreed with the model's label."""
+    rounds = [x for x in (r.data or {}).get("labelling_rounds") or [] if isinstance(x, dict)]
+    if not rounds:
+        return ""
+    key_x, key_y = "people_labelled_training_posts", "val_macro_recall"
+    models = [*rounds, r.this_run or {}]
+    points = [(float(m[key_x]), float(m[key_y])) for m in models
+              if isinstance(m.get(key_x), (int, float)) and isinstance(m.get(key_y), (int, float))]  # fmt: skip
+    this = r.this_run or {}
+    chart = figure(
+        line_chart({"validation macro-recall": points}, "labelling-rounds", "val macro-recall",
+                   x_label="posts labelled by people", values=True),
+        "validation macro-recall of each round's model by the training posts people had labelled, "
+        f"{this.get('run', 'this run')} (this run) last",
+    )  # fmt: skip
+
+    def share(x) -> str:
+        if x.get("agreement") is None:
+            return "<span class='muted'>no model label</span>"
+        return (
+            f"<span data-agreement='{x['agreement']:.4f}'>{x['agreement']:.1%}</span> "
+            f"<span class='muted'>({number(x.get('agreed', 0))} of {number(x.get('compared_with_the_model', 0))})</span>"
+        )
+
+    def figure_cell(value, spec: str) -> str:
+        return esc(number(value, spec)) if isinstance(value, (int, float)) else "<span class='muted'>–</span>"
+
+    rows = "".join(
+        f"<tr><td>{i}</td><td class='text'>{esc(x.get('run'))}</td><td>{number(x.get('labels_by_people', 0))}</td>"
+        f"<td>{share(x)}</td><td>{figure_cell(x.get(key_y), '.4f')}</td><td>{figure_cell(x.get(key_x), 'g')}</td>"
+        f"</tr>" + (f"<tr><td></td><td class='text note' colspan='5'>{esc(x['note'])}</td></tr>" if x.get("note") else "")
+        for i, x in enumerate(rounds, 1)
+    )  # fmt: skip
+    table = (
+        "<table data-figure='labelling-rounds-table'><tr><th>round</th><th>run</th><th>labels people gave</th>"
+        "<th>agreement with people</th><th>its val macro-recall</th><th>its training posts labelled by people</th>"
+        f"</tr>{rows}</table>"
+    )
+    return (
+        "<h2>Labelling rounds</h2><p class='muted'>People labelled posts that earlier runs chose (<code>sentitune "
+        "select</code>); the labelled files carry each post's run, the model's label and that run's figures.</p>"
+        + chart
+        + table
+    )
+
+
 def baseline_section(r: ReportInput) -> str:
     if not r.baseline or r.metrics is None:
         return ""
@@ -564,6 +643,7 @@ def render(r: ReportInput) -> str:
         + calibration(r)
         + errors(r)
         + baseline_section(r)
+        + rounds_section(r)
         + data_section(r)
         + settings_section(r)
     )

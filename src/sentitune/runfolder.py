@@ -64,7 +64,7 @@ from sentitune.model import (
 )
 from sentitune.normalize import CONFIG_KEY as NORMALIZE_KEY
 from sentitune.normalize import Normalization, take_from_tokenizer, with_rules
-from sentitune.report import run_report
+from sentitune.report import people_labelled, run_report
 from sentitune.runtime import Precision
 from sentitune.splits import LabelledTexts, Prepared
 from sentitune.storage import (
@@ -212,6 +212,11 @@ def run_config_of(run: RunRecord, classes: tuple[str, ...]) -> dict:
                 "examples": len(s),
                 "class_counts": dict(
                     zip(classes, np.bincount(s.labels, minlength=len(classes)).tolist(), strict=True)
+                ),
+                **(
+                    {"people_labelled": people_labelled(len(s), s.weak, run.prepared.report)}
+                    if name == "train"
+                    else {}
                 ),
             }
             for name, s in run.splits.items()

@@ -9,6 +9,10 @@ entropy: the most spread scores) are clustered on the run's own post embeddings 
 reads), and each cluster gives its most uncertain post, so the picks are not variations of one post.
 `random` is a plain seeded sample, the baseline the others are measured against
 (benchmarks/active_learning.py).
+
+Every selected post carries where it came from (labelstudio.ROUND_FIELDS, as CSV columns or task data
+fields): the model's label, the run's name, its validation macro-recall and how many of its training
+posts people labelled, so the labelled files say, round by round, how the model that chose them did.
 """
 
 from __future__ import annotations
@@ -28,15 +32,20 @@ from sentitune.batching import sorted_batches
 from sentitune.config import SelectConfig
 from sentitune.errors import SentituneError
 from sentitune.labelstudio import (
+    MODEL_LABEL,
+    MODEL_PEOPLE,
+    MODEL_RECALL,
+    MODEL_RUN,
     label_config,
     normalise_for_near_duplicates,
     task_texts,
     tasks,
     text_hashes,
 )
+from sentitune.layout import METRICS, RUN_CONFIG
 from sentitune.model import output_layer
 from sentitune.scoring import Predictor
-from sentitune.storage import StagedOutput, expand
+from sentitune.storage import StagedOutput, exists, expand, join, open_input
 from sentitune.tables import pick_text_column, read_chunks
 
 log = logging.getLogger("sentitune")
@@ -91,17 +100,20 @@ def select(cfg: SelectConfig) -> SelectResult:
         chosen = choose(predictor, texts, probs, min(cfg.n, len(pool)), cfg.strategy, cfg.seed)
         labels = list(predictor.labels)
         picked = [texts[i] for i in chosen]
+        carried = run_figures(str(cfg.run_dir))
         if cfg.format == "csv":
             frame = pd.DataFrame(
-                {"text": picked, "model_label": [labels[i] for i in probs[chosen].argmax(axis=1)]}
+                {"text": picked, MODEL_LABEL: [labels[i] for i in probs[chosen].argmax(axis=1)]}
             )
             for j, name in enumerate(labels):
                 frame[f"score_{name}"] = np.round(probs[chosen, j], 6)
+            for key, value in carried.items():
+                frame[key] = "" if value is None else value
             frame["label"] = ""
             frame.to_csv(out.path(SELECTED), index=False, lineterminator="\n")
         else:
-            version = f"sentitune {__version__}: {os.path.basename(str(cfg.run_dir).rstrip('/'))}"
-            made = tasks(picked, labels, probs[chosen], version)
+            version = f"sentitune {__version__}: {carried[MODEL_RUN]}"
+            made = tasks(picked, labels, probs[chosen], version, carried)
             out.path(TASKS).write_text(
                 json.dumps(made, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
             )
@@ -119,10 +131,46 @@ def select(cfg: SelectConfig) -> SelectResult:
                 name: int((predicted == j).sum()) for j, name in enumerate(labels)
             },
             "files": names,
+            "carried": carried,
         }
         out.path(SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         out.commit()
     return SelectResult(cfg.output_dir, summary)
+
+
+# ----------------------------------------------------------------------------- the run's own figures
+
+
+def run_figures(run_dir: str) -> dict:
+    """What every selected post carries about the run that chose it: its name (the folder's), its
+    validation macro-recall (metrics.json) and how many of its training posts people labelled
+    (run_config.json). A figure the folder does not give (a hub model, a run saved by an older version) is
+    None, with a warning."""
+    name = os.path.basename(str(run_dir).rstrip("/")) or str(run_dir)
+    metrics, run_config = _json_in(run_dir, METRICS), _json_in(run_dir, RUN_CONFIG)
+    recall = ((metrics or {}).get("val") or {}).get("macro_recall")
+    people = (((run_config or {}).get("data") or {}).get("train") or {}).get("people_labelled")
+    found = {
+        MODEL_RUN: name,
+        MODEL_RECALL: round(float(recall), 6) if isinstance(recall, (int, float)) else None,
+        MODEL_PEOPLE: people if isinstance(people, int) else None,
+    }
+    missing = [key for key, value in found.items() if value is None]
+    if missing and metrics is not None:
+        log.warning("%s does not record %s: left empty in the selection", run_dir, " or ".join(missing))
+    return found
+
+
+def _json_in(folder: str, name: str) -> dict | None:
+    path = join(folder, name)
+    try:
+        if not exists(path):
+            return None
+        with open_input(path, "rb") as f:
+            found = json.load(f)
+    except (SentituneError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 # ----------------------------------------------------------------------------- the pool

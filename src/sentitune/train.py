@@ -403,7 +403,9 @@ def fit(
     `targets`: per training post, a target distribution over the classes (--soft-targets)."""
     train_tokens, train_labels = tokens["train"], splits["train"].labels
     steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
-    total_steps = 1 if cfg.dry_run else (cfg.max_steps or cfg.epochs * steps_per_epoch)
+    total_steps = (
+        1 if cfg.dry_run else (cfg.max_steps or planned_epochs(cfg, steps_per_epoch) * steps_per_epoch)
+    )
     epochs = math.ceil(total_steps / steps_per_epoch)
     t = build_trainee(model, cfg, device, precision, total_steps, d)
     loss_of = BatchLoss(
@@ -501,6 +503,24 @@ def validate(
 
 
 # ----------------------------------------------------------------------------- the steps of fit
+
+
+def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """--epochs, or more where the training posts are too few for --min-steps optimiser steps: a model
+    fine-tuned on a few hundred posts for a few dozen steps has not left the class prior yet."""
+    needed = math.ceil(cfg.min_steps / steps_per_epoch)
+    if needed <= cfg.epochs:
+        return cfg.epochs
+    log.warning(
+        "%d optimiser steps an epoch: training %d epochs (%d steps) instead of %d, to reach --min-steps %d "
+        "(pass --min-steps 0 for exactly --epochs)",
+        steps_per_epoch,
+        needed,
+        needed * steps_per_epoch,
+        cfg.epochs,
+        cfg.min_steps,
+    )
+    return needed
 
 
 def build_trainee(model, cfg: TrainConfig, device, precision: Precision, total_steps: int, d) -> Trainee:
