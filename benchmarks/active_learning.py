@@ -14,6 +14,7 @@ reaches random choice's final macro-recall with at most half of its labels.
 
 usage: active_learning.py [--pool-size 3000] [--start 200] [--step 200] [--rounds 5] [--epochs 3] [--min-steps 250]
                           [--json out.json] [--png curves.png] [--work DIR]
+       active_learning.py --summarise seed0.json seed1.json ... [--png mean.png]
 Set SENTITUNE_SHARED to read the data from elsewhere. Progress goes to stderr.
 """
 
@@ -68,7 +69,24 @@ def main() -> None:
     )
     ap.add_argument("--png", help="draw the curves here, after every round")
     ap.add_argument("--work", help="keep the runs here (default: a temporary folder)")
+    ap.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="JSON",
+        help="instead of running: the mean curves of these runs' --json files (seeds), the target read on "
+        "them, and --png of the means",
+    )
     args = ap.parse_args()
+    if args.summarise:
+        summary = summarise(args.summarise)
+        if args.png:
+            draw(
+                summary["mean_curves"],
+                args.png,
+                f"Labelling loop, simulated: mean of {len(args.summarise)} seeds",
+            )
+        print(json.dumps(summary, indent=2))
+        return
     train_csv, val_csv = DATA_DIR / "train.csv", DATA_DIR / "val.csv"
     if not (train_csv.is_file() and val_csv.is_file()):
         raise SystemExit(f"shared tweet data not found in {DATA_DIR}; set SENTITUNE_SHARED")
@@ -192,7 +210,46 @@ def target(curves: dict) -> dict:
     }
 
 
-def draw(curves: dict, path: str) -> None:
+def summarise(paths: list[str]) -> dict:
+    """The mean macro-recall per round over several runs (seeds) of the same settings, and the target on
+    the means: one seed's gap is within the scored tweets' noise, the mean of several less so."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    rounds = min(len(r["curves"][s]) for r in runs for s in STRATEGIES)
+    mean = {
+        strategy: [
+            {
+                "labels": runs[0]["curves"][strategy][i]["labels"],
+                "macro_recall": round(
+                    sum(r["curves"][strategy][i]["macro_recall"] for r in runs) / len(runs), 4
+                ),
+                "per_seed": [r["curves"][strategy][i]["macro_recall"] for r in runs],
+            }
+            for i in range(rounds)
+        ]
+        for strategy in STRATEGIES
+    }
+    return {
+        "benchmark": "active_learning_summary",
+        "runs": [
+            {
+                "file": p,
+                "seed": r["settings"]["seed"],
+                "commit": r["commit"],
+                "date": r["date"],
+                "machine": r["machine"]["cpu"],
+            }
+            for p, r in zip(paths, runs, strict=True)
+        ],  # fmt: skip
+        "settings": {
+            k: v for k, v in runs[0]["settings"].items() if k not in ("seed", "json", "png", "work")
+        },
+        "mean_curves": mean,
+        "target_on_means": target(mean),
+        "target_per_seed": [target(r["curves"]) for r in runs],
+    }
+
+
+def draw(curves: dict, path: str, title: str = "Labelling loop, simulated") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,7 +261,7 @@ def draw(curves: dict, path: str) -> None:
         ax.plot([p["labels"] for p in points], [p["macro_recall"] for p in points], marker="o", label=name)
     ax.set_xlabel("labelled posts")
     ax.set_ylabel("macro-recall, TweetEval validation tweets")
-    ax.set_title("Labelling loop, simulated")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -135,3 +135,28 @@ def test_vader_errors_finds_the_posts_whose_vader_label_a_rewrite_hides():
         "capitals (an uncased vocabulary)": [False, False, False, True],
         "any of these": [True, False, True, True],
     }
+
+
+def test_the_labelling_loop_summary_reads_the_target_on_the_mean_of_the_seeds(tmp_path):
+    def run(seed, margin, random):
+        curves = {
+            name: [{"labels": 200 * (i + 1), "macro_recall": r} for i, r in enumerate(recalls)]
+            for name, recalls in (("margin", margin), ("random", random))
+        }
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"settings": {"seed": seed, "pool_size": 3000}, "commit": "c", "date": "d",
+                                    "machine": {"cpu": "x"}, "curves": curves}))  # fmt: skip
+        return str(path)
+
+    # seed 0 alone misses (0.60 < 0.64 at 400 labels), seed 1 alone meets it; their mean meets it
+    paths = [run(0, [0.5, 0.60, 0.66, 0.70], [0.5, 0.55, 0.60, 0.64]),
+             run(1, [0.5, 0.70, 0.70, 0.70], [0.5, 0.55, 0.60, 0.62])]  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "active_learning.py"), "--summarise", *paths],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    summary = json.loads(out.stdout)
+    assert [p["macro_recall"] for p in summary["mean_curves"]["margin"]] == [0.5, 0.65, 0.68, 0.7]
+    assert summary["target_on_means"] == {"random_final_labels": 800, "random_final_macro_recall": 0.63,
+                                          "select_labels_to_reach_it": 400, "met": True}  # fmt: skip
+    assert [t["met"] for t in summary["target_per_seed"]] == [False, True]

@@ -754,6 +754,9 @@ def test_few_training_posts_get_more_epochs_up_to_min_steps(tmp_path, capsys, ca
     assert code == 0, err
     assert json.loads((tmp_path / "more" / "metrics.json").read_text())["training"]["steps"] == 3 * per_epoch
     assert f"training 3 epochs ({3 * per_epoch} steps) instead of 1, to reach --min-steps" in caplog.text
+    # validated about as often as --epochs alone would have: once, at the end
+    history = (tmp_path / "more" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(row)["step"] for row in history] == [3 * per_epoch]
     exactly = train_cli(capsys, prepared, tiny_model, tmp_path / "exact", "--epochs", "1", "--min-steps", "0")
     assert exactly["training"]["steps"] == per_epoch
     capped = train_cli(

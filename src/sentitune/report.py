@@ -557,7 +557,7 @@ def rounds_section(r: ReportInput) -> str:
               if isinstance(m.get(key_x), (int, float)) and isinstance(m.get(key_y), (int, float))]  # fmt: skip
     this = r.this_run or {}
     chart = figure(
-        line_chart({"validation macro-recall": points}, "labelling-rounds", "val macro-recall",
+        line_chart({"macro-recall": points}, "labelling-rounds", "val macro-recall",
                    x_label="posts labelled by people", values=True),
         "validation macro-recall of each round's model by the training posts people had labelled, "
         f"{this.get('run', 'this run')} (this run) last",

@@ -403,9 +403,8 @@ def fit(
     `targets`: per training post, a target distribution over the classes (--soft-targets)."""
     train_tokens, train_labels = tokens["train"], splits["train"].labels
     steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
-    total_steps = (
-        1 if cfg.dry_run else (cfg.max_steps or planned_epochs(cfg, steps_per_epoch) * steps_per_epoch)
-    )
+    planned, validate_every = (1, 1) if cfg.dry_run or cfg.max_steps else planned_epochs(cfg, steps_per_epoch)
+    total_steps = 1 if cfg.dry_run else (cfg.max_steps or planned * steps_per_epoch)
     epochs = math.ceil(total_steps / steps_per_epoch)
     t = build_trainee(model, cfg, device, precision, total_steps, d)
     loss_of = BatchLoss(
@@ -452,7 +451,7 @@ def fit(
             validate_now = "val" in splits and (
                 state.step == total_steps
                 or (cfg.eval_every and state.step % cfg.eval_every == 0)
-                or (not cfg.eval_every and last_of_epoch)
+                or (not cfg.eval_every and last_of_epoch and (epoch + 1) % validate_every == 0)
             )
             # A validation row carries the training loss since the last log line, so log first.
             if state.step % cfg.log_every == 0 or state.step == total_steps or last_of_epoch or validate_now:
@@ -505,22 +504,26 @@ def validate(
 # ----------------------------------------------------------------------------- the steps of fit
 
 
-def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """--epochs, or more where the training posts are too few for --min-steps optimiser steps: a model
-    fine-tuned on a few hundred posts for a few dozen steps has not left the class prior yet."""
+def planned_epochs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """The epochs to train, and every how many of them to validate (with --eval-every 0): --epochs and
+    each, or, where the training posts are too few for --min-steps optimiser steps, as many more epochs as
+    that takes, validated about --epochs times as --epochs alone would have been (a model fine-tuned on a
+    few hundred posts for a few dozen steps has not left the class prior yet)."""
     needed = math.ceil(cfg.min_steps / steps_per_epoch)
     if needed <= cfg.epochs:
-        return cfg.epochs
+        return cfg.epochs, 1
+    every = needed // cfg.epochs
     log.warning(
-        "%d optimiser steps an epoch: training %d epochs (%d steps) instead of %d, to reach --min-steps %d "
-        "(pass --min-steps 0 for exactly --epochs)",
+        "%d optimiser steps an epoch: training %d epochs (%d steps) instead of %d, to reach --min-steps %d, "
+        "validating every %d (pass --min-steps 0 for exactly --epochs)",
         steps_per_epoch,
         needed,
         needed * steps_per_epoch,
         cfg.epochs,
         cfg.min_steps,
+        every,
     )
-    return needed
+    return needed, every
 
 
 def build_trainee(model, cfg: TrainConfig, device, precision: Precision, total_steps: int, d) -> Trainee:
