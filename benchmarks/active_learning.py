@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -246,6 +247,13 @@ def summarise(paths: list[str]) -> dict:
         "mean_curves": mean,
         "target_on_means": target(mean),
         "target_per_seed": [target(r["curves"]) for r in runs],
+        "selected_gold_per_seed": [  # the gold labels of all the posts each strategy picked
+            {
+                s: dict(sum((Counter(p.get("selected_gold") or {}) for p in r["curves"][s]), Counter()))
+                for s in STRATEGIES
+            }
+            for r in runs
+        ],  # fmt: skip
     }
 
 
