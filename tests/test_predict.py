@@ -301,3 +301,58 @@ def test_bf16_on_a_cpu_runs_on_weights_cast_once_and_explains_with_the_weights_t
     assert explain(bf16, texts[:3], method=GRADIENT_X_INPUT) == explain(
         predictor, texts[:3], method=GRADIENT_X_INPUT
     )
+
+
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_a_cpu_scores_with_a_frozen_trace_that_gives_the_eager_models_probabilities(
+    trained_run, corpus, precision
+):
+    """The trace runs what the eager model runs: the same probabilities on posts it was not traced on
+    (empty, whitespace, emoji, Arabic, far past max_length, special tokens' text), in every batch shape."""
+    from sentitune.runtime import TracedClassifier, infer_probs
+
+    predictor = Predictor(str(trained_run), device="cpu", precision=precision)
+    assert isinstance(predictor.scorer, TracedClassifier), predictor.scorer_reason
+    assert predictor.scorer_reason.startswith("TorchScript trace, frozen")
+    texts = [*corpus["text"].tolist()[:150], *POSTS, "   ", "😀😀 so good", "مرحبا بالعالم", "word " * 3000]
+    texts.append("[UNK] [SEP] [CLS] [PAD]")
+    tokens = predictor.tokens_of(texts)
+    eager = infer_probs(predictor.runner, tokens, predictor.batch_size, predictor.device, predictor.precision)
+    np.testing.assert_allclose(predictor.probabilities_of(tokens), eager, atol=2e-3)
+    one_by_one = np.concatenate([predictor.probabilities([t]) for t in texts[-8:]])
+    np.testing.assert_allclose(one_by_one, eager[-8:], atol=2e-3)
+
+
+def test_a_trace_that_took_another_path_than_the_model_is_not_used(trained_run, predictor, monkeypatch):
+    """A model whose Python branches on its input: the tracer records one branch; the checks on other
+    shapes catch it and the eager model runs, with the reason. SENTITUNE_TRACE=0 turns tracing off."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sentitune.runtime import trace_checks, traced_for_inference
+
+    class Branching(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(1, 3)
+
+        def forward(self, input_ids, attention_mask):
+            x = self.head(attention_mask.float().sum(-1, keepdim=True))
+            if bool(attention_mask.all()):  # no padding in the batch: a path the trace never saw
+                x = x * -1
+            return SimpleNamespace(logits=x)
+
+    checks = trace_checks(
+        lambda t: predictor.classifier.encode(t, predictor.max_length), predictor.max_length
+    )
+    assert not bool(checks[0][1].all()) and any(bool(mask.all()) for _, mask in checks)
+    traced, reason = traced_for_inference(Branching().eval(), checks)
+    assert traced is None and reason.startswith("eager: the trace differed from the model by ")
+    traced, reason = traced_for_inference(Branching().eval(), checks[:1])  # the checks are what decides
+    assert traced is not None
+    monkeypatch.setenv("SENTITUNE_TRACE", "0")
+    eager = Predictor(str(trained_run), precision="fp32")
+    assert eager.scorer is eager.runner and eager.scorer_reason == "eager: SENTITUNE_TRACE=0"
+    np.testing.assert_allclose(eager.probabilities(POSTS), predictor.probabilities(POSTS), atol=1e-5)

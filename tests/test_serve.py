@@ -345,9 +345,10 @@ def test_a_poisoned_request_fails_alone_among_30_concurrent_good_ones(server, pr
     }
 
 
-def test_in_flight_requests_are_answered_when_the_server_stops(predictor, posts):
-    """The server is told to stop while the model runs one request and 15 more wait in its queue: all 16
-    get their answers, then the model thread ends."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_in_flight_requests_are_answered_when_the_server_stops(predictor, posts, workers):
+    """The server is told to stop while each model thread runs one request and the rest of 16 wait in its
+    queue: all 16 get their answers, then the model threads end."""
     release = threading.Event()
 
     class Held(RecordingPredictor):
@@ -355,7 +356,8 @@ def test_in_flight_requests_are_answered_when_the_server_stops(predictor, posts)
             release.wait(30)
             return super().probabilities_of(tokens)
 
-    app = serve.create_app(Held(predictor), ServeSettings(host="127.0.0.1", port=0, max_batch=4))
+    settings = ServeSettings(host="127.0.0.1", port=0, max_batch=4, model_workers=workers)
+    app = serve.create_app(Held(predictor), settings)
     batcher = app.state.batcher
     with ThreadPoolExecutor(16) as pool:
         with serving(app) as running:
@@ -366,7 +368,7 @@ def test_in_flight_requests_are_answered_when_the_server_stops(predictor, posts)
                 for i in range(16)
             ]
             deadline = time.monotonic() + 30
-            while batcher.batches == 0 or len(batcher._queue) < 15:
+            while batcher.batches < workers or len(batcher._queue) < 16 - workers:
                 assert time.monotonic() < deadline, "the requests did not all arrive"
                 time.sleep(0.01)
             threading.Timer(0.5, release.set).start()
@@ -374,16 +376,19 @@ def test_in_flight_requests_are_answered_when_the_server_stops(predictor, posts)
     assert [r.status_code for r in answers] == [200] * 16
     for i, r in enumerate(answers):
         assert_matches(r.json()["predictions"], predictor.predict(posts[i : i + 4]))
-    assert batcher.batches == 16 and not batcher._thread.is_alive()
+    assert batcher.batches == 16 and not any(t.is_alive() for t in batcher._threads)
 
 
-@pytest.fixture(scope="module")
-def strict_server(predictor):
-    """A server with short header and body deadlines, for slow and lying clients."""
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def strict_server(predictor, request):
+    """A server with short header and body deadlines, for slow and lying clients: on httptools (what the
+    serve extra installs) and on h11 (what serves without it)."""
     settings = ServeSettings(host="127.0.0.1", port=0, header_timeout_s=0.5, body_timeout_s=0.5)
     app = serve.create_app(predictor, settings)
     sock = serve.open_socket("127.0.0.1", 0)
-    server = serve.uvicorn_server(app)
+    protocol = serve.http_protocol(settings.header_timeout_s, httptools=request.param == "httptools")
+    assert protocol.__name__ == {"httptools": "GuardedHttpTools", "h11": "GuardedH11"}[request.param]
+    server = serve.uvicorn_server(app, protocol)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
@@ -420,6 +425,16 @@ def test_a_client_that_withholds_its_headers_is_cut_off(strict_server, sent):
     assert json_body(answer) == {"error": "the request line and headers did not arrive within 0.5 s"}
 
 
+def test_the_header_deadline_holds_for_the_next_request_on_a_kept_alive_connection(strict_server):
+    body = b'{"instances": ["a fine day"]}'
+    first = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    first += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    answer, seconds = raw_exchange(strict_server, first + b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and 0.4 < seconds < 3
+    second = answer[answer.index(b"HTTP/1.1 408 ") :]
+    assert json_body(second) == {"error": "the request line and headers did not arrive within 0.5 s"}
+
+
 def test_a_body_shorter_than_its_content_length_gets_a_408(strict_server):
     head = (
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
@@ -445,7 +460,7 @@ def test_the_pytorch_model_sees_few_shapes_whatever_the_batches(trained_run, cor
     """Every (rows, tokens) shape costs the kernels memory that stays: a server's shapes are bounded."""
     predictor = Predictor(str(trained_run), precision="fp32", batch_size=16)
     shapes = set()
-    hook = predictor.model.register_forward_pre_hook(
+    hook = predictor.scorer.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.add(tuple(kwargs["input_ids"].shape)), with_kwargs=True
     )
     texts = corpus["text"].tolist()
@@ -589,3 +604,20 @@ def test_a_model_that_fails_to_load_stops_the_server_at_start(tmp_path, trained_
         assert "Traceback" not in errors[folder]
         assert errors[folder].strip().splitlines()[-1].startswith(f"error: cannot serve {folder}: ")
     assert "run folder not found" in errors[missing]
+
+
+def test_model_threads_split_the_cpu_threads_for_pytorch_on_a_cpu(predictor, monkeypatch):
+    """Auto: two model threads of half the torch threads each, for PyTorch on a CPU with two or more;
+    one otherwise (an ONNX session, a single thread). Asked for, as many as asked."""
+    import types
+
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert serve.model_workers(predictor, 0) == (2, 2)
+    assert serve.model_workers(predictor, 3) == (3, 1)
+    assert serve.model_workers(predictor, 1) == (1, None)
+    onnx = types.SimpleNamespace(backend="onnx-int8", device=torch.device("cpu"))
+    assert serve.model_workers(onnx, 0) == (1, None)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert serve.model_workers(predictor, 0) == (1, None)

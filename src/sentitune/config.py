@@ -1011,6 +1011,13 @@ class ServeSettings:
         group=SERVER,
         within="[1, 65536]",
     )
+    model_workers: int = opt(
+        0,
+        "model threads running forward passes side by side (0: auto, two for PyTorch on a CPU with two "
+        "threads or more, each with half of them, else one)",
+        group=SERVER,
+        within="[0, 64]",
+    )
     max_wait_ms: float = opt(
         0.0,
         "how long a request that finds the model idle waits for others to join its batch",

@@ -195,6 +195,88 @@ def inference_weights(
     return cast, Precision("bf16", precision.reason, cast_weights=True)
 
 
+# PyTorch inference on a CPU runs a TorchScript trace of the model, frozen (weights folded in as
+# constants): the same operations without Python between them. A forward pass then holds no GIL and pays
+# no interpreter cost per operation, which matters most where something else runs beside it: a server
+# reading requests, or two model threads (benchmarks/serve_load.py; docs/benchmarks/serving.md). A trace
+# records one path through the model's Python, so it is kept only when it gives the eager model's
+# probabilities on inputs of other shapes, with and without padding (`TRACE_TOLERANCE`); else the eager
+# model runs and `reason` says why. SENTITUNE_TRACE=0 turns it off.
+TRACE_ENV = "SENTITUNE_TRACE"
+TRACE_TOLERANCE = 2e-3  # largest difference in any class probability, trace against eager
+
+
+class TracedClassifier(torch.nn.Module):
+    """A frozen trace of a classifier, called like it (`input_ids=`, `attention_mask=`; `.logits`)."""
+
+    def __init__(self, graph: torch.jit.ScriptModule):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return _Logits(self.graph(input_ids, attention_mask))
+
+
+@dataclass
+class _Logits:
+    logits: torch.Tensor
+
+
+class _PositionalCall(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def traced_for_inference(
+    model: torch.nn.Module, checks: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.nn.Module | None, str]:
+    """`model` (eval mode, on the CPU) traced on `checks[0]` and frozen, if it gives the eager model's
+    probabilities on every one of `checks` (input ids, attention mask) within TRACE_TOLERANCE; else None.
+    With the reason either way."""
+    if os.environ.get(TRACE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None, f"eager: {TRACE_ENV}={os.environ[TRACE_ENV]}"
+    import warnings
+
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            # The tracer warns of every Python branch it records; the checks below are what decides.
+            warnings.simplefilter("ignore")
+            graph = torch.jit.freeze(
+                torch.jit.trace(_PositionalCall(model).eval(), checks[0], check_trace=False)
+            )
+            worst = 0.0
+            for ids, mask in checks:
+                eager = torch.softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+                traced = torch.softmax(graph(ids, mask).float(), -1)
+                if traced.shape != eager.shape:
+                    return None, f"eager: the trace gave shape {tuple(traced.shape)} for {tuple(eager.shape)}"
+                differs = float((traced - eager).abs().max())
+                if not differs <= TRACE_TOLERANCE:  # NaN included: such a model's scores are refused later
+                    return None, f"eager: the trace differed from the model by {differs:.2g} in a probability"
+                worst = max(worst, differs)
+    except Exception as exc:  # a model the tracer cannot follow runs as it is
+        return None, f"eager: the model could not be traced ({type(exc).__name__}: {str(exc)[:120]})"
+    return TracedClassifier(graph), f"TorchScript trace, frozen (largest difference from eager {worst:.1g})"
+
+
+def trace_checks(encode: Callable[[list[str]], TokenizedTexts], max_length: int):
+    """Inputs a trace is checked on: one row, rows of different lengths (padding), rows of one length
+    (none), and a row at `max_length`, shaped as inference pads them."""
+    short = encode(["ok"])
+    mixed = encode(["fine", "a somewhat longer post, with more words in it than the others", "good day"])
+    longest = encode(["word " * (2 * max_length)])
+    same = TokenizedTexts.concat([short, short, short, short])
+    checks = []
+    for tokens, multiple in ((mixed, SHAPE_MULTIPLE), (short, 1), (same, 1), (longest, 1), (mixed, 1)):
+        ids, mask = tokens.batch(np.arange(len(tokens)), multiple=multiple)
+        checks.append((ids, mask))
+    return checks
+
+
 def choose_precision(requested: str, caps: Capabilities, environ: dict[str, str] | None = None) -> Precision:
     """The precision for `requested` (--precision) on a device with `caps`; see the module docstring."""
     env = os.environ if environ is None else environ

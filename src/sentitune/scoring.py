@@ -31,6 +31,8 @@ from sentitune.runtime import (
     require_onnxruntime,
     resolve_device,
     resolve_precision,
+    trace_checks,
+    traced_for_inference,
 )
 from sentitune.storage import join, sha256_of
 
@@ -89,6 +91,13 @@ class Predictor:
             self.precision = resolve_precision(precision, self.device)
             self.model = self.classifier.model.to(self.device)  # as trained: explanations read it
             self.runner, self.precision = inference_weights(self.model, self.precision, self.device)
+            # What probabilities_of runs: on a CPU the runner's frozen trace, where it gives the runner's
+            # probabilities (runtime.traced_for_inference); `runner` stays the eager module.
+            self.scorer, self.scorer_reason = self.runner, f"eager: on {self.device.type}"
+            if self.device.type == "cpu":
+                checks = trace_checks(lambda t: self.classifier.encode(t, self.max_length), self.max_length)
+                traced, self.scorer_reason = traced_for_inference(self.runner, checks)
+                self.scorer = traced or self.runner
         else:
             if device not in ("auto", "cpu"):
                 raise SentituneError(f"--backend {backend} runs on the CPU; drop --device {device}")
@@ -96,7 +105,8 @@ class Predictor:
                 "int8" if backend == "onnx-int8" else "fp32", f"the {backend} export as written"
             )
             self.device, self.precision, self.model = torch.device("cpu"), exported, None
-            self.runner = None
+            self.runner = self.scorer = None
+            self.scorer_reason = f"onnxruntime ({backend})"
             self.session = load_onnx(local, backend, shown_as=run_dir)
 
     @classmethod
@@ -125,7 +135,7 @@ class Predictor:
         if self.session is not None:
             probs = onnx_probs(self.session, tokens, self.batch_size)
         else:
-            probs = infer_probs(self.runner, tokens, self.batch_size, self.device, self.precision)
+            probs = infer_probs(self.scorer, tokens, self.batch_size, self.device, self.precision)
         probs = require_finite(probs, self.classifier.source)
         return probs if self.to_ours is None else probs @ self.to_ours
 

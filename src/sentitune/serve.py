@@ -97,6 +97,9 @@ def serve(cfg: ServeConfig) -> None:
                     "precision": str(predictor.precision),
                     "backend": predictor.backend,
                     "backend_reason": backend_reason,
+                    "forward": getattr(predictor, "scorer_reason", None),
+                    "model_workers": app.state.batcher.workers,
+                    "threads_per_worker": app.state.batcher.threads_per_worker or torch.get_num_threads(),
                 }
             },
         )
@@ -176,11 +179,12 @@ def open_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: FastAPI) -> uvicorn.Server:
+def uvicorn_server(app: FastAPI, protocol: type | None = None) -> uvicorn.Server:
     """A uvicorn server for `app` whose logs go through the root logger (JSON under `serve`), on
-    `GuardedH11` with the app's header deadline."""
+    uvicorn's HTTP/1.1 protocol with the app's header deadline (`http_protocol`) and its fastest event loop
+    (uvloop when installed)."""
     settings: ServeSettings = app.state.settings
-    protocol = type("GuardedH11", (GuardedH11,), {"header_timeout_s": settings.header_timeout_s})
+    protocol = protocol or http_protocol(settings.header_timeout_s)
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -193,28 +197,13 @@ def uvicorn_server(app: FastAPI) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-class GuardedH11(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for each request's line and headers (a client that
-    opens a connection and trickles or withholds them is cut off, so slow clients cannot pile up), and
-    with its 400 for malformed HTTP as JSON like every other error."""
+class HeaderDeadline:
+    """A deadline for each request's line and headers (a client that opens a connection and trickles or
+    withholds them is cut off, so slow clients cannot pile up), and a JSON 400 for malformed HTTP like
+    every other error: mixed into uvicorn's HTTP/1.1 protocols."""
 
     header_timeout_s = 10.0
     _head_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        if self.cycle is None or self.cycle.response_complete:
-            self._arm()  # the next request's head starts arriving
-        super().data_received(data)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._disarm()  # its head is complete: the body has its own deadline (RequestGuard)
-
-    def connection_lost(self, exc) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
     def _arm(self) -> None:
         if self._head_timer is None:
@@ -248,6 +237,64 @@ class GuardedH11(H11Protocol):
         ).encode()
         self.transport.write(head + payload)
         self.transport.close()
+
+
+class GuardedH11(HeaderDeadline, H11Protocol):
+    """uvicorn's pure-Python HTTP/1.1 protocol (h11), with the header deadline: what serves when httptools
+    is not installed."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm()  # the next request's head starts arriving
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._disarm()  # its head is complete: the body has its own deadline (RequestGuard)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        pending = self.conn.trailing_data[0] if self.conn is not None else b""
+        if pending and (self.cycle is None or self.cycle.response_complete):
+            self._arm()  # a pipelined request's head arrived in part with the one just answered
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def http_protocol(header_timeout_s: float, httptools: bool = True) -> type:
+    """The HTTP/1.1 protocol class to serve with: uvicorn's on httptools (C, llhttp) when it is installed
+    (the serve extra installs it; it costs the server less CPU per request than h11, CPU the model
+    shares), else on h11; either with the header deadline."""
+    try:
+        if not httptools:
+            raise ImportError("h11 asked for")
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return type("GuardedH11", (GuardedH11,), {"header_timeout_s": header_timeout_s})
+
+    class GuardedHttpTools(HeaderDeadline, HttpToolsProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()  # a request's first bytes: its line and headers are due within the deadline
+
+        def on_headers_complete(self) -> None:
+            self._disarm()  # the body has its own deadline (RequestGuard)
+            super().on_headers_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    GuardedHttpTools.header_timeout_s = header_timeout_s
+    return GuardedHttpTools
 
 
 # ----------------------------------------------------------------------------- request and response
@@ -322,12 +369,15 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
     while the app's lifespan does."""
     labels = list(predictor.labels)
     source = str(predictor.classifier.source)
+    workers, threads = model_workers(predictor, settings.model_workers)
     batcher = TokenBatcher(
         predictor.probabilities_of,
         max_batch=settings.max_batch,
         max_batch_tokens=settings.max_batch_tokens,
         model_batch=settings.model_batch,
         max_wait_ms=settings.max_wait_ms,
+        workers=workers,
+        threads_per_worker=threads,
     )
 
     async def probabilities(texts: list[str]) -> tuple[np.ndarray, int]:
@@ -428,6 +478,21 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
 
     app.add_middleware(RequestGuard, settings=settings, plain_predict=plain_predict)
     return app
+
+
+def model_workers(predictor, asked: int) -> tuple[int, int | None]:
+    """How many model threads run forward passes side by side, and the torch threads each has (None: as
+    set). `asked` 0 is auto: two for PyTorch on a CPU with two threads or more, each with half of them.
+    Measured on 2 cores (docs/benchmarks/serving.md): a model thread whose two torch threads share the cores
+    with the server's own work waits on whichever thread the request handling preempted; two model threads
+    of one torch thread each do not wait on each other."""
+    threads = torch.get_num_threads()
+    on_cpu = (
+        getattr(predictor, "backend", "torch") == "torch"
+        and str(getattr(predictor, "device", "cpu")) == "cpu"
+    )
+    workers = asked or (2 if on_cpu and threads >= 2 else 1)
+    return workers, (max(1, threads // workers) if on_cpu and workers > 1 else None)
 
 
 def wants_explanation(parameters: dict | None, count: int) -> bool:
@@ -586,11 +651,12 @@ class _Pending:
 
 
 class TokenBatcher:
-    """Runs the model on a thread of its own, over the queued requests cut into forward passes by a budget
-    of tokens (the design of Hugging Face's text-embeddings-inference, in Python).
+    """Runs the model on threads of its own (`workers`, each with `threads_per_worker` torch threads), over
+    the queued requests cut into forward passes by a budget of tokens (the design of Hugging Face's
+    text-embeddings-inference, in Python).
 
     Requests arrive tokenised (the event loop tokenises while the model computes) and wait in a queue. As
-    soon as the model is free, its thread takes every queued request, up to `max_batch` posts (a larger
+    soon as a model thread is free, it takes every queued request, up to `max_batch` posts (a larger
     request alone), sorts their posts by length and cuts them into passes of at most `model_batch` posts and
     `max_batch_tokens` tokens counting padding (a longer post alone). A request is answered as soon as the
     pass holding its last post is done, so its client's next request queues while the other passes run:
@@ -606,8 +672,12 @@ class TokenBatcher:
         max_batch_tokens: int,
         model_batch: int,
         max_wait_ms: float = 0.0,
+        workers: int = 1,
+        threads_per_worker: int | None = None,
     ):
         self.score = score
+        self.workers = workers
+        self.threads_per_worker = threads_per_worker
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
         self.model_batch = model_batch
@@ -617,22 +687,27 @@ class TokenBatcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_posts = 0
         self._changed = threading.Condition()
-        self._model = threading.Lock()  # the model is never run by two threads
+        # One lock per model thread, held while it runs a batch: `run_alone` takes them all.
+        self._models = [threading.Lock() for _ in range(workers)]
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="sentitune-model", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(lock,), name=f"sentitune-model-{i}", daemon=True)
+            for i, lock in enumerate(self._models)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         """Finish the batch being run, then fail whatever is still queued."""
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
         left, self._queue = list(self._queue), collections.deque()
         self._answer([(p, RuntimeError("the server is shutting down")) for p in left])
 
@@ -649,44 +724,55 @@ class TokenBatcher:
         return await pending.future
 
     async def run_alone(self, fn, *args):
-        """`fn(*args)` on another thread while the model thread waits (between its passes)."""
+        """`fn(*args)` on another thread while the model threads wait (between their passes)."""
 
         def alone():
-            with self._model:
+            with contextlib.ExitStack() as held:
+                for lock in self._models:  # always in this order: no two callers hold part each
+                    held.enter_context(lock)
                 return fn(*args)
 
         return await asyncio.get_running_loop().run_in_executor(None, alone)
 
-    def _run(self) -> None:
+    def _run(self, lock: threading.Lock) -> None:
+        if self.threads_per_worker:
+            torch.set_num_threads(self.threads_per_worker)
         while (batch := self._take()) is not None:
-            with self._model:
-                self._run_batch(batch)
+            with lock:
+                try:
+                    self._run_batch(batch)
+                except Exception as exc:  # a model thread must outlive any one batch
+                    log.exception("a batch failed outside the model")
+                    self._answer([(pending, exc) for pending in batch])
 
     def _take(self) -> list[_Pending] | None:
         """The next batch, once there is one (None: stopping)."""
         with self._changed:
-            idle = not self._queue
-            while not self._queue and not self._stopping:
-                self._changed.wait()
-            if self._stopping:
-                return None
-            if idle and self.max_wait_s:
-                deadline = time.monotonic() + self.max_wait_s
-                while self._queued_posts < self.max_batch and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._changed.wait(remaining)
+            while True:
+                idle = not self._queue
+                while not self._queue and not self._stopping:
+                    self._changed.wait()
+                if self._stopping:
+                    return None
+                if idle and self.max_wait_s:
+                    deadline = time.monotonic() + self.max_wait_s
+                    while self._queued_posts < self.max_batch and not self._stopping:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._changed.wait(remaining)
+                if self._queue:  # (another model thread may have taken it while this one waited)
+                    break
             batch, size = [], 0
             while self._queue and (not batch or size + len(self._queue[0].tokens) <= self.max_batch):
                 batch.append(self._queue.popleft())
                 size += len(batch[-1].tokens)
             self._queued_posts -= size
+            self.batches += 1
+            self.largest_batch_requests = max(self.largest_batch_requests, len(batch))
             return batch
 
     def _run_batch(self, batch: list[_Pending]) -> None:
-        self.batches += 1
-        self.largest_batch_requests = max(self.largest_batch_requests, len(batch))
         shared = len(batch)
         sizes = np.array([len(p.tokens) for p in batch])
         starts = np.concatenate([[0], np.cumsum(sizes)])
