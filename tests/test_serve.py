@@ -379,6 +379,13 @@ def test_in_flight_requests_are_answered_when_the_server_stops(predictor, posts,
     assert batcher.batches == 16 and not any(t.is_alive() for t in batcher._threads)
 
 
+STRICT_PROTOCOLS: dict[int, str] = {}  # port -> the HTTP stack strict_server runs there
+
+
+def strict_server_protocol(port: int) -> str:
+    return STRICT_PROTOCOLS[port]
+
+
 @pytest.fixture(scope="module", params=["httptools", "h11"])
 def strict_server(predictor, request):
     """A server with short header and body deadlines, for slow and lying clients: on httptools (what the
@@ -393,6 +400,7 @@ def strict_server(predictor, request):
     thread.start()
     while not server.started:
         time.sleep(0.02)
+    STRICT_PROTOCOLS[sock.getsockname()[1]] = request.param
     yield sock.getsockname()[1]
     server.should_exit = True
     thread.join(15)
@@ -433,6 +441,27 @@ def test_the_header_deadline_holds_for_the_next_request_on_a_kept_alive_connecti
     assert answer.startswith(b"HTTP/1.1 200 ") and 0.4 < seconds < 3
     second = answer[answer.index(b"HTTP/1.1 408 ") :]
     assert json_body(second) == {"error": "the request line and headers did not arrive within 0.5 s"}
+
+
+def test_a_request_head_past_16_kib_is_refused_and_the_connection_closed(strict_server):
+    """llhttp bounds nothing by itself; the server refuses a head past what h11 allows (16 KiB)."""
+    body = b'{"instances": ["a fine day"]}'
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Content-Length: %d\r\n" % len(body)
+    answer, _ = raw_exchange(strict_server, head + b"X-Big: " + b"a" * 8_000 + b"\r\n\r\n" + body, 0.5)
+    assert answer.startswith(b"HTTP/1.1 200 ")  # 8 KB of headers (a large cookie) is fine
+    try:
+        answer, seconds = raw_exchange(strict_server, head + b"X-Big: " + b"a" * 200_000 + b"\r\n\r\n" + body)
+    except ConnectionResetError:  # closed before the client had sent it all: refused all the same
+        answer, seconds = b"", 0.0
+    assert seconds < 3
+    if strict_server_protocol(strict_server) == "httptools":
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"connection: close" in answer.lower()
+        assert json_body(answer) == {
+            "error": "the request line and headers exceed 16 KiB; send fewer or shorter headers"
+        }
+    else:  # h11's own bound: a 400, or a reset when it closes before reading the rest
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 400 ")
 
 
 def test_a_body_shorter_than_its_content_length_gets_a_408(strict_server):

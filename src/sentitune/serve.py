@@ -197,6 +197,9 @@ def uvicorn_server(app: FastAPI, protocol: type | None = None) -> uvicorn.Server
     return uvicorn.Server(config)
 
 
+HEAD_LIMIT_BYTES = 16 * 1024  # a request's line and headers, as h11 bounds them
+
+
 class HeaderDeadline:
     """A deadline for each request's line and headers (a client that opens a connection and trickles or
     withholds them is cut off, so slow clients cannot pile up), and a JSON 400 for malformed HTTP like
@@ -277,13 +280,43 @@ def http_protocol(header_timeout_s: float, httptools: bool = True) -> type:
         return type("GuardedH11", (GuardedH11,), {"header_timeout_s": header_timeout_s})
 
     class GuardedHttpTools(HeaderDeadline, HttpToolsProtocol):
+        _head_bytes = 0
+        _head_too_large = False
+
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._head_bytes = 0
             self._arm()  # a request's first bytes: its line and headers are due within the deadline
+
+        # llhttp sets no bound on a request's line and headers (h11 stops at 16 KiB): this one does.
+        def _count_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > HEAD_LIMIT_BYTES:
+                self._head_too_large = True
+                raise ValueError("request head too large")  # stops the parser: send_400_response answers
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._head_too_large:
+                return super().send_400_response(msg)
+            self._write_json_and_close(
+                431,
+                "Request Header Fields Too Large",
+                {
+                    "error": f"the request line and headers exceed {HEAD_LIMIT_BYTES // 1024} KiB; send fewer or shorter headers"
+                },
+            )
 
         def on_headers_complete(self) -> None:
             self._disarm()  # the body has its own deadline (RequestGuard)
