@@ -25,7 +25,14 @@ from sentitune.errors import SentituneError, require_extra
 from sentitune.layout import EXPORT_DIR, EXPORT_REPORT, ONNX_FILES, TOKENIZER, WEIGHTS
 from sentitune.metrics import classification_metrics
 from sentitune.runfolder import load_run, read_run_config, reading_tokenizer, trained_max_length
-from sentitune.runtime import infer_probs, onnx_probs, onnx_session, require_finite, require_onnxruntime
+from sentitune.runtime import (
+    LogitsOnly,
+    infer_probs,
+    onnx_probs,
+    onnx_session,
+    require_finite,
+    require_onnxruntime,
+)
 from sentitune.splits import read_labelled
 from sentitune.storage import WRITE_FAILURES, StagedOutput, exists, join, sha256_of, writing
 
@@ -122,17 +129,6 @@ def export_onnx(cfg: ExportConfig) -> dict:
     return report
 
 
-class _LogitsOnly(torch.nn.Module):
-    """The classifier with positional inputs and a plain tensor output, as the exporter wants."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
 def export_graph(classifier, path) -> None:
     for module in ("onnx", "onnxscript"):
         require_extra(module, "export", "ONNX export")
@@ -142,7 +138,7 @@ def export_graph(classifier, path) -> None:
         padding=True,
         return_tensors="pt",
     )
-    wrapper = _LogitsOnly(classifier.model.to("cpu")).eval()
+    wrapper = LogitsOnly(classifier.model.to("cpu")).eval()
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level

@@ -222,7 +222,10 @@ class _Logits:
     logits: torch.Tensor
 
 
-class _PositionalCall(torch.nn.Module):
+class LogitsOnly(torch.nn.Module):
+    """A classifier with positional inputs and a plain tensor output, as the tracer and the ONNX exporter
+    want it."""
+
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
@@ -245,9 +248,7 @@ def traced_for_inference(
         with torch.inference_mode(), warnings.catch_warnings():
             # The tracer warns of every Python branch it records; the checks below are what decides.
             warnings.simplefilter("ignore")
-            graph = torch.jit.freeze(
-                torch.jit.trace(_PositionalCall(model).eval(), checks[0], check_trace=False)
-            )
+            graph = torch.jit.freeze(torch.jit.trace(LogitsOnly(model).eval(), checks[0], check_trace=False))
             worst = 0.0
             for ids, mask in checks:
                 eager = torch.softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
