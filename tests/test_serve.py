@@ -650,3 +650,30 @@ def test_model_threads_split_the_cpu_threads_for_pytorch_on_a_cpu(predictor, mon
     assert serve.model_workers(onnx, 0) == (1, None)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert serve.model_workers(predictor, 0) == (1, None)
+
+
+def test_what_runs_alone_gets_every_model_threads_torch_threads(predictor):
+    """An explanation runs while both model threads wait, on the torch threads they have between them
+    (not the one thread a model thread's own count left as torch's default), which is the default again
+    after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    batcher = serve.TokenBatcher(
+        predictor.probabilities_of,
+        max_batch=8,
+        max_batch_tokens=256,
+        model_batch=8,
+        workers=2,
+        threads_per_worker=1,
+    )
+    batcher.start()
+    try:
+        time.sleep(0.2)  # the model threads have set their own counts
+        seen = asyncio.run(batcher.run_alone(torch.get_num_threads))
+        after = asyncio.run(batcher.run_alone(lambda: None))
+    finally:
+        batcher.stop()
+    assert seen == 2 and after is None
+    assert asyncio.run(asyncio.to_thread(torch.get_num_threads)) == 1  # the share, as the threads left it
+    torch.set_num_threads(before)

@@ -763,7 +763,15 @@ class TokenBatcher:
             with contextlib.ExitStack() as held:
                 for lock in self._models:  # always in this order: no two callers hold part each
                     held.enter_context(lock)
-                return fn(*args)
+                if not self.threads_per_worker:
+                    return fn(*args)
+                # The model threads' own counts set torch's default to their share: with them all
+                # waiting, this runs on every thread they have between them, then leaves the share.
+                torch.set_num_threads(self.threads_per_worker * self.workers)
+                try:
+                    return fn(*args)
+                finally:
+                    torch.set_num_threads(self.threads_per_worker)
 
         return await asyncio.get_running_loop().run_in_executor(None, alone)
 
