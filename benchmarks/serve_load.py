@@ -21,6 +21,9 @@ usage: serve_load.py [--run RUN_DIR] [--ratio-backends torch,onnx-int8] [--posts
                      [--rounds 2] [--ratio-seconds 15] [--backends torch,onnx,onnx-int8]
                      [--clients 1,8,64] [--seconds 20] [--soak-seconds 60] [--soak-backends onnx-int8]
                      [--malformed 0.1]
+       serve_load.py --summarise RESULT.json [...]
+--summarise prints, per server, backend and posts per request, the medians of the served/offline rounds
+in results this script wrote (or files holding several of them as `runs`, each named by `server`).
 The soak sends --malformed of its requests malformed (cut-off JSON, no instances, not text, a lone
 surrogate, the wrong content type, too many instances): each must get its 4xx, none a 5xx.
 Without --run, a run like `make demo`'s (the embedded MiniLM cut to 3 layers, `--preset fast`) is trained
@@ -37,6 +40,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,7 +122,13 @@ def main() -> int:
     parser.add_argument(
         "--serve-options", default="", help="more `sentitune serve` options, e.g. '--max-wait-ms 0'"
     )
+    parser.add_argument(
+        "--summarise", nargs="+", metavar="JSON", help="medians of earlier results; runs nothing"
+    )
     args = parser.parse_args()
+    if args.summarise:
+        emit(summarise(args.summarise))
+        return 0
     backends = [b for b in args.backends.split(",") if b]
     ratio_backends = [b for b in args.ratio_backends.split(",") if b]
     soak_backends = [b for b in args.soak_backends.split(",") if b] if args.soak_seconds else []
@@ -226,6 +236,34 @@ def served_against_offline(work: Path, run: Path, posts: list[str], backend: str
             found["posts_per_request"][str(per_request)] = rounds
         found["server_rss_mib"] = server.rss_mib()
     return found
+
+
+def summarise(paths: list[str]) -> dict:
+    """Per (server, backend, posts per request): the rounds' medians and the ratio's range."""
+    rounds: dict[tuple[str, str, str], list[dict]] = {}
+    for path in paths:
+        found = json.loads(Path(path).read_text())
+        for run in found.get("runs") or [{"server": Path(path).stem, "result": found}]:
+            for backend, ratio in run["result"]["served_against_offline"].items():
+                for per_request, measured in ratio["posts_per_request"].items():
+                    rounds.setdefault((run["server"], backend, per_request), []).extend(measured)
+    points = []
+    for (server, backend, per_request), measured in rounds.items():
+        median = {
+            k: statistics.median(r[k] for r in measured)
+            for k in ("offline_posts_per_s", "served_posts_per_s", "ratio")
+        }
+        points.append(
+            {
+                "server": server,
+                "backend": backend,
+                "posts_per_request": int(per_request),
+                "rounds": len(measured),
+                **{f"median_{k}": round(v, 3 if k == "ratio" else 1) for k, v in median.items()},
+                "ratio_range": [min(r["ratio"] for r in measured), max(r["ratio"] for r in measured)],
+            }
+        )
+    return {"benchmark": "serve_load summary", "files": paths, "points": points}
 
 
 def cpu_kind(machine: dict) -> str:

@@ -160,3 +160,35 @@ def test_the_labelling_loop_summary_reads_the_target_on_the_mean_of_the_seeds(tm
     assert summary["target_on_means"] == {"random_final_labels": 800, "random_final_macro_recall": 0.63,
                                           "select_labels_to_reach_it": 400, "met": True}  # fmt: skip
     assert [t["met"] for t in summary["target_per_seed"]] == [False, True]
+
+
+def test_the_serving_summary_takes_medians_per_server_backend_and_posts_per_request(tmp_path):
+    def result(rounds_1, rounds_8):
+        def rounds(pairs):
+            return [
+                {"offline_posts_per_s": o, "served_posts_per_s": s, "ratio": round(s / o, 3)}
+                for o, s in pairs
+            ]
+
+        return {
+            "served_against_offline": {
+                "torch": {"posts_per_request": {"1": rounds(rounds_1), "8": rounds(rounds_8)}}
+            }
+        }
+
+    several = tmp_path / "several.json"
+    several.write_text(json.dumps({"runs": [
+        {"server": "before", "result": result([(1000, 500), (1000, 600)], [(1000, 800)])},
+        {"server": "before", "result": result([(1000, 700)], [(1000, 900)])},
+    ]}))  # fmt: skip
+    one = tmp_path / "alone.json"
+    one.write_text(json.dumps(result([(1000, 400)], [(2000, 1000)])))
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "serve_load.py"), "--summarise", str(several), str(one)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    points = {(p["server"], p["posts_per_request"]): p for p in json.loads(out.stdout)["points"]}
+    assert points["before", 1]["rounds"] == 3 and points["before", 1]["median_served_posts_per_s"] == 600
+    assert points["before", 1]["ratio_range"] == [0.5, 0.7]
+    assert points["before", 8]["median_ratio"] == 0.85
+    assert points["alone", 8]["median_ratio"] == 0.5 and points["alone", 1]["rounds"] == 1

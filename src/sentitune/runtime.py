@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +243,6 @@ def traced_for_inference(
     With the reason either way."""
     if os.environ.get(TRACE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None, f"eager: {TRACE_ENV}={os.environ[TRACE_ENV]}"
-    import warnings
-
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             # The tracer warns of every Python branch it records; the checks below are what decides.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import html
 import importlib.resources
 import importlib.util
@@ -272,12 +273,17 @@ def http_protocol(header_timeout_s: float, httptools: bool = True) -> type:
     """The HTTP/1.1 protocol class to serve with: uvicorn's on httptools (C, llhttp) when it is installed
     (the serve extra installs it; it costs the server less CPU per request than h11, CPU the model
     shares), else on h11; either with the header deadline."""
+    base = (guarded_httptools() if httptools else None) or GuardedH11
+    return type(base.__name__, (base,), {"header_timeout_s": header_timeout_s})
+
+
+@functools.cache
+def guarded_httptools() -> type | None:
+    """uvicorn's httptools protocol with the header deadline and a bound on the head (None: no httptools)."""
     try:
-        if not httptools:
-            raise ImportError("h11 asked for")
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
-        return type("GuardedH11", (GuardedH11,), {"header_timeout_s": header_timeout_s})
+        return None
 
     class GuardedHttpTools(HeaderDeadline, HttpToolsProtocol):
         _head_bytes = 0
@@ -326,7 +332,6 @@ def http_protocol(header_timeout_s: float, httptools: bool = True) -> type:
             self._disarm()
             super().connection_lost(exc)
 
-    GuardedHttpTools.header_timeout_s = header_timeout_s
     return GuardedHttpTools
 
 
