@@ -17,6 +17,7 @@ on BERT-Tiny, and timed ablations of the step, to rank what is worth speeding up
      threads_1              torch.set_num_threads(1)
      torch_dropout          torch's dropout masks instead of sentitune.dropout's (train --dropout-masks torch)
      keep_grads             zero_grad(set_to_none=False): gradient buffers kept between steps
+   and only when --variants names it: compiled (torch.compile(dynamic=True) over the model, torch's dropout).
    Variant costs are not additive; each says what removing that piece alone would save.
 
    and, where the CPU has native bf16, `fp32` (the same step without bf16 autocast) and `bf16_weights`
@@ -81,6 +82,7 @@ def load_inputs(folder: str, batch_size: int, steps: int):
     from sentitune import LABELS
     from sentitune.batching import tokenize
     from sentitune.config import TrainConfig
+    from sentitune.splits import read_prepared
     from sentitune.train import build_model, load_splits
 
     cfg = TrainConfig(
@@ -93,8 +95,8 @@ def load_inputs(folder: str, batch_size: int, steps: int):
         log_every=10**9,
         max_length=MAX_LENGTH,
     )
-    splits = load_splits(cfg, LABELS)
-    classifier, _ = build_model(cfg)
+    splits = load_splits(cfg, read_prepared(cfg))
+    classifier, _ = build_model(cfg, LABELS)
     tokens = {"train": tokenize(classifier.tokenizer, splits["train"].texts, cfg.max_length)}
     return cfg, classifier.model, tokens, splits
 
@@ -171,10 +173,15 @@ class ReplicaStep:
                     variant == "no_attention_dropout" and name.endswith("attention.self.dropout")
                 ):
                     module.p = 0.0
-        if variant != "torch_dropout" and cfg.dropout_masks == "fast":  # as train does on the CPU
-            from sentitune.dropout import use_fast_dropout
+        from sentitune.dropout import FastDropout, use_fast_dropout
 
+        if variant not in ("torch_dropout", "compiled") and cfg.dropout_masks == "fast":  # as train does
             use_fast_dropout(self.model)
+        else:  # torch's own masks, also where the profiled fit() swapped them into the model copied here
+            for parent in self.model.modules():
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, FastDropout):
+                        setattr(parent, name, torch.nn.Dropout(child.p).train(child.training))
         self.variant = variant
         self.set_to_none = variant != "keep_grads"
         self.precision = FP32 if variant == "fp32" else precision
@@ -187,6 +194,8 @@ class ReplicaStep:
             self.working = copy.deepcopy(self.model).to(torch.bfloat16)
             self.working_trainable = [p for p in self.working.parameters() if p.requires_grad]
             self.precision = FP32  # the weights are bf16 already: no autocast
+        if variant == "compiled":  # Inductor over the model (torch's dropout: it traces no randint views)
+            self.model = torch.compile(self.model, dynamic=True)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.tokens, self.labels, self.cfg = tokens, labels, cfg
 
@@ -234,6 +243,9 @@ VARIANTS = (
 )
 
 
+OPT_IN = ("compiled",)  # only when --variants names it: compiling costs about a minute
+
+
 def ablations(cfg, model, tokens, splits, steps: int, rounds: int, precision, only=None) -> dict:
     from sentitune.batching import length_bucketed_batches
 
@@ -242,7 +254,7 @@ def ablations(cfg, model, tokens, splits, steps: int, rounds: int, precision, on
     full = [b for b in batches if len(b) == cfg.batch_size]
     variants = VARIANTS + (("fp32", "bf16_weights") if precision.name == "bf16" else ())
     if only:
-        variants = tuple(v for v in variants if v in only)
+        variants = tuple(v for v in variants + OPT_IN if v in only)
     steppers = {v: ReplicaStep(model, cfg, train_tokens, labels, v, precision) for v in variants}
     for s in steppers.values():
         s.run(full[:2])  # warm-up: allocator, optimizer state

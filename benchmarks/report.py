@@ -34,13 +34,18 @@ def fmt(value, digits: int = 0) -> str:
 
 def training_tables(train: dict) -> list[str]:
     out = []
+
+    def seed_note(m: dict) -> str:
+        n = m.get("seed_samples")
+        return f"; the walkthrough's, steady from its first steps, {n:,}" if n else ""
+
     for m in train["models"].values():
         c = m["contenders"]
         out += [
             f"**{m['model']['description']}**, batch {m['batch_size']}, {m['samples']:,} training examples "
-            f"({m['steps']} steps), rounds: {m['rounds']}, medians:",
+            f"({m['steps']} steps{seed_note(m)}), rounds: {m['rounds']}, medians:",
             "",
-            "| | precision | train examples/s | ms per step | eval examples/s | peak RSS MiB | fraction of fp32 ceiling |",
+            "| | precision | train examples/s | ms per step | eval examples/s | peak RSS MiB | fraction of its precision's matmul ceiling |",
             "|---|---|---|---|---|---|---|",
         ]
         ceiling = m.get("ceiling", {})
@@ -48,7 +53,9 @@ def training_tables(train: dict) -> list[str]:
             if name not in c or "error" in c[name]:
                 out.append(f"| {NAMES[name]} | failed: {c.get(name, {}).get('error', 'not run')} | | | | | |")
                 continue
-            frac = ceiling.get("achieved", {}).get(name, {}).get("fraction_of_fp32_ceiling")
+            bf16 = str(c[name].get("precision") or "").startswith("bf16")
+            achieved = ceiling.get("achieved", {}).get(name) or {}
+            frac = achieved.get(f"fraction_of_{'bf16' if bf16 else 'fp32'}_ceiling")
             out.append(
                 f"| {NAMES[name]} | {c[name].get('precision') or '–'} | {fmt(c[name].get('train_examples_per_s'))} | "
                 f"{fmt(c[name].get('ms_per_step'), 2)} | "

@@ -77,16 +77,24 @@ CONTENDERS = ("seed", "trainer", "sentitune", "sentitune-torch-dropout")
 # what that one lever is worth, measured in the same rounds. Not in the default set.
 DEFAULT_CONTENDERS = CONTENDERS[:3]
 LEARNING_RATE = 1e-4
-# Quick: a few minutes on 2 idle cores. Full: long enough for steady-state rates.
+# Quick: a few minutes on 2 idle cores. Full: longer, more rounds. Both train long enough that the first
+# steps' one-off costs (oneDNN builds kernels for every new batch shape: bucketed batches meet a new
+# padded length for most of their first ~100 steps) are a small part of the rate: on 2 cores of an AMD
+# EPYC (Zen 5, bf16) 20 MiniLM steps gave sentitune 1.40x the Trainer and 150 steps 1.07x, the rate a
+# real run of thousands of steps has. The walkthrough's pipeline pads every batch to one shape (100
+# tokens), so its rate is steady from its first steps: it trains `seed_samples`, fewer, as its steps
+# are 5-10x slower.
 PRESETS = {
     "quick": {
         "rounds": {"tiny": 3, "minilm": 2, "host": 3},
-        "samples": {"tiny": 2560, "minilm": 640, "host": 6400},
+        "samples": {"tiny": 25600, "minilm": 4800, "host": 12800},
+        "seed_samples": {"tiny": 2560, "minilm": 640, "host": 6400},
         "models": "tiny,minilm,host",
     },
     "full": {
         "rounds": {"tiny": 3, "minilm": 3, "host": 3},
-        "samples": {"tiny": 12800, "minilm": 1600, "host": 12800},
+        "samples": {"tiny": 51200, "minilm": 9600, "host": 25600},
+        "seed_samples": {"tiny": 12800, "minilm": 1600, "host": 12800},
         "models": "tiny,minilm,host",
     },
 }
@@ -340,6 +348,9 @@ def run(args) -> dict:
             samples = args.samples or preset["samples"][name]
             steps = math.ceil(samples / batch)
             samples = steps * batch  # every contender trains exactly `steps` full batches' worth
+            # ... but the walkthrough's, whose one-shape steps are steady from the start (PRESETS)
+            seed_steps = math.ceil((args.samples or preset["seed_samples"][name]) / batch)
+            seed_samples = min(seed_steps * batch, samples)
             rounds = args.rounds or preset["rounds"][name]
             entry = {
                 "model": {"description": size.description, **model_shape(folder)},
@@ -348,15 +359,18 @@ def run(args) -> dict:
                 "steps": steps,
                 "rounds": rounds,
             }
+            if "seed" in contenders and seed_samples != samples:
+                entry["seed_samples"] = seed_samples
             rows = {c: [] for c in contenders}
             errors = {}
             for r in range(rounds):
                 for c in contenders:
                     if c in errors:
                         continue
-                    log(f"[{name}] round {r + 1}/{rounds}: {c} ({samples} examples, batch {batch})")
+                    n = seed_samples if c == "seed" else samples
+                    log(f"[{name}] round {r + 1}/{rounds}: {c} ({n} examples, batch {batch})")
                     try:
-                        row = run_contender(c, folder, batch, samples, args, work)
+                        row = run_contender(c, folder, batch, n, args, work)
                     except RuntimeError as exc:
                         errors[c] = str(exc)
                         log(f"  {c} failed, skipped from now on: {exc}")

@@ -192,3 +192,37 @@ def test_the_serving_summary_takes_medians_per_server_backend_and_posts_per_requ
     assert points["before", 1]["ratio_range"] == [0.5, 0.7]
     assert points["before", 8]["median_ratio"] == 0.85
     assert points["alone", 8]["median_ratio"] == 0.5 and points["alone", 1]["rounds"] == 1
+
+
+def small_shared(tmp_path, tweets) -> dict:
+    """An environment whose SENTITUNE_SHARED holds ~300 real tweets as train.csv and val.csv."""
+    folder = tmp_path / "shared" / "data" / "tweets"
+    folder.mkdir(parents=True)
+    tweets.to_csv(folder / "train.csv", index=False)
+    tweets.to_csv(folder / "val.csv", index=False)
+    return {**os.environ, "SENTITUNE_SHARED": str(tmp_path / "shared")}
+
+
+def test_the_profile_scripts_run_against_the_code_they_profile(tmp_path, tweets):
+    """profile_train.py and profile_predict.py reach into sentitune's internals (the splits, the fit loop,
+    the Predictor's stages): run end to end on a few steps, they fail when those move."""
+    env = small_shared(tmp_path, tweets)
+    common = {"env": env, "capture_output": True, "text": True, "cwd": tmp_path}
+    train = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "profile_train.py"), "--model", "tiny", "--batch-size", "16",
+         "--steps", "2", "--rounds", "1", "--top", "3", "--variants", "baseline,no_clip"],
+        **common,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-2000:]
+    found = json.loads(train.stdout)
+    assert found["profile"]["steps"] == 2 and found["profile"]["wall_ms_per_step"] > 0
+    assert set(found["ablations"]["ms_per_step"]) == {"baseline", "no_clip"}
+    predict = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "profile_predict.py"), "--model", "tiny", "--batch-size", "32",
+         "--rounds", "1", "--passes", "1", "--top", "3"],
+        **common,
+    )  # fmt: skip
+    assert predict.returncode == 0, predict.stderr[-2000:]
+    found = json.loads(predict.stdout)
+    assert found["config"]["examples"] == len(tweets)
+    assert found["sentitune_seconds"]["model"] > 0 and found["trainer_seconds"]["evaluate"] > 0
