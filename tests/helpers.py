@@ -153,6 +153,20 @@ def train_tiny(run_dir: Path, tiny_model: Path, data: Path, **settings) -> Path:
     return run_dir
 
 
+def one_class_run(run: Path, name: str = "neutral") -> Path:
+    """`run` with its classifier's bias raised for `name` until every post gets that class: what a run
+    that learnt only the class balance scores like."""
+    from safetensors.numpy import load_file, save_file
+
+    path = run / "model.safetensors"
+    weights = load_file(path)
+    (bias,) = [k for k in weights if k.endswith("classifier.bias")]
+    weights[bias] = weights[bias].copy()
+    weights[bias][LABELS.index(name)] += 100.0
+    save_file(weights, path, metadata={"format": "pt"})
+    return run
+
+
 def label_ids(names) -> np.ndarray:
     return np.array([LABELS.index(n) for n in names])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import cli, cli_error, label_ids, train_tiny
+from helpers import cli, cli_error, label_ids, one_class_run, train_tiny
 from safetensors import safe_open
 
 from sentitune import LABELS
@@ -267,3 +267,24 @@ def test_an_onnx_export_teaches_as_its_run_does_and_is_cached_apart(
     (_, from_onnx, _), (_, from_torch, _) = set_of(runs["onnx"]), set_of(runs["torch"])
     np.testing.assert_allclose(from_onnx, from_torch, atol=2e-3)  # export's parity: fp32 against bf16 or fp32
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+
+
+def test_a_teacher_that_gives_every_post_one_class_is_named_in_a_warning(
+    tmp_path, trained_run, tiny_model, prepared, capsys, caplog
+):
+    teacher = one_class_run(Path(shutil.copytree(trained_run, tmp_path / "teacher")))
+    code, _, err = cli(
+        capsys, "distill", "--teacher", teacher, "--data", prepared, "--student", tiny_model,
+        "--cache-dir", tmp_path / "cache", "--job-dir", tmp_path / "run", *STEPS,
+    )  # fmt: skip
+    assert code == 0, err  # a warning, not a refusal: the gold labels still teach with alpha < 1
+    val = pd.read_csv(prepared / "eval.csv")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"teacher {teacher} gives")]
+    assert said == [
+        f"teacher {teacher} gives neutral to {len(val)} of the {len(val)} validation posts, "
+        f"{int((val['label'] == 'neutral').sum())} of which are neutral (macro-recall 0.333, what one class "
+        "for all gives): its scores teach the student the class balance, not the posts; distil from a teacher "
+        "trained longer"
+    ]
+    record = json.loads((tmp_path / "run" / "run_config.json").read_text())["distillation"]["teacher_scores"]
+    assert record["val"][str(teacher)]["warning"].startswith("gives neutral to")

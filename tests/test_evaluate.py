@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
 import pandas as pd
-from helpers import PNG_SIGNATURE, cli, cli_error, label_ids, snapshot
+from helpers import PNG_SIGNATURE, cli, cli_error, label_ids, one_class_run, snapshot
 
 from sentitune import LABELS
 from sentitune.config import EvaluateConfig
@@ -59,3 +60,67 @@ def test_python_api_on_the_walkthrough_schema(tmp_path, trained_run, corpus):
     np.add.at(cm, (label_ids(part["sentiment"]), probs.argmax(axis=1)), 1)
     assert result.metrics["confusion_matrix"]["rows_true_columns_predicted"] == cm.tolist()
     assert result.metrics["confusion_matrix"]["labels"] == list(LABELS)
+
+
+def test_a_run_that_gives_every_post_one_class_is_evaluated_with_a_warning(
+    capsys, caplog, run_copy, prepared
+):
+    code, _, err = cli(capsys, "evaluate", one_class_run(run_copy), "--data", prepared / "test.csv")
+    assert code == 0, err
+    metrics = json.loads((run_copy / "evaluation-test" / "metrics.json").read_text())
+    n = metrics["examples"]
+    neutral = metrics["per_class"]["neutral"]["support"]
+    (warning,) = metrics["warnings"]
+    assert (
+        f"gives neutral to {n} of the {n} posts of {prepared / 'test.csv'}, {neutral} of which are neutral"
+        in warning
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+    page = (run_copy / "evaluation-test" / "report.html").read_text()
+    assert f"<p class='note'>Warning: {html.escape(warning)}.</p>" in page
+
+
+def test_a_run_that_tells_posts_apart_is_evaluated_without_one(capsys, caplog, run_copy, prepared):
+    weights = run_copy / "model.safetensors"
+    one_class_run(run_copy, "neutral")
+    code, _, err = cli(
+        capsys, "evaluate", run_copy, "--data", prepared / "test.csv", "--output-dir", run_copy / "a"
+    )
+    assert code == 0 and "class balance" in caplog.text
+    caplog.clear()
+    # ... and the same run with the bias set back: its predictions vary again, and nothing is said
+    from safetensors.numpy import load_file, save_file
+
+    found = load_file(weights)
+    (bias,) = [k for k in found if k.endswith("classifier.bias")]
+    found[bias][LABELS.index("neutral")] -= 100.0
+    save_file(found, weights, metadata={"format": "pt"})
+    code, _, err = cli(
+        capsys, "evaluate", run_copy, "--data", prepared / "test.csv", "--output-dir", run_copy / "b"
+    )
+    metrics = json.loads((run_copy / "b" / "metrics.json").read_text())
+    assert code == 0 and "warnings" not in metrics and "class balance" not in caplog.text
+    predicted = np.array(metrics["confusion_matrix"]["rows_true_columns_predicted"]).sum(axis=0)
+    assert predicted.max() < 0.98 * metrics["examples"]
+
+
+def test_training_that_ends_giving_every_post_one_class_says_so_in_the_log_metrics_and_card(
+    tmp_path, caplog, run_copy, prepared
+):
+    from helpers import RUN_ARGS
+
+    from sentitune.config import TrainConfig
+    from sentitune.train import train
+
+    start = one_class_run(run_copy)  # trained on from there, too gently to move it
+    settings = {**RUN_ARGS, "max_steps": 1, "learning_rate": 1e-9, "calibration": "none"}
+    result = train(TrainConfig(data=str(prepared), job_dir=str(tmp_path / "r"), model=str(start), **settings))
+    warnings = result.metrics["warnings"]
+    assert [w.split(" to ")[0] for w in warnings] == ["the model gives neutral"] * 2
+    assert "validation posts" in warnings[0] and "test posts" in warnings[1]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["warnings"] == warnings
+    card = (tmp_path / "r" / "README.md").read_text()
+    assert all(f"- **Warning**: {w}." in card for w in warnings)
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert all(f"<p class='note'>Warning: {html.escape(w)}.</p>" in page for w in warnings)
+    assert [r.getMessage() for r in caplog.records if "class balance" in r.getMessage()] == warnings

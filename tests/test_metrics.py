@@ -10,7 +10,9 @@ from sklearn import metrics as sk
 from sentitune import LABELS
 from sentitune.metrics import (
     CALIBRATION_MIN_POSTS,
+    COLLAPSE_MIN_POSTS,
     classification_metrics,
+    collapsed,
     cross_fitted_temperature,
     fit_temperature,
     scale_temperature,
@@ -154,3 +156,30 @@ def test_an_over_confident_model_gets_the_temperature_that_helps_fresh_posts():
         assert d["temperature"] == d["fitted_temperature"] > 1.3
         assert _fresh_cost(d["temperature"], fresh) < -0.05
         assert d["reason"].startswith("held-out NLL ")
+
+
+def _predicting(y: np.ndarray, predicted: np.ndarray) -> dict:
+    probs = np.full((len(y), 3), 0.1)
+    probs[np.arange(len(y)), predicted] = 0.8
+    return classification_metrics(y, probs, LABELS)
+
+
+def test_a_model_giving_nearly_every_post_one_class_is_called_collapsed_and_only_then():
+    y = np.array([0] * 30 + [1] * 50 + [2] * 20)
+    found = collapsed(_predicting(y, np.full(100, 1)), "test posts")
+    assert found == (
+        "gives neutral to 100 of the 100 test posts, 50 of which are neutral "
+        "(macro-recall 0.333, what one class for all gives)"
+    )
+    two_off = np.full(100, 1)
+    two_off[:2] = 0  # 98 of 100: still collapsed; 97 of 100: not
+    assert collapsed(_predicting(y, two_off)).startswith("gives neutral to 98 of the 100 posts")
+    two_off[:3] = 0
+    assert collapsed(_predicting(y, two_off)) is None
+    assert collapsed(_predicting(y, y)) is None
+    # posts that are nearly all one class: one class for all is right, not a collapse
+    mostly = np.array([1] * 99 + [0])
+    assert collapsed(_predicting(mostly, np.full(100, 1))) is None
+    # too few posts to say
+    few = y[: COLLAPSE_MIN_POSTS - 1]
+    assert collapsed(_predicting(few, np.full(len(few), 1))) is None

@@ -257,6 +257,7 @@ def card_text(run_config: dict, metrics: dict, prepared: Prepared) -> str:
         "",
         "## Known limits",
         "",
+        *(f"- **Warning**: {w}." for w in metrics.get("warnings", [])),
         "- Trained on short English social-media posts: other languages, domains and long texts are outside "
         f"what it has seen; posts over {cfg['max_length']} tokens are cut.",
         "- Sarcasm, irony and negation spread over a sentence are often read at face value.",

@@ -40,7 +40,7 @@ from sentitune.config import DistillConfig, TrainConfig
 from sentitune.errors import SentituneError
 from sentitune.labels import model_label_matrix
 from sentitune.layout import CARD, FINISHED_RUN, RUN_CONFIG, WEIGHTS
-from sentitune.metrics import classification_metrics
+from sentitune.metrics import classification_metrics, collapsed
 from sentitune.runfolder import load_run, onnx_path, trained_max_length
 from sentitune.scoring import Predictor
 from sentitune.splits import load_splits, read_prepared
@@ -344,6 +344,15 @@ def teacher_scores(teachers, classes, labelled, val, n_train: int) -> dict:
         ]:
             m = classification_metrics(data.labels, probs, classes)
             entry[name] = {k: round(float(m[k]), 4) for k in ("accuracy", "macro_f1", "macro_recall")}
+            degenerate = collapsed(m, "validation posts") if split == "val" else None
+            if degenerate and name != "ensemble":
+                log.warning(
+                    "teacher %s %s: its scores teach the student the class balance, not the posts; distil "
+                    "from a teacher trained longer",
+                    name,
+                    degenerate,
+                )
+                entry[name]["warning"] = degenerate
         found[split] = entry
     return found
 

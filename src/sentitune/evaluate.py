@@ -19,7 +19,12 @@ from sentitune.config import EvaluateConfig
 from sentitune.errors import SentituneError
 from sentitune.explain import explain
 from sentitune.layout import CONFUSION, METRICS, REPORT
-from sentitune.metrics import bootstrap_intervals, classification_metrics, plot_confusion_matrix
+from sentitune.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    collapsed,
+    plot_confusion_matrix,
+)
 from sentitune.model import is_hub_id
 from sentitune.report import ReportInput, explain_mistakes, render
 from sentitune.scoring import Predictor
@@ -117,6 +122,11 @@ def evaluate_into(cfg: EvaluateConfig, out: StagedOutput) -> EvaluateResult:
     probabilities = predictor.probabilities(split.texts)
     seconds = time.perf_counter() - start
     metrics = classification_metrics(split.labels, probabilities, predictor.labels)
+    degenerate = collapsed(metrics, f"posts of {cfg.data}")
+    if degenerate:
+        message = f"{cfg.run_dir} {degenerate}: it scores the class balance, not the posts"
+        log.warning(message)
+        metrics["warnings"] = [message]
     metrics["intervals_95"] = bootstrap_intervals(
         split.labels, probabilities.argmax(axis=1), len(predictor.labels)
     )
@@ -135,6 +145,7 @@ def evaluate_into(cfg: EvaluateConfig, out: StagedOutput) -> EvaluateResult:
         texts=list(split.texts),
         gold=split.labels,
         probs=probabilities,
+        notes=[f"Warning: {w}." for w in metrics.get("warnings", [])],
         class_counts={"data": dict(zip(predictor.labels, np.bincount(split.labels, minlength=len(predictor.labels)).tolist(), strict=True))},
         settings={"model": str(cfg.run_dir), "data": str(cfg.data), "backend": cfg.backend,
                   "inference precision": predictor.precision.name, "examples/s": metrics["examples_per_s"]},

@@ -52,6 +52,32 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
     }
 
 
+# A model that gives one class to this share of a split's posts, or more, while their true classes vary,
+# has learnt the class balance, not the posts: its scores cannot be trusted (the posts of the split
+# would have to be 98 % one class for that to be right). Fewer than COLLAPSE_MIN_POSTS say too little.
+COLLAPSE_SHARE = 0.98
+COLLAPSE_MIN_POSTS = 20
+
+
+def collapsed(metrics: dict, posts: str = "posts") -> str | None:
+    """What a split's classification_metrics show of a model that gives (nearly) every post one class, as a
+    phrase ("gives neutral to 120 of the 120 validation posts ..."; `posts` names them); None where it
+    does not."""
+    cm = np.asarray(metrics["confusion_matrix"]["rows_true_columns_predicted"])
+    n = int(cm.sum())
+    if n < COLLAPSE_MIN_POSTS:
+        return None
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    top = int(predicted.argmax())
+    if predicted[top] < COLLAPSE_SHARE * n or support.max() >= COLLAPSE_SHARE * n:
+        return None
+    name = metrics["confusion_matrix"]["labels"][top]
+    return (
+        f"gives {name} to {int(predicted[top])} of the {n} {posts}, {int(support[top])} of which are {name} "
+        f"(macro-recall {metrics['macro_recall']:.3f}, what one class for all gives)"
+    )
+
+
 def bootstrap_intervals(
     y_true: np.ndarray,
     y_pred: np.ndarray,

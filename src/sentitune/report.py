@@ -88,6 +88,7 @@ def run_report(
     history = [json.loads(line) for line in (folder / HISTORY).read_text().splitlines()]
     split = "test" if "test" in metrics else "val"
     notes = [] if split == "test" else ["no test split: the results below are on the validation split"]
+    notes += [f"Warning: {w}." for w in metrics.get("warnings", [])]
     shown = run_config["data"].get(split)
     job_dir = run_config["train"]["job_dir"]
     report = ReportInput(

@@ -36,6 +36,7 @@ from sentitune.metrics import (
     bootstrap_intervals,
     calibration_bins,
     classification_metrics,
+    collapsed,
     cross_fitted_temperature,
     log_metrics,
     nll,
@@ -160,6 +161,8 @@ def _train(
     )
     if cfg.calibration == "temperature" and "val" in scored and not cfg.dry_run:
         metrics["calibration"] = calibrate(model, splits, scored, metrics, cfg.seed)
+    if not cfg.dry_run:
+        warn_if_collapsed(metrics)
     metrics["training"] = {**fitted.stats, "tokenize_s": round(tokenize_s, 2)}
     metrics["normalization"] = {**classifier.normalization.to_config(), "posts_with_unknown_tokens": unknown}
     if cfg.baseline and not cfg.dry_run and d.is_main:
@@ -865,6 +868,20 @@ def evaluate_splits(
         metrics["train"] = validate(model, sample, splits["train"].labels[rows], cfg, device, precision, d)
         metrics["train"]["note"] = f"a seeded sample of {len(rows)} of the {n} training examples"
     return metrics, scored
+
+
+def warn_if_collapsed(metrics: dict) -> None:
+    """A loud warning, kept in metrics.json and the model card, where the final model gives nearly every
+    validation or test post one class (metrics.collapsed)."""
+    for name, shown in (("val", "validation"), ("test", "test")):
+        found = collapsed(metrics[name], f"{shown} posts") if name in metrics else None
+        if found:
+            message = (
+                f"the model {found}: it learnt the class balance, not the posts; train longer (--epochs, "
+                "--min-steps, --max-steps) or with a lower --learning-rate"
+            )
+            log.warning(message)
+            metrics.setdefault("warnings", []).append(message)
 
 
 def calibrate(model, splits: dict, scored: dict, metrics: dict, seed: int) -> dict:
