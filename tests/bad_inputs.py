@@ -168,7 +168,7 @@ def prepare_cases() -> Iterator[Case]:
     yield Case(
         "prepare-binary-garbage",
         ["prepare", "{tmp}/posts.csv", *out],
-        "{tmp}/posts.csv is not a text file (it holds NUL bytes); pass a UTF-8 CSV, TSV or JSONL file, or Parquet",
+        "{tmp}/posts.csv is not a text file (it holds NUL bytes); pass a UTF-8 or UTF-16 (with its byte-order mark) CSV, TSV or JSONL file, or Parquet",
         {"posts.csv": text(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")},
     )
     yield Case(

@@ -569,3 +569,45 @@ def test_python_api_returns_the_report(tmp_path, corpus):
     assert result.report == json.loads((tmp_path / "out" / "prepare_report.json").read_text())
     assert sum(sum(c.values()) for c in result.report["class_counts"].values()) == len(corpus)
     assert clean(read_splits(tmp_path / "out")["text"]).is_unique
+
+
+@pytest.mark.parametrize(
+    "name, separator, encoding",
+    [
+        ("semicolons.csv", ";", "utf-8"),  # spreadsheets where the decimal mark is a comma
+        ("excel-utf8.csv", ";", "utf-8-sig"),  # the same, saved as "CSV UTF-8" (a byte-order mark)
+        ("pipes.csv", "|", "utf-8"),
+        ("unicode-text.txt", "\t", "utf-16"),  # Excel's "Unicode text": UTF-16 LE with its mark, tabs
+        ("big-endian.csv", ",", "utf-16-be-bom"),
+    ],
+)
+def test_files_as_spreadsheets_and_other_tools_write_them_read_as_the_plain_csv(
+    tmp_path, capsys, corpus, name, separator, encoding
+):
+    frame = walkthrough_frame(corpus)
+    frame.loc[0, "bodyText"] = 'commas, semicolons; pipes | and "quotes" in one post'
+    plain = run_prepare(capsys, write(frame, tmp_path / "plain.csv"), "--output-dir", tmp_path / "a")
+    text = frame.to_csv(index=False, sep=separator)
+    data = ("\ufeff" + text).encode("utf-16-be") if encoding == "utf-16-be-bom" else text.encode(encoding)
+    (tmp_path / name).write_bytes(data)
+    report = run_prepare(capsys, tmp_path / name, "--output-dir", tmp_path / "b")
+    assert report["rows_read"] == plain["rows_read"] == len(frame)
+    assert report["rows_decoded_as_latin1"] == 0
+    pd.testing.assert_frame_equal(read_splits(tmp_path / "b"), read_splits(tmp_path / "a"))
+
+
+def write(frame: pd.DataFrame, path) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_a_comma_file_whose_posts_hold_semicolons_stays_a_comma_file(tmp_path, capsys, corpus):
+    frame = walkthrough_frame(corpus)
+    frame["bodyText"] = frame["bodyText"] + "; and; more; of; this;"
+    frame = frame.rename(columns={"bodyText": "text; of the post, as written"})  # quoted: ';' inside
+    report = run_prepare(
+        capsys, write(frame, tmp_path / "posts.csv"), "--text-column", "text; of the post, as written",
+        "--output-dir", tmp_path / "out",
+    )  # fmt: skip
+    assert report["rows_read"] == len(frame)
+    assert read_splits(tmp_path / "out")["text"].str.endswith("; and; more; of; this;").all()

@@ -7,6 +7,7 @@ that are not valid UTF-8 are decoded as latin-1 and counted, so mixed-encoding f
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -82,6 +83,54 @@ class _Utf8OrLatin1(io.RawIOBase):
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+SEPARATORS = ",;\t|"  # what a CSV's header line may put between column names; a comma where none shows
+
+
+class _Utf16AsUtf8(io.RawIOBase):
+    """A UTF-16 byte stream that starts with its byte-order mark (Excel's "Unicode text", Windows tools) as
+    UTF-8 bytes."""
+
+    def __init__(self, raw):
+        self._text = io.TextIOWrapper(raw, encoding="utf-16", newline="")
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = self._text.read(1 << 16)
+            if not chunk:
+                return 0
+            self._pending = chunk.encode("utf-8")
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def csv_separator(head: bytes) -> str:
+    """The separator a CSV's header line uses: of `SEPARATORS`, the one it holds most often outside quotes
+    (a comma on a tie or where it holds none: a one-column file), as spreadsheets in locales whose decimal
+    mark is a comma write ';'."""
+    line = decoded(head.split(b"\n", 1)[0])[0].removeprefix("\ufeff")
+    counts, quoted = dict.fromkeys(SEPARATORS, 0), False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(SEPARATORS, key=lambda c: (counts[c], c == ","))
+    return best if counts[best] else ","
+
+
+@functools.cache
+def _say_separator(path: str, sep: str) -> None:
+    """Said once per file, however often a command reads it."""
+    logging.getLogger("sentitune").info("%s: columns separated by %r", path, sep)
 
 
 def _jsonl_frames(text, chunk_rows: int, path: str, stats: InputStats) -> Iterator[pd.DataFrame]:
@@ -163,9 +212,16 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
     stats = stats or InputStats(path)
     handle = open_input(path, "rb", compression=None if fmt == "parquet" else "infer")
     try:
+        sep = "\t" if fmt == "tsv" else ","
         if fmt != "parquet":
             handle = io.BufferedReader(handle) if not hasattr(handle, "peek") else handle
+            if handle.peek(2)[:2] in UTF16_BOMS:
+                handle = io.BufferedReader(_Utf16AsUtf8(handle))
             check_text(handle.peek(4096)[:4096], path)
+            if fmt == "csv":
+                sep = csv_separator(handle.peek(4096)[:4096])
+                if sep != ",":
+                    _say_separator(path, sep)
         if fmt == "parquet":
             parquet = pq.ParquetFile(handle)
             for batch in parquet.iter_batches(batch_size=chunk_rows):
@@ -180,7 +236,7 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
         else:
             reader = pd.read_csv(
                 text,
-                sep="\t" if fmt == "tsv" else ",",
+                sep=sep,
                 dtype="string",
                 chunksize=chunk_rows,
                 keep_default_na=False,
@@ -213,12 +269,14 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
 
 
 def check_text(head: bytes, path: str) -> None:
-    """Refuse an empty file, and a binary one (a NUL byte in its first 4 KB; UTF-16 text has them too)."""
+    """Refuse an empty file, and a binary one (a NUL byte in its first 4 KB; UTF-16 text without its
+    byte-order mark has them too)."""
     if not head:
         raise SentituneError(f"{path} is empty: no header and no rows")
     if b"\x00" in head:
         raise SentituneError(
-            f"{path} is not a text file (it holds NUL bytes); pass a UTF-8 CSV, TSV or JSONL file, or Parquet"
+            f"{path} is not a text file (it holds NUL bytes); pass a UTF-8 or UTF-16 (with its byte-order "
+            "mark) CSV, TSV or JSONL file, or Parquet"
         )
 
 
