@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
@@ -30,6 +33,32 @@ def test_tokenize_matches_the_tokenizer_and_truncates(tokenizer, corpus):
         assert tokens.ids[tokens.offsets[i] : tokens.offsets[i + 1]].tolist() == expected[i]
     longest = tokens.ids[tokens.offsets[int(tokens.lengths.argmax())] :][:24]
     assert longest[0] == tokenizer.cls_token_id and longest[-1] == tokenizer.sep_token_id
+
+
+ODD_POSTS = ["", "   ", "😂😂😂 🔥", "مرحبا كيف حالك اليوم؟", "שלום עולם", "alpha " + "word " * 3000 + "omega", "x" * 20000,
+             "[CLS] [SEP] [PAD] [UNK]:)", "\n\n", "tab\tinside", "e\u0301 combining", "\u200b zero width"]  # fmt: skip
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_tokenize_gives_the_ids_of_the_tokenizers_own_call_on_any_post(tokenizer, corpus, side):
+    """tokenize reads the Rust tokenizer directly; transformers' own call (truncation=True, max_length)
+    is the reference, on real posts, empty, emoji, right-to-left scripts, 15,000-word posts, special
+    tokens' text, and both truncation sides; the tokenizer's own settings are left as they were."""
+    with Path(__file__).with_name("parity_posts.jsonl").open(encoding="utf-8", newline="\n") as f:
+        parity = [json.loads(line)["text"] for line in f]  # the parity check's posts: every kind of odd
+    texts = [*corpus["text"], *ODD_POSTS, *parity]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer.name_or_path, truncation_side=side)
+    for max_length in (2, 8, 64, 512):
+        before = tokenizer.backend_tokenizer.truncation  # transformers' own call below changes it
+        tokens = tokenize(tokenizer, texts, max_length=max_length)
+        assert tokenizer.backend_tokenizer.truncation == before
+        expected = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        got = [tokens.ids[tokens.offsets[i] : tokens.offsets[i + 1]].tolist() for i in range(len(texts))]
+        assert got == expected
+    long = expected[texts.index("alpha " + "word " * 3000 + "omega")]
+    kept = long[-2] if side == "left" else long[1]  # [CLS] ... [SEP]: the end of the post or its start
+    assert kept == tokenizer.convert_tokens_to_ids("omega" if side == "left" else "alpha")
+    assert tokenize(tokenizer, [], max_length=8).ids.size == 0
 
 
 def test_batch_pads_to_the_longest_row_of_the_batch(tokens, tokenizer):

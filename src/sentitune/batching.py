@@ -65,26 +65,48 @@ class TokenizedTexts:
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> TokenizedTexts:
-    """Tokenise with the fast tokenizer in chunks (special tokens added, truncated, unpadded)."""
+    """Tokenise with the fast tokenizer in chunks (special tokens added, truncated, unpadded): the ids its
+    own call with `truncation=True, max_length=max_length` gives, read from its Rust tokenizer directly
+    (`cutting`), without the offsets and Python objects that call builds for every post."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("sentitune needs a fast (Rust) tokenizer; the model folder has only a slow one")
+    cut = cutting(tokenizer, max_length)
+    encode = getattr(cut, "encode_batch_fast", None) or cut.encode_batch  # tokenizers < 0.21: with offsets
     parts, lengths = [], []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
-        enc = tokenizer(
-            list(texts[start : start + TOKENIZE_CHUNK]),
-            truncation=True,
-            max_length=max_length,
-            add_special_tokens=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        for row in enc["input_ids"]:
-            parts.append(np.asarray(row, dtype=np.int32))
+        for encoding in encode(list(texts[start : start + TOKENIZE_CHUNK]), add_special_tokens=True):
+            row = np.asarray(encoding.ids, dtype=np.int32)
+            parts.append(row)
             lengths.append(len(row))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     ids = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     return TokenizedTexts(ids, offsets, int(tokenizer.pad_token_id or 0))
+
+
+_CUTTERS: dict[tuple[int, int], tuple[object, object]] = {}
+_CUTTERS_KEPT = 16
+
+
+def cutting(tokenizer, max_length: int):
+    """A copy of `tokenizer`'s Rust tokenizer set as transformers sets it for a call with `truncation=True,
+    max_length=max_length` and no padding (longest-first, no stride, the tokenizer's truncation side): the
+    tokenizer itself is never changed, so threads tokenising at once never see another's settings. Kept per
+    tokenizer and length (the source held too, so its id cannot be reused while kept)."""
+    source = tokenizer.backend_tokenizer
+    key = (id(source), max_length)
+    found = _CUTTERS.get(key)
+    if found is None or found[0] is not source:
+        from tokenizers import Tokenizer
+
+        cut = Tokenizer.from_str(source.to_str())
+        side = getattr(tokenizer, "truncation_side", "right")
+        cut.enable_truncation(max_length, stride=0, strategy="longest_first", direction=side)
+        cut.no_padding()
+        while len(_CUTTERS) >= _CUTTERS_KEPT:
+            _CUTTERS.pop(next(iter(_CUTTERS)))
+        found = _CUTTERS[key] = (source, cut)
+    return found[1]
 
 
 def length_bucketed_batches(
