@@ -43,7 +43,8 @@ from sentitune.train import train
 
 SHARED = Path(os.environ.get("SENTITUNE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA_DIR = SHARED / "data" / "tweets"
-STRATEGIES = ("margin", "random")
+STRATEGIES = ("margin", "random")  # the default arms; --strategies picks others (select's, and random)
+NAMES = {"random": "random choice"}
 
 
 def main() -> None:
@@ -65,6 +66,12 @@ def main() -> None:
         help="torch threads (1: steady beside other work on a shared machine)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="arms, comma-separated: select's strategies and random (default margin,random); --summarise "
+        "joins runs of one seed that ran different arms",
+    )
     ap.add_argument(
         "--json", help="also write the JSON here, after every round (a cut-off run keeps its rounds)"
     )
@@ -101,8 +108,9 @@ def main() -> None:
     calibration = val.iloc[: args.calibration_posts]
     scored = val.iloc[args.calibration_posts : args.calibration_posts + args.scored_posts]
     start = pool.sample(n=args.start, random_state=args.seed + 1)[["text", "label"]]
-    labelled = {strategy: start.copy() for strategy in STRATEGIES}
-    curves = {strategy: [] for strategy in STRATEGIES}
+    arms = tuple(args.strategies.split(","))
+    labelled = {strategy: start.copy() for strategy in arms}
+    curves = {strategy: [] for strategy in arms}
     report = {
         "benchmark": "active_learning",
         "date": datetime.date.today().isoformat(),
@@ -122,12 +130,12 @@ def main() -> None:
         pool[["text"]].to_csv(work / "pool.csv", index=False)
         calibration.to_csv(work / "calibration.csv", index=False)
         for round_ in range(args.rounds + 1):
-            for strategy in STRATEGIES:
+            for strategy in arms:
                 folder = work / strategy / f"round-{round_}"
-                if round_ == 0 and strategy != STRATEGIES[0]:  # the same start: one run serves both
-                    folder = work / STRATEGIES[0] / "round-0"
+                if round_ == 0 and strategy != arms[0]:  # the same start: one run serves both
+                    folder = work / arms[0] / "round-0"
                     curves[strategy].append(
-                        {k: v for k, v in curves[STRATEGIES[0]][0].items() if "select" not in k}
+                        {k: v for k, v in curves[arms[0]][0].items() if "select" not in k}
                     )
                 else:
                     folder.mkdir(parents=True, exist_ok=True)
@@ -200,22 +208,51 @@ def train_and_score(folder: Path, work: Path, scored: pd.DataFrame, args) -> dic
 
 
 def target(curves: dict) -> dict:
-    """Does select reach random choice's last macro-recall with at most half its labels?"""
+    """Does each of select's strategies reach random choice's last macro-recall with at most half its
+    labels? (The margin arm's fields stay at the top level, as earlier results files have them.)"""
     last = curves["random"][-1]
-    reached = next((p["labels"] for p in curves["margin"] if p["macro_recall"] >= last["macro_recall"]), None)
+    found = {}
+    for strategy in (s for s in curves if s != "random"):
+        reached = next(
+            (p["labels"] for p in curves[strategy] if p["macro_recall"] >= last["macro_recall"]), None
+        )
+        found[strategy] = {
+            "select_labels_to_reach_it": reached,
+            "met": reached is not None and reached <= last["labels"] / 2,
+        }
     return {
         "random_final_labels": last["labels"],
         "random_final_macro_recall": last["macro_recall"],
-        "select_labels_to_reach_it": reached,
-        "met": reached is not None and reached <= last["labels"] / 2,
+        **found.get("margin", {}),
+        "per_strategy": found,
     }
+
+
+def joined_by_seed(runs: list[dict]) -> list[dict]:
+    """Runs of one seed that ran different arms (--strategies) as one run with all their curves; their
+    shared start round must agree."""
+    by_seed: dict[int, dict] = {}
+    for run in runs:
+        seed = run["settings"]["seed"]
+        if seed not in by_seed:
+            by_seed[seed] = {**run, "curves": dict(run["curves"])}
+            continue
+        kept = by_seed[seed]
+        for strategy, points in run["curves"].items():
+            kept["curves"].setdefault(strategy, points)
+        starts = {round(c[0]["macro_recall"], 4) for c in kept["curves"].values() if c}
+        if len(starts) > 1:
+            print(f"seed {seed}: the start rounds differ between runs ({sorted(starts)})", file=sys.stderr)
+    return list(by_seed.values())
 
 
 def summarise(paths: list[str]) -> dict:
     """The mean macro-recall per round over several runs (seeds) of the same settings, and the target on
     the means: one seed's gap is within the scored tweets' noise, the mean of several less so."""
-    runs = [json.loads(Path(p).read_text()) for p in paths]
-    rounds = min(len(r["curves"][s]) for r in runs for s in STRATEGIES)
+    files = [json.loads(Path(p).read_text()) for p in paths]
+    runs = joined_by_seed(files)
+    arms = [s for s in runs[0]["curves"] if all(s in r["curves"] for r in runs)]
+    rounds = min(len(r["curves"][s]) for r in runs for s in arms)
     mean = {
         strategy: [
             {
@@ -227,7 +264,7 @@ def summarise(paths: list[str]) -> dict:
             }
             for i in range(rounds)
         ]
-        for strategy in STRATEGIES
+        for strategy in arms
     }
     return {
         "benchmark": "active_learning_summary",
@@ -239,7 +276,7 @@ def summarise(paths: list[str]) -> dict:
                 "date": r["date"],
                 "machine": r["machine"]["cpu"],
             }
-            for p, r in zip(paths, runs, strict=True)
+            for p, r in zip(paths, files, strict=True)
         ],  # fmt: skip
         "settings": {
             k: v for k, v in runs[0]["settings"].items() if k not in ("seed", "json", "png", "work")
@@ -250,7 +287,7 @@ def summarise(paths: list[str]) -> dict:
         "selected_gold_per_seed": [  # the gold labels of all the posts each strategy picked
             {
                 s: dict(sum((Counter(p.get("selected_gold") or {}) for p in r["curves"][s]), Counter()))
-                for s in STRATEGIES
+                for s in arms
             }
             for r in runs
         ],  # fmt: skip
@@ -265,7 +302,7 @@ def draw(curves: dict, path: str, title: str = "Labelling loop, simulated") -> N
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for strategy, points in curves.items():
-        name = "sentitune select (margin)" if strategy == "margin" else "random choice"
+        name = NAMES.get(strategy, f"sentitune select ({strategy})")
         ax.plot([p["labels"] for p in points], [p["macro_recall"] for p in points], marker="o", label=name)
     ax.set_xlabel("labelled posts")
     ax.set_ylabel("macro-recall, TweetEval validation tweets")

@@ -158,8 +158,30 @@ def test_the_labelling_loop_summary_reads_the_target_on_the_mean_of_the_seeds(tm
     summary = json.loads(out.stdout)
     assert [p["macro_recall"] for p in summary["mean_curves"]["margin"]] == [0.5, 0.65, 0.68, 0.7]
     assert summary["target_on_means"] == {"random_final_labels": 800, "random_final_macro_recall": 0.63,
-                                          "select_labels_to_reach_it": 400, "met": True}  # fmt: skip
+                                          "select_labels_to_reach_it": 400, "met": True,
+                                          "per_strategy": {"margin": {"select_labels_to_reach_it": 400,
+                                                                      "met": True}}}  # fmt: skip
     assert [t["met"] for t in summary["target_per_seed"]] == [False, True]
+
+    # another arm, run later on its own (--strategies) for each seed, joins its seed's curves
+    for seed, recalls in ((0, [0.5, 0.52, 0.58, 0.66]), (1, [0.5, 0.56, 0.62, 0.64])):
+        curves = {
+            "representative": [{"labels": 200 * (i + 1), "macro_recall": r} for i, r in enumerate(recalls)]
+        }
+        path = tmp_path / f"representative{seed}.json"
+        path.write_text(json.dumps({"settings": {"seed": seed, "pool_size": 3000}, "commit": "e", "date": "d",
+                                    "machine": {"cpu": "x"}, "curves": curves}))  # fmt: skip
+        paths.append(str(path))
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "active_learning.py"), "--summarise", *paths],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    summary = json.loads(out.stdout)
+    assert set(summary["mean_curves"]) == {"margin", "random", "representative"}
+    assert [p["macro_recall"] for p in summary["mean_curves"]["representative"]] == [0.5, 0.54, 0.6, 0.65]
+    assert summary["target_on_means"]["per_strategy"]["representative"] == {
+        "select_labels_to_reach_it": 800, "met": False}  # fmt: skip
+    assert [r["commit"] for r in summary["runs"]] == ["c", "c", "e", "e"]
 
 
 def test_the_serving_summary_takes_medians_per_server_backend_and_posts_per_request(tmp_path):
