@@ -164,7 +164,8 @@ def main() -> None:
                     more = pd.DataFrame({"text": picked["text"], "label": picked["text"].map(gold)})
                     labelled[strategy] = pd.concat([labelled[strategy], more], ignore_index=True)
                 print(f"{strategy} round {round_}: {json.dumps(point)}", file=sys.stderr, flush=True)
-            report["target"] = target(curves)
+            if "random" in curves:  # else read by --summarise, joined with a seed's random arm
+                report["target"] = target(curves)
             if args.json:
                 Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
             if args.png:

@@ -316,26 +316,3 @@ def test_a_hand_written_labelled_csv_prepares_as_before_with_no_rounds(tweets, t
     rows = read_splits(tmp_path / "data").set_index("text")["label"]
     assert rows.to_dict() == dict(zip(written["text"], written["label"], strict=True))
     assert "model_label" not in rows.index.names and report["label_sources"]["human"] == 80
-
-
-def test_representative_picks_typical_posts_of_the_uncertain_half_of_each_class(trained_run, pool, tmp_path):
-    path, _ = pool
-    texts = pd.read_csv(path)["text"].tolist()
-    probs = Predictor(str(trained_run)).probabilities(texts)
-    score = dict(zip(texts, uncertainty(probs, "margin"), strict=True))
-    predicted = dict(zip(texts, probs.argmax(axis=1), strict=True))
-    picked = {}
-    for strategy, seed in (("representative", 1), ("representative", 1), ("margin", 1)):
-        out = tmp_path / f"{strategy}-{len(picked)}"
-        config = SelectConfig(
-            str(trained_run), [str(path)], 20, strategy=strategy, seed=seed, output_dir=str(out)
-        )
-        select(config)
-        picked[strategy, len(picked)] = pd.read_csv(out / "selected.csv")["text"].tolist()
-    chosen = picked["representative", 0]
-    assert chosen == picked["representative", 1]  # seeded
-    assert len(set(chosen)) == 20 and chosen != picked["margin", 2]
-    for text in chosen:  # each from the more uncertain half of the posts given its predicted class
-        mine = [score[t] for t in texts if predicted[t] == predicted[text]]
-        assert score[text] >= np.quantile(mine, 0.5) - 1e-3  # scores of another batching differ in bf16
-    assert np.mean([score[t] for t in chosen]) <= np.mean([score[t] for t in picked["margin", 2]])

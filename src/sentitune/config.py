@@ -34,7 +34,7 @@ BACKENDS = ("torch", "onnx", "onnx-int8")  # the run's PyTorch model or its `sen
 CLASS_WEIGHTS = ("none", "auto")
 CONFLICTS = ("later", "drop")  # prepare: which label a post labelled twice keeps
 SELECT_FORMATS = ("csv", "label-studio")
-SELECT_STRATEGIES = ("margin", "entropy", "representative", "random")
+SELECT_STRATEGIES = ("margin", "entropy", "random")
 POOLINGS = ("auto", "cls", "mean")
 EXPORT_FORMATS = ("onnx",)
 QUANTIZE = ("int8",)
@@ -947,8 +947,7 @@ class SelectConfig:
         "margin",
         "margin: smallest gap between the two likeliest classes first; entropy: most spread scores first; "
         "both keep the picks diverse (clusters of the model's post embeddings) and spread over the predicted "
-        "classes; representative: the more uncertain half of each predicted class (by margin), clustered, "
-        "the post nearest each cluster's centre; random: a plain random sample, to compare against",
+        "classes; random: a plain random sample, to compare against",
         choices=SELECT_STRATEGIES,
         group=DATA,
     )

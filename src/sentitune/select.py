@@ -7,9 +7,6 @@ classes (an equal share each, what a class cannot fill going to the others); wit
 CANDIDATES_PER_PICK x share most uncertain posts (margin: smallest gap between the two likeliest classes;
 entropy: the most spread scores) are clustered on the run's own post embeddings (what its classifier
 reads), and each cluster gives its most uncertain post, so the picks are not variations of one post.
-`representative` clusters the more uncertain half of each class (at least as many as margin would) and
-takes the post nearest each cluster's centre: uncertain, but typical, rather than the extreme tail of a
-large pool, where the posts people themselves disagree on gather.
 `random` is a plain seeded sample, the baseline the others are measured against
 (benchmarks/active_learning.py).
 
@@ -250,17 +247,14 @@ def choose(
     rng = np.random.default_rng(seed)
     if strategy == "random":
         return rng.choice(len(texts), size=n, replace=False)
-    score = uncertainty(probs, "margin" if strategy == "representative" else strategy)
+    score = uncertainty(probs, strategy)
     predicted = probs.argmax(axis=1)
     quotas = class_quotas(np.bincount(predicted, minlength=probs.shape[1]), n)
     candidates = {}
     for c, quota in enumerate(quotas):
         if quota:
             mine = np.flatnonzero(predicted == c)
-            keep = CANDIDATES_PER_PICK * quota
-            if strategy == "representative":  # the uncertain half of a large pool, not its extreme
-                keep = max(keep, -(-len(mine) // 2))
-            candidates[c] = mine[np.argsort(-score[mine], kind="stable")[:keep]]
+            candidates[c] = mine[np.argsort(-score[mine], kind="stable")[: CANDIDATES_PER_PICK * quota]]
     wanted = np.concatenate(list(candidates.values()))
     features = dict(zip(wanted.tolist(), embeddings(predictor, [texts[i] for i in wanted]), strict=True))
     chosen = []
@@ -268,17 +262,10 @@ def choose(
         if len(rows) <= quotas[c]:
             chosen.extend(rows.tolist())
             continue
-        points = np.stack([features[i] for i in rows.tolist()])
-        groups = kmeans(points, quotas[c], rng)
+        groups = kmeans(np.stack([features[i] for i in rows.tolist()]), quotas[c], rng)
         for g in range(quotas[c]):
-            inside = groups == g
-            members = rows[inside]
-            if not len(members):
-                continue
-            if strategy == "representative":  # the post nearest the centre: typical of its cluster
-                centre = points[inside].mean(axis=0)
-                chosen.append(int(members[np.argmin(((points[inside] - centre) ** 2).sum(axis=1))]))
-            else:
+            members = rows[groups == g]
+            if len(members):
                 chosen.append(int(members[np.argmax(score[members])]))
     if len(chosen) < n:  # empty clusters: the most uncertain candidates not yet chosen fill in
         rest = np.setdiff1d(wanted, chosen)
