@@ -69,8 +69,8 @@ def main() -> None:
     ap.add_argument(
         "--strategies",
         default=",".join(STRATEGIES),
-        help="arms, comma-separated: select's strategies and random (default margin,random); --summarise "
-        "joins runs of one seed that ran different arms",
+        help="arms, comma-separated: select's strategies (STRATEGY/pool: with --class-shares pool) and random "
+        "(default margin,random); --summarise joins runs of one seed that ran different arms",
     )
     ap.add_argument(
         "--json", help="also write the JSON here, after every round (a cut-off run keeps its rounds)"
@@ -151,7 +151,8 @@ def main() -> None:
                             pool=[str(work / "pool.csv")],
                             n=args.step,
                             labelled=[str(folder / "labelled.csv")],
-                            strategy=strategy,
+                            strategy=strategy.split("/")[0],  # "margin/pool": --class-shares pool
+                            class_shares=strategy.split("/")[1] if "/" in strategy else "equal",
                             seed=args.seed + round_,
                             output_dir=str(out),
                             overwrite=True,

@@ -162,7 +162,7 @@ def one_class_run(run: Path, name: str = "neutral") -> Path:
     weights = load_file(path)
     (bias,) = [k for k in weights if k.endswith("classifier.bias")]
     weights[bias] = weights[bias].copy()
-    weights[bias][LABELS.index(name)] += 100.0
+    weights[bias][LABELS.index(name)] += 1e6
     save_file(weights, path, metadata={"format": "pt"})
     return run
 

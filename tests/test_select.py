@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from helpers import cli, cli_error, read_splits, train_tiny
 
-from sentitune import __version__
+from sentitune import LABELS, __version__
 from sentitune.config import SelectConfig
 from sentitune.scoring import Predictor
-from sentitune.select import class_quotas, kmeans, select, uncertainty
+from sentitune.select import class_quotas, kmeans, pool_quotas, select, uncertainty
 
 
 @pytest.fixture()
@@ -316,3 +316,18 @@ def test_a_hand_written_labelled_csv_prepares_as_before_with_no_rounds(tweets, t
     rows = read_splits(tmp_path / "data").set_index("text")["label"]
     assert rows.to_dict() == dict(zip(written["text"], written["label"], strict=True))
     assert "model_label" not in rows.index.names and report["label_sources"]["human"] == 80
+
+
+def test_pool_shares_follow_how_often_the_run_predicts_each_class(trained_run, pool, tmp_path):
+    assert pool_quotas(np.array([1000, 15000, 4000]), 200) == [10, 150, 40]
+    assert pool_quotas(np.array([5, 100, 0]), 10) == [1, 9, 0]  # a class predicted at all gets one
+    assert pool_quotas(np.array([3000, 0, 0]), 200) == [200, 0, 0]
+    assert sum(pool_quotas(np.array([7, 11, 13]), 31)) == 31
+    path, _ = pool
+    out = tmp_path / "pool"
+    select(SelectConfig(str(trained_run), [str(path)], 30, class_shares="pool", output_dir=str(out)))
+    summary = json.loads((out / "selection.json").read_text())
+    probs = Predictor(str(trained_run)).probabilities(pd.read_csv(path)["text"].tolist())
+    expected = pool_quotas(np.bincount(probs.argmax(axis=1), minlength=3), 30)
+    got = [summary["selected_by_predicted_class"][name] for name in LABELS]
+    assert sum(got) == 30 and np.abs(np.array(got) - expected).max() <= 1  # bf16 scores of other batches

@@ -951,6 +951,13 @@ class SelectConfig:
         choices=SELECT_STRATEGIES,
         group=DATA,
     )
+    class_shares: str = opt(
+        "equal",
+        "how the picks are shared among the predicted classes: equal (a rare class gets as many as the "
+        "others), or pool (in proportion to how often the run predicts each class in the pool)",
+        choices=("equal", "pool"),
+        group=DATA,
+    )
     seed: int = opt(
         42, "seed of the clustering and of --strategy random", group=DATA, within="[0, 4294967295]"
     )

@@ -97,7 +97,9 @@ def select(cfg: SelectConfig) -> SelectResult:
         )
         texts = pool["text"].tolist()
         probs = predictor.probabilities(texts)
-        chosen = choose(predictor, texts, probs, min(cfg.n, len(pool)), cfg.strategy, cfg.seed)
+        chosen = choose(
+            predictor, texts, probs, min(cfg.n, len(pool)), cfg.strategy, cfg.seed, cfg.class_shares
+        )
         labels = list(predictor.labels)
         picked = [texts[i] for i in chosen]
         carried = run_figures(str(cfg.run_dir))
@@ -241,7 +243,13 @@ def uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
 
 
 def choose(
-    predictor: Predictor, texts: list[str], probs: np.ndarray, n: int, strategy: str, seed: int
+    predictor: Predictor,
+    texts: list[str],
+    probs: np.ndarray,
+    n: int,
+    strategy: str,
+    seed: int,
+    class_shares: str = "equal",
 ) -> np.ndarray:
     """Row numbers of the `n` posts to label, most uncertain first (random: in sampled order)."""
     rng = np.random.default_rng(seed)
@@ -249,7 +257,8 @@ def choose(
         return rng.choice(len(texts), size=n, replace=False)
     score = uncertainty(probs, strategy)
     predicted = probs.argmax(axis=1)
-    quotas = class_quotas(np.bincount(predicted, minlength=probs.shape[1]), n)
+    available = np.bincount(predicted, minlength=probs.shape[1])
+    quotas = class_quotas(available, n) if class_shares == "equal" else pool_quotas(available, n)
     candidates = {}
     for c, quota in enumerate(quotas):
         if quota:
@@ -272,6 +281,21 @@ def choose(
         chosen.extend(rest[np.argsort(-score[rest], kind="stable")][: n - len(chosen)].tolist())
     chosen = np.asarray(chosen)
     return chosen[np.argsort(-score[chosen], kind="stable")]
+
+
+def pool_quotas(available: np.ndarray, n: int) -> list[int]:
+    """`n` shared in proportion to `available` (largest remainders), at least one for a class that has any."""
+    exact = available / max(available.sum(), 1) * n
+    quotas = np.minimum(np.floor(exact).astype(int), available)
+    quotas[(quotas == 0) & (available > 0) & (n >= (available > 0).sum())] = 1
+    for c in np.argsort(-(exact - np.floor(exact)), kind="stable"):
+        if quotas.sum() >= n:
+            break
+        if quotas[c] < available[c]:
+            quotas[c] += 1
+    while quotas.sum() > n:  # the ones given to empty-handed classes, taken back from the largest
+        quotas[int(np.argmax(quotas))] -= 1
+    return quotas.tolist()
 
 
 def class_quotas(available: np.ndarray, n: int) -> list[int]:
