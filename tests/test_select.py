@@ -327,6 +327,7 @@ def test_pool_shares_follow_how_often_the_run_predicts_each_class(trained_run, p
     out = tmp_path / "pool"
     select(SelectConfig(str(trained_run), [str(path)], 30, class_shares="pool", output_dir=str(out)))
     summary = json.loads((out / "selection.json").read_text())
+    assert summary["class_shares"] == "pool"
     probs = Predictor(str(trained_run)).probabilities(pd.read_csv(path)["text"].tolist())
     expected = pool_quotas(np.bincount(probs.argmax(axis=1), minlength=3), 30)
     got = [summary["selected_by_predicted_class"][name] for name in LABELS]

@@ -125,6 +125,7 @@ def select(cfg: SelectConfig) -> SelectResult:
             "sentitune_version": __version__,
             "run": str(cfg.run_dir),
             "strategy": cfg.strategy,
+            "class_shares": cfg.class_shares,
             "seed": cfg.seed,
             **counts,
             "posts_left": len(pool),
