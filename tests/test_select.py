@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -332,3 +333,17 @@ def test_pool_shares_follow_how_often_the_run_predicts_each_class(trained_run, p
     expected = pool_quotas(np.bincount(probs.argmax(axis=1), minlength=3), 30)
     got = [summary["selected_by_predicted_class"][name] for name in LABELS]
     assert sum(got) == 30 and np.abs(np.array(got) - expected).max() <= 1  # bf16 scores of other batches
+
+
+def test_a_run_that_ended_with_a_warning_repeats_it_when_it_selects(trained_run, pool, tmp_path, caplog):
+    import shutil
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    said = "the model gives neutral to 30 of the 30 validation posts, 9 of which are neutral (...)"
+    (run / "metrics.json").write_text(json.dumps({**metrics, "warnings": [said]}))
+    path, _ = pool
+    select(SelectConfig(str(run), [str(path)], 10, output_dir=str(tmp_path / "out")))
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{run} ended its training with a warning, so its picks may teach little: {said}"
+    ]

@@ -161,6 +161,10 @@ def run_figures(run_dir: str) -> dict:
     missing = [key for key, value in found.items() if value is None]
     if missing and metrics is not None:
         log.warning("%s does not record %s: left empty in the selection", run_dir, " or ".join(missing))
+    for warning in (metrics or {}).get("warnings") or []:  # e.g. a model that learnt only the class balance
+        log.warning(
+            "%s ended its training with a warning, so its picks may teach little: %s", run_dir, warning
+        )
     return found
 
 
