@@ -55,61 +55,62 @@ def as_text(text: str) -> tuple[str, str | None]:
     return line, "latin-1" if latin1 else None
 
 
-class _Utf8OrLatin1(io.RawIOBase):
+class _Reencoded(io.RawIOBase):
+    """A byte stream as UTF-8 bytes, re-encoded a piece at a time by `_next` (b"" at the end)."""
+
+    _pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            self._pending = self._next()
+            if not self._pending:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+class _Utf8OrLatin1(_Reencoded):
     """Re-encode a byte stream line by line as UTF-8: lines that are not valid UTF-8 are decoded as
     latin-1 (every byte is valid there) and counted, so mixed-encoding files read without loss."""
 
     def __init__(self, raw):
         self._raw = io.BufferedReader(raw) if not hasattr(raw, "readline") else raw
-        self._pending = b""
         self.latin1_lines = 0
         self._first = True
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
-            line = self._raw.readline()
-            if not line:
-                return 0
-            if self._first:
-                line = line.removeprefix(b"\xef\xbb\xbf")
-                self._first = False
-            text, latin1 = decoded(line)
-            self.latin1_lines += latin1
-            self._pending = text.encode("utf-8") if latin1 else line
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+    def _next(self) -> bytes:
+        line = self._raw.readline()
+        if self._first:
+            line = line.removeprefix(b"\xef\xbb\xbf")
+            self._first = False
+        if not line:
+            return b""
+        text, latin1 = decoded(line)
+        self.latin1_lines += latin1
+        return text.encode("utf-8") if latin1 else line
 
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 SEPARATORS = ",;\t|"  # what a CSV's header line may put between column names; a comma where none shows
 
 
-class _Utf16AsUtf8(io.RawIOBase):
+class _Utf16AsUtf8(_Reencoded):
     """A UTF-16 byte stream that starts with its byte-order mark (Excel's "Unicode text", Windows tools) as
     UTF-8 bytes."""
 
     def __init__(self, raw):
         self._text = io.TextIOWrapper(raw, encoding="utf-16", newline="")
-        self._pending = b""
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
-            chunk = self._text.read(1 << 16)
-            if not chunk:
-                return 0
-            self._pending = chunk.encode("utf-8")
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
+    def _next(self) -> bytes:
+        return self._text.read(1 << 16).encode("utf-8")
 
 
 def csv_separator(head: bytes) -> str:
@@ -217,9 +218,10 @@ def read_chunks(path: str, chunk_rows: int, stats: InputStats | None = None) -> 
             handle = io.BufferedReader(handle) if not hasattr(handle, "peek") else handle
             if handle.peek(2)[:2] in UTF16_BOMS:
                 handle = io.BufferedReader(_Utf16AsUtf8(handle))
-            check_text(handle.peek(4096)[:4096], path)
+            head = handle.peek(4096)[:4096]
+            check_text(head, path)
             if fmt == "csv":
-                sep = csv_separator(handle.peek(4096)[:4096])
+                sep = csv_separator(head)
                 if sep != ",":
                     _say_separator(path, sep)
         if fmt == "parquet":
