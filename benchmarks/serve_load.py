@@ -34,6 +34,7 @@ trained run for the int8 accuracy figure).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -110,6 +111,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="offline / served rounds per point")
     parser.add_argument("--ratio-seconds", type=int, default=15, help="served seconds per round")
     parser.add_argument("--ratio-clients", type=int, default=64)
+    parser.add_argument(
+        "--load-generator",
+        choices=("auto", "wrk", "locust"),
+        default="auto",
+        help="what drives the ratio rounds (auto: wrk where installed, else locust; the load table and the "
+        "soak always use locust, which checks every answer)",
+    )
     parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="load table backends ('': none)")
     parser.add_argument("--clients", default="1,8,64")
     parser.add_argument("--seconds", type=int, default=20, help="per backend and concurrency")
@@ -137,6 +145,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sentitune-load-"))
     try:
         needs_export = any(b.startswith("onnx") for b in [*backends, *ratio_backends, *soak_backends])
+        args.load_generator = load_generator(args.load_generator)
         run = prepare_run(args.run, work, args.train_steps, needs_export)
         report = run / "onnx" / "export_report.json"
         export = json.loads(report.read_text()) if report.exists() else {"models": {}}
@@ -144,6 +153,7 @@ def main() -> int:
         with open(VAL_CSV, encoding="utf-8") as f:
             posts = [row["text"].replace("\n", " ") for row in csv.DictReader(f)]
         texts.write_text("\n".join(posts) + "\n", encoding="utf-8")
+        write_wrk_bodies(work, posts, [int(n) for n in args.posts_per_request.split(",")])
         (work / "locustfile.py").write_text(LOCUSTFILE)
 
         machine = machine_info()
@@ -164,10 +174,8 @@ def main() -> int:
             "served_against_offline": {},
             "backends": {},
         }
-        for backend in ratio_backends:
-            result["served_against_offline"][backend] = served_against_offline(
-                work, run, posts, backend, args
-            )
+        if ratio_backends:
+            result["served_against_offline"] = served_against_offline(work, run, posts, ratio_backends, args)
         for backend in backends:
             with Server(run, backend, args.serve_options.split()) as server:
                 points = {}
@@ -186,56 +194,95 @@ def main() -> int:
     return 0
 
 
-def served_against_offline(work: Path, run: Path, posts: list[str], backend: str, args) -> dict:
-    """Per posts-per-request count, --rounds rounds of (offline Predictor over `posts`, then the server
-    under --ratio-clients closed-loop clients): posts/s of each and their ratio, round by round."""
+def served_against_offline(work: Path, run: Path, posts: list[str], specs: list[str], args) -> dict:
+    """Per spec (a backend, `BACKEND@VAR=VALUE ...` with environment variables set for its server and its
+    offline Predictor, e.g. `torch@SENTITUNE_PACK=0`) and posts-per-request count, --rounds rounds of (the
+    offline Predictor over `posts`, then the server under --ratio-clients closed-loop clients): posts/s of
+    each and their ratio, round by round. The specs take turns within each round, in an order reversed
+    from round to round, so that what else the machine does falls on all of them alike."""
     from sentitune.scoring import Predictor
 
-    offline_predictor = Predictor(str(run), backend=backend)
-    offline_predictor.probabilities(posts)  # first call: allocations, kernels for every shape
-    found: dict = {
-        "precision": str(offline_predictor.precision),
-        "offline": f"Predictor.probabilities over the {len(posts)} posts, passes of "
-        f"{offline_predictor.batch_size} sorted by length, twice per round",
-        "clients": args.ratio_clients,
-        "seconds": args.ratio_seconds,
-        "posts_per_request": {},
-    }
-    with Server(run, backend, args.serve_options.split()) as server:
+    measured: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        for spec in specs:
+            backend, env = parse_spec(spec)
+            with environment(env):
+                predictor = Predictor(str(run), backend=backend)
+            predictor.probabilities(posts)  # first call: allocations, kernels for every shape
+            server = stack.enter_context(Server(run, backend, args.serve_options.split(), env))
+            measured[spec] = {
+                "precision": str(predictor.precision),
+                "forward": getattr(predictor, "scorer_reason", None),
+                "environment": env,
+                "offline": f"Predictor.probabilities over the {len(posts)} posts, passes of "
+                f"{predictor.batch_size} sorted by length, twice per round",
+                "load_generator": args.load_generator,
+                "clients": args.ratio_clients,
+                "seconds": args.ratio_seconds,
+                "posts_per_request": {},
+                "_predictor": predictor,
+                "_server": server,
+            }
         for per_request in [int(n) for n in args.posts_per_request.split(",")]:
-            locust(work, server.port, args.ratio_clients, 3, posts=per_request)  # warm-up
-            rounds = []
+            for spec in specs:  # warm-up
+                drive(args, work, measured[spec]["_server"].port, args.ratio_clients, 3, posts=per_request)
+                measured[spec]["posts_per_request"][str(per_request)] = []
             for i in range(args.rounds):
-                started, cpu_started = time.perf_counter(), time.process_time()
-                offline_predictor.probabilities(posts)
-                offline_predictor.probabilities(posts)
-                offline = 2 * len(posts) / (time.perf_counter() - started)
-                offline_per_cpu_s = 2 * len(posts) / (time.process_time() - cpu_started)
-                server_cpu = server.cpu_s()
-                served = locust(work, server.port, args.ratio_clients, args.ratio_seconds, posts=per_request)
-                served_cpu = server.cpu_s() - server_cpu + served["load_generator_cpu_s"]
-                served_per_cpu_s = served["requests"] * per_request / served_cpu
-                rounds.append(
-                    {
-                        "round": i + 1,
-                        "offline_posts_per_s": round(offline, 1),
-                        "served_posts_per_s": served["tweets_per_s"],
-                        "ratio": round(served["tweets_per_s"] / offline, 3),
-                        # per CPU-second (the server's and the load generator's against the offline
-                        # process's): what serving costs beside the model, whatever else the machine runs
-                        "offline_posts_per_cpu_s": round(offline_per_cpu_s, 1),
-                        "served_posts_per_cpu_s": round(served_per_cpu_s, 1),
-                        "cpu_ratio": round(served_per_cpu_s / offline_per_cpu_s, 3),
-                        "p50_ms": served["p50_ms"],
-                        "p99_ms": served["p99_ms"],
-                        "failures": served["failures"],
-                        "load_generator_cpu_s": served["load_generator_cpu_s"],
-                    }
-                )
-                log(f"{backend}, {per_request} posts per request, round {i + 1}: {rounds[-1]}")
-            found["posts_per_request"][str(per_request)] = rounds
-        found["server_rss_mib"] = server.rss_mib()
-    return found
+                for spec in specs if i % 2 == 0 else specs[::-1]:
+                    row = one_round(work, measured[spec], posts, per_request, args)
+                    measured[spec]["posts_per_request"][str(per_request)].append({"round": i + 1, **row})
+                    log(f"{spec}, {per_request} posts per request, round {i + 1}: {row}")
+        for spec in specs:
+            measured[spec]["server_rss_mib"] = measured[spec].pop("_server").rss_mib()
+            measured[spec].pop("_predictor")
+    return measured
+
+
+def one_round(work: Path, setup: dict, posts: list[str], per_request: int, args) -> dict:
+    predictor, server = setup["_predictor"], setup["_server"]
+    started, cpu_started = time.perf_counter(), time.process_time()
+    predictor.probabilities(posts)
+    predictor.probabilities(posts)
+    offline = 2 * len(posts) / (time.perf_counter() - started)
+    offline_per_cpu_s = 2 * len(posts) / (time.process_time() - cpu_started)
+    server_cpu = server.cpu_s()
+    served = drive(args, work, server.port, args.ratio_clients, args.ratio_seconds, posts=per_request)
+    served_cpu = server.cpu_s() - server_cpu + served["load_generator_cpu_s"]
+    served_per_cpu_s = served["requests"] * per_request / served_cpu
+    return {
+        "offline_posts_per_s": round(offline, 1),
+        "served_posts_per_s": served["tweets_per_s"],
+        "ratio": round(served["tweets_per_s"] / offline, 3),
+        # per CPU-second (the server's and the load generator's against the offline process's): what
+        # serving costs beside the model, whatever else the machine runs
+        "offline_posts_per_cpu_s": round(offline_per_cpu_s, 1),
+        "served_posts_per_cpu_s": round(served_per_cpu_s, 1),
+        "cpu_ratio": round(served_per_cpu_s / offline_per_cpu_s, 3),
+        "p50_ms": served["p50_ms"],
+        "p99_ms": served["p99_ms"],
+        "failures": served["failures"],
+        "load_generator_cpu_s": served["load_generator_cpu_s"],
+    }
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    backend, _, settings = spec.partition("@")
+    env = dict(item.split("=", 1) for item in settings.split() if "=" in item)
+    return backend, env
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def summarise(paths: list[str]) -> dict:
@@ -344,8 +391,8 @@ def sentitune(*args: str) -> None:
 class Server:
     """`sentitune serve RUN --backend B` on a free localhost port, until the block ends."""
 
-    def __init__(self, run: Path, backend: str, options: list[str] | None = None):
-        self.run, self.backend, self.options = run, backend, options or []
+    def __init__(self, run: Path, backend: str, options: list[str] | None = None, env: dict | None = None):
+        self.run, self.backend, self.options, self.env = run, backend, options or [], env or {}
         self.port = free_port()
         self.log_path = run.parent / f"serve-{backend}-{self.port}.log"
 
@@ -361,8 +408,9 @@ class Server:
                 self.backend,
                 "--host",
                 "127.0.0.1",
+                *self.options,
             ],
-            env={**os.environ, "AIP_HTTP_PORT": str(self.port)},
+            env={**os.environ, **self.env, "AIP_HTTP_PORT": str(self.port)},
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
         )
@@ -462,6 +510,87 @@ def locust(work: Path, port: int, clients: int, seconds: int, malformed: float =
         found["good"] = summary(rows["good"], usage)
         found["malformed"] = {k: summary(rows["malformed"], usage)[k] for k in ("requests", "failures")}
     return found
+
+
+WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines(os.getenv("LOAD_BODIES")) do bodies[#bodies + 1] = line end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  return wrk.format(nil, "/predict", nil, bodies[math.random(#bodies)])
+end
+done = function(summary, latency, requests)
+  local failed = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "failures": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %d}\\n',
+    summary.requests, summary.duration, failed, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.mean))
+end
+"""
+
+
+def load_generator(asked: str) -> str:
+    if asked == "auto":
+        found = "wrk" if shutil.which("wrk") else "locust"
+        if found == "locust":
+            log(
+                "wrk is not installed (apt install wrk): locust drives the ratio rounds, at ~0.2 ms of CPU a request"
+            )
+        return found
+    if asked == "wrk" and not shutil.which("wrk"):
+        raise SystemExit(
+            "--load-generator wrk: wrk is not installed; apt install wrk, or --load-generator locust"
+        )
+    return asked
+
+
+def write_wrk_bodies(work: Path, posts: list[str], counts: list[int]) -> None:
+    """Request bodies for wrk, one per line: 4,000 per posts-per-request count, posts drawn at random."""
+    import random
+
+    rng = random.Random(0)
+    for n in counts:
+        with open(work / f"bodies-{n}.jsonl", "w", encoding="utf-8") as f:
+            for _ in range(4000):
+                f.write(json.dumps({"instances": rng.sample(posts, n)}) + "\n")
+
+
+def drive(args, work: Path, port: int, clients: int, seconds: int, posts: int = 1) -> dict:
+    """--ratio-clients closed-loop clients for `seconds`, by args.load_generator."""
+    if args.load_generator == "wrk":
+        return wrk(work, port, clients, seconds, posts)
+    return locust(work, port, clients, seconds, posts=posts)
+
+
+def wrk(work: Path, port: int, clients: int, seconds: int, posts: int = 1) -> dict:
+    """wrk (one thread, `clients` connections, each sending its next request when the answer is back):
+    the figures `locust` gives, at a tenth of its CPU per request."""
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    proc = subprocess.Popen(
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
+        env={**os.environ, "LOAD_BODIES": str(work / f"bodies-{posts}.jsonl")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"wrk failed: {err[-2000:]}")
+    found = json.loads(out.strip().splitlines()[-1])
+    return {
+        "requests": found["requests"],
+        "failures": found["failures"],
+        "tweets_per_s": round(posts * found["requests"] / (found["duration_us"] / 1e6), 1),
+        "p50_ms": round(found["p50_us"] / 1000, 1),
+        "p90_ms": round(found["p90_us"] / 1000, 1),
+        "p99_ms": round(found["p99_us"] / 1000, 1),
+        "mean_ms": round(found["mean_us"] / 1000, 1),
+        "load_generator_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+    }
 
 
 def summary(row: dict, usage, posts: int = 1) -> dict:

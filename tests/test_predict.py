@@ -305,16 +305,25 @@ def test_bf16_on_a_cpu_runs_on_weights_cast_once_and_explains_with_the_weights_t
 
 @pytest.mark.precision
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
+@pytest.mark.parametrize("packing", ["1", "0"])
 def test_a_cpu_scores_with_a_frozen_trace_that_gives_the_eager_models_probabilities(
-    trained_run, corpus, precision
+    trained_run, corpus, precision, packing, monkeypatch
 ):
-    """The trace runs what the eager model runs: the same probabilities on posts it was not traced on
-    (empty, whitespace, emoji, Arabic, far past max_length, special tokens' text), in every batch shape."""
+    """The trace runs what the eager model runs, packed (the default for BERT) or padded: the same
+    probabilities on posts it was not traced on (empty, whitespace, emoji, Arabic, far past max_length,
+    special tokens' text), in every batch shape."""
+    from sentitune.packed import PackedClassifier
     from sentitune.runtime import TracedClassifier, infer_probs
 
+    monkeypatch.setenv("SENTITUNE_PACK", packing)
     predictor = Predictor(str(trained_run), device="cpu", precision=precision)
-    assert isinstance(predictor.scorer, TracedClassifier), predictor.scorer_reason
-    assert predictor.scorer_reason.startswith("TorchScript trace, frozen")
+    if packing == "1":
+        assert isinstance(predictor.scorer, PackedClassifier), predictor.scorer_reason
+        assert predictor.scorer_reason.startswith("packed posts, TorchScript trace, frozen")
+    else:
+        assert isinstance(predictor.scorer, TracedClassifier), predictor.scorer_reason
+        assert predictor.scorer_reason.startswith("TorchScript trace, frozen")
+        assert predictor.scorer_reason.endswith("; padded: SENTITUNE_PACK=0")
     texts = [*corpus["text"].tolist()[:150], *POSTS, "   ", "😀😀 so good", "مرحبا بالعالم", "word " * 3000]
     texts.append("[UNK] [SEP] [CLS] [PAD]")
     tokens = predictor.tokens_of(texts)
@@ -353,6 +362,7 @@ def test_a_trace_that_took_another_path_than_the_model_is_not_used(trained_run, 
     traced, reason = traced_for_inference(Branching().eval(), checks[:1])  # the checks are what decides
     assert traced is not None
     monkeypatch.setenv("SENTITUNE_TRACE", "0")
+    monkeypatch.setenv("SENTITUNE_PACK", "1")  # the packed model is a trace too: off with it
     eager = Predictor(str(trained_run), precision="fp32")
     assert eager.scorer is eager.runner and eager.scorer_reason == "eager: SENTITUNE_TRACE=0"
     np.testing.assert_allclose(eager.probabilities(POSTS), predictor.probabilities(POSTS), atol=1e-5)

@@ -2,7 +2,7 @@
 
 Token ids live in one flat int32 array with offsets (no per-example Python objects), so building a
 batch is a handful of vectorised numpy operations and the step loop does no per-example work. The
-server's forward passes are cut by a budget of padded tokens (`passes_within_budget`), as Hugging Face's
+server's forward passes are cut by a budget of tokens (`passes_within_budget`), as Hugging Face's
 text-embeddings-inference batches by `--max-batch-tokens`.
 """
 
@@ -135,17 +135,21 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]
         yield order[start : start + batch_size]
 
 
-def passes_within_budget(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
+def passes_within_budget(
+    lengths: np.ndarray, max_tokens: int, max_rows: int, padded: bool = True
+) -> list[np.ndarray]:
     """Forward passes over every text, sorted by length: each holds at most `max_rows` texts and at most
-    `max_tokens` tokens once padded to its longest text (rows x longest); a text longer than `max_tokens`
-    on its own is a pass of its own."""
+    `max_tokens` tokens once padded to its longest text (rows x longest), or of the texts' own (`padded`
+    False: a model that runs them packed, sentitune/packed.py); a text longer than `max_tokens` on its own
+    is a pass of its own."""
     order = np.argsort(lengths, kind="stable")
-    passes, start = [], 0
+    passes, start, own = [], 0, 0
     for end in range(1, len(order) + 1):
-        rows = end - start
-        if rows > max_rows or (rows > 1 and rows * int(lengths[order[end - 1]]) > max_tokens):
+        rows, length = end - start, int(lengths[order[end - 1]])
+        own += length
+        if rows > max_rows or (rows > 1 and (rows * length if padded else own) > max_tokens):
             passes.append(order[start : end - 1])
-            start = end - 1
+            start, own = end - 1, length
     if start < len(order):
         passes.append(order[start:])
     return passes

@@ -1007,8 +1007,9 @@ class ServeSettings:
     )
     max_batch_tokens: int = opt(
         1024,
-        "most tokens in one forward pass, counting padding (posts x the longest): the posts taken are sorted "
-        "by length and cut into passes within this budget (a longer post runs alone)",
+        "most tokens in one forward pass, counting padding (posts x the longest), or the posts' own where "
+        "the model runs packed (a BERT model on a CPU): the posts taken are sorted by length and cut into "
+        "passes within this budget (a longer post runs alone)",
         group=SERVER,
         within="[1, 1048576]",
     )

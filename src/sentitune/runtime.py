@@ -202,8 +202,12 @@ def inference_weights(
 # reading requests, or two model threads (benchmarks/serve_load.py; docs/benchmarks/serving.md). A trace
 # records one path through the model's Python, so it is kept only when it gives the eager model's
 # probabilities on inputs of other shapes, with and without padding (`TRACE_TOLERANCE`); else the eager
-# model runs and `reason` says why. SENTITUNE_TRACE=0 turns it off.
+# model runs and `reason` says why. SENTITUNE_TRACE=0 turns it off. A BERT classifier runs packed instead
+# (sentitune/packed.py: its dense layers over the posts' own tokens, no padding), checked the same way;
+# SENTITUNE_PACK=0 keeps the padded trace.
 TRACE_ENV = "SENTITUNE_TRACE"
+PACK_ENV = "SENTITUNE_PACK"
+OFF = ("0", "false", "no", "off")
 TRACE_TOLERANCE = 2e-3  # largest difference in any class probability, trace against eager
 
 
@@ -241,7 +245,7 @@ def traced_for_inference(
     """`model` (eval mode, on the CPU) traced on `checks[0]` and frozen, if it gives the eager model's
     probabilities on every one of `checks` (input ids, attention mask) within TRACE_TOLERANCE; else None.
     With the reason either way."""
-    if os.environ.get(TRACE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if os.environ.get(TRACE_ENV, "1").strip().lower() in OFF:
         return None, f"eager: {TRACE_ENV}={os.environ[TRACE_ENV]}"
     try:
         with torch.inference_mode(), warnings.catch_warnings():
@@ -263,18 +267,48 @@ def traced_for_inference(
     return TracedClassifier(graph), f"TorchScript trace, frozen (largest difference from eager {worst:.1g})"
 
 
-def trace_checks(encode: Callable[[list[str]], TokenizedTexts], max_length: int):
-    """Inputs a trace is checked on: one row, rows of different lengths (padding), rows of one length
-    (none), and a row at `max_length`, shaped as inference pads them."""
+def check_posts(encode: Callable[[list[str]], TokenizedTexts], max_length: int) -> list[TokenizedTexts]:
+    """Posts a traced or packed model is checked on: rows of different lengths (padding), one row, rows of
+    one length (none), a row at `max_length`, and rows of all three kinds."""
     short = encode(["ok"])
     mixed = encode(["fine", "a somewhat longer post, with more words in it than the others", "good day"])
     longest = encode(["word " * (2 * max_length)])
     same = TokenizedTexts.concat([short, short, short, short])
+    return [mixed, short, same, longest, TokenizedTexts.concat([mixed, longest, same, short, mixed])]
+
+
+def trace_checks(encode: Callable[[list[str]], TokenizedTexts], max_length: int):
+    """Inputs a trace is checked on (`check_posts`), shaped as inference pads them."""
     checks = []
-    for tokens, multiple in ((mixed, SHAPE_MULTIPLE), (short, 1), (same, 1), (longest, 1), (mixed, 1)):
+    for tokens, multiple in zip(check_posts(encode, max_length), (SHAPE_MULTIPLE, 1, 1, 1, 1), strict=True):
         ids, mask = tokens.batch(np.arange(len(tokens)), multiple=multiple)
         checks.append((ids, mask))
     return checks
+
+
+def cpu_scorer(
+    runner: torch.nn.Module, encode: Callable[[list[str]], TokenizedTexts], max_length: int, device, precision
+) -> tuple[torch.nn.Module, str]:
+    """What scores posts on a CPU, and why: the model packed (`packed.packed_for_inference`) where it
+    gives the eager model's probabilities, else its padded trace where that does, else the eager model.
+    SENTITUNE_TRACE=0 keeps the eager model; SENTITUNE_PACK=0 the padded trace."""
+    from sentitune.packed import packed_for_inference
+
+    if os.environ.get(TRACE_ENV, "1").strip().lower() in OFF:
+        return runner, f"eager: {TRACE_ENV}={os.environ[TRACE_ENV]}"
+    unpacked = f"padded: {PACK_ENV}={os.environ.get(PACK_ENV)}"
+    if os.environ.get(PACK_ENV, "1").strip().lower() not in OFF:
+        checks = check_posts(encode, max_length)
+        packed, unpacked = packed_for_inference(
+            runner,
+            checks,
+            lambda tokens: infer_probs(runner, tokens, len(tokens), device, precision),
+            TRACE_TOLERANCE,
+        )
+        if packed is not None:
+            return packed, unpacked
+    traced, reason = traced_for_inference(runner, trace_checks(encode, max_length))
+    return traced or runner, f"{reason}; {unpacked}"
 
 
 def choose_precision(requested: str, caps: Capabilities, environ: dict[str, str] | None = None) -> Precision:
@@ -327,6 +361,10 @@ def infer_probs(
     precision: Precision = FP32,
 ) -> np.ndarray:
     """Class probabilities for every text, in the input order."""
+    from sentitune.packed import PackedClassifier
+
+    if isinstance(model, PackedClassifier):
+        return model.probabilities(tokens, batch_size)
 
     def logits_of(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with precision.autocast(device):

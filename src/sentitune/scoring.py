@@ -23,6 +23,7 @@ from sentitune.layout import EXPORT_DIR, EXPORT_REPORT, WEIGHTS
 from sentitune.runfolder import load_run, onnx_path, trained_max_length
 from sentitune.runtime import (
     Precision,
+    cpu_scorer,
     infer_probs,
     inference_weights,
     onnx_probs,
@@ -31,8 +32,6 @@ from sentitune.runtime import (
     require_onnxruntime,
     resolve_device,
     resolve_precision,
-    trace_checks,
-    traced_for_inference,
 )
 from sentitune.storage import join, sha256_of
 
@@ -91,13 +90,17 @@ class Predictor:
             self.precision = resolve_precision(precision, self.device)
             self.model = self.classifier.model.to(self.device)  # as trained: explanations read it
             self.runner, self.precision = inference_weights(self.model, self.precision, self.device)
-            # What probabilities_of runs: on a CPU the runner's frozen trace, where it gives the runner's
-            # probabilities (runtime.traced_for_inference); `runner` stays the eager module.
+            # What probabilities_of runs: on a CPU the runner packed or traced, where that gives the runner's
+            # probabilities (runtime.cpu_scorer); `runner` stays the eager module.
             self.scorer, self.scorer_reason = self.runner, f"eager: on {self.device.type}"
             if self.device.type == "cpu":
-                checks = trace_checks(lambda t: self.classifier.encode(t, self.max_length), self.max_length)
-                traced, self.scorer_reason = traced_for_inference(self.runner, checks)
-                self.scorer = traced or self.runner
+                self.scorer, self.scorer_reason = cpu_scorer(
+                    self.runner,
+                    lambda t: self.classifier.encode(t, self.max_length),
+                    self.max_length,
+                    self.device,
+                    self.precision,
+                )
         else:
             if device not in ("auto", "cpu"):
                 raise SentituneError(f"--backend {backend} runs on the CPU; drop --device {device}")

@@ -40,6 +40,7 @@ from sentitune.config import ServeConfig, ServeSettings
 from sentitune.errors import SentituneError, require_extra
 from sentitune.explain import explain
 from sentitune.logs import use_json_logs
+from sentitune.packed import PackedClassifier
 from sentitune.runfolder import onnx_path
 from sentitune.runtime import cpu_has_native_bf16, resolve_device
 from sentitune.scoring import Predictor
@@ -416,6 +417,7 @@ def create_app(predictor, settings: ServeSettings) -> FastAPI:
         max_wait_ms=settings.max_wait_ms,
         workers=workers,
         threads_per_worker=threads,
+        packed=isinstance(getattr(predictor, "scorer", None), PackedClassifier),
     )
 
     async def probabilities(texts: list[str]) -> tuple[np.ndarray, int]:
@@ -696,7 +698,8 @@ class TokenBatcher:
     Requests arrive tokenised (the event loop tokenises while the model computes) and wait in a queue. As
     soon as a model thread is free, it takes every queued request, up to `max_batch` posts (a larger
     request alone), sorts their posts by length and cuts them into passes of at most `model_batch` posts and
-    `max_batch_tokens` tokens counting padding (a longer post alone). A request is answered as soon as the
+    `max_batch_tokens` tokens counting padding, or the posts' own tokens where the model runs them packed (a
+    longer post alone). A request is answered as soon as the
     pass holding its last post is done, so its client's next request queues while the other passes run:
     under load the model never waits for HTTP, and nothing waits on a timer. Only a request that finds the
     model idle waits, up to `max_wait_ms`, for others to join it.
@@ -712,8 +715,10 @@ class TokenBatcher:
         max_wait_ms: float = 0.0,
         workers: int = 1,
         threads_per_worker: int | None = None,
+        packed: bool = False,
     ):
         self.score = score
+        self.padded = not packed
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self.max_batch = max_batch
@@ -826,7 +831,9 @@ class TokenBatcher:
         left = sizes.copy()  # posts of each request not scored yet
         tokens = TokenizedTexts.concat([p.tokens for p in batch])
         out: np.ndarray | None = None
-        for rows in passes_within_budget(tokens.lengths, self.max_batch_tokens, self.model_batch):
+        for rows in passes_within_budget(
+            tokens.lengths, self.max_batch_tokens, self.model_batch, self.padded
+        ):
             try:
                 probs = self.score(tokens.subset(rows))
             except Exception:
@@ -845,7 +852,9 @@ class TokenBatcher:
     def _run_request_alone(self, pending: _Pending, shared: int) -> None:
         try:
             tokens, out = pending.tokens, None
-            for rows in passes_within_budget(tokens.lengths, self.max_batch_tokens, self.model_batch):
+            for rows in passes_within_budget(
+                tokens.lengths, self.max_batch_tokens, self.model_batch, self.padded
+            ):
                 probs = self.score(tokens.subset(rows))
                 if out is None:
                     out = np.empty((len(tokens), probs.shape[1]), probs.dtype)
