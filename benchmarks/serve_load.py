@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Load test of `sentitune serve` on localhost with locust; prints one JSON object.
+"""Load test of `sentitune serve` on localhost with wrk and locust; prints one JSON object.
 
 First the server against the model's own speed: for each --ratio-backends and --posts-per-request, in
 --rounds rounds, the offline `Predictor` scores the 2,000 validation tweets (passes of 64 sorted by
 length, in this process), then the server, on the same run, serves --ratio-clients closed-loop clients
 for --ratio-seconds; offline and served alternate, so each round's ratio (served / offline posts/s) holds
-whatever else the machine was doing at the time.
+whatever else the machine was doing at the time. A ratio backend may carry environment variables for its
+server and its offline Predictor and options for its server (`torch@SENTITUNE_PACK=0 --max-batch-tokens=1024`);
+the backends take turns within each round.
+wrk drives these rounds where it is installed (--load-generator; locust costs ~10x its CPU per request,
+taken from the server's cores).
 
 Then, for each backend (PyTorch, ONNX fp32, ONNX int8) the real server runs as its own process on this
 machine, and locust's headless runner drives it with 1, 8 and 64 concurrent clients, each sending one
@@ -195,8 +199,8 @@ def main() -> int:
 
 
 def served_against_offline(work: Path, run: Path, posts: list[str], specs: list[str], args) -> dict:
-    """Per spec (a backend, `BACKEND@VAR=VALUE ...` with environment variables set for its server and its
-    offline Predictor, e.g. `torch@SENTITUNE_PACK=0`) and posts-per-request count, --rounds rounds of (the
+    """Per spec (a backend, `BACKEND@VAR=VALUE --option=VALUE ...` with environment variables set for its
+    server and its offline Predictor and options for its server, `parse_spec`) and posts-per-request count, --rounds rounds of (the
     offline Predictor over `posts`, then the server under --ratio-clients closed-loop clients): posts/s of
     each and their ratio, round by round. The specs take turns within each round, in an order reversed
     from round to round, so that what else the machine does falls on all of them alike."""
@@ -205,15 +209,16 @@ def served_against_offline(work: Path, run: Path, posts: list[str], specs: list[
     measured: dict[str, dict] = {}
     with contextlib.ExitStack() as stack:
         for spec in specs:
-            backend, env = parse_spec(spec)
+            backend, env, options = parse_spec(spec)
             with environment(env):
                 predictor = Predictor(str(run), backend=backend)
             predictor.probabilities(posts)  # first call: allocations, kernels for every shape
-            server = stack.enter_context(Server(run, backend, args.serve_options.split(), env))
+            server = stack.enter_context(Server(run, backend, [*args.serve_options.split(), *options], env))
             measured[spec] = {
                 "precision": str(predictor.precision),
                 "forward": getattr(predictor, "scorer_reason", None),
                 "environment": env,
+                "serve_options": options,
                 "offline": f"Predictor.probabilities over the {len(posts)} posts, passes of "
                 f"{predictor.batch_size} sorted by length, twice per round",
                 "load_generator": args.load_generator,
@@ -265,10 +270,12 @@ def one_round(work: Path, setup: dict, posts: list[str], per_request: int, args)
     }
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+def parse_spec(spec: str) -> tuple[str, dict[str, str], list[str]]:
+    """`BACKEND@VAR=VALUE --serve-option=VALUE ...`: the backend, its environment and its server's options."""
     backend, _, settings = spec.partition("@")
-    env = dict(item.split("=", 1) for item in settings.split() if "=" in item)
-    return backend, env
+    items = settings.split()
+    env = dict(item.split("=", 1) for item in items if "=" in item and not item.startswith("--"))
+    return backend, env, [item for item in items if item.startswith("--")]
 
 
 @contextlib.contextmanager

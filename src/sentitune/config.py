@@ -1006,7 +1006,7 @@ class ServeSettings:
         within="[1, 65536]",
     )
     max_batch_tokens: int = opt(
-        1024,
+        512,
         "most tokens in one forward pass, counting padding (posts x the longest), or the posts' own where "
         "the model runs packed (a BERT model on a CPU): the posts taken are sorted by length and cut into "
         "passes within this budget (a longer post runs alone)",
