@@ -319,20 +319,26 @@ def test_a_hand_written_labelled_csv_prepares_as_before_with_no_rounds(tweets, t
     assert "model_label" not in rows.index.names and report["label_sources"]["human"] == 80
 
 
-def test_pool_shares_follow_how_often_the_run_predicts_each_class(trained_run, pool, tmp_path):
+def test_pool_shares_the_default_follow_how_often_the_run_predicts_each_class(trained_run, pool, tmp_path):
     assert pool_quotas(np.array([1000, 15000, 4000]), 200) == [10, 150, 40]
     assert pool_quotas(np.array([5, 100, 0]), 10) == [1, 9, 0]  # a class predicted at all gets one
     assert pool_quotas(np.array([3000, 0, 0]), 200) == [200, 0, 0]
     assert sum(pool_quotas(np.array([7, 11, 13]), 31)) == 31
     path, _ = pool
     out = tmp_path / "pool"
-    select(SelectConfig(str(trained_run), [str(path)], 30, class_shares="pool", output_dir=str(out)))
+    select(SelectConfig(str(trained_run), [str(path)], 30, output_dir=str(out)))  # the default
     summary = json.loads((out / "selection.json").read_text())
     assert summary["class_shares"] == "pool"
     probs = Predictor(str(trained_run)).probabilities(pd.read_csv(path)["text"].tolist())
     expected = pool_quotas(np.bincount(probs.argmax(axis=1), minlength=3), 30)
     got = [summary["selected_by_predicted_class"][name] for name in LABELS]
     assert sum(got) == 30 and np.abs(np.array(got) - expected).max() <= 1  # bf16 scores of other batches
+    select(SelectConfig(str(trained_run), [str(path)], 30, class_shares="equal", output_dir=str(out / "eq")))
+    summary = json.loads((out / "eq" / "selection.json").read_text())
+    expected = class_quotas(np.bincount(probs.argmax(axis=1), minlength=3), 30)
+    got = [summary["selected_by_predicted_class"][name] for name in LABELS]
+    assert summary["class_shares"] == "equal" and sum(got) == 30
+    assert np.abs(np.array(got) - expected).max() <= 1
 
 
 def test_a_run_that_ended_with_a_warning_repeats_it_when_it_selects(trained_run, pool, tmp_path, caplog):

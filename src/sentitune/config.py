@@ -952,9 +952,10 @@ class SelectConfig:
         group=DATA,
     )
     class_shares: str = opt(
-        "equal",
-        "how the picks are shared among the predicted classes: equal (a rare class gets as many as the "
-        "others), or pool (in proportion to how often the run predicts each class in the pool)",
+        "pool",
+        "how the picks are shared among the predicted classes: pool (in proportion to how often the run "
+        "predicts each class in the pool, at least one each), or equal (a rare class gets as many as the "
+        "others)",
         choices=("equal", "pool"),
         group=DATA,
     )

@@ -254,7 +254,7 @@ def choose(
     n: int,
     strategy: str,
     seed: int,
-    class_shares: str = "equal",
+    class_shares: str = "pool",
 ) -> np.ndarray:
     """Row numbers of the `n` posts to label, most uncertain first (random: in sampled order)."""
     rng = np.random.default_rng(seed)
