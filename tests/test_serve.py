@@ -488,15 +488,19 @@ def test_malformed_http_gets_a_json_400(strict_server):
     }
 
 
-def test_the_pytorch_model_sees_few_shapes_whatever_the_batches(trained_run, corpus, monkeypatch):
-    """Every (rows, tokens) shape costs the kernels memory that stays: a server's shapes are bounded
-    (padded here; packed in test_packed.py)."""
-    monkeypatch.setenv("SENTITUNE_PACK", "0")
+@pytest.mark.parametrize("packing", ["0", "1"])
+def test_the_pytorch_model_sees_few_shapes_whatever_the_batches(trained_run, corpus, monkeypatch, packing):
+    """Every shape costs the kernels memory that stays: a server's shapes are bounded. Padded: rows in fours
+    up to 16, tokens in eights. Packed: the dense layers' tokens in steps of 64, attention's rows in fours
+    and longest post in eights."""
+    monkeypatch.setenv("SENTITUNE_PACK", packing)
     predictor = Predictor(str(trained_run), precision="fp32", batch_size=16)
     shapes = set()
-    hook = predictor.scorer.register_forward_pre_hook(
-        lambda module, args, kwargs: shapes.add(tuple(kwargs["input_ids"].shape)), with_kwargs=True
-    )
+
+    def record(module, args, kwargs):
+        shapes.add((len(args[0]), *args[4].shape[::3]) if args else tuple(kwargs["input_ids"].shape))
+
+    hook = predictor.scorer.register_forward_pre_hook(record, with_kwargs=True)
     texts = corpus["text"].tolist()
     rng = np.random.default_rng(0)
     try:
@@ -504,8 +508,12 @@ def test_the_pytorch_model_sees_few_shapes_whatever_the_batches(trained_run, cor
             predictor.probabilities(list(rng.choice(texts, size=int(rng.integers(1, 65)), replace=False)))
     finally:
         hook.remove()
-    assert len(shapes) <= 4 * 13, sorted(shapes)  # rows in fours up to 16, tokens in eights up to 104
-    assert all(rows % 4 == 0 and width % 8 == 0 for rows, width in shapes), sorted(shapes)
+    attention = {shape[-2:] for shape in shapes}  # (rows, tokens): all a padded pass has
+    assert len(attention) <= 4 * 13, sorted(attention)  # rows in fours up to 16, tokens in eights up to 104
+    assert all(rows % 4 == 0 and width % 8 == 0 for rows, width in attention), sorted(attention)
+    if packing == "1":
+        dense = {shape[0] for shape in shapes}
+        assert all(tokens % 64 == 0 for tokens in dense) and len(dense) <= 16 * 104 // 64, sorted(dense)
 
 
 # ----------------------------------------------------------------------------- settings and the command line
