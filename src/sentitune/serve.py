@@ -699,10 +699,10 @@ class TokenBatcher:
     soon as a model thread is free, it takes every queued request, up to `max_batch` posts (a larger
     request alone), sorts their posts by length and cuts them into passes of at most `model_batch` posts and
     `max_batch_tokens` tokens counting padding, or the posts' own tokens where the model runs them packed (a
-    longer post alone). A request is answered as soon as the
-    pass holding its last post is done, so its client's next request queues while the other passes run:
-    under load the model never waits for HTTP, and nothing waits on a timer. Only a request that finds the
-    model idle waits, up to `max_wait_ms`, for others to join it.
+    longer post alone). A request is answered as soon as the pass holding its last post is done, so its
+    client's next request queues while the other passes run: under load the model never waits for HTTP,
+    and nothing waits on a timer. Only a request that finds the model idle waits, up to `max_wait_ms`, for
+    others to join it.
     """
 
     def __init__(
