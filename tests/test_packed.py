@@ -83,11 +83,14 @@ def test_a_model_packing_cannot_follow_runs_padded_and_says_why(predictor, monke
     distil = DistilBertForSequenceClassification(
         DistilBertConfig(vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=3)
     ).eval()
-    assert packable(distil) == "DistilBertForSequenceClassification is not a BERT classifier"
+    assert packable(distil) == "DistilBertForSequenceClassification is not a BERT or RoBERTa classifier"
     checks = check_posts(lambda t: predictor.classifier.encode(t, predictor.max_length), predictor.max_length)
     eager = lambda tokens: infer_probs(predictor.runner, tokens, 8, predictor.device, FP32)  # noqa: E731
     packed, reason = packed_for_inference(distil, checks, eager, 2e-3)
-    assert packed is None and reason == "padded: DistilBertForSequenceClassification is not a BERT classifier"
+    assert (
+        packed is None
+        and reason == "padded: DistilBertForSequenceClassification is not a BERT or RoBERTa classifier"
+    )
 
     forward = PackedBert.forward
     monkeypatch.setattr(PackedBert, "forward", lambda self, *a: forward(self, *a).flip(-1))
@@ -109,3 +112,31 @@ def test_a_packed_servers_budget_counts_the_posts_own_tokens():
     passes = passes_within_budget(lengths, 25, 8, padded=False)
     assert [p.tolist() for p in passes] == [[1, 3, 8, 9, 10, 11, 12], [0, 2], [4, 5], [6], [7]]
     assert all(len(rows) == 1 or lengths[rows].sum() <= 25 for rows in passes)
+
+
+@pytest.mark.precision
+@pytest.mark.parametrize("dtype, spread", [(torch.float32, 0.5), (torch.bfloat16, 0.02)])
+def test_a_roberta_classifier_packs_with_its_own_positions_and_head(predictor, corpus, dtype, spread):
+    """RoBERTa counts positions from its pad id + 1 and skips the pad token wherever it stands; its head
+    reads the first token through dense, tanh and out_proj. A pad token's text inside a post is checked.
+    In fp32 the weights are large enough that a token's position moves its probabilities (counted as BERT
+    counts them, the check refuses the packed model by 0.59); bf16 rounding at that size is as large, so
+    bf16 runs at the usual initialisation."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        pad_token_id=0, max_position_embeddings=600, num_labels=3, initializer_range=spread,
+    )  # fmt: skip
+    roberta = RobertaForSequenceClassification(config).eval().to(dtype)
+    encode = lambda t: predictor.classifier.encode(t, predictor.max_length)  # noqa: E731
+    precision = FP32 if dtype == torch.float32 else predictor.precision
+    eager = lambda tokens: infer_probs(roberta, tokens, 8, predictor.device, precision)  # noqa: E731
+    packed, reason = packed_for_inference(roberta, check_posts(encode, predictor.max_length), eager, 2e-3)
+    assert packed is not None, reason
+    assert packed.pad == 0 and reason.startswith("packed posts, TorchScript trace, frozen")
+    texts = [*corpus["text"].tolist()[:60], *ODD, "[PAD] first", "two [PAD] [PAD] inside", "last [PAD]"]
+    tokens = encode(texts)
+    assert (tokens.ids == 0).sum() >= 4  # the pad token's text is the pad id
+    np.testing.assert_allclose(packed.probabilities(tokens, 16), eager(tokens), atol=2e-3)

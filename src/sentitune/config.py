@@ -1009,7 +1009,7 @@ class ServeSettings:
     max_batch_tokens: int = opt(
         512,
         "most tokens in one forward pass, counting padding (posts x the longest), or the posts' own where "
-        "the model runs packed (a BERT model on a CPU): the posts taken are sorted by length and cut into "
+        "the model runs packed (BERT or RoBERTa on a CPU): the posts taken are sorted by length and cut into "
         "passes within this budget (a longer post runs alone)",
         group=SERVER,
         within="[1, 1048576]",

@@ -1,13 +1,14 @@
-"""Inference over posts packed end to end: a BERT classifier's dense layers run on the real tokens only.
+"""Inference over posts packed end to end: a BERT or RoBERTa classifier's dense layers run on the real
+tokens only.
 
 A padded batch computes every layer over rows x longest post; random posts (a server's requests) pad
 40-60 % more than length-sorted ones, and rows and tokens rounded up for few kernel shapes pad more. Here
 the posts of a pass are laid end to end as one [tokens, hidden] matrix for the embeddings, the linear
 layers, the layer norms and the activation; only attention, a small share of the FLOPs at post lengths,
 spreads them into a padded [rows, heads, longest, head size] layout and back. The weights are the
-model's own modules (a BERT encoder: BERT, MiniLM, BERT-Tiny; mean-pooled or [CLS] head), traced and frozen
-as `runtime.traced_for_inference` does, and kept only where the packed model gives the eager model's
-probabilities on the same checks; any other model runs padded, as before.
+model's own modules (BERT, MiniLM, BERT-Tiny with a mean-pooled or [CLS] head; RoBERTa and XLM-R with
+their own head), traced and frozen as `runtime.traced_for_inference` does, and kept only where the
+packed model gives the eager model's probabilities on the same checks; any other model runs padded.
 """
 
 from __future__ import annotations
@@ -24,24 +25,47 @@ LENGTH_MULTIPLE = 8
 MIN_TOKEN_STEP = 64  # the packed tokens are rounded up to a step of this, or a 16th of their power of two
 
 
-def packable(model: torch.nn.Module) -> str | None:
-    """Why `model` cannot run packed, or None when it can: a BERT encoder with absolute positions and no
-    decoder parts, under a mean-pooled or BERT's own [CLS] head (dropout + linear)."""
+def _families():
+    """(classifier class, encoder class, positions counted from the pad id + 1) of each packable family."""
     from transformers.models.bert.modeling_bert import BertForSequenceClassification, BertModel
+    from transformers.models.roberta.modeling_roberta import RobertaForSequenceClassification, RobertaModel
+    from transformers.models.xlm_roberta.modeling_xlm_roberta import (
+        XLMRobertaForSequenceClassification,
+        XLMRobertaModel,
+    )
 
+    return (
+        (BertForSequenceClassification, BertModel, False),
+        (RobertaForSequenceClassification, RobertaModel, True),
+        (XLMRobertaForSequenceClassification, XLMRobertaModel, True),
+    )
+
+
+def packable(model: torch.nn.Module) -> str | None:
+    """Why `model` cannot run packed, or None when it can: a BERT or RoBERTa encoder with absolute positions
+    and no decoder parts, under a mean-pooled head or the family's own first-token head."""
     from sentitune.model import MeanPooled
 
     inner = model.inner if isinstance(model, MeanPooled) else model
-    if not isinstance(inner, BertForSequenceClassification) or not isinstance(inner.base_model, BertModel):
-        return f"{type(inner).__name__} is not a BERT classifier"
+    if not any(type(inner) is head and type(inner.base_model) is encoder for head, encoder, _ in _families()):
+        return f"{type(inner).__name__} is not a BERT or RoBERTa classifier"
     config = inner.config
     if getattr(config, "position_embedding_type", "absolute") != "absolute" or config.is_decoder:
-        return "not a plain BERT encoder (relative positions or a decoder)"
+        return "not a plain encoder (relative positions or a decoder)"
     if config.problem_type not in (None, "single_label_classification"):
         return f"problem type {config.problem_type}"
-    if not isinstance(model, MeanPooled) and inner.base_model.pooler is None:
-        return "a [CLS] head without its pooler"
+    if not isinstance(model, MeanPooled) and position_pad(model) is None and inner.base_model.pooler is None:
+        return "a [CLS] head without its pooler"  # (RoBERTa's head has its own dense layer)
     return None
+
+
+def position_pad(model: torch.nn.Module) -> int | None:
+    """RoBERTa's pad id, from which its positions count (None: positions from 0, as BERT's)."""
+    from sentitune.model import MeanPooled
+
+    inner = model.inner if isinstance(model, MeanPooled) else model
+    roberta = any(type(inner) is head and counted for head, _, counted in _families())
+    return int(inner.base_model.embeddings.padding_idx) if roberta else None
 
 
 class PackedBert(torch.nn.Module):
@@ -56,7 +80,8 @@ class PackedBert(torch.nn.Module):
         bert = inner.base_model
         self.embeddings = bert.embeddings
         self.layers = bert.encoder.layer
-        self.pooler = None if self.mean else bert.pooler
+        self.first_token_head = position_pad(model) is not None  # RoBERTa's: dense, tanh, out_proj
+        self.pooler = None if self.mean or self.first_token_head else bert.pooler
         self.classifier = inner.classifier
         self.heads = bert.config.num_attention_heads
         self.head_size = bert.config.hidden_size // self.heads
@@ -96,6 +121,8 @@ class PackedBert(torch.nn.Module):
         if self.mean:
             hidden = torch.cat([x, x.new_zeros(1, x.size(1))])[spread].view(rows, longest, x.size(1))
             pooled = hidden.sum(dim=1) / lengths
+        elif self.first_token_head:
+            return self.classifier(x[first].unsqueeze(1))
         else:
             pooled = self.pooler.activation(self.pooler.dense(x[first]))
         return self.classifier(pooled)
@@ -106,8 +133,11 @@ def token_step(tokens: int) -> int:
     return max(MIN_TOKEN_STEP, power // 16)
 
 
-def packed_inputs(tokens: TokenizedTexts, rows: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """PackedBert's inputs for the posts at `rows` of `tokens`."""
+def packed_inputs(
+    tokens: TokenizedTexts, rows: np.ndarray, dtype: torch.dtype, pad: int | None = None
+) -> tuple[torch.Tensor, ...]:
+    """PackedBert's inputs for the posts at `rows` of `tokens`; `pad`: positions as RoBERTa counts them,
+    from pad + 1 over the post's tokens that are not the pad id (which keep position pad)."""
     starts = tokens.offsets[rows]
     lengths = tokens.offsets[rows + 1] - starts
     count = int(lengths.sum())
@@ -122,6 +152,12 @@ def packed_inputs(tokens: TokenizedTexts, rows: np.ndarray, dtype: torch.dtype) 
     ids[:count] = tokens.ids[source]
     positions = np.zeros(size, np.int64)
     positions[:count] = position
+    if pad is not None:
+        real = ids[:count] != pad
+        counted = np.cumsum(real)
+        before = np.concatenate([[0], counted])[begins][post]  # real tokens of earlier posts
+        positions[:count] = np.where(real, pad + counted - before, pad)
+        positions[count:] = pad
     slot = post * longest + position
     spread = np.full(batch * longest, size, np.int64)
     spread[slot] = np.arange(count)
@@ -148,15 +184,15 @@ def packed_inputs(tokens: TokenizedTexts, rows: np.ndarray, dtype: torch.dtype) 
 class PackedClassifier(torch.nn.Module):
     """A frozen trace of `PackedBert`, scoring tokenised posts in length-sorted passes."""
 
-    def __init__(self, graph: torch.jit.ScriptModule, dtype: torch.dtype):
+    def __init__(self, graph: torch.jit.ScriptModule, dtype: torch.dtype, pad: int | None = None):
         super().__init__()
-        self.graph, self.dtype = graph, dtype
+        self.graph, self.dtype, self.pad = graph, dtype, pad
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.graph(*inputs)
 
     def logits(self, tokens: TokenizedTexts, rows: np.ndarray) -> torch.Tensor:
-        return self(*packed_inputs(tokens, rows, self.dtype))[: len(rows)]
+        return self(*packed_inputs(tokens, rows, self.dtype, self.pad))[: len(rows)]
 
     def probabilities(self, tokens: TokenizedTexts, batch_size: int) -> np.ndarray:
         """Class probabilities of every post, in the input order."""
@@ -181,9 +217,10 @@ def packed_for_inference(
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            example = packed_inputs(checks[0], np.arange(len(checks[0])), dtype)
+            pad = position_pad(model)
+            example = packed_inputs(checks[0], np.arange(len(checks[0])), dtype, pad)
             graph = torch.jit.freeze(torch.jit.trace(PackedBert(model).eval(), example, check_trace=False))
-            packed = PackedClassifier(graph, dtype)
+            packed = PackedClassifier(graph, dtype, pad)
             worst = 0.0
             for tokens in checks:
                 got, expected = packed.probabilities(tokens, len(tokens)), eager_probs(tokens)

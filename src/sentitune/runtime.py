@@ -268,10 +268,18 @@ def traced_for_inference(
 
 
 def check_posts(encode: Callable[[list[str]], TokenizedTexts], max_length: int) -> list[TokenizedTexts]:
-    """Posts a traced or packed model is checked on: rows of different lengths (padding), one row, rows of
-    one length (none), a row at `max_length`, and rows of all three kinds."""
+    """Posts a traced or packed model is checked on: rows of different lengths (padding; one holds the pad
+    token's text, which RoBERTa's positions skip), one row, rows of one length (none), a row at
+    `max_length`, and rows of all three kinds."""
     short = encode(["ok"])
-    mixed = encode(["fine", "a somewhat longer post, with more words in it than the others", "good day"])
+    mixed = encode(
+        [
+            "fine",
+            "a somewhat longer post, with more words in it than the others",
+            "good day",
+            "a [PAD] <pad> b",
+        ]
+    )
     longest = encode(["word " * (2 * max_length)])
     same = TokenizedTexts.concat([short, short, short, short])
     return [mixed, short, same, longest, TokenizedTexts.concat([mixed, longest, same, short, mixed])]
