@@ -519,6 +519,20 @@ def test_the_pytorch_model_sees_few_shapes_whatever_the_batches(trained_run, cor
 # ----------------------------------------------------------------------------- settings and the command line
 
 
+def test_the_token_budget_follows_whether_the_model_runs_packed(predictor, trained_run, monkeypatch):
+    """--max-batch-tokens 0 (the default): 512 of the posts' own tokens packed, 1024 counting padding
+    otherwise; a budget given is kept either way."""
+    assert isinstance(predictor.scorer, PackedClassifier)
+    app = serve.create_app(predictor, ServeSettings(host="127.0.0.1", port=0))
+    assert (app.state.batcher.max_batch_tokens, app.state.batcher.padded) == (512, False)
+    monkeypatch.setenv("SENTITUNE_PACK", "0")
+    padded = Predictor(str(trained_run), precision="fp32")
+    app = serve.create_app(padded, ServeSettings(host="127.0.0.1", port=0))
+    assert (app.state.batcher.max_batch_tokens, app.state.batcher.padded) == (1024, True)
+    app = serve.create_app(padded, ServeSettings(host="127.0.0.1", port=0, max_batch_tokens=300))
+    assert app.state.batcher.max_batch_tokens == 300
+
+
 def test_auto_backend_follows_the_cpu_kind_and_what_the_run_has(run_copy, monkeypatch):
     """PyTorch where the CPU computes bf16 natively; the int8 export on one without, once the run has it."""
     run = str(run_copy)

@@ -1007,12 +1007,12 @@ class ServeSettings:
         within="[1, 65536]",
     )
     max_batch_tokens: int = opt(
-        512,
+        0,
         "most tokens in one forward pass, counting padding (posts x the longest), or the posts' own where "
         "the model runs packed (BERT or RoBERTa on a CPU): the posts taken are sorted by length and cut into "
-        "passes within this budget (a longer post runs alone)",
+        "passes within this budget (a longer post runs alone); 0: auto, 512 packed, 1024 padded",
         group=SERVER,
-        within="[1, 1048576]",
+        within="[0, 1048576]",
     )
     model_batch: int = opt(
         64,
