@@ -248,3 +248,26 @@ def test_the_profile_scripts_run_against_the_code_they_profile(tmp_path, tweets)
     found = json.loads(predict.stdout)
     assert found["config"]["examples"] == len(tweets)
     assert found["sentitune_seconds"]["model"] > 0 and found["trainer_seconds"]["evaluate"] > 0
+
+
+def test_pass_plans_replays_a_servers_passes_padded_and_packed(tmp_path, tweets, trained_run):
+    """pass_plans.py plans passes with the server's own cutting and runs both paths of the Predictor."""
+    env = small_shared(tmp_path, tweets)
+    found = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pass_plans.py"), "--run", str(trained_run), "--rounds", "1"],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr[-2000:]
+    plans = json.loads(found.stdout)["plans"]
+    assert set(plans) == {
+        "sorted64",
+        "random32-1024",
+        "random32-512",
+        "random32-0",
+        "random64-0",
+        "random16-0",
+    }
+    for plan in plans.values():
+        assert plan["packed"]["median"] > 0 and plan["padded"]["median"] > 0
+        assert plan["packed"]["tokens_run_per_token"] == 1.0  # packed runs the posts' own tokens only
+        assert plan["padded"]["tokens_run_per_token"] > 1.0
