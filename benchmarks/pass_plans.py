@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speedlib import VAL_CSV, emit, log, machine_info  # noqa: E402
+from speedlib import VAL_CSV, bench_main, log  # noqa: E402
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="a finished `sentitune train` run folder")
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
 
+
+def run_plans(args) -> dict:
     import pandas as pd
     import torch
 
@@ -94,9 +94,8 @@ def main() -> int:
             found[(name, path)].append(round(rate, 1))
             padding[(name, path)] = round(float(padding_of), 3)
             log(f"round {i + 1}: {name} {path}: {rate:.0f} posts per CPU-second")
-    result = {
+    return {
         "benchmark": "pass_plans",
-        "machine": machine_info(),
         "run": args.run,
         "forward": {"packed": packed.scorer_reason, "padded": padded.scorer_reason},
         "unit": "posts per CPU-second, one torch thread",
@@ -113,9 +112,7 @@ def main() -> int:
             for name in plans
         },
     }
-    emit(result)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(__doc__, add_arguments, run_plans))

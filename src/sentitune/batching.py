@@ -135,6 +135,19 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]
         yield order[start : start + batch_size]
 
 
+def probabilities_by_passes(tokens: TokenizedTexts, batch_size: int, logits_of_rows) -> np.ndarray:
+    """Softmax of `logits_of_rows(rows)` (a tensor or an array, a row per post of `rows`) over
+    length-sorted passes of `batch_size` posts, in the input order."""
+    out = None
+    for rows in sorted_batches(tokens.lengths, batch_size):
+        logits = torch.as_tensor(logits_of_rows(rows))[: len(rows)]
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if out is None:
+            out = np.empty((len(tokens), probs.shape[1]), np.float32)
+        out[rows] = probs
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
 def passes_within_budget(
     lengths: np.ndarray, max_tokens: int, max_rows: int, padded: bool = True
 ) -> list[np.ndarray]:

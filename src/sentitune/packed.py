@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from sentitune.batching import TokenizedTexts, sorted_batches
+from sentitune.batching import TokenizedTexts, probabilities_by_passes
 
 ROW_MULTIPLE = 4  # attention's rows and longest post are rounded up, for few kernel shapes
 LENGTH_MULTIPLE = 8
@@ -196,13 +196,7 @@ class PackedClassifier(torch.nn.Module):
 
     def probabilities(self, tokens: TokenizedTexts, batch_size: int) -> np.ndarray:
         """Class probabilities of every post, in the input order."""
-        out = None
-        for rows in sorted_batches(tokens.lengths, batch_size):
-            probs = torch.softmax(self.logits(tokens, rows).float(), dim=-1).numpy()
-            if out is None:
-                out = np.empty((len(tokens), probs.shape[1]), np.float32)
-            out[rows] = probs
-        return out if out is not None else np.zeros((0, 0), np.float32)
+        return probabilities_by_passes(tokens, batch_size, lambda rows: self.logits(tokens, rows))
 
 
 def packed_for_inference(

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sentitune.batching import TokenizedTexts, sorted_batches
+from sentitune.batching import TokenizedTexts, probabilities_by_passes
 from sentitune.config import PRECISION_ENV, PRECISIONS
 from sentitune.errors import SentituneError, require_extra
+from sentitune.packed import PackedClassifier, packed_for_inference
 
 NATIVE_BF16_CUDA = (8, 0)  # Ampere and newer
 
@@ -300,8 +301,6 @@ def cpu_scorer(
     """What scores posts on a CPU, and why: the model packed (`packed.packed_for_inference`) where it
     gives the eager model's probabilities, else its padded trace where that does, else the eager model.
     SENTITUNE_TRACE=0 keeps the eager model; SENTITUNE_PACK=0 the padded trace."""
-    from sentitune.packed import packed_for_inference
-
     if os.environ.get(TRACE_ENV, "1").strip().lower() in OFF:
         return runner, f"eager: {TRACE_ENV}={os.environ[TRACE_ENV]}"
     unpacked = f"padded: {PACK_ENV}={os.environ.get(PACK_ENV)}"
@@ -369,8 +368,6 @@ def infer_probs(
     precision: Precision = FP32,
 ) -> np.ndarray:
     """Class probabilities for every text, in the input order."""
-    from sentitune.packed import PackedClassifier
-
     if isinstance(model, PackedClassifier):
         return model.probabilities(tokens, batch_size)
 
@@ -410,18 +407,13 @@ def batched_probs(
     """Softmax of `logits_of(input_ids, attention_mask)` over length-sorted batches, in the input order;
     `logits_of` returns a tensor or an array (the PyTorch model, an onnxruntime session). `few_shapes`:
     pad each batch as SHAPE_MULTIPLE and ROW_MULTIPLE say."""
-    out = None
-    for rows in sorted_batches(tokens.lengths, batch_size):
+
+    def logits_of_rows(rows: np.ndarray):
         if few_shapes:
-            ids, mask = tokens.batch(bucketed_rows(rows, batch_size), multiple=SHAPE_MULTIPLE)
-        else:
-            ids, mask = tokens.batch(rows)
-        logits = torch.as_tensor(logits_of(ids, mask))[: len(rows)]
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        if out is None:
-            out = np.empty((len(tokens), probs.shape[1]), np.float32)
-        out[rows] = probs
-    return out if out is not None else np.zeros((0, 0), np.float32)
+            return logits_of(*tokens.batch(bucketed_rows(rows, batch_size), multiple=SHAPE_MULTIPLE))
+        return logits_of(*tokens.batch(rows))
+
+    return probabilities_by_passes(tokens, batch_size, logits_of_rows)
 
 
 def require_finite(probs: np.ndarray, source: str) -> np.ndarray:

@@ -3,7 +3,8 @@
 The pool is read, cleaned as prepare cleans posts, and cut to one post per near-duplicate group (same text
 after case, link, mention and space normalisation), leaving out every post already labelled (--labelled).
 The run scores what is left with its calibrated probabilities. The picks are spread over the predicted
-classes (an equal share each, what a class cannot fill going to the others); within a class the
+classes (in proportion to how often the run predicts each in the pool, at least one each; with
+--class-shares equal, an equal share each, what a class cannot fill going to the others); within a class the
 CANDIDATES_PER_PICK x share most uncertain posts (margin: smallest gap between the two likeliest classes;
 entropy: the most spread scores) are clustered on the run's own post embeddings (what its classifier
 reads), and each cluster gives its most uncertain post, so the picks are not variations of one post.
